@@ -1,0 +1,63 @@
+# mlsteward: the two commands are `make demo` (bring everything up and run the demo) and `make test` (all tiers).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+CLUSTER ?= local
+PYTEST_ARGS ?=
+
+.PHONY: help deps venv bins crds cluster-up cluster-down image test unit integration e2e lint demo bench clean
+
+help: ## List the targets.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+deps: ## Install the Debian packages the local cluster needs (root; idempotent).
+	hack/deps.sh
+
+venv: $(VENV)/.installed ## Create the virtualenv with the project and its test dependencies.
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+bins: ## Build etcd, the Kubernetes components and helm from Go modules (cached; a second run builds nothing).
+	hack/build-bins.sh
+
+crds: venv ## Regenerate crds/ (and the chart's copy) from the operator's API models.
+	$(BIN)/python -m mlsteward_operator.crdgen --out crds --chart charts/mlsteward
+
+cluster-up: deps bins ## Start the local single-node cluster (idempotent).
+	hack/cluster.sh up
+
+cluster-down: ## Stop the local cluster and remove everything it made.
+	hack/cluster.sh down
+
+image: venv ## Build the mlsteward image offline and import it into the cluster's containerd.
+	hack/image.sh
+
+lint: venv ## Layering rules (import-linter).
+	$(BIN)/lint-imports
+
+unit: venv ## Unit tier: pure functions and in-process servers on loopback.
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv bins ## Integration tier: the operator against a real kube-apiserver started by the test session.
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+e2e: venv cluster-up image ## End-to-end tier: real cluster, real pods (uses the current kubeconfig).
+	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+test: deps venv lint unit integration e2e ## Run every test tier.
+
+demo: deps venv ## Bring up the local cluster, build the image, deploy two model versions and serve a prediction.
+	hack/demo.sh $(CLUSTER)
+
+bench: venv ## Run the benchmarks (see bench/README.md).
+	$(BIN)/python bench/run.py
+
+clean: cluster-down
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""mlsteward operator: kopf controllers for ModelVersion, ModelDeployment, Experiment and DriftMonitor."""

@@ -1,0 +1,1 @@
+"""mlsteward runtime: the serving data plane (serve, route) and the tool verbs."""

@@ -1,0 +1,296 @@
+"""Contracts shared by the runtime and the operator: configuration files and report schemas.
+
+This module imports pydantic only (DESIGN §1): the operator imports it to render the runtime's and the router's
+configuration and to parse what the data plane reports, without pulling scikit-learn or FastAPI into the control
+plane. Every field has a description because the operator's CRD models reuse some of these classes and
+`kubectl explain` shows the descriptions.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+
+
+class _Model(BaseModel):
+    """Base: unknown keys are an error, so a typo in a config file is caught where it is read."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Model signature (the same shape as ModelVersion.spec.signature)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class FeatureType(str, Enum):
+    number = "number"
+    integer = "integer"
+    categorical = "categorical"
+    boolean = "boolean"
+
+
+class InputSpec(_Model):
+    name: str = Field(description="Feature name; also the key of a named-feature request object.", min_length=1)
+    type: FeatureType = Field(
+        default=FeatureType.number,
+        description="Value type: number (finite float), integer, categorical (one of `allowed`) or boolean.",
+    )
+    min: float | None = Field(default=None, description="Smallest accepted value (numbers and integers).")
+    max: float | None = Field(default=None, description="Largest accepted value (numbers and integers).")
+    allowed: list[str | int | float | bool] | None = Field(
+        default=None, description="Accepted values of a categorical feature; any other value is refused."
+    )
+    required: bool = Field(
+        default=True, description="Whether a request must carry this feature. A missing optional feature is NaN."
+    )
+
+
+class OutputKind(str, Enum):
+    class_ = "class"
+    probability = "probability"
+    regression = "regression"
+
+
+class OutputSpec(_Model):
+    kind: OutputKind = Field(description="What the model returns: a class label, class probabilities, or a number.")
+    classes: list[str | int | float | bool] | None = Field(
+        default=None, description="Class labels in the model's order (classifiers)."
+    )
+
+
+class Signature(_Model):
+    inputs: list[InputSpec] = Field(description="Input features, in the column order the model expects.")
+    output: OutputSpec | None = Field(default=None, description="What the model returns.")
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.inputs]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Runtime configuration (`mlsteward serve --config FILE`), rendered by the operator into a ConfigMap
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ArtifactFormat(str, Enum):
+    skops = "skops"
+    onnx = "onnx"
+    joblib = "joblib"
+    pickle = "pickle"
+
+
+class ArtifactRef(_Model):
+    uri: str = Field(description="Where the artifact is: a path, file://, http(s):// or s3:// URI.", min_length=1)
+    sha256: str | None = Field(
+        default=None, description="Hex sha256 of the artifact bytes, checked before anything is deserialized.",
+        pattern=SHA256_PATTERN,
+    )
+    format: ArtifactFormat = Field(default=ArtifactFormat.skops, description="Serialization format of the artifact.")
+
+
+class Golden(_Model):
+    inputs: list[list[Any]] = Field(description="Rows replayed at start-up before the pod reports ready.")
+    outputs: list[Any] | None = Field(
+        default=None, description="Expected predictions for `inputs`; when set, a mismatch keeps the pod unready."
+    )
+
+
+class BatchingConfig(_Model):
+    enabled: bool = Field(default=True, description="Merge concurrent requests into one model call.")
+    max_batch_size: int = Field(default=64, ge=1, le=100_000, description="Most rows in one model call.")
+    max_wait_ms: float = Field(default=1.0, ge=0, le=1000, description="Longest a request waits for a batch to fill.")
+    max_queue: int = Field(
+        default=2048, ge=1, description="Most requests waiting; past it a request gets 503 with Retry-After."
+    )
+
+
+class DriftWindowConfig(_Model):
+    size: int = Field(default=2048, ge=16, le=1_000_000, description="Reservoir size per feature.")
+    seed: int | None = Field(default=None, description="Seed of the reservoir's random choices (tests).")
+
+
+class LimitsConfig(_Model):
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Largest accepted request body.")
+    max_rows: int = Field(default=10_000, ge=1, description="Most rows in one request.")
+
+
+class RuntimeConfig(_Model):
+    """The JSON file read by `mlsteward serve --config`."""
+
+    name: str = Field(description="Model name used in URLs (/v2/models/{name}).", min_length=1)
+    version: str = Field(default="0.0.0", description="Version reported in x-model-version and metrics.")
+    artifact: ArtifactRef = Field(description="The model artifact.")
+    allow_unverified: bool = Field(
+        default=False, description="Allow joblib/pickle without a sha256 (never set this in production)."
+    )
+    signature: Signature | None = Field(
+        default=None, description="Input and output schema; inferred from the model when absent."
+    )
+    golden: Golden | None = Field(default=None, description="Readiness check input; generated when absent.")
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Adaptive micro-batching.")
+    drift_window: DriftWindowConfig = Field(default_factory=DriftWindowConfig, description="Input sample for drift.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request size limits.")
+    pii_fields: list[str] = Field(default_factory=list, description="Feature names redacted in logs.")
+    prediction_log: str | None = Field(
+        default=None, description="Path of a JSONL prediction log, written off the request path."
+    )
+    feedback_capacity: int = Field(
+        default=100_000, ge=1, description="Most recent predictions kept to join feedback to."
+    )
+    stats_window_s: float = Field(default=60.0, gt=0, description="Sliding window of /v1/stats, in seconds.")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Router configuration (`mlsteward route --config FILE`)
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Backend(_Model):
+    version: str = Field(description="ModelVersion served by this backend.", min_length=1)
+    url: str = Field(description="Base URL of the predictor Service, e.g. http://md-v1:8080.", min_length=1)
+    weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic sent to this backend.")
+
+
+class StickyConfig(_Model):
+    header: str | None = Field(default=None, description="Request header whose hash picks the arm.")
+    body_key: str | None = Field(default=None, description="Top-level JSON body key whose hash picks the arm.")
+
+
+class ShadowConfig(_Model):
+    version: str = Field(description="Version that receives mirrored traffic; its answers are never returned.")
+    url: str = Field(description="Base URL of the shadow backend.")
+    percent: int = Field(default=100, ge=0, le=100, description="Percent of requests mirrored.")
+
+
+class RouterStrategy(str, Enum):
+    weighted = "Weighted"
+    epsilon_greedy = "EpsilonGreedy"
+    thompson = "ThompsonSampling"
+
+
+class RouterConfig(_Model):
+    """The JSON file read by `mlsteward route --config`."""
+
+    deployment: str = Field(description="ModelDeployment name.", min_length=1)
+    model: str = Field(description="Model name used in URLs.", min_length=1)
+    backends: list[Backend] = Field(description="Live versions and their traffic weights.", min_length=1)
+    stable_version: str | None = Field(default=None, description="Version used as fallback on backend errors.")
+    fallback: bool = Field(default=True, description="Retry a failed request on the stable version.")
+    timeout_s: float = Field(default=10.0, gt=0, description="Backend request timeout.")
+    strategy: RouterStrategy = Field(default=RouterStrategy.weighted, description="Arm assignment strategy.")
+    epsilon: float = Field(default=0.1, ge=0, le=1, description="Exploration rate of EpsilonGreedy.")
+    sticky: StickyConfig | None = Field(default=None, description="Sticky assignment key.")
+    shadow: ShadowConfig | None = Field(default=None, description="Mirror a share of traffic to a candidate.")
+    experiment: str | None = Field(default=None, description="Experiment name whose arms these backends are.")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reports
+# --------------------------------------------------------------------------------------------------------------
+
+
+class ValidationResult(_Model):
+    """What `mlsteward validate` writes to the Job's termination message (kept under 4 KiB)."""
+
+    phase: Literal["Ready", "Failed"]
+    reason: str = Field(description="CamelCase reason: Validated, DigestMismatch, SignatureMismatch, ...")
+    message: str = ""
+    sha256: str | None = None
+    metrics: dict[str, float] = Field(default_factory=dict)
+    signature: Signature | None = None
+    golden: Golden | None = None
+    reference: ArtifactRef | None = Field(default=None, description="Reference profile written when missing.")
+
+
+class Quantiles(_Model):
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+
+class VersionStats(_Model):
+    """Per-version (per-arm) counters, summed across replicas by the operator."""
+
+    version: str
+    requests: int = 0
+    errors: int = 0
+    fallbacks: int = 0
+    latency_ms: Quantiles = Field(default_factory=Quantiles)
+    latency_buckets: dict[str, int] = Field(
+        default_factory=dict, description="Cumulative histogram counts by upper bound (ms), mergeable."
+    )
+    # Sufficient statistics of the outcomes joined through feedback: n, sum, sum of squares.
+    outcomes: int = 0
+    outcome_sum: float = 0.0
+    outcome_sumsq: float = 0.0
+
+
+class RouterStats(_Model):
+    """`GET /v1/router/stats`."""
+
+    deployment: str
+    replica: str
+    started: float = Field(description="Unix time this router process started; a change means a restart.")
+    versions: dict[str, VersionStats]
+    shadow: dict[str, Any] | None = None
+
+
+class RuntimeStats(_Model):
+    """`GET /v1/stats` of a predictor."""
+
+    name: str
+    version: str
+    window_s: float
+    count: int
+    errors: int
+    error_rate: float
+    throughput_rps: float
+    latency_ms: Quantiles
+    feedback: int = 0
+    accuracy: float | None = None
+    mean_reward: float | None = None
+
+
+class FeatureWindow(_Model):
+    type: FeatureType
+    values: list[Any] = Field(description="Uniform sample (reservoir) of the values seen.")
+
+
+class DriftWindow(_Model):
+    """`GET /v1/drift/window`: a uniform sample of recent inputs. `seen` lets the operator pool replicas fairly."""
+
+    name: str
+    version: str
+    replica: str
+    seen: int = Field(description="Rows observed since start; each kept row stands for seen/len(values) rows.")
+    features: dict[str, FeatureWindow]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Reference profile (`mlsteward profile`), the baseline of drift tests
+# --------------------------------------------------------------------------------------------------------------
+
+
+class FeatureProfile(_Model):
+    type: FeatureType
+    count: int
+    missing: int = 0
+    mean: float | None = None
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    quantile_edges: list[float] | None = Field(default=None, description="Bin edges at reference deciles (PSI).")
+    bin_fractions: list[float] | None = Field(default=None, description="Reference share in each bin.")
+    categories: dict[str, int] | None = Field(default=None, description="Counts of each category.")
+    sample: list[Any] = Field(default_factory=list, description="Bounded uniform sample for KS and Wasserstein.")
+
+
+class Profile(_Model):
+    schema_version: Literal[1] = 1
+    rows: int
+    features: dict[str, FeatureProfile]

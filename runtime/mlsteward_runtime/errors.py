@@ -1,0 +1,76 @@
+"""Error hierarchy of the runtime. Each error carries the HTTP status it maps to at the edge (one handler in app)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class UsageError(Exception):
+    """Bad command-line input: the CLI prints the message and exits 2."""
+
+
+class RuntimeErrorBase(Exception):
+    """Base of errors that reach a client. `field` and `rule` name what was wrong, for the JSON body."""
+
+    status_code: int = 500
+    error: str = "internal_error"
+
+    def __init__(self, message: str, *, field: str | None = None, rule: str | None = None, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.rule = rule
+        self.extra = extra
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.error, "message": self.message}
+        if self.field is not None:
+            body["field"] = self.field
+        if self.rule is not None:
+            body["rule"] = self.rule
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(RuntimeErrorBase):
+    status_code = 400
+    error = "bad_request"
+
+
+class InvalidInput(RuntimeErrorBase):
+    status_code = 422
+    error = "invalid_input"
+
+
+class NotFound(RuntimeErrorBase):
+    status_code = 404
+    error = "not_found"
+
+
+class PayloadTooLarge(RuntimeErrorBase):
+    status_code = 413
+    error = "payload_too_large"
+
+
+class UnsupportedMediaType(RuntimeErrorBase):
+    status_code = 415
+    error = "unsupported_media_type"
+
+
+class Overloaded(RuntimeErrorBase):
+    status_code = 503
+    error = "overloaded"
+
+
+class NotReady(RuntimeErrorBase):
+    status_code = 503
+    error = "not_ready"
+
+
+class ModelLoadError(Exception):
+    """The artifact could not be fetched, verified or loaded. `reason` is a CamelCase status reason."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
