@@ -1,0 +1,230 @@
+"""The one module that talks to the Kubernetes API server (STYLE §3).
+
+Everything here is generic over a small table of kinds: apply (server-side apply with the field manager
+`mlsteward`), get, list by label, delete, status patch and Events. The kubernetes client is synchronous; its calls
+run in a worker thread so kopf's event loop never blocks on the network.
+
+Errors are mapped here and nowhere else: 404 becomes `None` (get) or a no-op (delete); any other API failure
+raises `ApiError` with the status code and the server's message, which handlers turn into a retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client as kclient
+from kubernetes import config as kconfig
+from kubernetes.client.rest import ApiException
+
+FIELD_MANAGER = "mlsteward"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def base(self) -> str:
+        group_version = self.api_version
+        return f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
+
+    def path(self, namespace: str | None, name: str | None = None, subresource: str | None = None) -> str:
+        parts = [self.base]
+        if self.namespaced and namespace:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        if name:
+            parts.append(name)
+        if subresource:
+            parts.append(subresource)
+        return "/".join(parts)
+
+
+KINDS: dict[tuple[str, str], Kind] = {
+    (k.api_version, k.kind): k
+    for k in (
+        Kind("v1", "ConfigMap", "configmaps"),
+        Kind("v1", "Service", "services"),
+        Kind("v1", "Pod", "pods"),
+        Kind("v1", "Secret", "secrets"),
+        Kind("v1", "Event", "events"),
+        Kind("v1", "Namespace", "namespaces", namespaced=False),
+        Kind("apps/v1", "Deployment", "deployments"),
+        Kind("batch/v1", "Job", "jobs"),
+        Kind("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets"),
+        Kind("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers"),
+        Kind("networking.k8s.io/v1", "NetworkPolicy", "networkpolicies"),
+        Kind("mlsteward.io/v1alpha1", "ModelVersion", "modelversions"),
+        Kind("mlsteward.io/v1alpha1", "ModelDeployment", "modeldeployments"),
+        Kind("mlsteward.io/v1alpha1", "Experiment", "experiments"),
+        Kind("mlsteward.io/v1alpha1", "DriftMonitor", "driftmonitors"),
+    )
+}
+
+
+def kind_of(api_version: str, kind: str) -> Kind:
+    try:
+        return KINDS[(api_version, kind)]
+    except KeyError:
+        raise ValueError(f"unknown kind {api_version}/{kind}: add it to k8s.KINDS") from None
+
+
+class ApiError(Exception):
+    """An API call failed for a reason other than 'not found'."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+def _api_error(exc: ApiException) -> ApiError:
+    message = exc.body or ""
+    try:
+        message = json.loads(exc.body).get("message", message)
+    except (TypeError, ValueError):
+        pass
+    return ApiError(exc.status or 0, exc.reason or "", str(message))
+
+
+def load_config() -> None:
+    """In-cluster config when running in a pod, else the current kubeconfig."""
+    try:
+        kconfig.load_incluster_config()
+    except kconfig.ConfigException:
+        kconfig.load_kube_config()
+
+
+class Client:
+    """A thin asynchronous facade over the generic REST calls the controllers need."""
+
+    def __init__(self, api_client: kclient.ApiClient | None = None) -> None:
+        self._api = api_client or kclient.ApiClient()
+
+    def _call(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, Any]] | None = None,
+              content_type: str = "application/json") -> Any:
+        try:
+            data = self._api.call_api(
+                path, method,
+                query_params=query or [],
+                header_params={"Accept": "application/json", "Content-Type": content_type},
+                body=body,
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _preload_content=True,
+            )
+        except ApiException as exc:
+            raise _api_error(exc) from None
+        return data
+
+    async def _acall(self, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(self._call, *args, **kwargs)
+
+    async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+        """Server-side apply `obj` (which must carry apiVersion, kind, metadata.name and .namespace)."""
+        k = kind_of(obj["apiVersion"], obj["kind"])
+        meta = obj["metadata"]
+        path = k.path(meta.get("namespace"), meta["name"])
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true" if force else "false")]
+        return await self._acall("PATCH", path, body=obj, query=query, content_type="application/apply-patch+yaml")
+
+    async def get(self, api_version: str, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            return await self._acall("GET", kind_of(api_version, kind).path(namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def list(self, api_version: str, kind: str, namespace: str | None, *,
+                   labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+        query = []
+        if labels:
+            query.append(("labelSelector", ",".join(f"{k}={v}" for k, v in sorted(labels.items()))))
+        data = await self._acall("GET", kind_of(api_version, kind).path(namespace), query=query)
+        return list(data.get("items") or [])
+
+    async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+        """Delete with foreground-free background propagation; returns False when it was already gone."""
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        try:
+            await self._acall("DELETE", kind_of(api_version, kind).path(namespace, name), body=body)
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create `obj`; returns None when an object of that name already exists (409)."""
+        k = kind_of(obj["apiVersion"], obj["kind"])
+        try:
+            return await self._acall("POST", k.path(obj["metadata"].get("namespace")), body=obj)
+        except ApiError as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    async def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
+                           status: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the status subresource; returns None when the object is gone."""
+        path = kind_of(api_version, kind).path(namespace, name, "status")
+        try:
+            return await self._acall("PATCH", path, body={"status": status},
+                                     content_type="application/merge-patch+json")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def pod_log(self, namespace: str, name: str, *, tail_lines: int = 50) -> str:
+        path = kind_of("v1", "Pod").path(namespace, name, "log")
+        try:
+            data = await asyncio.to_thread(
+                self._api.call_api, path, "GET", query_params=[("tailLines", tail_lines)],
+                header_params={"Accept": "text/plain"}, response_type="str", auth_settings=["BearerToken"],
+                _return_http_data_only=True, _preload_content=True,
+            )
+        except ApiException as exc:
+            raise _api_error(exc) from None
+        return str(data)
+
+    async def event(self, involved: dict[str, Any], *, reason: str, message: str, type_: str = "Normal") -> None:
+        """Record a core/v1 Event about `involved` (a full object). Failures are logged, never raised:
+        an Event is a courtesy and must not fail a reconcile."""
+        meta = involved["metadata"]
+        now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        ev = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"], "kind": involved["kind"], "name": meta["name"],
+                "namespace": meta["namespace"], "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": "mlsteward"},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self._acall("POST", kind_of("v1", "Event").path(meta["namespace"]), body=ev)
+        except ApiError as exc:
+            log.warning("Failed to record event reason=%s object=%s/%s: %s", reason, meta["namespace"],
+                        meta["name"], exc)
