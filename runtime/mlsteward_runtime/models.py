@@ -1,0 +1,390 @@
+"""Model artifacts: fetch by URI, verify the sha256, deserialize, and write (dump) them.
+
+The order of operations is the security property of this module: the bytes are fetched in full, their sha256 is
+compared with the expected digest, and only then is anything deserialized. joblib and pickle execute arbitrary code
+on load, so they are refused without a digest unless the caller explicitly allows unverified artifacts. skops is
+loaded with its trusted-types check against an allow-list of scikit-learn, NumPy and SciPy types; ONNX runs in
+onnxruntime, which never executes Python code from the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import numpy as np
+
+from mlsteward_runtime.contracts import ArtifactFormat, ArtifactRef
+from mlsteward_runtime.errors import ModelLoadError
+
+__all__ = [
+    "LoadedModel",
+    "TRUSTED_PREFIXES",
+    "dump_model",
+    "fetch_artifact",
+    "load_model",
+    "sha256_bytes",
+    "sha256_file",
+]
+
+# Module prefixes whose types we accept when skops reports them as not trusted by default. Scikit-learn's own tree
+# structures (sklearn.tree._tree.Tree) are the common case. Everything else is refused.
+TRUSTED_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "scipy.sparse.", "scipy.special.", "builtins.")
+
+# Names under the trusted prefixes that read or write files, download data or compile code. A crafted skops file
+# could reference them as functions, so they are refused even though their module looks trusted.
+_DENIED_PREFIXES: tuple[str, ...] = (
+    "numpy.load",
+    "numpy.save",
+    "numpy.fromfile",
+    "numpy.tofile",
+    "numpy.memmap",
+    "numpy.lib.npyio",
+    "numpy.lib.format",
+    "numpy.lib._npyio_impl",
+    "numpy.ctypeslib",
+    "numpy.f2py",
+    "numpy.distutils",
+    "numpy.testing",
+    "sklearn.datasets",
+    "sklearn.utils._testing",
+    "builtins.eval",
+    "builtins.exec",
+    "builtins.open",
+    "builtins.compile",
+    "builtins.__import__",
+    "builtins.getattr",
+    "builtins.setattr",
+    "builtins.input",
+)
+
+_HTTP_TIMEOUT_S = 60.0
+
+# Classifiers whose predict() equals classes_[argmax(predict_proba())], so one call yields both outputs.
+_ARGMAX_PROBA = frozenset({
+    "LogisticRegression",
+    "RandomForestClassifier",
+    "ExtraTreesClassifier",
+    "DecisionTreeClassifier",
+    "ExtraTreeClassifier",
+    "GaussianNB",
+    "MultinomialNB",
+    "BernoulliNB",
+    "ComplementNB",
+    "GradientBoostingClassifier",
+    "HistGradientBoostingClassifier",
+})
+
+
+def _is_trusted_type(name: str) -> bool:
+    if any(name == d or name.startswith(d + ".") or name.startswith(d + "_") for d in _DENIED_PREFIXES):
+        return False
+    return name.startswith(TRUSTED_PREFIXES)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Digests
+# --------------------------------------------------------------------------------------------------------------
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in chunks so large artifacts do not need to fit in memory twice."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Fetch
+# --------------------------------------------------------------------------------------------------------------
+
+
+def fetch_artifact(uri: str) -> bytes:
+    """Return the bytes at `uri`: a path, file://, http(s):// or s3://bucket/key.
+
+    s3 uses boto3's default credential chain; AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) points it at any
+    S3-compatible server. Every failure is a ModelLoadError with reason FetchFailed and the URI in the message.
+    """
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    try:
+        if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
+            path = unquote(parsed.path) if scheme == "file" else uri
+            if scheme == "file" and parsed.netloc not in ("", "localhost"):
+                raise ModelLoadError("FetchFailed", f"file URI with a remote host is not supported: {uri}")
+            return Path(path).read_bytes()
+        if scheme in ("http", "https"):
+            return _fetch_http(uri)
+        if scheme == "s3":
+            return _fetch_s3(parsed.netloc, parsed.path.lstrip("/"), uri)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any I/O failure becomes one reason the operator understands
+        raise ModelLoadError("FetchFailed", f"could not fetch {uri}: {type(exc).__name__}: {exc}") from exc
+    raise ModelLoadError("FetchFailed", f"unsupported URI scheme {scheme!r} in {uri} (use a path, file, http(s), s3)")
+
+
+def _fetch_http(uri: str) -> bytes:
+    import httpx
+
+    with httpx.Client(timeout=_HTTP_TIMEOUT_S, follow_redirects=True) as client:
+        resp = client.get(uri)
+    if resp.status_code != 200:
+        raise ModelLoadError("FetchFailed", f"could not fetch {uri}: HTTP {resp.status_code}")
+    return resp.content
+
+
+def _fetch_s3(bucket: str, key: str, uri: str) -> bytes:
+    if not bucket or not key:
+        raise ModelLoadError("FetchFailed", f"s3 URI needs a bucket and a key: {uri}")
+    import boto3
+
+    # boto3 reads AWS_ENDPOINT_URL itself in recent versions; passing it explicitly also covers older ones.
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    client = boto3.client("s3", endpoint_url=endpoint)
+    obj = client.get_object(Bucket=bucket, Key=key)
+    return obj["Body"].read()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loaded model
+# --------------------------------------------------------------------------------------------------------------
+
+
+class LoadedModel:
+    """A deserialized model with the facts the runtime needs, behind one predict interface.
+
+    `estimator` is the scikit-learn object, or an onnxruntime InferenceSession for ONNX artifacts.
+    """
+
+    def __init__(self, estimator: Any, fmt: ArtifactFormat, sha256: str | None) -> None:
+        self.estimator = estimator
+        self.format = fmt
+        self.sha256 = sha256
+        self.n_features: int | None = None
+        self.feature_names: list[str] | None = None
+        self.classes: list[Any] | None = None
+        self.is_classifier = False
+        self._onnx_input: str | None = None
+        self._onnx_dtype: Any = np.float32
+        self._onnx_label: str | None = None
+        self._onnx_proba: str | None = None
+        self._proba: Any = None
+        self._argmax_proba = False
+        self._classes_arr: np.ndarray | None = None
+        if fmt == ArtifactFormat.onnx:
+            self._init_onnx()
+        else:
+            self._init_sklearn()
+
+    # -- scikit-learn -------------------------------------------------------------------------------------------
+
+    def _init_sklearn(self) -> None:
+        from sklearn.base import is_classifier
+
+        est = self.estimator
+        if not hasattr(est, "predict"):
+            raise ModelLoadError("LoadFailed", f"the artifact holds a {type(est).__name__}, which has no predict()")
+        n = getattr(est, "n_features_in_", None)
+        self.n_features = int(n) if n is not None else None
+        names = getattr(est, "feature_names_in_", None)
+        self.feature_names = [str(x) for x in names] if names is not None else None
+        self.is_classifier = bool(is_classifier(est))
+        classes = getattr(est, "classes_", None)
+        if self.is_classifier and classes is not None:
+            self.classes = np.asarray(classes).tolist()
+            self._classes_arr = np.asarray(classes)
+        final = est.steps[-1][1] if hasattr(est, "steps") and est.steps else est
+        self._argmax_proba = type(final).__name__ in _ARGMAX_PROBA and type(final).__module__.startswith("sklearn.")
+        self._proba = getattr(est, "predict_proba", None) if self.is_classifier else None
+        if self.feature_names is not None:
+            # The runtime validates rows against the signature and passes plain arrays in signature order; the
+            # warning about missing column names would otherwise be raised (and formatted) on every request.
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+
+    # -- ONNX ---------------------------------------------------------------------------------------------------
+
+    def _init_onnx(self) -> None:
+        sess = self.estimator
+        inputs = sess.get_inputs()
+        if len(inputs) != 1:
+            raise ModelLoadError("LoadFailed", f"ONNX models with {len(inputs)} inputs are not supported (need 1)")
+        inp = inputs[0]
+        self._onnx_input = inp.name
+        self._onnx_dtype = {
+            "tensor(float)": np.float32,
+            "tensor(double)": np.float64,
+            "tensor(int64)": np.int64,
+            "tensor(int32)": np.int32,
+        }.get(inp.type, np.float32)
+        shape = inp.shape
+        if len(shape) == 2 and isinstance(shape[1], int):
+            self.n_features = shape[1]
+        outputs = sess.get_outputs()
+        self._onnx_label = outputs[0].name
+        if len(outputs) > 1:
+            self._onnx_proba = outputs[1].name
+            self.is_classifier = True
+            # The classes are the keys of the ZipMap output (a list of dicts); a tensor output carries no labels, so
+            # probe once with a zero row to learn them.
+            if self.n_features is not None:
+                try:
+                    out = sess.run(None, {inp.name: np.zeros((1, self.n_features), dtype=self._onnx_dtype)})
+                    proba = out[1]
+                    if isinstance(proba, list) and proba and isinstance(proba[0], dict):
+                        self.classes = list(proba[0].keys())
+                except Exception:  # noqa: BLE001 - classes are optional metadata
+                    self.classes = None
+
+    # -- predict ------------------------------------------------------------------------------------------------
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        if self._onnx_input is not None:
+            out = self.estimator.run([self._onnx_label], {self._onnx_input: X.astype(self._onnx_dtype, copy=False)})
+            return np.asarray(out[0]).reshape(len(X))
+        return np.asarray(self.estimator.predict(X))
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray | None:
+        if self._onnx_input is not None:
+            if self._onnx_proba is None:
+                return None
+            out = self.estimator.run([self._onnx_proba], {self._onnx_input: X.astype(self._onnx_dtype, copy=False)})
+            proba = out[0]
+            if isinstance(proba, list):
+                keys = self.classes if self.classes is not None else list(proba[0].keys()) if proba else []
+                return np.array([[row[k] for k in keys] for row in proba], dtype=np.float64)
+            return np.asarray(proba, dtype=np.float64)
+        if self._proba is None:
+            return None
+        return np.asarray(self._proba(X))
+
+    def predict_both(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions and probabilities, with one model call when that provably gives the same answer.
+
+        For the estimators in `_ARGMAX_PROBA` scikit-learn's predict is the class at the argmax of predict_proba
+        (forests and trees take it literally; linear models and naive Bayes apply a monotonic link to the same
+        scores), so the runtime computes probabilities once. Anything else (an SVC with Platt scaling, say) calls
+        both methods, because its predict may disagree with its probabilities.
+        """
+        if self._argmax_proba and self._proba is not None and self.classes is not None:
+            proba = np.asarray(self._proba(X))
+            return self._classes_arr.take(proba.argmax(axis=1)), proba
+        return self.predict(X), self.predict_proba(X)
+
+    def __repr__(self) -> str:
+        kind = type(self.estimator).__name__
+        return f"LoadedModel({kind}, format={self.format.value}, sha256={self.sha256}, n_features={self.n_features})"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Load
+# --------------------------------------------------------------------------------------------------------------
+
+
+def load_model(ref: ArtifactRef, *, allow_unverified: bool = False, data: bytes | None = None) -> LoadedModel:
+    """Fetch (unless `data` is given), verify, then deserialize the artifact `ref` points at.
+
+    Raises ModelLoadError with reason FetchFailed, DigestMismatch, UnverifiedRefused or LoadFailed.
+    """
+    fmt = ArtifactFormat(ref.format)
+    if ref.sha256 is None and fmt in (ArtifactFormat.joblib, ArtifactFormat.pickle) and not allow_unverified:
+        # Refused before fetching: there is no reason to download bytes we will not deserialize.
+        raise ModelLoadError(
+            "UnverifiedRefused",
+            f"{fmt.value} artifacts run code when loaded; refusing {ref.uri} without a sha256 "
+            "(give the digest, or allow unverified artifacts explicitly)",
+        )
+    if data is None:
+        data = fetch_artifact(ref.uri)
+    actual = sha256_bytes(data)
+    if ref.sha256 is not None and actual != ref.sha256.lower():
+        raise ModelLoadError(
+            "DigestMismatch",
+            f"sha256 mismatch for {ref.uri}: expected {ref.sha256.lower()}, got {actual}; the artifact was not loaded",
+        )
+    try:
+        estimator = _deserialize(data, fmt)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken artifact is a load failure, whatever the library raises
+        raise ModelLoadError("LoadFailed", f"could not load {ref.uri} as {fmt.value}: {type(exc).__name__}: {exc}") from exc
+    return LoadedModel(estimator, fmt, actual)
+
+
+def _deserialize(data: bytes, fmt: ArtifactFormat) -> Any:
+    if fmt == ArtifactFormat.skops:
+        import skops.io as sio
+
+        untrusted = sio.get_untrusted_types(data=data)
+        refused = [t for t in untrusted if not _is_trusted_type(t)]
+        if refused:
+            raise ModelLoadError("LoadFailed", f"skops artifact contains types outside the allow-list: {refused}")
+        return sio.loads(data, trusted=untrusted)
+    if fmt == ArtifactFormat.onnx:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        # One thread per session: the runtime scales by workers and batching, and onnxruntime's default thread pool
+        # would oversubscribe the cores that uvicorn workers share.
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    if fmt == ArtifactFormat.joblib:
+        import joblib
+
+        return joblib.load(io.BytesIO(data))
+    if fmt == ArtifactFormat.pickle:
+        import pickle
+
+        return pickle.loads(data)  # noqa: S301 - only reached after the digest check or an explicit opt-in
+    raise ModelLoadError("LoadFailed", f"unknown format {fmt}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Dump
+# --------------------------------------------------------------------------------------------------------------
+
+
+def dump_model(
+    estimator: Any, path: str | os.PathLike[str], fmt: ArtifactFormat | str = ArtifactFormat.skops
+) -> str:
+    """Write `estimator` to `path` in `fmt` and return the sha256 of the written file.
+
+    ONNX conversion needs skl2onnx (a test and tooling dependency, not a serving one).
+    """
+    fmt = ArtifactFormat(fmt)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == ArtifactFormat.skops:
+        import skops.io as sio
+
+        sio.dump(estimator, path)
+    elif fmt == ArtifactFormat.joblib:
+        import joblib
+
+        joblib.dump(estimator, path)
+    elif fmt == ArtifactFormat.pickle:
+        import pickle
+
+        with open(path, "wb") as fh:
+            pickle.dump(estimator, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    elif fmt == ArtifactFormat.onnx:
+        from skl2onnx import to_onnx
+
+        n = int(estimator.n_features_in_)
+        onx = to_onnx(estimator, np.zeros((1, n), dtype=np.float32), target_opset=None)
+        path.write_bytes(onx.SerializeToString())
+    else:  # pragma: no cover - ArtifactFormat is closed
+        raise ValueError(f"unknown format {fmt}")
+    return sha256_file(path)
