@@ -1,0 +1,12 @@
+"""Statistics of mlsteward (DESIGN §5): reference profiles, drift tests, experiment analysis and bandits.
+
+Shared by the tool verbs (`mlsteward profile|drift|ab`), the router (bandits) and the operator (drift monitors and
+experiments), which imports these modules only where it analyses, never at start-up.
+
+- `stats.profile`: `build_profile(columns, ...) -> Profile`.
+- `stats.drift`: `drift_report(reference, current, thresholds=...) -> DriftReport`, `pool_windows(windows, ...)`.
+- `stats.ab`: `ArmStats`, `compare`, `two_proportion_ztest`, `chi2_proportions`, `welch_ttest`, `prob_best`,
+  `sample_ratio_mismatch`, `msprt`.
+- `stats.bandits`: `epsilon_greedy`, `thompson`, `thompson_allocation`.
+- `stats.table`: the CSV reader of the tool verbs.
+"""
