@@ -173,6 +173,14 @@ class RouterStrategy(str, Enum):
     thompson = "ThompsonSampling"
 
 
+class ArmOutcomes(_Model):
+    """Sufficient statistics of one arm's outcomes: enough for means, variances and the bandits' posteriors."""
+
+    n: int = Field(default=0, ge=0, description="Number of outcomes.")
+    sum: float = Field(default=0.0, description="Sum of the outcomes.")
+    sumsq: float = Field(default=0.0, ge=0, description="Sum of the squared outcomes.")
+
+
 class RouterConfig(_Model):
     """The JSON file read by `mlsteward route --config`."""
 
@@ -187,6 +195,20 @@ class RouterConfig(_Model):
     sticky: StickyConfig | None = Field(default=None, description="Sticky assignment key.")
     shadow: ShadowConfig | None = Field(default=None, description="Mirror a share of traffic to a candidate.")
     experiment: str | None = Field(default=None, description="Experiment name whose arms these backends are.")
+    metric_kind: Literal["binary", "continuous"] | None = Field(
+        default=None,
+        description="Outcome kind the bandits model: binary (Beta posterior) or continuous (Normal posterior). "
+        "Unset: binary while every outcome seen is 0 or 1.",
+    )
+    goal: Literal["maximize", "minimize"] = Field(
+        default="maximize", description="Whether the bandits favour arms with high or low mean outcome."
+    )
+    outcome_priors: dict[str, ArmOutcomes] = Field(
+        default_factory=dict,
+        description="Outcome statistics per version merged across all router replicas (from Experiment status). "
+        "The bandits add the outcomes this replica records after loading the config, so bandit state survives "
+        "restarts and is shared between replicas.",
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,63 @@
+"""`mlsteward route`: the stable entry point of a ModelDeployment, splitting traffic across predictor versions."""
+
+from __future__ import annotations
+
+import argparse
+
+from mlsteward_runtime.errors import UsageError
+
+HELP = "Route prediction traffic across model versions (weighted, sticky, bandit, shadow, fallback)."
+DESCRIPTION = (
+    "Serve the router of one ModelDeployment. The RouterConfig JSON file is re-read whenever it changes on disk "
+    "(the operator updates a mounted ConfigMap); an invalid new file is logged and the previous config kept. "
+    "Process settings come from MLSTEWARD_ROUTER_* environment variables."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="RouterConfig JSON file.")
+    parser.add_argument("--host", default="0.0.0.0", help="Address to listen on (default: 0.0.0.0).")
+    parser.add_argument("--port", type=int, default=8080, help="Port to listen on (default: 8080).")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run(args: argparse.Namespace) -> int:
+    import importlib.util
+    import logging
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from mlsteward_runtime.router.app import create_app
+    from mlsteward_runtime.router.config import ConfigError
+    from mlsteward_runtime.router.settings import RouterSettings
+
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port: {args.port} is not a TCP port (1..65535)")
+    try:
+        settings = RouterSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UsageError(f"MLSTEWARD_ROUTER_{str(first['loc'][0]).upper()}: {first['msg']}") from None
+    try:
+        app = create_app(args.config, settings)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    has_uvloop = importlib.util.find_spec("uvloop") is not None
+    has_httptools = importlib.util.find_spec("httptools") is not None
+    # One process per pod: the counters behind /v1/router/stats live in memory, and with several workers each
+    # scrape would see only one worker's share. Scale the router with replicas instead.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop" if has_uvloop else "asyncio",
+        http="httptools" if has_httptools else "h11",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_level=args.log_level,
+        timeout_keep_alive=30,
+    )
+    return 0

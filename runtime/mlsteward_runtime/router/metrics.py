@@ -1,0 +1,49 @@
+"""Prometheus metrics of the router, in a registry of its own so that several routers can live in one process."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Seconds; the router adds well under a millisecond, so the low end is fine-grained.
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "mlsteward_router_requests", "Prediction requests by the version that answered and HTTP status.",
+            ["version", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "mlsteward_router_backend_latency_seconds", "Round trip to a backend, by version.",
+            ["version"], buckets=_BUCKETS, registry=r,
+        )
+        self.backend_errors = Counter(
+            "mlsteward_router_backend_errors", "Failed backend attempts (connect error, timeout, 5xx).",
+            ["version", "reason"], registry=r,
+        )
+        self.fallbacks = Counter(
+            "mlsteward_router_fallbacks", "Requests retried on the stable version after a backend error.",
+            ["from_version", "to_version"], registry=r,
+        )
+        self.shadow = Counter(
+            "mlsteward_router_shadow_requests", "Mirrored requests by result (ok, error, dropped).",
+            ["version", "result"], registry=r,
+        )
+        self.shadow_agreement = Counter(
+            "mlsteward_router_shadow_agreement", "Mirrored requests whose prediction matched the served one.",
+            ["version", "agreed"], registry=r,
+        )
+        self.feedback = Counter(
+            "mlsteward_router_feedback", "Outcomes joined through feedback, by version.", ["version"], registry=r,
+        )
+        self.reloads = Counter(
+            "mlsteward_router_config_reloads", "Config file reloads by result (ok, invalid).", ["result"],
+            registry=r,
+        )
+        self.backend_ready = Gauge(
+            "mlsteward_router_backend_ready", "1 when the backend answered its last readiness probe.",
+            ["version"], registry=r,
+        )
