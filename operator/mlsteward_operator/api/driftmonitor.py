@@ -1,0 +1,234 @@
+"""DriftMonitor (`dm`): watches the inputs a ModelDeployment receives (DESIGN §2, §3.5, §5).
+
+The operator pools the predictors' input windows, tests each feature against the served version's reference
+profile and acts after `consecutive` windows in breach: an Alert, a Rollback to stableVersion or a Retrain Job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import Field, model_validator
+
+from mlsteward_operator.api.common import (
+    AGE,
+    ApiModel,
+    Duration,
+    KindInfo,
+    ObjectMeta,
+    ObjectName,
+    PrinterColumn,
+    SecretKeyRef,
+    ShortText,
+    StatusBase,
+    cel,
+    defaulted,
+    ranged,
+    rules,
+)
+
+MAX_HISTORY = 50
+
+
+class Window(ApiModel):
+    """How many pooled input rows one check uses."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            cel("self.minSamples <= self.maxSamples", "window.minSamples must not exceed window.maxSamples")
+        )
+    }
+
+    min_samples: int = Field(default=200, ge=1, le=10_000_000, description="Skip the check below this many rows.")
+    max_samples: int = Field(
+        default=5000,
+        ge=1,
+        le=10_000_000,
+        description="Use at most this many rows (a uniform subsample), so large windows do not cry wolf.",
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Window:
+        if self.min_samples > self.max_samples:
+            raise ValueError("window.minSamples must not exceed window.maxSamples")
+        return self
+
+
+def _nonneg(name: str) -> tuple[Any, ...]:
+    return ranged(0, None, f"thresholds.{name} must be at least 0")
+
+
+class Thresholds(ApiModel):
+    """Effect-size thresholds per method, and the significance level. A feature drifts only when both are passed."""
+
+    p_value: Annotated[
+        float,
+        *ranged(0, 1, "thresholds.pValue must be strictly between 0 and 1, e.g. 0.01", lo_open=True, hi_open=True),
+    ] = Field(default=0.01, description="Significance level after multiple-testing correction, in (0, 1).")
+    ks: Annotated[float, *_nonneg("ks")] = Field(
+        default=0.1, description="Kolmogorov-Smirnov statistic above which a numeric feature may drift."
+    )
+    wasserstein: Annotated[float, *_nonneg("wasserstein")] = Field(
+        default=0.1, description="Wasserstein distance (in reference standard deviations) for numeric features."
+    )
+    psi: Annotated[float, *_nonneg("psi")] = Field(
+        default=0.2, description="Population stability index (numeric bins and categories)."
+    )
+    jensen_shannon: Annotated[float, *_nonneg("jensenShannon")] = Field(
+        default=0.1, description="Jensen-Shannon distance for categorical features."
+    )
+
+
+class Action(StrEnum):
+    alert = "Alert"
+    rollback = "Rollback"
+    retrain = "Retrain"
+
+
+class Retrain(ApiModel):
+    """The retraining Job run by the Retrain action."""
+
+    template: dict[str, Any] = Field(
+        description=(
+            "A batch/v1 Job spec (`spec` of a Job) run to retrain; its result is registered as a new ModelVersion "
+            "with lineage."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+class Notify(ApiModel):
+    """Where alerts are posted."""
+
+    webhook_secret_ref: SecretKeyRef = Field(description="Secret key holding the webhook URL.")
+
+
+class DriftMonitorSpec(ApiModel):
+    """What to watch and what to do on drift."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            cel(
+                "!has(self.actions) || !('Retrain' in self.actions) || has(self.retrain)",
+                "actions include Retrain: set spec.retrain.template (the Job to run)",
+            ),
+            cel(
+                "!has(self.actions) || !('Rollback' in self.actions && 'Retrain' in self.actions)",
+                "choose Rollback or Retrain, not both",
+            ),
+        )
+    }
+
+    deployment: ObjectName = Field(description="ModelDeployment whose inputs are watched.")
+    interval: Duration = Field(default="5m", description="Time between checks, e.g. 5m.")
+    window: Window = Field(
+        default_factory=Window, json_schema_extra=defaulted(Window), description="Rows pooled per check.")
+    features: Annotated[list[Annotated[str, Field(min_length=1, max_length=253)]], Field(max_length=1024)] = Field(
+        default_factory=list, description="Features to test (default: every input of the signature)."
+    )
+    thresholds: Thresholds = Field(
+        default_factory=Thresholds, json_schema_extra=defaulted(Thresholds), description="Detection thresholds.")
+    consecutive: int = Field(default=3, ge=1, le=100, description="Windows in breach before an action runs.")
+    actions: Annotated[list[Action], Field(max_length=3, json_schema_extra={"x-kubernetes-list-type": "set"})] = Field(
+        default=[Action.alert], description="What to do on drift: Alert, Rollback, Retrain."
+    )
+    retrain: Retrain | None = Field(default=None, description="Retraining Job (action Retrain).")
+    cooldown: Duration = Field(default="30m", description="Least time between two actions.")
+    notify: Notify | None = Field(default=None, description="Webhook for alerts.")
+
+    @model_validator(mode="after")
+    def _actions(self) -> DriftMonitorSpec:
+        if Action.retrain in self.actions and self.retrain is None:
+            raise ValueError("actions include Retrain: set spec.retrain.template (the Job to run)")
+        if Action.retrain in self.actions and Action.rollback in self.actions:
+            raise ValueError("choose Rollback or Retrain, not both")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------------------------------
+
+
+class FeatureResult(ApiModel):
+    """The test of one feature."""
+
+    name: ShortText = Field(description="Feature name.")
+    method: ShortText = Field(description="Test used: ks, wasserstein, psi, chi-square, jensen-shannon.")
+    statistic: float | None = Field(default=None, description="Test statistic.")
+    p_value: float | None = Field(default=None, description="p-value after multiple-testing correction.")
+    effect_size: float | None = Field(default=None, description="Effect size compared with the threshold.")
+    drifted: bool = Field(default=False, description="Whether this feature drifted.")
+
+
+class Report(ApiModel):
+    """One drift check."""
+
+    time: dt.datetime = Field(description="When the check ran.")
+    window_size: int = Field(ge=0, description="Rows tested.")
+    version: ShortText | None = Field(default=None, description="ModelVersion whose reference was used.")
+    features: list[FeatureResult] = Field(default_factory=list, description="Per-feature results.")
+    drifted: bool = Field(default=False, description="Whether the window was in breach.")
+
+
+class HistoryEntry(ApiModel):
+    """A past check, summarised."""
+
+    time: dt.datetime = Field(description="When the check ran.")
+    window_size: int = Field(ge=0, description="Rows tested.")
+    drifted_features: int = Field(default=0, ge=0, description="Number of drifted features.")
+    drifted: bool = Field(default=False, description="Whether the window was in breach.")
+
+
+class LastAction(ApiModel):
+    """The last action taken."""
+
+    type: Action = Field(description="Alert, Rollback or Retrain.")
+    time: dt.datetime = Field(description="When it ran.")
+    message: Annotated[str, Field(max_length=4096)] = Field(default="", description="What was done.")
+    job: ShortText | None = Field(default=None, description="Retraining Job name (Retrain).")
+
+
+class DriftMonitorStatus(StatusBase):
+    """Latest report, history and actions."""
+
+    last_report: Report | None = Field(default=None, description="The latest check.")
+    history: Annotated[list[HistoryEntry], Field(max_length=MAX_HISTORY)] = Field(
+        default_factory=list, description=f"The last {MAX_HISTORY} checks, oldest first."
+    )
+    drift_detected: bool | None = Field(default=None, description="Whether the latest window was in breach.")
+    consecutive_breaches: int = Field(default=0, ge=0, description="Windows in breach in a row.")
+    last_action: LastAction | None = Field(default=None, description="The last action and when it ran.")
+
+
+class DriftMonitor(ApiModel):
+    """A DriftMonitor object as read from the API server."""
+
+    api_version: str = Field(default="mlsteward.io/v1alpha1", description="API version.")
+    kind: str = Field(default="DriftMonitor", description="Kind.")
+    metadata: ObjectMeta = Field(description="Object metadata.")
+    spec: DriftMonitorSpec = Field(description="Desired state.")
+    status: DriftMonitorStatus = Field(default_factory=DriftMonitorStatus, description="Observed state.")
+
+
+INFO = KindInfo(
+    kind="DriftMonitor",
+    plural="driftmonitors",
+    singular="driftmonitor",
+    short_names=("dm",),
+    description=(
+        "DriftMonitor tests the inputs a ModelDeployment receives against the training-data profile and, after "
+        "consecutive breaches, alerts, rolls back or retrains."
+    ),
+    spec=DriftMonitorSpec,
+    status=DriftMonitorStatus,
+    printer_columns=(
+        PrinterColumn("Deployment", ".spec.deployment", "string", "ModelDeployment."),
+        PrinterColumn("Drift", ".status.driftDetected", "boolean", "Latest window in breach."),
+        PrinterColumn("Last Check", ".status.lastReport.time", "date", "Time of the latest check."),
+        PrinterColumn("Last Action", ".status.lastAction.type", "string", "Last action taken."),
+        AGE,
+    ),
+)

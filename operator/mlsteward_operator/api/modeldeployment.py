@@ -1,0 +1,328 @@
+"""ModelDeployment (`md`): a model served behind a stable Service (DESIGN §2).
+
+`spec.version` names the ModelVersion the user wants served. The operator serves it once it is Ready, through a
+rollout strategy, and keeps serving the current version whenever the wanted one is missing, not Ready or of another
+model. What is actually served, and every decision taken on the way, is status; the operator never writes spec.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from mlsteward_operator.api.common import (
+    AGE,
+    DNS_LABEL,
+    MAX_DECISIONS,
+    MAX_MESSAGE,
+    MAX_SHORT,
+    ApiModel,
+    Duration,
+    KindInfo,
+    ObjectMeta,
+    ObjectName,
+    Percent,
+    PrinterColumn,
+    SecretKeyRef,
+    ShortText,
+    StatusBase,
+    cel,
+    defaulted,
+    ranged,
+    ready_column,
+    rules,
+)
+
+# A resource quantity (`500m`, `1Gi`, `2`): Kubernetes accepts an integer or a string.
+Quantity = int | Annotated[str, Field(max_length=64)]
+ResourceMap = Annotated[dict[Annotated[str, Field(max_length=MAX_SHORT)], Quantity], Field(max_length=16)]
+
+
+class Resources(ApiModel):
+    """Compute resources of one container, as in a Pod spec."""
+
+    requests: ResourceMap | None = Field(default=None, description="Minimum resources, e.g. {cpu: 100m, memory: 256Mi}.")
+    limits: ResourceMap | None = Field(default=None, description="Maximum resources, e.g. {memory: 512Mi}.")
+
+
+class Autoscaling(ApiModel):
+    """Horizontal autoscaling of each predictor Deployment (an autoscaling/v2 HorizontalPodAutoscaler)."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            cel("self.minReplicas <= self.maxReplicas", "autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        )
+    }
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest predictor pods per version.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most predictor pods per version.")
+    target_cpu_utilization: Annotated[int, Field(ge=1, le=100)] = Field(
+        default=70,
+        alias="targetCPUUtilization",
+        description="Average CPU utilisation (percent of the CPU request) the autoscaler aims for.",
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        return self
+
+
+class RolloutStrategy(StrEnum):
+    canary = "Canary"
+    blue_green = "BlueGreen"
+    immediate = "Immediate"
+
+
+class Analysis(ApiModel):
+    """Gates a canary step must pass, measured by the router on the new version's traffic during the step."""
+
+    max_error_rate: Annotated[float, *ranged(0, 1, "analysis.maxErrorRate must be between 0 and 1")] | None = Field(
+        default=None, description="Highest tolerated share of failed requests (0..1), e.g. 0.01."
+    )
+    max_p99_latency_ms: Annotated[
+        float, *ranged(0, None, "analysis.maxP99LatencyMs must be greater than 0", lo_open=True)
+    ] | None = Field(default=None, alias="maxP99LatencyMs", description="Highest tolerated p99 latency in ms.")
+    min_requests: int = Field(
+        default=0,
+        ge=0,
+        description="Requests the new version must have served in a step before the gates are judged; fewer holds the step.",
+    )
+
+
+def _steps_ascend(steps: list[int]) -> list[int]:
+    if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+        raise ValueError("rollout.steps must strictly ascend")
+    if steps and steps[-1] != 100:
+        raise ValueError("rollout.steps must end at 100")
+    return steps
+
+
+Steps = Annotated[
+    list[Annotated[int, Field(ge=1, le=100)]],
+    Field(
+        max_length=20,
+        json_schema_extra=rules(
+            cel(
+                "self.isSorted() && self.all(x, self.exists_one(y, y == x))",
+                "rollout.steps must strictly ascend, e.g. [10, 50, 100]",
+            ),
+            cel("size(self) == 0 || self[size(self) - 1] == 100", "rollout.steps must end at 100"),
+        ),
+    ),
+]
+
+
+class Rollout(ApiModel):
+    """How a new spec.version replaces the served one."""
+
+    strategy: RolloutStrategy = Field(
+        default=RolloutStrategy.immediate,
+        description=(
+            "Immediate: switch all traffic once the new version's pods are ready. Canary: shift traffic in `steps`, "
+            "judging `analysis` after each. BlueGreen: warm the new version fully, check it, then switch at once."
+        ),
+    )
+    steps: Steps = Field(
+        default=[10, 50, 100],
+        description="Canary traffic percentages of the new version, strictly ascending and ending at 100.",
+    )
+    step_interval: Duration = Field(
+        default="1m", description="How long each canary step lasts before it is judged, e.g. 30s, 5m."
+    )
+    analysis: Analysis | None = Field(default=None, description="Gates judged at the end of each step.")
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> Rollout:
+        _steps_ascend(self.steps)
+        return self
+
+
+class Shadow(ApiModel):
+    """Mirror a share of requests to another version; its answers are scored but never returned."""
+
+    version: ObjectName = Field(description="ModelVersion that receives the mirrored requests.")
+    percent: Percent = Field(default=100, description="Percent of requests mirrored (0..100).")
+
+
+class RollbackPolicy(ApiModel):
+    """When the operator goes back to stableVersion on its own (recorded in status.decisions)."""
+
+    on_failed_analysis: bool = Field(default=True, description="Roll back when a canary step fails its gates.")
+    on_drift: bool = Field(default=False, description="Roll back when a DriftMonitor with action Rollback fires.")
+
+
+class Auth(ApiModel):
+    """Bearer-token authentication of the deployment's endpoint."""
+
+    secret_ref: SecretKeyRef = Field(description="Secret key holding the accepted tokens, one per line.")
+
+
+class Cache(ApiModel):
+    """Cache of predictions keyed by the request's input rows."""
+
+    max_entries: int = Field(default=10000, ge=1, le=10_000_000, description="Most cached predictions per router.")
+    ttl: Duration = Field(default="5m", description="How long a cached prediction stays valid.")
+
+
+class RouterSpec(ApiModel):
+    """The router pods in front of the predictors (the Service `<name>` selects them)."""
+
+    replicas: int = Field(default=1, ge=1, le=100, description="Router pods.")
+    resources: Resources | None = Field(default=None, description="Router container resources.")
+
+
+class ModelDeploymentSpec(ApiModel):
+    """A model served behind the stable Service `<name>`."""
+
+    version: ObjectName = Field(description="Name of the ModelVersion to serve; served once it is Ready.")
+    model: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)] | None = Field(
+        default=None,
+        description=(
+            "Model this deployment serves. A spec.version of another model is refused (Degraded, ModelMismatch). "
+            "When unset, the model of the first version served is kept."
+        ),
+    )
+    replicas: int | None = Field(
+        default=None, ge=0, le=1000, description="Predictor pods per version (default 1); exclusive with autoscaling."
+    )
+    autoscaling: Autoscaling | None = Field(default=None, description="Autoscale the predictors; exclusive with replicas.")
+    resources: Resources | None = Field(default=None, description="Predictor container resources.")
+    rollout: Rollout = Field(
+        default_factory=Rollout, json_schema_extra=defaulted(Rollout), description="How a new version replaces the served one.")
+    shadow: Shadow | None = Field(default=None, description="Mirror a share of traffic to a candidate version.")
+    fallback: bool = Field(
+        default=True, description="Answer from the stable version when the active one errors."
+    )
+    rollback: RollbackPolicy = Field(
+        default_factory=RollbackPolicy, json_schema_extra=defaulted(RollbackPolicy), description="Automatic rollback policy.")
+    auth: Auth | None = Field(default=None, description="Require bearer tokens read from a Secret.")
+    cache: Cache | None = Field(default=None, description="Cache predictions in the router.")
+    router: RouterSpec = Field(
+        default_factory=RouterSpec, json_schema_extra=defaulted(RouterSpec), description="Router pods.")
+
+    @model_validator(mode="after")
+    def _replicas_xor_autoscaling(self) -> ModelDeploymentSpec:
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("set either replicas or autoscaling, not both")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------------------------------
+
+
+class TrafficEntry(ApiModel):
+    """One row of the router's weight table."""
+
+    version: ShortText = Field(description="ModelVersion name.")
+    weight: Percent = Field(description="Percent of requests routed to it.")
+
+
+class RolloutPhase(StrEnum):
+    stable = "Stable"
+    waiting = "Waiting"
+    progressing = "Progressing"
+    paused = "Paused"
+    rolled_back = "RolledBack"
+
+
+class RolloutStatus(ApiModel):
+    """Where a rollout stands."""
+
+    phase: RolloutPhase = Field(
+        description="Stable (nothing to do), Waiting (for the wanted version), Progressing, Paused or RolledBack."
+    )
+    step: int | None = Field(default=None, ge=0, description="Index of the current canary step in spec.rollout.steps.")
+    target_version: ShortText | None = Field(default=None, description="Version being rolled out.")
+    step_started_at: dt.datetime | None = Field(default=None, description="When the current step began.")
+
+
+class DecisionKind(StrEnum):
+    rollout = "Rollout"
+    promote = "Promote"
+    rollback = "Rollback"
+    hold = "Hold"
+
+
+class Decision(ApiModel):
+    """One entry of the decision log: what the operator decided on its own, on which numbers, and how Git catches up."""
+
+    time: dt.datetime = Field(description="When it was decided.")
+    kind: DecisionKind = Field(description="Rollout, Promote, Rollback or Hold.")
+    from_: ShortText | None = Field(default=None, alias="from", description="Version served before.")
+    to: ShortText | None = Field(default=None, description="Version served after (for Hold: the version kept).")
+    reason: ShortText = Field(description="CamelCase reason, e.g. VersionNotReady, AnalysisFailed.")
+    message: Annotated[str, Field(max_length=MAX_MESSAGE)] = Field(default="", description="What happened, in words.")
+    numbers: dict[str, float] = Field(default_factory=dict, description="Measurements the decision was based on.")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Thresholds they were compared with.")
+    git_change: Annotated[str, Field(max_length=1024)] | None = Field(
+        default=None, description="The one-line spec change that brings Git in line with what is served."
+    )
+
+
+class ModelDeploymentStatus(StatusBase):
+    """What is served and why."""
+
+    model: ShortText | None = Field(default=None, description="Model served (spec.model or the first version's).")
+    serving_version: ShortText | None = Field(default=None, description="Version receiving most traffic, once ready.")
+    stable_version: ShortText | None = Field(
+        default=None, description="Last version that completed a rollout; the target of fallback and rollback."
+    )
+    traffic: list[TrafficEntry] = Field(default_factory=list, description="The router's weight table.")
+    traffic_summary: ShortText | None = Field(
+        default=None, description="The weight table on one line, e.g. `iris-v1=90,iris-v2=10` (kubectl get)."
+    )
+    rollout: RolloutStatus | None = Field(default=None, description="Rollout phase and step.")
+    url: ShortText | None = Field(default=None, description="In-cluster URL of the Service `<name>`.")
+    experiment: ShortText | None = Field(default=None, description="Experiment currently steering the traffic.")
+    decisions: Annotated[list[Decision], Field(max_length=MAX_DECISIONS)] = Field(
+        default_factory=list, description=f"The last {MAX_DECISIONS} decisions, oldest first."
+    )
+
+
+class ModelDeployment(ApiModel):
+    """A ModelDeployment object as read from the API server."""
+
+    api_version: str = Field(default="mlsteward.io/v1alpha1", description="API version.")
+    kind: str = Field(default="ModelDeployment", description="Kind.")
+    metadata: ObjectMeta = Field(description="Object metadata.")
+    spec: ModelDeploymentSpec = Field(description="Desired state.")
+    status: ModelDeploymentStatus = Field(default_factory=ModelDeploymentStatus, description="Observed state.")
+
+
+INFO = KindInfo(
+    kind="ModelDeployment",
+    plural="modeldeployments",
+    singular="modeldeployment",
+    short_names=("md",),
+    description=(
+        "ModelDeployment serves a model behind the stable Service <name>: predictor pods per live version, a router "
+        "that splits traffic, and rollouts that never write your spec (what is served is in status)."
+    ),
+    spec=ModelDeploymentSpec,
+    status=ModelDeploymentStatus,
+    printer_columns=(
+        PrinterColumn("Serving", ".status.servingVersion", "string", "Version receiving most traffic."),
+        PrinterColumn("Traffic", ".status.trafficSummary", "string", "Weight table."),
+        ready_column(),
+        PrinterColumn("URL", ".status.url", "string", "In-cluster URL."),
+        PrinterColumn("Wanted", ".spec.version", "string", "spec.version.", priority=1),
+        AGE,
+    ),
+    root_rules=(
+        cel(
+            "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 63",
+            "a ModelDeployment name becomes a Service name: at most 63 lowercase letters, digits and '-', "
+            "starting with a letter",
+        ),
+    ),
+    spec_rules=(
+        cel("!(has(self.replicas) && has(self.autoscaling))", "set either replicas or autoscaling, not both"),
+    ),
+)

@@ -1,0 +1,236 @@
+"""ModelVersion (`mv`): one immutable entry of the model registry (DESIGN §2).
+
+The spec says what the artifact is and how to judge it; the operator validates it in a Job and writes the verdict
+to status. Only a Ready version is ever served. The spec is immutable: a new model is a new ModelVersion.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Annotated
+
+from mlsteward_runtime.contracts import ArtifactFormat, ArtifactRef, Golden, Signature
+from pydantic import Field
+
+from mlsteward_operator.api.common import (
+    AGE,
+    DNS_LABEL,
+    MAX_SHORT,
+    MAX_URI,
+    ApiModel,
+    KindInfo,
+    ObjectMeta,
+    PrinterColumn,
+    Sha256,
+    ShortText,
+    StatusBase,
+    Uri,
+    cel,
+    defaulted,
+)
+
+SEMVER = (
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$"
+)
+# `accuracy >= 0.7`: a metric name, a comparison and a number.
+THRESHOLD = r"^[A-Za-z_][A-Za-z0-9_]*\s*(>=|<=|>|<)\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+
+MetricName = Annotated[str, Field(min_length=1, max_length=63)]
+Metrics = Annotated[dict[MetricName, float], Field(max_length=64)]
+
+
+class Artifact(ApiModel):
+    """Where the serialized model is and how to check it."""
+
+    uri: Uri = Field(
+        description=(
+            "Artifact location: a path or file:// URI (on the artifact volume the operator mounts), http(s):// or "
+            "s3:// (any S3-compatible server)."
+        )
+    )
+    sha256: Sha256 = Field(
+        description="Hex sha256 of the artifact bytes. Checked before a single byte is deserialized."
+    )
+    format: ArtifactFormat = Field(
+        default=ArtifactFormat.skops,
+        description="Serialization format: skops or onnx (preferred, safe to load), joblib or pickle.",
+    )
+
+
+class Framework(ApiModel):
+    """The library that trained the model."""
+
+    name: str = Field(default="sklearn", description="Framework name; only sklearn is supported.", pattern="^sklearn$")
+    version: ShortText | None = Field(default=None, description="Framework version the model was trained with.")
+
+
+class Reference(ApiModel):
+    """The training-data profile (from `mlsteward profile`) that drift tests compare live inputs with."""
+
+    uri: Uri = Field(description="Location of the reference profile (JSON), same URI schemes as the artifact.")
+    sha256: Sha256 | None = Field(default=None, description="Hex sha256 of the profile; checked when set.")
+
+
+class Validation(ApiModel):
+    """How the validation Job judges the model before it may be served."""
+
+    dataset: Uri = Field(description="Location of a labelled validation set (CSV or Parquet), same URI schemes.")
+    target: Annotated[str, Field(min_length=1, max_length=MAX_SHORT)] = Field(
+        description="Name of the label column in the validation set."
+    )
+    thresholds: Annotated[
+        list[Annotated[str, Field(max_length=MAX_SHORT, pattern=THRESHOLD)]], Field(max_length=32)
+    ] = Field(
+        default_factory=list,
+        description=(
+            "Conditions the validated metrics must meet, e.g. `accuracy >= 0.7` or `rmse < 3.5`. A version that "
+            "misses one ends Failed with reason BelowThreshold."
+        ),
+    )
+
+
+class Lineage(ApiModel):
+    """Where the model came from (shown on the model card)."""
+
+    parent: ShortText | None = Field(default=None, description="ModelVersion this one was retrained from.")
+    dataset: Annotated[str, Field(max_length=MAX_URI)] | None = Field(
+        default=None, description="Training data location or identifier."
+    )
+    trained_by: ShortText | None = Field(default=None, description="Person, pipeline or Job that trained it.")
+    trigger: ShortText | None = Field(
+        default=None, description="Why it was trained: Manual, Schedule, Drift, Experiment, ..."
+    )
+
+
+class ModelVersionSpec(ApiModel):
+    """A registered model artifact. Immutable: publish a new ModelVersion for a new model."""
+
+    model: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)] = Field(
+        description="Model name. Versions of one model share it; it is the {name} of /v2/models/{name}."
+    )
+    version: Annotated[str, Field(min_length=1, max_length=64, pattern=SEMVER)] = Field(
+        description="Semantic version of this model, e.g. 1.4.0."
+    )
+    artifact: Artifact = Field(description="The serialized model and its digest.")
+    framework: Framework = Field(
+        default_factory=Framework, json_schema_extra=defaulted(Framework), description="Training framework and its version.")
+    signature: Signature | None = Field(
+        default=None,
+        description="Input features and output; checked against the model during validation, inferred when absent.",
+    )
+    reference: Reference | None = Field(
+        default=None, description="Training-data profile for drift; computed during validation when absent."
+    )
+    metrics: Metrics = Field(default_factory=dict, description="Metrics measured at training time, by name.")
+    validation: Validation | None = Field(
+        default=None, description="Validation set and thresholds; without it only digest, load and signature are checked."
+    )
+    lineage: Lineage | None = Field(default=None, description="Provenance: parent version, data, trainer, trigger.")
+    description: Annotated[str, Field(max_length=16384)] | None = Field(
+        default=None, description="Free text for the model card (Markdown)."
+    )
+
+
+class VersionPhase(StrEnum):
+    pending = "Pending"
+    validating = "Validating"
+    ready = "Ready"
+    failed = "Failed"
+
+
+class VersionReason(StrEnum):
+    """CamelCase reasons of a ModelVersion's phase."""
+
+    created = "Created"
+    validating = "Validating"
+    validated = "Validated"
+    digest_mismatch = "DigestMismatch"
+    signature_mismatch = "SignatureMismatch"
+    below_threshold = "BelowThreshold"
+    fetch_failed = "FetchFailed"
+    load_failed = "LoadFailed"
+    job_failed = "JobFailed"
+    invalid_result = "InvalidResult"
+
+
+class ModelVersionStatus(StatusBase):
+    """The validation verdict."""
+
+    phase: VersionPhase = Field(
+        default=VersionPhase.pending, description="Pending, Validating, Ready (servable) or Failed."
+    )
+    reason: ShortText | None = Field(
+        default=None,
+        description="Why the phase is what it is: Validated, DigestMismatch, SignatureMismatch, BelowThreshold, "
+        "FetchFailed, LoadFailed, JobFailed.",
+    )
+    message: Annotated[str, Field(max_length=4096)] | None = Field(default=None, description="Details of the verdict.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Metrics measured on the validation set.")
+    sha256: ShortText | None = Field(default=None, description="Digest verified by the validation Job.")
+    signature: Signature | None = Field(
+        default=None, description="Signature checked against the model (inferred when the spec has none)."
+    )
+    golden: Golden | None = Field(
+        default=None, description="A recorded input and the model's output, replayed by the predictors' readiness."
+    )
+    reference: ArtifactRef | None = Field(
+        default=None, description="Reference profile computed during validation when the spec had none."
+    )
+    validation_job: ShortText | None = Field(default=None, description="Name of the validation Job.")
+    validated_at: dt.datetime | None = Field(default=None, description="When the verdict was recorded.")
+
+
+class ModelVersion(ApiModel):
+    """A ModelVersion object as read from the API server."""
+
+    api_version: str = Field(default="mlsteward.io/v1alpha1", description="API version.")
+    kind: str = Field(default="ModelVersion", description="Kind.")
+    metadata: ObjectMeta = Field(description="Object metadata.")
+    spec: ModelVersionSpec = Field(description="Desired state.")
+    status: ModelVersionStatus = Field(default_factory=ModelVersionStatus, description="Observed state.")
+
+
+INFO = KindInfo(
+    kind="ModelVersion",
+    plural="modelversions",
+    singular="modelversion",
+    short_names=("mv",),
+    description=(
+        "ModelVersion is one immutable entry of the model registry: an artifact with its sha256, signature, "
+        "reference profile and validation thresholds. The operator validates it in a Job; only Ready versions are "
+        "served."
+    ),
+    spec=ModelVersionSpec,
+    status=ModelVersionStatus,
+    printer_columns=(
+        PrinterColumn("Model", ".spec.model", "string", "Model name."),
+        PrinterColumn("Version", ".spec.version", "string", "Semantic version."),
+        PrinterColumn("Phase", ".status.phase", "string", "Validation phase."),
+        PrinterColumn("Reason", ".status.reason", "string", "Reason of the phase.", priority=1),
+        AGE,
+    ),
+    spec_rules=(
+        cel(
+            "self == oldSelf",
+            "spec is immutable: a new model is a new ModelVersion (create one under a new name)",
+            reason="FieldValueForbidden",
+        ),
+    ),
+)
+
+# Re-exported so the reconcile layer needs one import for everything about this kind.
+__all__ = [
+    "INFO",
+    "Artifact",
+    "Framework",
+    "Lineage",
+    "ModelVersion",
+    "ModelVersionSpec",
+    "ModelVersionStatus",
+    "Reference",
+    "Validation",
+    "VersionPhase",
+    "VersionReason",
+]
