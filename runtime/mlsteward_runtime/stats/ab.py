@@ -68,6 +68,16 @@ class ArmStats:
     def from_version_stats(cls, vs: VersionStats) -> ArmStats:
         return cls(n=vs.outcomes, sum=vs.outcome_sum, sumsq=vs.outcome_sumsq)
 
+    @classmethod
+    def of(cls, obj: Any) -> ArmStats:
+        """From a VersionStats, or anything with `n`, `sum` and `sumsq` (attributes or mapping keys)."""
+        if isinstance(obj, ArmStats):
+            return obj
+        if isinstance(obj, VersionStats):
+            return cls.from_version_stats(obj)
+        get = obj.get if isinstance(obj, dict) else lambda k: getattr(obj, k)
+        return cls(n=int(get("n")), sum=float(get("sum")), sumsq=float(get("sumsq")))
+
     def __add__(self, other: ArmStats) -> ArmStats:
         return ArmStats(self.n + other.n, self.sum + other.sum, self.sumsq + other.sumsq)
 

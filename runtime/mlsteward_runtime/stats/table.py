@@ -186,3 +186,44 @@ def read_csv(source: str | Path | bytes, *, name: str | None = None) -> Table:
 def columns_from_mapping(data: Mapping[str, Sequence[Any]]) -> dict[str, list[Any]]:
     """Normalise a mapping of columns (lists, arrays) into lists, for functions that accept either."""
     return {k: list(v.tolist() if isinstance(v, np.ndarray) else v) for k, v in data.items()}
+
+
+def read_csv_uri(uri: str, *, what: str = "data") -> Table:
+    """Read a CSV from a path or a file://, http(s):// or s3:// URI (fetched with the artifact fetcher).
+
+    A fetch failure raises `ModelLoadError("FetchFailed", ...)`; a malformed CSV raises UsageError.
+    """
+    from mlsteward_runtime.models import fetch_artifact
+
+    return read_csv(fetch_artifact(uri), name=uri)
+
+
+def write_uri(uri: str, data: bytes) -> None:
+    """Write bytes to a path, a file:// URI or s3://bucket/key (boto3, AWS_ENDPOINT_URL honoured).
+
+    OSError (and boto3's errors) propagate; callers map them to their reason.
+    """
+    import os
+    from urllib.parse import unquote, urlparse
+
+    parsed = urlparse(uri)
+    scheme = parsed.scheme.lower()
+    if scheme == "s3":
+        import boto3
+
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        boto3.client("s3", endpoint_url=endpoint).put_object(Bucket=parsed.netloc, Key=parsed.path.lstrip("/"),
+                                                             Body=data)
+        return
+    if scheme not in ("", "file"):
+        raise OSError(f"cannot write to {uri}: use a path, file:// or s3://")
+    path = Path(unquote(parsed.path) if scheme == "file" else uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def sibling_uri(uri: str, suffix: str) -> str:
+    """`uri` with its last extension replaced by `suffix` (s3://b/m.skops -> s3://b/m.profile.json)."""
+    head, _, last = uri.rpartition("/")
+    stem = last.rsplit(".", 1)[0] if "." in last else last
+    return f"{head}/{stem}{suffix}" if head else f"{stem}{suffix}"
