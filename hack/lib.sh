@@ -1,0 +1,51 @@
+# Shared helpers for the hack/ scripts. Source it; it defines variables and functions and runs nothing else.
+# shellcheck shell=bash
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
+MLS_CACHE="${XDG_CACHE_HOME:-$HOME/.cache}/mlsteward"
+MLS_BIN_ROOT="$MLS_CACHE/bin"
+
+# Go: the toolchain on PATH, else the usual tarball location. GOTOOLCHAIN=local stops go from downloading a newer
+# toolchain when a dependency declares a newer `go` line; versions are pinned instead.
+if [ -z "${GO:-}" ]; then
+  if command -v go >/dev/null 2>&1; then GO=go; else GO=/usr/local/go/bin/go; fi
+fi
+export GOTOOLCHAIN=local
+
+# Versions. Kubernetes and etcd come from the committed wrapper modules, so go.mod is the single place to bump them.
+K8S_VERSION="$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" {print $3}' "$HACK_DIR/gomod/kube/go.mod")"
+ETCD_VERSION="$(awk '$1 == "go.etcd.io/etcd/server/v3" {print $2; exit}' "$HACK_DIR/gomod/etcd/go.mod")"
+# helm and CoreDNS have no replace directives in their go.mod, so `go install module@version` builds them as is.
+HELM_VERSION="v3.22.0"
+COREDNS_VERSION="v1.12.4"
+# The pause binary is kubernetes' own build/pause/linux/pause.c from the k8s.io/kubernetes module.
+PAUSE_VERSION="3.10"
+PAUSE_IMAGE="mlsteward.local/pause:$PAUSE_VERSION"
+
+K8S_BIN="$MLS_BIN_ROOT/k8s-$K8S_VERSION"
+ETCD_BIN="$MLS_BIN_ROOT/etcd-$ETCD_VERSION"
+HELM_BIN="$MLS_BIN_ROOT/helm-$HELM_VERSION"
+COREDNS_BIN="$MLS_BIN_ROOT/coredns-$COREDNS_VERSION"
+PAUSE_BIN="$MLS_BIN_ROOT/pause-$PAUSE_VERSION"
+
+# All binary dirs, for PATH. They go first because a distribution kubectl of another version may be installed.
+mls_bin_path() { echo "$K8S_BIN:$ETCD_BIN:$HELM_BIN:$COREDNS_BIN"; }
+
+log()  { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die()  { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# wait_until DEADLINE_SECONDS DESCRIPTION COMMAND...: polls COMMAND every half second until it succeeds; returns
+# 1 after the deadline so that the caller can print what it saw.
+wait_until() {
+  local deadline=$(( $(date +%s) + $1 )) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "Timed out waiting for $what"
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+require_root() { [ "$(id -u)" = 0 ] || die "$1 needs root (network namespaces, iptables, mounts)"; }
