@@ -14,6 +14,8 @@ class RuntimeErrorBase(Exception):
 
     status_code: int = 500
     error: str = "internal_error"
+    # Extra response headers, e.g. Retry-After on 503s.
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, *, field: str | None = None, rule: str | None = None, **extra: Any) -> None:
         super().__init__(message)
@@ -60,11 +62,13 @@ class UnsupportedMediaType(RuntimeErrorBase):
 class Overloaded(RuntimeErrorBase):
     status_code = 503
     error = "overloaded"
+    headers = {"Retry-After": "1"}
 
 
 class NotReady(RuntimeErrorBase):
     status_code = 503
     error = "not_ready"
+    headers = {"Retry-After": "1"}
 
 
 class ModelLoadError(Exception):
@@ -74,3 +78,8 @@ class ModelLoadError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+class Conflict(RuntimeErrorBase):
+    status_code = 409
+    error = "conflict"

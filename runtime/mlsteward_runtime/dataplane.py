@@ -1,0 +1,222 @@
+"""The transport-free data plane: load and check the model, predict, observe, join feedback, report.
+
+Protocols decode requests into a validated matrix and encode the result; everything in between lives here, so V1,
+V2 and the simple protocol behave the same and the logic is testable without HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlsteward_runtime.batching import Batcher
+from mlsteward_runtime.contracts import DriftWindow, Quantiles, RuntimeConfig, RuntimeStats, Signature
+from mlsteward_runtime.errors import InvalidInput, ModelLoadError, NotReady
+from mlsteward_runtime.feedback import FeedbackStore, PredictionLog
+from mlsteward_runtime.metrics import Metrics, SlidingStats, merge_snapshots, quantiles_from_hist
+from mlsteward_runtime.models import LoadedModel, load_model
+from mlsteward_runtime.signature import RowValidator, check_signature, golden_rows, infer_signature
+from mlsteward_runtime.window import Reservoir
+
+__all__ = ["DataPlane"]
+
+log = logging.getLogger("mlsteward.dataplane")
+
+
+class DataPlane:
+    """One model version: its loaded model, validator, batcher, window, feedback store and statistics.
+
+    Lifecycle: `load()` (fetch, verify, load, signature, golden check) then `ready` is True. With several worker
+    processes the parent calls `load()` before forking and each worker calls `start_worker()`.
+    """
+
+    def __init__(self, config: RuntimeConfig, *, replica: str = "local", executor_threads: int = 0,
+                 metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.version = config.version
+        self.replica = replica
+        self.metrics = metrics or Metrics(config.version)
+        self.model: LoadedModel | None = None
+        self.signature: Signature | None = config.signature
+        self.validator: RowValidator | None = None
+        self.batcher: Batcher | None = None
+        self.window: Reservoir | None = None
+        self.feedback = FeedbackStore(config.feedback_capacity)
+        self.stats = SlidingStats(config.stats_window_s)
+        self.prediction_log: PredictionLog | None = None
+        self.ready = False
+        self.load_error: ModelLoadError | None = None
+        self.load_seconds: float | None = None
+        self._executor_threads = executor_threads
+        # Other workers' published stats/window snapshots; set by the server when it forks several workers.
+        self.peers: Any = None
+
+    # -- loading ------------------------------------------------------------------------------------------------
+
+    def load(self, data: bytes | None = None) -> None:
+        """Fetch, verify and load the model, settle the signature and replay the golden input.
+
+        Raises ModelLoadError (reasons: FetchFailed, DigestMismatch, UnverifiedRefused, LoadFailed,
+        SignatureMismatch, GoldenMismatch) and leaves the data plane unready.
+        """
+        t0 = time.perf_counter()
+        try:
+            model = load_model(self.config.artifact, allow_unverified=self.config.allow_unverified, data=data)
+        except ModelLoadError as exc:
+            if exc.reason == "DigestMismatch":
+                self.metrics.digest_failures.labels(self.version).inc()
+            self.load_error = exc
+            raise
+        try:
+            sig = self.signature or infer_signature(model)
+        except ValueError as exc:
+            raise self._fail("SignatureMismatch", str(exc)) from exc
+        problems = check_signature(sig, model)
+        if problems:
+            raise self._fail("SignatureMismatch", "; ".join(problems))
+        self.model = model
+        self.signature = sig
+        self.validator = RowValidator(sig, max_rows=self.config.limits.max_rows)
+        self._golden_check()
+        self.load_seconds = time.perf_counter() - t0
+        self.metrics.load_seconds.labels(self.version).set(self.load_seconds)
+        log.info("Loaded model", extra={"model": self.name, "version": self.version, "sha256": model.sha256,
+                                          "format": model.format.value, "seconds": round(self.load_seconds, 3)})
+
+    def _fail(self, reason: str, message: str) -> ModelLoadError:
+        self.load_error = ModelLoadError(reason, message)
+        return self.load_error
+
+    def _golden_check(self) -> None:
+        assert self.model is not None and self.validator is not None and self.signature is not None
+        golden = self.config.golden
+        rows = golden.inputs if golden is not None else golden_rows(self.signature, 2)
+        try:
+            X = self.validator.rows(rows, "golden.inputs")
+            pred, _ = self._predict(X)
+        except (InvalidInput, Exception) as exc:  # noqa: BLE001 - any failure means the pod must not be ready
+            msg = exc.message if isinstance(exc, InvalidInput) else f"{type(exc).__name__}: {exc}"
+            raise self._fail("GoldenFailed", f"golden input did not predict: {msg}") from exc
+        if golden is not None and golden.outputs is not None:
+            got = pred.tolist()
+            if not _outputs_match(got, golden.outputs):
+                raise self._fail("GoldenMismatch", f"golden outputs differ: expected {golden.outputs}, got {got}")
+
+    def start_worker(self) -> None:
+        """Per-process parts: the batcher, the drift window and the prediction log (threads do not survive fork)."""
+        assert self.model is not None and self.signature is not None
+        b = self.config.batching
+        executor = ThreadPoolExecutor(self._executor_threads, "predict") if self._executor_threads else None
+        rows_hist = self.metrics.batch_rows
+        if b.enabled:
+            self.batcher = Batcher(self._predict, max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms,
+                                   max_queue=b.max_queue, executor=executor, on_batch=rows_hist.observe)
+        self.window = Reservoir(self.signature, self.config.drift_window.size, self.config.drift_window.seed)
+        if self.config.prediction_log:
+            Path(self.config.prediction_log).parent.mkdir(parents=True, exist_ok=True)
+            self.prediction_log = PredictionLog(self.config.prediction_log, self.signature.names,
+                                                self.config.pii_fields, self.version)
+        self.ready = True
+        self.metrics.ready.labels(self.version).set(1)
+
+    # -- request path -------------------------------------------------------------------------------------------
+
+    def _predict(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        assert self.model is not None
+        return self.model.predict_both(X)
+
+    async def infer(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if not self.ready:
+            raise NotReady("the model is not ready yet", field="model", rule="ready")
+        try:
+            if self.batcher is not None:
+                return await self.batcher.submit(X)
+            self.metrics.batch_rows.observe(len(X))
+            return self._predict(X)
+        except (ValueError, TypeError) as exc:
+            # Validated input the model still rejects (e.g. a category its encoder never saw) is the client's
+            # request meeting the model's limits, not a server fault.
+            raise InvalidInput(f"the model rejected the input: {exc}", field="instances", rule="model") from exc
+
+    def observe(self, request_id: str, X: np.ndarray, pred: np.ndarray) -> None:
+        """Record a served prediction: drift window, feedback join, prediction log."""
+        if self.window is not None:
+            self.window.observe(X)
+        self.feedback.put(request_id, pred)
+        if self.peers is not None:
+            self.peers.journal(request_id, pred)
+        if self.prediction_log is not None:
+            self.prediction_log.submit(request_id, X, pred)
+
+    def record_request(self, latency_ms: float, error: bool) -> None:
+        self.stats.record(latency_ms, error)
+
+    async def join_feedback(self, request_id: str, label: Any = None, reward: Any = None) -> dict[str, Any]:
+        if self.peers is not None and self.feedback.get(request_id) is None:
+            # Answered by another worker: adopt its journaled prediction so the join below finds it.
+            preds = await asyncio.to_thread(self.peers.lookup, request_id)
+            if preds is not None:
+                self.feedback.put(request_id, preds)
+        outcome = self.feedback.join(request_id, label, reward)
+        self.stats.record_feedback(
+            outcome.correct if outcome.labelled else None, outcome.reward, labelled=outcome.labelled
+        )
+        return {"request_id": request_id, "joined": True, "correct": outcome.correct, "labelled": outcome.labelled,
+                "reward": outcome.reward}
+
+    # -- reports ------------------------------------------------------------------------------------------------
+
+    def runtime_stats(self) -> RuntimeStats:
+        snaps = [self.stats.snapshot()]
+        if self.peers is not None:
+            snaps += self.peers.stats_snapshots()
+        s = merge_snapshots(snaps)
+        p50, p95, p99 = quantiles_from_hist(s["hist"])
+        count = s["count"]
+        return RuntimeStats(
+            name=self.name,
+            version=self.version,
+            window_s=self.stats.window_s,
+            count=count,
+            errors=s["errors"],
+            error_rate=(s["errors"] / count) if count else 0.0,
+            throughput_rps=round(count / s["span_s"], 3) if s["span_s"] > 0 else 0.0,
+            latency_ms=Quantiles(p50=p50, p95=p95, p99=p99),
+            feedback=s["fb"],
+            accuracy=(s["correct"] / s["labelled"]) if s["labelled"] else None,
+            mean_reward=(s["reward_sum"] / s["reward_n"]) if s["reward_n"] else None,
+        )
+
+    def drift_window(self) -> DriftWindow:
+        if self.window is None:
+            raise NotReady("the model is not ready yet", field="model", rule="ready")
+        own = self.window.to_contract(self.name, self.version, self.replica)
+        if self.peers is None:
+            return own
+        from mlsteward_runtime.window import merge_windows
+
+        merged = merge_windows([own, *self.peers.windows()], self.config.drift_window.size,
+                               self.config.drift_window.seed)
+        return merged or own
+
+
+def _outputs_match(got: list[Any], expected: list[Any]) -> bool:
+    if len(got) != len(expected):
+        return False
+    for g, e in zip(got, expected):
+        if isinstance(g, float) or isinstance(e, float):
+            try:
+                if abs(float(g) - float(e)) > 1e-6 * max(1.0, abs(float(e))):
+                    return False
+            except (TypeError, ValueError):
+                return False
+        elif g != e and str(g) != str(e):
+            return False
+    return True

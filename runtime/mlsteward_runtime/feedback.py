@@ -1,0 +1,162 @@
+"""Joining delayed outcomes to predictions, and the JSONL prediction log written off the request path.
+
+`FeedbackStore` keeps the most recent predictions by request id (a bounded insertion-ordered dict, O(1) per
+request). POST /v1/feedback looks the id up, compares a label with the prediction (accuracy) or records a reward,
+and marks the entry joined so an outcome is counted once.
+
+`PredictionLog` hands records to a background thread through a queue; the request path only enqueues a tuple, and
+the thread does the JSON encoding, redaction and file writes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import orjson
+
+from mlsteward_runtime.errors import Conflict, InvalidInput, NotFound
+
+__all__ = ["FeedbackStore", "PredictionLog", "Outcome"]
+
+
+class Outcome:
+    __slots__ = ("correct", "labelled", "reward")
+
+    def __init__(self, correct: int | None, labelled: int, reward: float | None) -> None:
+        self.correct = correct
+        self.labelled = labelled
+        self.reward = reward
+
+
+class FeedbackStore:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = int(capacity)
+        # request id -> [predictions (ndarray), joined flag]
+        self._entries: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, request_id: str, predictions: np.ndarray) -> None:
+        entries = self._entries
+        with self._lock:
+            if len(entries) >= self.capacity and request_id not in entries:
+                del entries[next(iter(entries))]
+            entries[request_id] = [predictions, False]
+
+    def get(self, request_id: str) -> np.ndarray | None:
+        e = self._entries.get(request_id)
+        return None if e is None else e[0]
+
+    def join(self, request_id: str, label: Any = None, reward: Any = None) -> Outcome:
+        """Join an outcome; NotFound for unknown (or evicted) ids, Conflict when already joined."""
+        with self._lock:
+            e = self._entries.get(request_id)
+            if e is None:
+                raise NotFound(
+                    f"no recent prediction has request id {request_id!r} (unknown, or older than the last "
+                    f"{self.capacity} predictions)", field="request_id", rule="exists",
+                )
+            if e[1]:
+                raise Conflict(f"feedback for {request_id!r} was already recorded", field="request_id", rule="unique")
+            outcome = evaluate(e[0], label, reward)
+            e[1] = True
+        return outcome
+
+
+def evaluate(predictions: np.ndarray, label: Any, reward: Any) -> Outcome:
+    """Compare a label (one per predicted row, or a scalar for a one-row request) with the predictions."""
+    correct: int | None = None
+    labelled = 0
+    if label is not None:
+        preds = predictions.tolist()
+        labels = label if isinstance(label, list) else [label]
+        if len(labels) != len(preds):
+            raise InvalidInput(
+                f"label has {len(labels)} values but the prediction had {len(preds)} rows",
+                field="label", rule="length",
+            )
+        for i, lab in enumerate(labels):
+            if not isinstance(lab, (str, int, float, bool)) or lab is None:
+                raise InvalidInput(f"label[{i}] must be a class label or a number", field=f"label[{i}]", rule="type")
+        correct = sum(1 for p, lab in zip(preds, labels) if _same(p, lab))
+        labelled = len(labels)
+    rv: float | None = None
+    if reward is not None:
+        if type(reward) not in (int, float) or reward != reward or reward in (float("inf"), float("-inf")):
+            raise InvalidInput("reward must be a finite number", field="reward", rule="type")
+        rv = float(reward)
+    return Outcome(correct, labelled, rv)
+
+
+def _same(pred: Any, label: Any) -> bool:
+    if pred == label:
+        return True
+    # Labels sent as text ("1") for numeric classes, or numbers for text classes, still count as equal.
+    return str(pred) == str(label)
+
+
+class PredictionLog:
+    """Appends one JSON object per prediction request to a file, from a background thread."""
+
+    def __init__(self, path: str, feature_names: list[str], pii_fields: list[str], version: str) -> None:
+        self.path = path
+        self.names = feature_names
+        self.redact = {i for i, n in enumerate(feature_names) if n in set(pii_fields)}
+        self.version = version
+        self._q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
+        self._closed = False
+
+    def submit(self, request_id: str, X: np.ndarray, predictions: np.ndarray) -> None:
+        self._q.put((time.time(), request_id, X, predictions))
+
+    def close(self, timeout: float = 5.0) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(None)
+        self._thread.join(timeout)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything submitted so far is on disk (tests and shutdown)."""
+        done = threading.Event()
+        self._q.put(done)
+        done.wait(timeout)
+
+    def _run(self) -> None:
+        with open(self.path, "ab", buffering=1 << 16) as fh:
+            while True:
+                item = self._q.get()
+                if item is None:
+                    fh.flush()
+                    return
+                if isinstance(item, threading.Event):
+                    fh.flush()
+                    item.set()
+                    continue
+                try:
+                    fh.write(self._encode(*item))
+                except Exception:  # noqa: BLE001 - a log record must never stop the writer thread
+                    continue
+                if self._q.empty():
+                    fh.flush()
+
+    def _encode(self, ts: float, request_id: str, X: np.ndarray, predictions: np.ndarray) -> bytes:
+        rows = X.tolist()
+        if self.redact:
+            for row in rows:
+                for j in self.redact:
+                    row[j] = "[REDACTED]"
+        inputs = [dict(zip(self.names, row)) for row in rows]
+        rec = {"ts": ts, "request_id": request_id, "version": self.version, "inputs": inputs,
+               "predictions": predictions.tolist()}
+        return orjson.dumps(rec, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_SERIALIZE_NUMPY)

@@ -1,0 +1,1 @@
+"""Protocol codecs over the data plane: simple (/predict), KServe V1 and Open Inference (V2) REST."""

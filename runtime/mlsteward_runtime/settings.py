@@ -1,0 +1,52 @@
+"""Settings of `mlsteward serve`, built once at the edge (CLI or environment) and passed down.
+
+Environment variables use the prefix MLSTEWARD_ (for example MLSTEWARD_PORT=9000). The model-level configuration
+is the RuntimeConfig contract the operator renders; it travels inside these settings as `runtime`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from mlsteward_runtime.contracts import RuntimeConfig
+
+
+def _default_replica() -> str:
+    return os.environ.get("HOSTNAME") or socket.gethostname()
+
+
+class ServeSettings(BaseSettings):
+    """Everything `create_app` and the server need. `runtime` is the model configuration (contracts.RuntimeConfig)."""
+
+    model_config = SettingsConfigDict(env_prefix="MLSTEWARD_", env_nested_delimiter="__", extra="forbid")
+
+    runtime: RuntimeConfig
+    """The model, its digest, signature, golden input, batching, window and limits."""
+
+    host: str = "0.0.0.0"
+    """Address the HTTP server listens on."""
+
+    port: int = Field(default=8080, ge=0, le=65535)
+    """TCP port the HTTP server listens on (0 picks a free one)."""
+
+    workers: int = Field(default=1, ge=1, le=64)
+    """Worker processes forked after the model is loaded and verified; they share the loaded model's memory."""
+
+    replica: str = Field(default_factory=_default_replica)
+    """Replica id reported in /v1/drift/window; defaults to the pod name (HOSTNAME)."""
+
+    log_level: str = "info"
+    """Level of the JSON logs: debug logs every request with its (redacted) inputs, info logs rejected ones."""
+
+    executor_threads: int = Field(default=0, ge=0, le=64)
+    """Threads that run model calls; 0 runs them on the event loop, cheapest for fast models on one core."""
+
+    shared_dir: str | None = None
+    """Directory where workers publish stats and drift snapshots and prediction journals (set by the server)."""
+
+    worker_index: int = 0
+    """Index of this worker process (set by the server when forking)."""
