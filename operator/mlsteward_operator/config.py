@@ -1,0 +1,101 @@
+"""Operator settings, read once from the environment (prefix `MLSTEWARD_OPERATOR_`) at startup and passed down.
+
+The chart sets these from its values (image, pull policy, artifact volume). Builders receive an `OperatorConfig`
+as an argument and never read the environment themselves.
+
+Artifacts on a volume: with `artifact_volume_type` `hostPath` (a directory of the node, e.g. on a single-node
+cluster) or `pvc` (a PersistentVolumeClaim in the object's namespace, e.g. ReadOnlyMany NFS), predictor and
+validation pods mount it read-only at `artifact_mount_path`, so a ModelVersion URI such as
+`file:///models/iris-1.0.0.skops` (or the plain path `/models/iris-1.0.0.skops`) resolves the same way inside the
+pod as on the volume. URIs `http(s)://` and `s3://` need no volume; credentials for them come from the optional
+Secret `artifact_env_secret`, injected as environment variables (e.g. AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "MLSTEWARD_OPERATOR_"
+
+
+def _default_predictor_resources() -> dict[str, Any]:
+    return {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+
+
+def _default_router_resources() -> dict[str, Any]:
+    return {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+
+
+def _default_validation_resources() -> dict[str, Any]:
+    return {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "2Gi"}}
+
+
+class OperatorConfig(BaseSettings):
+    """Settings of the mlsteward operator. Each field is read from `MLSTEWARD_OPERATOR_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    image: str = Field(
+        default="mlsteward:0.1.0", description="Image of the predictor, router and validation pods (same as the operator)."
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Pull policy of those pods."
+    )
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Namespaces to watch, comma-separated; empty watches every namespace."
+    )
+    predictor_port: int = Field(default=8080, ge=1, le=65535, description="Port `mlsteward serve` listens on.")
+    router_port: int = Field(default=8080, ge=1, le=65535, description="Port `mlsteward route` listens on.")
+    service_port: int = Field(default=8080, ge=1, le=65535, description="Port of the Services the operator creates.")
+    cluster_domain: str = Field(default="cluster.local", description="Cluster DNS domain, used in status.url.")
+    predictor_resources: dict[str, Any] = Field(
+        default_factory=_default_predictor_resources,
+        description="Predictor container resources when the ModelDeployment sets none (JSON).",
+    )
+    router_resources: dict[str, Any] = Field(
+        default_factory=_default_router_resources,
+        description="Router container resources when the ModelDeployment sets none (JSON).",
+    )
+    validation_resources: dict[str, Any] = Field(
+        default_factory=_default_validation_resources, description="Validation Job container resources (JSON)."
+    )
+    validation_backoff_limit: int = Field(
+        default=0,
+        ge=0,
+        le=6,
+        description="Retries of a failed validation pod. 0: a verdict (Failed) is final and the termination "
+        "message of the one pod is the result.",
+    )
+    validation_deadline_seconds: int = Field(
+        default=900, ge=30, description="activeDeadlineSeconds of the validation Job (fetching and evaluating)."
+    )
+    artifact_volume_type: Literal["", "hostPath", "pvc"] = Field(
+        default="", description="Volume with the artifacts: '' (none), hostPath or pvc."
+    )
+    artifact_mount_path: str = Field(default="/models", description="Where the artifact volume is mounted (read-only).")
+    artifact_host_path: str = Field(
+        default="", description="Node directory of a hostPath artifact volume (default: artifact_mount_path)."
+    )
+    artifact_claim_name: str = Field(default="", description="PersistentVolumeClaim of a pvc artifact volume.")
+    artifact_env_secret: str = Field(
+        default="", description="Secret whose keys become environment variables of predictor and validation pods."
+    )
+    run_as_user: int = Field(default=10001, ge=1, description="Non-root UID of the pods the operator creates.")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _volume(self) -> OperatorConfig:
+        if self.artifact_volume_type == "pvc" and not self.artifact_claim_name:
+            raise ValueError("artifact_volume_type pvc needs artifact_claim_name")
+        if not self.artifact_mount_path.startswith("/"):
+            raise ValueError("artifact_mount_path must be absolute")
+        return self

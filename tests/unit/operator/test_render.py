@@ -1,0 +1,320 @@
+"""The builders, field by field: names, labels, owner references, pods, probes, configs, the validation Job."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from mlsteward_runtime.contracts import RouterConfig, RuntimeConfig
+
+from mlsteward_operator import render
+from mlsteward_operator.api import ModelDeployment, ModelVersion
+from mlsteward_operator.api.modeldeployment import TrafficEntry
+from mlsteward_operator.config import OperatorConfig
+from mlsteward_operator.errors import InvalidSpec, NotReady
+
+SHA = "ab" * 32
+CFG = OperatorConfig(image="registry.local/mlsteward:1.2.3")
+
+
+def mv(name: str = "iris-1-0-0", version: str = "1.0.0", **spec: Any) -> ModelVersion:
+    body = {
+        "apiVersion": "mlsteward.io/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": name, "namespace": "ml", "uid": f"uid-{name}", "generation": 1},
+        "spec": {
+            "model": "iris",
+            "version": version,
+            "artifact": {"uri": f"file:///models/{name}.skops", "sha256": SHA, "format": "skops"},
+            **spec,
+        },
+    }
+    return ModelVersion.model_validate(body)
+
+
+def ready(m: ModelVersion) -> ModelVersion:
+    return m.model_copy(update={"status": m.status.model_copy(update={
+        "phase": "Ready",
+        "golden": {"inputs": [[5.1, 3.5, 1.4, 0.2]], "outputs": [0]},
+        "signature": {"inputs": [{"name": "sepal_length"}], "output": {"kind": "class", "classes": [0, 1, 2]}},
+    })})
+
+
+def md(name: str = "iris", **spec: Any) -> ModelDeployment:
+    return ModelDeployment.model_validate({
+        "metadata": {"name": name, "namespace": "ml", "uid": "uid-md", "generation": 3},
+        "spec": {"version": "iris-1-0-0", **spec},
+    })
+
+
+def by_kind(children: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(c["kind"], c["metadata"]["name"]): c for c in children}
+
+
+V1 = ready(mv())
+V2 = ready(mv("iris-1-1-0", "1.1.0"))
+VERSIONS = {"iris-1-0-0": V1, "iris-1-1-0": V2}
+TRAFFIC = [TrafficEntry(version="iris-1-0-0", weight=100)]
+
+
+# ---- names and labels ----------------------------------------------------------------------------------------
+
+
+def test_names_are_plain_when_possible_and_hashed_when_not() -> None:
+    assert render.predictor_name("iris", "iris-1-0-0") == "iris-iris-1-0-0"
+    assert render.router_name("iris") == "iris-router"
+    assert render.service_name("iris") == "iris"
+    dotted = render.predictor_name("iris", "iris.v1")
+    assert dotted.startswith("iris-iris-v1-") and len(dotted) == len("iris-iris-v1-") + 8
+    assert dotted != render.predictor_name("iris", "iris-v1")  # cleaning never makes two names collide
+    long = render.predictor_name("a" * 60, "b" * 60)
+    assert len(long) == 63 and long == render.predictor_name("a" * 60, "b" * 60)
+    assert long[:-9] == "a" * 54 and long[-9] == "-"
+    # A version called "router" does not take the router's name.
+    assert render.predictor_name("iris", "router") != render.router_name("iris")
+
+
+def test_label_values_are_valid_and_stable() -> None:
+    assert render.label_value("iris-1-0-0") == "iris-1-0-0"
+    long = render.label_value("v" * 100)
+    assert len(long) <= 63 and long == render.label_value("v" * 100)
+    plus = render.label_value("1.0.0+build.5")
+    assert "+" not in plus and plus.startswith("1.0.0-build.5-")
+
+
+def test_owner_reference_from_parent_metadata() -> None:
+    ref = render.owner_reference(md().metadata, "ModelDeployment")
+    assert ref == {
+        "apiVersion": "mlsteward.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "name": "iris",
+        "uid": "uid-md",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+    orphan = md().model_copy(update={"metadata": md().metadata.model_copy(update={"uid": None})})
+    with pytest.raises(InvalidSpec):
+        render.owner_reference(orphan.metadata, "ModelDeployment")
+
+
+# ---- ModelDeployment children ---------------------------------------------------------------------------------
+
+
+def test_one_version_renders_predictor_and_router_children() -> None:
+    children = render.render_deployment(md(), VERSIONS, ["iris-1-0-0"], TRAFFIC, "iris-1-0-0", CFG)
+    assert [render.child_key(c) for c in children] == [
+        ("v1", "ConfigMap", "iris-iris-1-0-0"),
+        ("apps/v1", "Deployment", "iris-iris-1-0-0"),
+        ("v1", "Service", "iris-iris-1-0-0"),
+        ("policy/v1", "PodDisruptionBudget", "iris-iris-1-0-0"),
+        ("v1", "ConfigMap", "iris-router"),
+        ("apps/v1", "Deployment", "iris-router"),
+        ("v1", "Service", "iris"),
+        ("policy/v1", "PodDisruptionBudget", "iris-router"),
+    ]
+    for child in children:
+        meta = child["metadata"]
+        assert meta["namespace"] == "ml"
+        assert meta["ownerReferences"] == [render.owner_reference(md().metadata, "ModelDeployment")]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "mlsteward"
+        assert meta["labels"]["app.kubernetes.io/name"] == "mlsteward"
+        assert meta["labels"]["mlsteward.io/deployment"] == "iris"
+
+
+def test_predictor_deployment_pod_spec() -> None:
+    children = by_kind(render.render_predictor(md(replicas=2), V1, CFG))
+    deploy = children[("Deployment", "iris-iris-1-0-0")]
+    spec = deploy["spec"]
+    assert spec["replicas"] == 2
+    assert spec["selector"]["matchLabels"] == {
+        "mlsteward.io/deployment": "iris", "app.kubernetes.io/component": "predictor",
+        "mlsteward.io/version": "iris-1-0-0",
+    }
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    labels = spec["template"]["metadata"]["labels"]
+    assert labels["mlsteward.io/version"] == "iris-1-0-0" and labels["mlsteward.io/model"] == "iris"
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    pod = spec["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    (c,) = pod["containers"]
+    assert c["image"] == "registry.local/mlsteward:1.2.3" and c["imagePullPolicy"] == "IfNotPresent"
+    assert c["command"] == ["mlsteward"]
+    assert c["args"] == ["serve", "--config", "/etc/mlsteward/config.json", "--port", "8080"]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
+    assert c["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert c["resources"] == CFG.predictor_resources
+    assert {m["mountPath"]: m["name"] for m in c["volumeMounts"]} == {"/tmp": "tmp", "/etc/mlsteward": "config"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"]["configMap"] == {"name": "iris-iris-1-0-0"}
+    assert "emptyDir" in volumes["tmp"]
+
+
+def test_predictor_runtime_config_is_a_valid_runtime_config() -> None:
+    children = by_kind(render.render_predictor(md(), V1, CFG))
+    data = children[("ConfigMap", "iris-iris-1-0-0")]["data"]
+    config = RuntimeConfig.model_validate_json(data["config.json"])
+    assert config.name == "iris" and config.version == "1.0.0"
+    assert config.artifact.uri == "file:///models/iris-1-0-0.skops" and config.artifact.sha256 == SHA
+    assert config.golden is not None and config.golden.inputs == [[5.1, 3.5, 1.4, 0.2]]
+    assert config.signature is not None and config.signature.names == ["sepal_length"]
+
+
+def test_config_hash_changes_with_config_only() -> None:
+    def hash_of(version: ModelVersion, deployment: ModelDeployment) -> str:
+        children = by_kind(render.render_predictor(deployment, version, CFG))
+        deploy = children[("Deployment", f"iris-{version.metadata.name}")]
+        return deploy["spec"]["template"]["metadata"]["annotations"]["mlsteward.io/config-hash"]
+
+    assert hash_of(V1, md()) == hash_of(V1, md(replicas=5))
+    other_golden = V1.model_copy(update={"status": V1.status.model_copy(update={"golden": {"inputs": [[1, 2, 3, 4]]}})})
+    assert hash_of(V1, md()) != hash_of(other_golden, md())
+
+
+def test_predictor_service_and_pdb() -> None:
+    children = by_kind(render.render_predictor(md(), V1, CFG))
+    svc = children[("Service", "iris-iris-1-0-0")]["spec"]
+    assert svc["selector"] == children[("Deployment", "iris-iris-1-0-0")]["spec"]["selector"]["matchLabels"]
+    assert svc["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    pdb = children[("PodDisruptionBudget", "iris-iris-1-0-0")]["spec"]
+    assert pdb == {"maxUnavailable": 1, "selector": {"matchLabels": svc["selector"]}}
+
+
+def test_autoscaling_renders_hpa_and_leaves_replicas_to_it() -> None:
+    children = by_kind(render.render_predictor(
+        md(autoscaling={"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilization": 60}), V1, CFG
+    ))
+    assert "replicas" not in children[("Deployment", "iris-iris-1-0-0")]["spec"]
+    hpa = children[("HorizontalPodAutoscaler", "iris-iris-1-0-0")]
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"] == {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris-iris-1-0-0"},
+        "minReplicas": 2,
+        "maxReplicas": 5,
+        "metrics": [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}],
+    }
+    assert ("HorizontalPodAutoscaler", "iris-iris-1-0-0") not in by_kind(render.render_predictor(md(), V1, CFG))
+
+
+def test_spec_resources_override_defaults() -> None:
+    resources = {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"memory": "2Gi", "cpu": 4}}
+    children = by_kind(render.render_predictor(md(resources=resources), V1, CFG))
+    (c,) = children[("Deployment", "iris-iris-1-0-0")]["spec"]["template"]["spec"]["containers"]
+    assert c["resources"] == resources
+
+
+def test_router_config_points_at_version_services_with_weights() -> None:
+    traffic = [TrafficEntry(version="iris-1-0-0", weight=90), TrafficEntry(version="iris-1-1-0", weight=10)]
+    children = by_kind(render.render_deployment(
+        md(fallback=False), VERSIONS, ["iris-1-0-0", "iris-1-1-0"], traffic, "iris-1-0-0", CFG
+    ))
+    config = RouterConfig.model_validate_json(children[("ConfigMap", "iris-router")]["data"]["router.json"])
+    assert config.deployment == "iris" and config.model == "iris"
+    assert [(b.version, b.url, b.weight) for b in config.backends] == [
+        ("iris-1-0-0", "http://iris-iris-1-0-0.ml.svc.cluster.local:8080", 90),
+        ("iris-1-1-0", "http://iris-iris-1-1-0.ml.svc.cluster.local:8080", 10),
+    ]
+    assert config.stable_version == "iris-1-0-0" and config.fallback is False
+    router = children[("Deployment", "iris-router")]
+    annotations = router["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["mlsteward.io/traffic"] == "iris-1-0-0=90,iris-1-1-0=10"
+    (c,) = router["spec"]["template"]["spec"]["containers"]
+    assert c["args"] == ["route", "--config", "/etc/mlsteward/router.json", "--port", "8080"]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert router["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert router["spec"]["replicas"] == 1
+    service = children[("Service", "iris")]["spec"]
+    assert service["selector"] == {"mlsteward.io/deployment": "iris", "app.kubernetes.io/component": "router"}
+
+
+def test_shadow_gets_a_predictor_and_a_router_entry() -> None:
+    children = by_kind(render.render_deployment(
+        md(shadow={"version": "iris-1-1-0", "percent": 20}), VERSIONS, ["iris-1-0-0"], TRAFFIC, "iris-1-0-0", CFG,
+        shadow="iris-1-1-0",
+    ))
+    assert ("Deployment", "iris-iris-1-1-0") in children
+    config = json.loads(children[("ConfigMap", "iris-router")]["data"]["router.json"])
+    assert config["shadow"] == {
+        "version": "iris-1-1-0", "url": "http://iris-iris-1-1-0.ml.svc.cluster.local:8080", "percent": 20,
+    }
+
+
+def test_nothing_servable_renders_no_router() -> None:
+    assert render.render_deployment(md(), VERSIONS, [], [], None, CFG) == []
+
+
+def test_missing_version_is_not_ready() -> None:
+    with pytest.raises(NotReady) as caught:
+        render.render_deployment(md(), {}, ["iris-1-0-0"], TRAFFIC, None, CFG)
+    assert caught.value.reason == "VersionNotFound"
+
+
+def test_rendering_is_deterministic() -> None:
+    one = render.render_deployment(md(), VERSIONS, ["iris-1-0-0", "iris-1-1-0"], TRAFFIC, "iris-1-0-0", CFG)
+    two = render.render_deployment(md(), VERSIONS, ["iris-1-0-0", "iris-1-1-0"], TRAFFIC, "iris-1-0-0", CFG)
+    assert json.dumps(one, sort_keys=True) == json.dumps(two, sort_keys=True)
+
+
+def test_artifact_volume_hostpath_and_pvc() -> None:
+    host = OperatorConfig(artifact_volume_type="hostPath", artifact_mount_path="/models", artifact_host_path="/srv/m")
+    pod = by_kind(render.render_predictor(md(), V1, host))[("Deployment", "iris-iris-1-0-0")]["spec"]["template"]["spec"]
+    assert {"name": "artifacts", "hostPath": {"path": "/srv/m", "type": "Directory"}} in pod["volumes"]
+    assert {"name": "artifacts", "mountPath": "/models", "readOnly": True} in pod["containers"][0]["volumeMounts"]
+    pvc = OperatorConfig(artifact_volume_type="pvc", artifact_claim_name="models", artifact_env_secret="s3-creds")
+    job = render.render_validation_job(V1, pvc)["spec"]["template"]["spec"]
+    assert {"name": "artifacts", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in job["volumes"]
+    assert job["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds", "optional": True}}]
+    with pytest.raises(ValueError):
+        OperatorConfig(artifact_volume_type="pvc")
+
+
+def test_url() -> None:
+    assert render.deployment_url(md(), CFG) == "http://iris.ml.svc.cluster.local:8080"
+
+
+# ---- validation Job --------------------------------------------------------------------------------------------
+
+
+def test_validation_job() -> None:
+    version = mv(
+        signature={"inputs": [{"name": "x", "type": "number"}], "output": {"kind": "class"}},
+        validation={"dataset": "s3://data/iris.csv", "target": "species",
+                    "thresholds": ["accuracy >= 0.9", "f1_macro>=0.8"]},
+    )
+    job = render.render_validation_job(version, CFG)
+    name = job["metadata"]["name"]
+    assert name.startswith("iris-1-0-0-validate-") and len(name) == len("iris-1-0-0-validate-") + 10
+    assert name == render.validation_job_name(version)
+    assert job["metadata"]["ownerReferences"] == [render.owner_reference(version.metadata, "ModelVersion")]
+    assert job["metadata"]["labels"]["mlsteward.io/modelversion"] == "iris-1-0-0"
+    spec = job["spec"]
+    assert spec["backoffLimit"] == 0 and "ttlSecondsAfterFinished" not in spec
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    (c,) = pod["containers"]
+    assert c["terminationMessagePolicy"] == "File" and c["terminationMessagePath"] == "/dev/termination-log"
+    assert c["args"] == [
+        "validate", "--uri", "file:///models/iris-1-0-0.skops", "--sha256", SHA, "--format", "skops",
+        "--signature-json", '{"inputs":[{"name":"x","required":true,"type":"number"}],"output":{"kind":"class"}}',
+        "--validation-data", "s3://data/iris.csv", "--target", "species",
+        "--threshold", "accuracy>=0.9", "--threshold", "f1_macro>=0.8",
+        "--result-file", "/dev/termination-log",
+    ]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_validation_job_name_follows_the_spec() -> None:
+    assert render.validation_job_name(mv()) == render.validation_job_name(mv())
+    assert render.validation_job_name(mv()) != render.validation_job_name(mv(version="1.0.1"))
