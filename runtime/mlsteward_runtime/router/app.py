@@ -579,6 +579,8 @@ class Router:
         self.stats.arm(served.version).record_outcome(outcome)
         self.metrics.feedback.labels(served.version).inc()
         headers, _, _ = self._forward_headers(scope)
+        # The body is known to be JSON by now, whatever the client labelled it; predictors refuse other types.
+        headers = [(k, v) for k, v in headers if k != "content-type"] + [("content-type", "application/json")]
         forwarded = await self._call("POST", served.version, served.url + "/v1/feedback", headers, body,
                                      self.state.timeout)
         await _send_json(send, 200, {

@@ -112,6 +112,8 @@ class FakeBackend:
                                 headers={"x-model-version": self.version})
 
         async def feedback(request: Request) -> JSONResponse:
+            if request.headers.get("content-type") != "application/json":
+                return JSONResponse({"error": "unsupported_media_type", "field": "content-type"}, status_code=415)
             doc = json.loads(await request.body())
             if doc.get("request_id") not in self.served:
                 return JSONResponse({"error": "not_found", "field": "request_id"}, status_code=404)

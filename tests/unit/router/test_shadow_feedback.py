@@ -73,7 +73,10 @@ def test_feedback_reaches_the_serving_arm_and_updates_outcomes(backends, router_
     for i, (rid, version) in enumerate(served.items()):
         reward = float(i % 3)
         rewards[version] += reward
-        r = rr.client.post("/v1/feedback", json={"request_id": rid, "reward": reward})
+        # Half the clients forget the content type; the router still forwards JSON the backend accepts.
+        body = json.dumps({"request_id": rid, "reward": reward}).encode()
+        headers = {"content-type": "application/json"} if i % 2 else {}
+        r = rr.client.post("/v1/feedback", content=body, headers=headers)
         assert r.status_code == 200, r.text
         assert r.json()["version"] == version and r.json()["forwarded"] is True
     assert {f["request_id"] for f in a.feedback} == {rid for rid, v in served.items() if v == "v1"}
