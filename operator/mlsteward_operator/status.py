@@ -1,0 +1,479 @@
+"""Pure status functions (STYLE §5, §6): observed facts in, a whole status out, written once per reconcile.
+
+- Conditions: `set_condition` moves `lastTransitionTime` only when the status flips (True/False/Unknown).
+- Observations: `observe_deployment`, `observe_router`, `observe_job` turn raw API objects (plain dicts) into the
+  few facts the status functions need, so those functions never parse Kubernetes objects themselves.
+- ModelVersion: `compute_version_status` maps the validation Job (and its pod's termination message) to phase
+  Pending | Validating | Ready | Failed with a reason (DigestMismatch, SignatureMismatch, BelowThreshold,
+  FetchFailed, LoadFailed, ...).
+- ModelDeployment: `compute_deployment_status` turns a rollout plan (see `plan.plan_deployment`) plus the observed
+  children into status: servingVersion, stableVersion, traffic, rollout, url, conditions and the bounded decision
+  log, whose entries carry the one-line spec change that would bring Git in line with what is served.
+- `status_changed` says whether a write is needed at all.
+
+Times are passed in (`now`), never read here, so every function is deterministic.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mlsteward_runtime.contracts import ArtifactRef, ValidationResult
+from pydantic import BaseModel, ValidationError
+
+from mlsteward_operator.api.common import MAX_DECISIONS, Condition, ConditionStatus, ConditionType
+from mlsteward_operator.api.modeldeployment import (
+    Decision,
+    DecisionKind,
+    ModelDeployment,
+    ModelDeploymentStatus,
+    RolloutPhase,
+    RolloutStatus,
+    TrafficEntry,
+)
+from mlsteward_operator.api.modelversion import ModelVersion, ModelVersionStatus, VersionPhase, VersionReason
+
+ANNOTATION_TRAFFIC = "mlsteward.io/traffic"  # same key as render.ANNOTATION_TRAFFIC (render and status are peers)
+
+# --------------------------------------------------------------------------------------------------------------
+# Conditions, decisions, change detection
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _status_value(value: bool | str | ConditionStatus) -> ConditionStatus:
+    if isinstance(value, bool):
+        return ConditionStatus.true if value else ConditionStatus.false
+    return ConditionStatus(value)
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    type_: str,
+    status: bool | str | ConditionStatus,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    now: dt.datetime,
+) -> list[Condition]:
+    """A copy of `conditions` with `type_` set. lastTransitionTime changes only when the status value flips;
+    a new reason or message alone keeps it (so "how long has it been not Ready" stays true)."""
+    value = _status_value(status)
+    previous = next((c for c in conditions if c.type == type_), None)
+    since = previous.last_transition_time if previous is not None and previous.status == value else _second(now)
+    updated = Condition(
+        type=type_, status=value, reason=reason, message=message, observed_generation=generation,
+        last_transition_time=since,
+    )
+    out = [c for c in conditions if c.type != type_]
+    out.append(updated)
+    order = {t.value: i for i, t in enumerate(ConditionType)}
+    return sorted(out, key=lambda c: (order.get(c.type, len(order)), c.type))
+
+
+def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+
+def append_decision(
+    decisions: Sequence[Decision], decision: Decision, *, limit: int = MAX_DECISIONS
+) -> list[Decision]:
+    """`decisions` plus `decision`, oldest dropped past `limit`.
+
+    A decision equal to the last one in kind, from, to and reason is not appended again: reconciles are
+    level-based and see the same situation many times, but it was decided once.
+    """
+    if decisions:
+        last = decisions[-1]
+        if (last.kind, last.from_, last.to, last.reason) == (decision.kind, decision.from_, decision.to, decision.reason):
+            return list(decisions)
+    return [*decisions, decision][-limit:]
+
+
+def new_decisions(old: Sequence[Decision], new: Sequence[Decision]) -> list[Decision]:
+    """Decisions in `new` that `old` does not have (to emit one Event each)."""
+    def key(d: Decision) -> str:
+        return json.dumps(d.to_k8s(), sort_keys=True)
+
+    seen = {key(d) for d in old}
+    return [d for d in new if key(d) not in seen]
+
+
+def _plain(status: BaseModel | Mapping[str, Any] | None) -> dict[str, Any]:
+    if status is None:
+        return {}
+    if isinstance(status, BaseModel):
+        return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return json.loads(json.dumps(dict(status), default=str))
+
+
+def status_changed(old: BaseModel | Mapping[str, Any] | None, new: BaseModel | Mapping[str, Any]) -> bool:
+    """Whether writing `new` would change anything compared with `old` (a model or the dict read from the object).
+
+    Both sides are normalised the same way (camelCase, no unset fields) and parsed as the same model, so a status
+    read back from the API server compares equal to the one that was written.
+    """
+    if isinstance(new, BaseModel) and old is not None and not isinstance(old, BaseModel):
+        try:
+            old = type(new).model_validate(old)
+        except ValidationError:
+            return True
+    return _plain(old) != _plain(new)
+
+
+def _second(now: dt.datetime) -> dt.datetime:
+    # Kubernetes timestamps have one-second resolution; a finer one would differ after a round trip.
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    return now.astimezone(dt.UTC).replace(microsecond=0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Observations of children
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WorkloadState:
+    """What a Deployment shows."""
+
+    exists: bool = False
+    replicas: int = 0
+    ready_replicas: int = 0
+    available_replicas: int = 0
+    updated_replicas: int = 0
+    # The controller has seen the latest spec and every pod runs it (no old pods left).
+    rolled_out: bool = False
+
+    @property
+    def ready(self) -> bool:
+        """Rolled out and serving: at least one available pod (or zero wanted)."""
+        return self.exists and self.rolled_out and (self.available_replicas >= 1 or self.replicas == 0)
+
+
+def observe_deployment(obj: Mapping[str, Any] | None) -> WorkloadState:
+    """Facts of an apps/v1 Deployment as read from the API server (None: it does not exist)."""
+    if not obj:
+        return WorkloadState()
+    spec = obj.get("spec") or {}
+    status = obj.get("status") or {}
+    generation = (obj.get("metadata") or {}).get("generation", 0)
+    wanted = spec.get("replicas", 1)
+    replicas = status.get("replicas", 0)
+    updated = status.get("updatedReplicas", 0)
+    available = status.get("availableReplicas", 0)
+    rolled_out = (
+        status.get("observedGeneration", -1) >= generation
+        and updated >= wanted
+        and replicas == updated  # no pod of an older template is left
+        and available >= min(wanted, updated)
+    )
+    return WorkloadState(
+        exists=True,
+        replicas=wanted,
+        ready_replicas=status.get("readyReplicas", 0),
+        available_replicas=available,
+        updated_replicas=updated,
+        rolled_out=rolled_out,
+    )
+
+
+def observe_router(obj: Mapping[str, Any] | None) -> str | None:
+    """The version every router pod sends all traffic to, once the router Deployment has fully rolled out.
+
+    Reads the weight table the builder puts on the pod template (`v1=100`). None while a rollout is in progress,
+    when the router does not exist, or when traffic is split (then no single version takes it all).
+    """
+    if not observe_deployment(obj).rolled_out:
+        return None
+    template = ((obj or {}).get("spec") or {}).get("template") or {}
+    table = ((template.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TRAFFIC, "")
+    weights = parse_traffic(table)
+    full = [v for v, w in weights.items() if w == 100]
+    return full[0] if len(full) == 1 else None
+
+
+def parse_traffic(summary: str) -> dict[str, int]:
+    """`v1=90,v2=10` -> {"v1": 90, "v2": 10} (the inverse of render.traffic_summary); bad entries are skipped."""
+    out: dict[str, int] = {}
+    for part in summary.split(","):
+        name, _, weight = part.partition("=")
+        if name and weight.isdigit():
+            out[name] = int(weight)
+    return out
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What a validation Job and its pod show."""
+
+    exists: bool = False
+    active: bool = False
+    succeeded: bool = False
+    failed: bool = False
+    failure_reason: str | None = None  # the Job's Failed condition reason, e.g. DeadlineExceeded
+    failure_message: str | None = None
+    termination_message: str | None = None  # what `mlsteward validate` wrote to /dev/termination-log
+
+
+def observe_job(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]] = ()) -> JobState:
+    """Facts of a batch/v1 Job and its pods (those labelled job-name=<job>), as read from the API server."""
+    if not job:
+        return JobState()
+    status = job.get("status") or {}
+    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
+    failed_cond = conditions.get("Failed") or conditions.get("FailureTarget")
+    message = None
+    # The newest terminated container wins (with backoffLimit > 0 an earlier attempt may have failed).
+    for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True):
+        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+            terminated = (cs.get("state") or {}).get("terminated") or {}
+            if terminated.get("message"):
+                message = terminated["message"]
+                break
+        if message:
+            break
+    return JobState(
+        exists=True,
+        active=bool(status.get("active")),
+        succeeded="Complete" in conditions or "SuccessCriteriaMet" in conditions or bool(status.get("succeeded")),
+        failed=failed_cond is not None,
+        failure_reason=failed_cond.get("reason") if failed_cond else None,
+        failure_message=failed_cond.get("message") if failed_cond else None,
+        termination_message=message,
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ModelVersion
+# --------------------------------------------------------------------------------------------------------------
+
+
+def parse_validation_result(message: str | None) -> ValidationResult | None:
+    """The ValidationResult in a termination message, or None when there is none or it is not one."""
+    if not message:
+        return None
+    try:
+        return ValidationResult.model_validate_json(message.strip())
+    except ValidationError:
+        return None
+
+
+def version_is_terminal(mv: ModelVersion, job_name: str) -> bool:
+    """Whether `mv` already has a verdict from the Job `job_name` (then no Job needs to exist or be re-created)."""
+    return mv.status.phase in (VersionPhase.ready, VersionPhase.failed) and mv.status.validation_job == job_name
+
+
+def compute_version_status(mv: ModelVersion, job_name: str, job: JobState, now: dt.datetime) -> ModelVersionStatus:
+    """The whole status of `mv` from its validation Job `job_name` (observed as `job`).
+
+    A verdict already recorded for this Job is kept as it is, even after the Job is gone: the spec is immutable,
+    so the verdict cannot change.
+    """
+    prev = mv.status
+    generation = mv.metadata.generation
+    if version_is_terminal(mv, job_name):
+        return prev.model_copy(update={"observed_generation": generation})
+
+    base: dict[str, Any] = {"observed_generation": generation, "validation_job": job_name}
+    result = parse_validation_result(job.termination_message)
+    if result is not None and (job.succeeded or job.failed or not job.active):
+        ready = result.phase == "Ready"
+        status = ModelVersionStatus(
+            **base,
+            phase=VersionPhase.ready if ready else VersionPhase.failed,
+            reason=result.reason or (VersionReason.validated if ready else VersionReason.job_failed),
+            message=result.message or ("validated" if ready else "validation failed"),
+            metrics=result.metrics,
+            sha256=result.sha256,
+            signature=result.signature,
+            golden=result.golden,
+            reference=result.reference if isinstance(result.reference, ArtifactRef) else None,
+            validated_at=_second(now),
+        )
+    elif job.failed:
+        status = ModelVersionStatus(
+            **base,
+            phase=VersionPhase.failed,
+            reason=VersionReason.job_failed,
+            message=f"validation Job {job_name} failed without a result: "
+            f"{job.failure_reason or 'unknown'}: {job.failure_message or ''}".rstrip(": "),
+            validated_at=_second(now),
+        )
+    elif job.succeeded:
+        status = ModelVersionStatus(
+            **base,
+            phase=VersionPhase.failed,
+            reason=VersionReason.invalid_result,
+            message=f"validation Job {job_name} succeeded but left no readable result in its termination message",
+            validated_at=_second(now),
+        )
+    elif job.exists:
+        status = ModelVersionStatus(
+            **base, phase=VersionPhase.validating, reason=VersionReason.validating,
+            message=f"validation Job {job_name} is running",
+        )
+    else:
+        status = ModelVersionStatus(
+            **base, phase=VersionPhase.pending, reason=VersionReason.created,
+            message=f"validation Job {job_name} not created yet",
+        )
+    return _with_version_conditions(status, prev.conditions, generation, now)
+
+
+def _with_version_conditions(
+    status: ModelVersionStatus, previous: Sequence[Condition], generation: int | None, now: dt.datetime
+) -> ModelVersionStatus:
+    phase, reason, message = status.phase, status.reason or status.phase.value, status.message or ""
+    conds = list(previous)
+    conds = set_condition(conds, ConditionType.ready, phase == VersionPhase.ready, reason, message,
+                          generation=generation, now=now)
+    in_progress = phase in (VersionPhase.pending, VersionPhase.validating)
+    conds = set_condition(conds, ConditionType.progressing, in_progress, reason, message,
+                          generation=generation, now=now)
+    conds = set_condition(conds, ConditionType.degraded, phase == VersionPhase.failed, reason, message,
+                          generation=generation, now=now)
+    return status.model_copy(update={"conditions": conds})
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ModelDeployment
+# --------------------------------------------------------------------------------------------------------------
+
+
+class Problem(Protocol):
+    reason: str
+    message: str
+
+
+class RolloutPlan(Protocol):
+    """What `plan.plan_deployment` returns (the fields this module reads)."""
+
+    live: tuple[str, ...]
+    router_target: str | None
+    serving: str | None
+    stable: str | None
+    degraded: Problem | None
+    progressing: Problem | None
+
+
+@dataclass(frozen=True)
+class ChildrenState:
+    """The observed children of a ModelDeployment."""
+
+    predictors: Mapping[str, WorkloadState]  # ModelVersion name -> its predictor Deployment
+    router: WorkloadState = WorkloadState()
+
+
+def plan_traffic(plan: RolloutPlan) -> list[TrafficEntry]:
+    """The router's weight table for a plan: all traffic to its router target (strategy Immediate)."""
+    weights = getattr(plan, "traffic", None)  # a canary plan may carry a split table
+    if weights:
+        return [TrafficEntry(version=v, weight=w) for v, w in dict(weights).items()]
+    return [TrafficEntry(version=plan.router_target, weight=100)] if plan.router_target else []
+
+
+def git_change(md: ModelDeployment, version: str) -> str:
+    """The one-line spec change that makes Git say what is served."""
+    where = f"{md.metadata.namespace}/{md.metadata.name}" if md.metadata.namespace else md.metadata.name
+    return f"set spec.version: {version} in ModelDeployment {where}"
+
+
+def compute_deployment_status(
+    md: ModelDeployment,
+    plan: RolloutPlan,
+    children: ChildrenState,
+    versions: Mapping[str, ModelVersion],
+    *,
+    url: str,
+    now: dt.datetime,
+) -> ModelDeploymentStatus:
+    """The whole status of `md` after this reconcile.
+
+    - `plan`: the rollout decision for this reconcile (serving, stable, router target, problems).
+    - `children`: readiness of the predictor Deployments and of the router.
+    - `versions`: the ModelVersions involved, by name (for the model name and messages).
+    - `url`: the Service's URL (render.deployment_url), shown once something can be served.
+    A spec.version that cannot be served while another version serves is recorded as a Hold decision whose
+    gitChange puts the served version back in Git; each completed switch is recorded as a Rollout decision.
+    """
+    prev = md.status
+    generation = md.metadata.generation
+    wanted = md.spec.version
+    traffic = plan_traffic(plan)
+    serving = plan.serving
+    model = md.spec.model or prev.model or _model_of(versions, serving or plan.router_target)
+
+    decisions = list(prev.decisions)
+    if serving and prev.serving_version != serving:
+        decisions = append_decision(decisions, Decision(
+            time=_second(now), kind=DecisionKind.rollout, from_=prev.serving_version, to=serving,
+            reason="RolloutComplete",
+            message=f"{serving} serves all traffic" + (f" (was {prev.serving_version})" if prev.serving_version else ""),
+        ))
+    if plan.degraded is not None and serving and serving != wanted:
+        decisions = append_decision(decisions, Decision(
+            time=_second(now), kind=DecisionKind.hold, from_=serving, to=serving, reason=plan.degraded.reason,
+            message=f"{plan.degraded.message}; {serving} keeps serving",
+            git_change=git_change(md, serving),
+        ))
+
+    predictor = children.predictors.get(serving) if serving else None
+    serving_ready = bool(predictor and predictor.ready and children.router.ready)
+    conds = list(prev.conditions)
+    if serving_ready:
+        ready = (True, "Serving", f"{serving} serves at {url}")
+    elif plan.degraded is not None and not serving:
+        ready = (False, plan.degraded.reason, plan.degraded.message)
+    elif not serving:
+        ready = (False, "NotServing", f"waiting for {plan.router_target or wanted} to become ready")
+    elif not (predictor and predictor.ready):
+        ready = (False, "PredictorNotReady", f"the predictor of {serving} has no ready pod")
+    else:
+        ready = (False, "RouterNotReady", "the router has no ready pod")
+    conds = set_condition(conds, ConditionType.ready, *ready, generation=generation, now=now)
+    if plan.progressing is not None:
+        progressing = (True, plan.progressing.reason, plan.progressing.message)
+    else:
+        progressing = (False, "Stable", f"{serving} is the stable version" if serving else "nothing to roll out")
+    conds = set_condition(conds, ConditionType.progressing, *progressing, generation=generation, now=now)
+    if plan.degraded is not None:
+        degraded = (True, plan.degraded.reason, plan.degraded.message)
+    else:
+        degraded = (False, "AsExpected", f"spec.version {wanted} is the version being served or rolled out")
+    conds = set_condition(conds, ConditionType.degraded, *degraded, generation=generation, now=now)
+
+    if plan.degraded is not None:
+        phase = RolloutPhase.waiting
+    elif plan.progressing is not None:
+        phase = RolloutPhase.progressing
+    else:
+        phase = RolloutPhase.stable
+    target = None if phase == RolloutPhase.stable else wanted
+    started = _second(now)
+    if prev.rollout is not None and prev.rollout.phase == phase and prev.rollout.target_version == target:
+        started = prev.rollout.step_started_at or started
+    rollout = RolloutStatus(phase=phase, target_version=target, step_started_at=started)
+
+    return ModelDeploymentStatus(
+        observed_generation=generation,
+        conditions=conds,
+        model=model,
+        serving_version=serving,
+        stable_version=plan.stable,
+        traffic=traffic,
+        traffic_summary=",".join(f"{t.version}={t.weight}" for t in traffic) or None,
+        rollout=rollout,
+        url=url if traffic else None,
+        experiment=prev.experiment,
+        decisions=decisions,
+    )
+
+
+def _model_of(versions: Mapping[str, ModelVersion], name: str | None) -> str | None:
+    mv = versions.get(name) if name else None
+    return mv.spec.model if mv is not None else None
