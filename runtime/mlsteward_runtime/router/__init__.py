@@ -1,0 +1,21 @@
+"""The router behind `mlsteward route`: the stable entry point of a ModelDeployment.
+
+Modules: `app` (the ASGI application, proxying, fallback, shadow, feedback and the endpoints), `strategies`
+(pure arm choice: weighted, sticky buckets, epsilon-greedy, Thompson sampling), `stats` (per-arm counters that
+merge across replicas by summing), `feedback` (request id -> serving arm), `config` (reading and watching the
+RouterConfig file), `metrics` (Prometheus), `settings` (MLSTEWARD_ROUTER_* environment).
+
+Config semantics, beyond the field descriptions in `mlsteward_runtime.contracts.RouterConfig`:
+- Weights are relative (the operator keeps them summing to 100); all zero sends everything to stable_version.
+- Sticky (Weighted): the key (header first, then the top-level body key) hashes to a bucket 0..99 and arms own
+  contiguous bucket ranges in config order, so a weight change moves only the users in the shifted share. A
+  request without the key is assigned at random. Under a bandit a sticky user keeps the arm first drawn for
+  them on this replica (bounded memory).
+- Bandits (EpsilonGreedy, ThompsonSampling) use every backend as an arm and ignore weights; their statistics are
+  `outcome_priors` from the config plus this replica's outcomes since those priors last changed.
+- The file is polled every 2 s (MLSTEWARD_ROUTER_RELOAD_INTERVAL_S) and swapped whole; an invalid file is
+  logged and counted (mlsteward_router_config_reloads_total{result="invalid"}) and the previous config kept.
+  Counters survive reloads.
+
+Nothing here is imported by the operator (import-linter forbids it); the shared shapes live in contracts.
+"""
