@@ -164,8 +164,8 @@ def _flatten(data: list[Any], f: str) -> list[Any]:
                 raise InvalidInput(f"{f}.data mixes nested lists and values", field=f"{f}.data", rule="shape")
         return data
     out: list[Any] = []
-    stack = [data]
-    # Depth-first, row-major flattening without recursion limits on deep nesting.
+
+    # Depth-first, row-major flattening; absurdly deep nesting is a client error, not a crash.
     def walk(x: list[Any]) -> None:
         for v in x:
             if type(v) is list:
@@ -176,7 +176,6 @@ def _flatten(data: list[Any], f: str) -> list[Any]:
         walk(data)
     except RecursionError as exc:
         raise InvalidInput(f"{f}.data is nested too deeply", field=f"{f}.data", rule="shape") from exc
-    del stack
     return out
 
 
