@@ -39,7 +39,8 @@ class OperatorConfig(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     image: str = Field(
-        default="mlsteward:0.1.0", description="Image of the predictor, router and validation pods (same as the operator)."
+        default="mlsteward:0.1.0",
+        description="Image of the predictor, router and validation pods (same as the operator).",
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Pull policy of those pods."

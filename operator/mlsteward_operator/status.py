@@ -89,7 +89,10 @@ def append_decision(
     """
     if decisions:
         last = decisions[-1]
-        if (last.kind, last.from_, last.to, last.reason) == (decision.kind, decision.from_, decision.to, decision.reason):
+        def key(d: Decision) -> tuple[Any, ...]:
+            return d.kind, d.from_, d.to, d.reason
+
+        if key(last) == key(decision):
             return list(decisions)
     return [*decisions, decision][-limit:]
 
@@ -413,7 +416,8 @@ def compute_deployment_status(
         decisions = append_decision(decisions, Decision(
             time=_second(now), kind=DecisionKind.rollout, from_=prev.serving_version, to=serving,
             reason="RolloutComplete",
-            message=f"{serving} serves all traffic" + (f" (was {prev.serving_version})" if prev.serving_version else ""),
+            message=f"{serving} serves all traffic"
+            + (f" (was {prev.serving_version})" if prev.serving_version else ""),
         ))
     if plan.degraded is not None and serving and serving != wanted:
         decisions = append_decision(decisions, Decision(

@@ -136,7 +136,8 @@ class Stopping(ApiModel):
     """When the experiment concludes."""
 
     confidence: Annotated[
-        float, *ranged(0, 1, "stopping.confidence must be strictly between 0 and 1, e.g. 0.95", lo_open=True, hi_open=True)
+        float,
+        *ranged(0, 1, "stopping.confidence must be strictly between 0 and 1, e.g. 0.95", lo_open=True, hi_open=True),
     ] = Field(default=0.95, description="Confidence required to call a winner, in (0, 1).")
     min_samples_per_variant: int = Field(
         default=1000, ge=1, le=1_000_000_000, description="Outcomes each arm needs before any conclusion."
@@ -183,7 +184,8 @@ class ExperimentSpec(ApiModel):
         default_factory=Stopping, json_schema_extra=defaulted(Stopping), description="Stopping rules.")
     on_success: OnSuccess = Field(
         default=OnSuccess.report,
-        description="Promote: make the winner the served version (status and decisions, never spec). Report: only report.",
+        description="Promote: make the winner the served version (status and decisions, never spec). "
+        "Report: only report.",
     )
 
     @model_validator(mode="after")

@@ -44,7 +44,9 @@ ResourceMap = Annotated[dict[Annotated[str, Field(max_length=MAX_SHORT)], Quanti
 class Resources(ApiModel):
     """Compute resources of one container, as in a Pod spec."""
 
-    requests: ResourceMap | None = Field(default=None, description="Minimum resources, e.g. {cpu: 100m, memory: 256Mi}.")
+    requests: ResourceMap | None = Field(
+        default=None, description="Minimum resources, e.g. {cpu: 100m, memory: 256Mi}."
+    )
     limits: ResourceMap | None = Field(default=None, description="Maximum resources, e.g. {memory: 512Mi}.")
 
 
@@ -53,7 +55,10 @@ class Autoscaling(ApiModel):
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": rules(
-            cel("self.minReplicas <= self.maxReplicas", "autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+            cel(
+                "self.minReplicas <= self.maxReplicas",
+                "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+            )
         )
     }
 
@@ -90,7 +95,8 @@ class Analysis(ApiModel):
     min_requests: int = Field(
         default=0,
         ge=0,
-        description="Requests the new version must have served in a step before the gates are judged; fewer holds the step.",
+        description="Requests the new version must have served in a step before the gates are judged; "
+        "fewer holds the step.",
     )
 
 
@@ -190,16 +196,24 @@ class ModelDeploymentSpec(ApiModel):
     replicas: int | None = Field(
         default=None, ge=0, le=1000, description="Predictor pods per version (default 1); exclusive with autoscaling."
     )
-    autoscaling: Autoscaling | None = Field(default=None, description="Autoscale the predictors; exclusive with replicas.")
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Autoscale the predictors; exclusive with replicas."
+    )
     resources: Resources | None = Field(default=None, description="Predictor container resources.")
     rollout: Rollout = Field(
-        default_factory=Rollout, json_schema_extra=defaulted(Rollout), description="How a new version replaces the served one.")
+        default_factory=Rollout,
+        json_schema_extra=defaulted(Rollout),
+        description="How a new version replaces the served one.",
+    )
     shadow: Shadow | None = Field(default=None, description="Mirror a share of traffic to a candidate version.")
     fallback: bool = Field(
         default=True, description="Answer from the stable version when the active one errors."
     )
     rollback: RollbackPolicy = Field(
-        default_factory=RollbackPolicy, json_schema_extra=defaulted(RollbackPolicy), description="Automatic rollback policy.")
+        default_factory=RollbackPolicy,
+        json_schema_extra=defaulted(RollbackPolicy),
+        description="Automatic rollback policy.",
+    )
     auth: Auth | None = Field(default=None, description="Require bearer tokens read from a Secret.")
     cache: Cache | None = Field(default=None, description="Cache predictions in the router.")
     router: RouterSpec = Field(

@@ -115,7 +115,10 @@ class ModelVersionSpec(ApiModel):
     )
     artifact: Artifact = Field(description="The serialized model and its digest.")
     framework: Framework = Field(
-        default_factory=Framework, json_schema_extra=defaulted(Framework), description="Training framework and its version.")
+        default_factory=Framework,
+        json_schema_extra=defaulted(Framework),
+        description="Training framework and its version.",
+    )
     signature: Signature | None = Field(
         default=None,
         description="Input features and output; checked against the model during validation, inferred when absent.",
@@ -125,7 +128,8 @@ class ModelVersionSpec(ApiModel):
     )
     metrics: Metrics = Field(default_factory=dict, description="Metrics measured at training time, by name.")
     validation: Validation | None = Field(
-        default=None, description="Validation set and thresholds; without it only digest, load and signature are checked."
+        default=None,
+        description="Validation set and thresholds; without it only digest, load and signature are checked.",
     )
     lineage: Lineage | None = Field(default=None, description="Provenance: parent version, data, trainer, trigger.")
     description: Annotated[str, Field(max_length=16384)] | None = Field(
