@@ -9,10 +9,10 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 CLUSTER ?= local
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv bins crds cluster-up cluster-down image test unit integration e2e lint demo bench clean
+.PHONY: help deps venv bins crds cluster-up cluster-down image test unit integration e2e e2e-current lint demo bench clean
 
 help: ## List the targets.
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 deps: ## Install the Debian packages the local cluster needs (root; idempotent).
 	hack/deps.sh
@@ -48,7 +48,14 @@ unit: venv ## Unit tier: pure functions and in-process servers on loopback.
 integration: venv bins ## Integration tier: the operator against a real kube-apiserver started by the test session.
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
-e2e: venv cluster-up image ## End-to-end tier: real cluster, real pods (uses the current kubeconfig).
+# The local cluster's kubeconfig and the built kubectl/helm come first: a distribution kubectl of another version
+# may be installed on the machine.
+CLUSTER_ENV = source hack/lib.sh && eval "$$(hack/cluster.sh env)" && export PATH="$$(mls_bin_path):$$PATH"
+
+e2e: venv cluster-up image ## End-to-end tier: real cluster, real pods (the local cluster's kubeconfig).
+	$(CLUSTER_ENV) && $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+e2e-current: venv ## End-to-end tier against the current kubeconfig (any cluster with the image loaded).
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 test: deps venv lint unit integration e2e ## Run every test tier.

@@ -57,13 +57,16 @@ class Plan:
     progressing: Problem | None = None
 
 
-def _why_not(desired: VersionFacts, serving: VersionFacts | None) -> Problem | None:
+def _why_not(desired: VersionFacts, serving: VersionFacts | None, model: str | None) -> Problem | None:
     if not desired.exists:
         return Problem("VersionNotFound", f"ModelVersion {desired.name} does not exist")
     if desired.phase == "Failed":
         return Problem("VersionFailed", f"ModelVersion {desired.name} failed validation ({desired.reason})")
     if desired.phase != "Ready":
         return Problem("VersionNotReady", f"ModelVersion {desired.name} is {desired.phase or 'Pending'}, not Ready")
+    if model and desired.model != model:
+        return Problem("ModelMismatch", f"ModelVersion {desired.name} is of model {desired.model}, but spec.model "
+                                        f"says {model}")
     if serving is not None and serving.exists and serving.model and desired.model != serving.model:
         return Problem(
             "ModelMismatch",
@@ -73,10 +76,15 @@ def _why_not(desired: VersionFacts, serving: VersionFacts | None) -> Problem | N
     return None
 
 
-def plan_deployment(desired: VersionFacts, serving: VersionFacts | None, observed: Observed) -> Plan:
-    """Decide the live versions, the router target and the status versions for strategy Immediate."""
+def plan_deployment(desired: VersionFacts, serving: VersionFacts | None, observed: Observed, *,
+                    model: str | None = None) -> Plan:
+    """Decide the live versions, the router target and the status versions for strategy Immediate.
+
+    `serving` is the version status says is serving (None before the first switch completes); `model` is
+    spec.model, a guard against serving another model by mistake.
+    """
     serving_name = serving.name if serving is not None else None
-    problem = _why_not(desired, serving)
+    problem = _why_not(desired, serving, model)
     if problem is not None:
         if serving_name is None:
             return Plan(live=(), router_target=None, serving=None, stable=None, degraded=problem)

@@ -62,3 +62,9 @@ def test_nothing_to_serve_when_the_first_version_is_unusable():
     plan = plan_deployment(VersionFacts("iris-9", exists=False), None, Observed())
     assert plan.live == () and plan.router_target is None and plan.serving is None
     assert plan.degraded.reason == "VersionNotFound"
+
+
+def test_spec_model_guards_the_first_deployment_too():
+    plan = plan_deployment(VersionFacts("wine-1", exists=True, model="wine", phase="Ready"), None, Observed(),
+                           model="iris")
+    assert plan.degraded.reason == "ModelMismatch" and plan.live == ()

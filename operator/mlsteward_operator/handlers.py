@@ -1,0 +1,73 @@
+"""kopf handlers: thin adapters (STYLE §1). Each unpacks kopf's arguments, calls one reconcile function, maps
+domain errors to kopf's, and writes the status the reconcile computed through kopf's patch (one write, skipped
+when nothing changed).
+
+Why both events and timers: events make a change visible within a second; timers make the controllers
+level-based. A timer re-observes children (pods becoming ready, a Job finishing) that raise no event on the parent
+and repairs anything an event missed, including after a restart of the operator.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from mlsteward_operator import k8s, reconcile
+from mlsteward_operator.config import OperatorConfig
+from mlsteward_operator.errors import InvalidSpec, NotReady
+
+GROUP, VERSION = "mlsteward.io", "v1alpha1"
+
+# Seconds between timer reconciles: short while something is in motion, since a user is watching.
+VERSION_INTERVAL = 3.0
+DEPLOYMENT_INTERVAL = 3.0
+
+
+@kopf.on.startup()
+async def startup(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    k8s.load_config()
+    memo.client = k8s.Client()
+    memo.config = OperatorConfig()
+    logger.info("Started mlsteward operator image=%s", memo.config.image)
+
+
+async def _run(fn: Any, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
+    try:
+        new_status = await fn(body, memo.client, memo.config)
+    except InvalidSpec as exc:
+        raise kopf.PermanentError(f"{exc.reason}: {exc.message}") from exc
+    except NotReady as exc:
+        raise kopf.TemporaryError(f"{exc.reason}: {exc.message}", delay=exc.delay) from exc
+    except k8s.ApiError as exc:
+        raise kopf.TemporaryError(f"API server: {exc}", delay=5) from exc
+    if new_status is not None:
+        patch.status.update(new_status)
+
+
+def _version_open(status: kopf.Status, **_: Any) -> bool:
+    """A ModelVersion needs attention until it has a verdict."""
+    return status.get("phase") not in ("Ready", "Failed")
+
+
+@kopf.on.create(GROUP, VERSION, "modelversions")
+@kopf.on.resume(GROUP, VERSION, "modelversions")
+async def modelversion_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run(reconcile.reconcile_version, body, patch, memo)
+
+
+@kopf.timer(GROUP, VERSION, "modelversions", interval=VERSION_INTERVAL, when=_version_open)
+async def modelversion_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run(reconcile.reconcile_version, body, patch, memo)
+
+
+@kopf.on.create(GROUP, VERSION, "modeldeployments")
+@kopf.on.update(GROUP, VERSION, "modeldeployments", field="spec")
+@kopf.on.resume(GROUP, VERSION, "modeldeployments")
+async def modeldeployment_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run(reconcile.reconcile_deployment, body, patch, memo)
+
+
+@kopf.timer(GROUP, VERSION, "modeldeployments", interval=DEPLOYMENT_INTERVAL)
+async def modeldeployment_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run(reconcile.reconcile_deployment, body, patch, memo)

@@ -1,0 +1,163 @@
+"""Reconciles: read the world through k8s, decide with plan/status, write children through k8s.
+
+Each function takes the object as kopf hands it (a plain mapping), a `k8s.Client` and the operator settings, and
+returns the new status (a dict ready for a status patch) or None when nothing changed. It raises only
+`InvalidSpec` and `NotReady`; the handlers map them to kopf's errors.
+
+Both reconciles are level-based: they observe the children that exist, compute the desired ones from the spec
+and the observations, apply them (server-side apply: a no-op when unchanged), and delete the children that are no
+longer wanted. Running one twice in a row changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from mlsteward_operator import k8s, render, status
+from mlsteward_operator.api.modeldeployment import ModelDeployment
+from mlsteward_operator.api.modelversion import ModelVersion
+from mlsteward_operator.config import OperatorConfig
+from mlsteward_operator.errors import InvalidSpec
+from mlsteward_operator.plan import Observed, VersionFacts, plan_deployment
+
+log = logging.getLogger(__name__)
+
+GROUP_VERSION = "mlsteward.io/v1alpha1"
+
+# Kinds a ModelDeployment owns, listed to find children that are no longer wanted.
+OWNED_KINDS: tuple[tuple[str, str], ...] = (
+    ("apps/v1", "Deployment"),
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("policy/v1", "PodDisruptionBudget"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+)
+
+
+def _parse(model: type[Any], body: Mapping[str, Any]) -> Any:
+    try:
+        return model.model_validate(dict(body))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidSpec(f"{where}: {first.get('msg')}", field=where) from None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _dump(model: Any) -> dict[str, Any]:
+    return model.to_k8s()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ModelVersion
+# --------------------------------------------------------------------------------------------------------------
+
+
+async def reconcile_version(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,
+                            now: dt.datetime | None = None) -> dict[str, Any] | None:
+    """Runs the validation Job of a ModelVersion (once) and turns its result into status."""
+    now = now or _now()
+    mv: ModelVersion = _parse(ModelVersion, body)
+    job = render.render_validation_job(mv, cfg)
+    job_name = job["metadata"]["name"]
+    ns = mv.metadata.namespace
+    if status.version_is_terminal(mv, job_name):
+        return None
+
+    existing = await client.get("batch/v1", "Job", ns, job_name)
+    if existing is None:
+        # Create, not apply: a Job's template is immutable, and a Job whose name is derived from the spec is
+        # never changed, only created once. A 409 means a previous run of this reconcile created it.
+        await client.create(job)
+        existing = await client.get("batch/v1", "Job", ns, job_name)
+        await client.event(body, reason="ValidationStarted", message=f"Created validation Job {job_name}")
+    pods = await client.list("v1", "Pod", ns, labels={"job-name": job_name}) if existing else []
+    new = status.compute_version_status(mv, job_name, status.observe_job(existing, pods), now)
+    if not status.status_changed(mv.status, new):
+        return None
+    if new.phase != mv.status.phase and new.phase.value in ("Ready", "Failed"):
+        await client.event(
+            body, reason=new.reason or new.phase.value, type_="Normal" if new.phase.value == "Ready" else "Warning",
+            message=f"ModelVersion {mv.metadata.name} is {new.phase.value}: {new.message or ''}".strip(": "),
+        )
+    return _dump(new)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ModelDeployment
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _facts(name: str, mv: ModelVersion | None) -> VersionFacts:
+    if mv is None:
+        return VersionFacts(name, exists=False)
+    return VersionFacts(name, exists=True, model=mv.spec.model, phase=mv.status.phase.value,
+                        reason=mv.status.reason)
+
+
+async def _versions(client: k8s.Client, ns: str, names: set[str]) -> dict[str, ModelVersion]:
+    out: dict[str, ModelVersion] = {}
+    for name in sorted(names):
+        obj = await client.get(GROUP_VERSION, "ModelVersion", ns, name)
+        if obj is not None:
+            out[name] = ModelVersion.model_validate(obj)
+    return out
+
+
+async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,
+                               now: dt.datetime | None = None) -> dict[str, Any] | None:
+    """Brings the children of a ModelDeployment in line with its spec and what its versions allow."""
+    now = now or _now()
+    md: ModelDeployment = _parse(ModelDeployment, body)
+    ns, name = md.metadata.namespace, md.metadata.name
+    serving_name = md.status.serving_version
+    versions = await _versions(client, ns, {md.spec.version, *([serving_name] if serving_name else [])})
+
+    deployments = {d["metadata"]["name"]: d for d in await client.list(
+        "apps/v1", "Deployment", ns, labels={render.LABEL_DEPLOYMENT: render.label_value(name)})}
+    predictors = {v: status.observe_deployment(deployments.get(render.predictor_name(name, v)))
+                  for v in {md.spec.version, *([serving_name] if serving_name else [])}}
+    router_obj = deployments.get(render.router_name(name))
+    observed = Observed(predictor_ready={v: s.ready for v, s in predictors.items()},
+                        router_on=status.observe_router(router_obj))
+
+    desired = _facts(md.spec.version, versions.get(md.spec.version))
+    serving = _facts(serving_name, versions.get(serving_name)) if serving_name else None
+    plan = plan_deployment(desired, serving, observed, model=md.spec.model)
+
+    # Only Ready versions are ever rendered; the plan never makes another one live.
+    traffic = status.plan_traffic(plan)
+    children = render.render_deployment(md, versions, plan.live, traffic, plan.stable or plan.router_target, cfg)
+    for child in children:
+        await client.apply(child)
+    await _prune(client, ns, name, {render.child_key(c) for c in children})
+
+    new = status.compute_deployment_status(
+        md, plan, status.ChildrenState(predictors=predictors, router=status.observe_deployment(router_obj)),
+        versions, url=render.deployment_url(md, cfg), now=now,
+    )
+    for decision in status.new_decisions(md.status.decisions, new.decisions):
+        await client.event(
+            body, reason=decision.reason, type_="Warning" if decision.kind.value == "Hold" else "Normal",
+            message=decision.message + (f" (Git: {decision.git_change})" if decision.git_change else ""),
+        )
+    return _dump(new) if status.status_changed(md.status, new) else None
+
+
+async def _prune(client: k8s.Client, ns: str, md_name: str, wanted: set[tuple[str, str, str]]) -> None:
+    """Deletes the children of `md_name` (by label) that the latest render no longer contains."""
+    labels = {render.LABEL_DEPLOYMENT: render.label_value(md_name), "app.kubernetes.io/managed-by": "mlsteward"}
+    for api_version, kind in OWNED_KINDS:
+        for obj in await client.list(api_version, kind, ns, labels=labels):
+            key = (api_version, kind, obj["metadata"]["name"])
+            if key not in wanted:
+                log.info("Deleting %s %s/%s: no longer wanted", kind, ns, key[2])
+                await client.delete(api_version, kind, ns, key[2])
