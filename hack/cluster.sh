@@ -73,18 +73,21 @@ start() {
   echo $! >"$PIDS/$name.pid"
 }
 
-# stop NAME...: SIGTERM to all of them at once, then SIGKILL to those still running after 10 seconds.
+# stop NAME...: SIGKILL, and wait (up to 10 seconds) until they are gone. `down` throws all state away, so a graceful
+# shutdown (about 2 seconds per component here) would buy nothing.
 stop() {
   local name p pids=()
   for name in "$@"; do
     p="$(pid_of "$name")"
-    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then kill -TERM "$p" 2>/dev/null && pids+=("$p"); fi
+    if [ -n "$p" ] && kill -KILL "$p" 2>/dev/null; then pids+=("$p"); fi
     rm -f "$PIDS/$name.pid"
   done
   local deadline=$(( $(date +%s) + 10 ))
   for p in "${pids[@]}"; do
-    while kill -0 "$p" 2>/dev/null && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
-    kill -KILL "$p" 2>/dev/null || true
+    while kill -0 "$p" 2>/dev/null; do
+      [ "$(date +%s)" -lt "$deadline" ] || { log "Process $p is still there after SIGKILL"; break; }
+      sleep 0.1
+    done
   done
 }
 
@@ -224,6 +227,8 @@ start_etcd() {
 }
 
 start_apiserver() {
+  # kubelet listens on the node IP only, and the node name may resolve to 127.0.0.1 (/etc/hosts): the API server
+  # reaches kubelets by InternalIP first.
   start kube-apiserver "$K8S_BIN/kube-apiserver" \
     --advertise-address="$NODE_IP" --bind-address=0.0.0.0 --secure-port="$API_PORT" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
@@ -237,7 +242,8 @@ start_apiserver() {
     --service-account-jwks-uri="https://kubernetes.default.svc/openid/v1/jwks" \
     --authorization-mode=Node,RBAC \
     --enable-admission-plugins=NamespaceLifecycle,LimitRanger,ServiceAccount,DefaultStorageClass,DefaultTolerationSeconds,Priority,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ResourceQuota,NodeRestriction \
-    --allow-privileged=true --cert-dir="$PKI" --profiling=false
+    --allow-privileged=true --cert-dir="$PKI" --profiling=false \
+    --kubelet-preferred-address-types=InternalIP,Hostname
   wait_for kube-apiserver 60 "kube-apiserver /readyz" curl -sf --cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" \
     --key "$PKI/admin.key" "https://127.0.0.1:$API_PORT/readyz"
 }
@@ -312,6 +318,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   # Network namespaces under the state directory, so that \`down\` finds them with the other mounts.
   netns_mounts_under_state_dir = true
   enable_selinux = false
+  # Root here lacks CAP_SYS_RESOURCE, so runc cannot set a negative oom_score_adj (the sandbox asks for -998) and
+  # fails with "can't get final child's PID from pipe: EOF". Clamping to containerd's own value (0) is the setting
+  # made for rootless and restricted hosts.
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -358,15 +368,33 @@ EOF
   wait_for containerd 30 "containerd's socket" "${CTR[@]}" version
 }
 
-import_pause() {
-  local tar="$MLS_CACHE/images/pause-$PAUSE_VERSION.tar"
-  if [ ! -f "$tar" ] || [ "$tar" -ot "$PAUSE_BIN/pause" ]; then
-    mkdir -p "$MLS_CACHE/images"
-    python3 "$HACK_DIR/oci.py" files --out "$tar.layer" "$PAUSE_BIN/pause=/pause:0755"
-    python3 "$HACK_DIR/oci.py" image --out "$tar" --name "$PAUSE_IMAGE" --layer "$tar.layer" \
+# import_images: the sandbox (pause) image and a busybox test image, written as OCI archives once and cached.
+import_images() {
+  local dir="$MLS_CACHE/images" pause_tar busybox_tar busybox_bin args=()
+  mkdir -p "$dir"
+  pause_tar="$dir/pause-$PAUSE_VERSION.tar"
+  if [ ! -f "$pause_tar" ] || [ "$pause_tar" -ot "$PAUSE_BIN/pause" ]; then
+    python3 "$HACK_DIR/oci.py" files --out "$pause_tar.layer" "$PAUSE_BIN/pause=/pause:0755"
+    python3 "$HACK_DIR/oci.py" image --out "$pause_tar" --name "$PAUSE_IMAGE" --layer "$pause_tar.layer" \
       --entrypoint '["/pause"]' --user 65535:65535 >/dev/null
   fi
-  "${CTR[@]}" images import --snapshotter overlayfs "$tar" >/dev/null || fail "importing the pause image failed"
+  busybox_bin="$(command -v busybox || true)"
+  # Only a static busybox works as the single file of an image (ldd fails on static binaries).
+  if [ -n "$busybox_bin" ] && ! ldd "$busybox_bin" >/dev/null 2>&1; then
+    busybox_tar="$dir/busybox-${BUSYBOX_IMAGE##*:}.tar"
+    if [ ! -f "$busybox_tar" ] || [ "$busybox_tar" -ot "$busybox_bin" ]; then
+      for applet in $("$busybox_bin" --list-full); do [ "$applet" = bin/busybox ] || args+=(--link "/bin/busybox=/$applet"); done
+      python3 "$HACK_DIR/oci.py" files --out "$busybox_tar.layer" "$busybox_bin=/bin/busybox:0755" \
+        --dir /tmp:1777 --dir /root:0700 "${args[@]}"
+      python3 "$HACK_DIR/oci.py" image --out "$busybox_tar" --name "$BUSYBOX_IMAGE" --layer "$busybox_tar.layer" \
+        --cmd '["sh"]' >/dev/null
+    fi
+  else
+    log "No static busybox (Debian busybox-static); skipping the $BUSYBOX_IMAGE test image"
+  fi
+  for tar in "$pause_tar" ${busybox_tar:+"$busybox_tar"}; do
+    "${CTR[@]}" images import --snapshotter overlayfs "$tar" >/dev/null || fail "importing $tar failed"
+  done
 }
 
 start_kubelet() {
@@ -545,7 +573,7 @@ cmd_up() {
     record_host_state
     write_cgroups
     start_containerd
-    import_pause
+    import_images
     start_kubelet
     guard_egress
     start_kube_proxy
@@ -620,8 +648,7 @@ cmd_down() {
     stop containerd
     kill_pods
   fi
-  stop kube-scheduler kube-controller-manager kube-apiserver
-  stop etcd
+  stop kube-scheduler kube-controller-manager kube-apiserver etcd
   if [ "$tier" = B ]; then
     unmount_all
     ip link del cni0 2>/dev/null || true

@@ -22,6 +22,8 @@ COREDNS_VERSION="v1.12.4"
 # The pause binary is kubernetes' own build/pause/linux/pause.c from the k8s.io/kubernetes module.
 PAUSE_VERSION="3.10"
 PAUSE_IMAGE="mlsteward.local/pause:$PAUSE_VERSION"
+# A test image made of Debian's busybox-static (1.35 in bookworm), for the cluster smoke test.
+BUSYBOX_IMAGE="mlsteward.local/busybox:1.35"
 
 K8S_BIN="$MLS_BIN_ROOT/k8s-$K8S_VERSION"
 ETCD_BIN="$MLS_BIN_ROOT/etcd-$ETCD_VERSION"

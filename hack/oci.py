@@ -5,8 +5,8 @@ Usage:
   oci.py layer --out LAYER.tar DIR [--owner UID:GID] [--mtime N] [--prefix PATH]
       Packs the tree under DIR as a layer (paths relative to DIR, entries sorted). Overlay whiteouts in DIR (character
       devices 0:0) become OCI ``.wh.`` entries, so an overlayfs upper directory is a valid layer as is.
-  oci.py files --out LAYER.tar SRC=DEST[:MODE] ... [--link TARGET=DEST ...]
-      Packs individual files (and symlinks) into a layer, owned by root, with mtime 0.
+  oci.py files --out LAYER.tar SRC=DEST[:MODE] ... [--link TARGET=DEST ...] [--dir DEST:MODE ...]
+      Packs individual files, symlinks and directories into a layer, owned by root, with mtime 0.
   oci.py image --out IMAGE.tar --name REF --layer LAYER.tar ... [--entrypoint JSON] [--cmd JSON] [--user U]
                [--env K=V ...] [--workdir DIR] [--label K=V ...]
       Writes an OCI image layout (oci-layout, index.json, blobs/) as one tar. The index carries both
@@ -93,7 +93,7 @@ def _is_opaque(path: str) -> bool:
     return False
 
 
-def pack_files(out: Path, files: list[str], links: list[str]) -> None:
+def pack_files(out: Path, files: list[str], links: list[str], dirs: list[str]) -> None:
     tmp = out.with_name(out.name + ".part")
     entries: dict[str, tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]] = {}
 
@@ -116,6 +116,11 @@ def pack_files(out: Path, files: list[str], links: list[str]) -> None:
         info.size = len(data)
         info.mode = int(mode, 8) if mode else (os.stat(src).st_mode & 0o7777)
         entries[dest] = (info, data)
+    for spec in dirs:
+        dest, _, mode = spec.partition(":")
+        dest = dest.strip("/")
+        add_dirs(dest + "/x")
+        entries[dest].mode = int(mode, 8) if mode else 0o755
     for spec in links:
         target, _, dest = spec.partition("=")
         dest = dest.lstrip("/")
@@ -238,6 +243,7 @@ def main(argv: list[str]) -> int:
     p_files = sub.add_parser("files")
     p_files.add_argument("--out", required=True, type=Path)
     p_files.add_argument("--link", action="append", default=[])
+    p_files.add_argument("--dir", action="append", default=[])
     p_files.add_argument("files", nargs="*")
     p_image = sub.add_parser("image")
     p_image.add_argument("--out", required=True, type=Path)
@@ -253,7 +259,7 @@ def main(argv: list[str]) -> int:
     if args.command == "layer":
         pack_dir(args.out, args.dir, _owner(args.owner), args.mtime, args.prefix)
     elif args.command == "files":
-        pack_files(args.out, args.files, args.link)
+        pack_files(args.out, args.files, args.link, args.dir)
     else:
         labels = dict(kv.split("=", 1) for kv in args.label)
         digest = write_image(args.out, args.name, args.layer, args.entrypoint, args.cmd, args.user, args.env,
