@@ -8,10 +8,13 @@ Usage:
   oci.py files --out LAYER.tar SRC=DEST[:MODE] ... [--link TARGET=DEST ...] [--dir DEST:MODE ...]
       Packs individual files, symlinks and directories into a layer, owned by root, with mtime 0.
   oci.py image --out IMAGE.tar --name REF --layer LAYER.tar ... [--entrypoint JSON] [--cmd JSON] [--user U]
-               [--env K=V ...] [--workdir DIR] [--label K=V ...]
+               [--env K=V ...] [--workdir DIR] [--label K=V ...] [--omit-blobs FILE]
       Writes an OCI image layout (oci-layout, index.json, blobs/) as one tar. The index carries both
       ``io.containerd.image.name`` (the full reference containerd imports under) and
-      ``org.opencontainers.image.ref.name`` (the tag, as the OCI spec wants it).
+      ``org.opencontainers.image.ref.name`` (the tag, as the OCI spec wants it). --omit-blobs names a file of
+      digests (one a line, e.g. from `ctr content ls -q`) whose layers the receiving store already holds: they are
+      left out of the archive, so re-importing an image whose base layers did not change streams only the new ones.
+      Such an archive is only good for that store.
 
 Layers are left uncompressed: they are imported on this machine only, and compressing a few hundred megabytes costs
 more time than it saves. Each layer's digest is cached beside it (LAYER.tar.sha256) and reused while the file's size
@@ -169,7 +172,8 @@ def _blob(data: bytes) -> tuple[str, bytes]:
 
 
 def write_image(out: Path, name: str, layers: list[Path], entrypoint: list[str] | None, cmd: list[str] | None,
-                user: str | None, env: list[str], workdir: str | None, labels: dict[str, str]) -> str:
+                user: str | None, env: list[str], workdir: str | None, labels: dict[str, str],
+                omit: frozenset[str] = frozenset()) -> str:
     digests = [layer_digest(p) for p in layers]
     config: dict = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(0)),
@@ -212,13 +216,15 @@ def write_image(out: Path, name: str, layers: list[Path], entrypoint: list[str] 
             "annotations": {"io.containerd.image.name": name, "org.opencontainers.image.ref.name": tag},
         }],
     }
-    tmp = out.with_name(out.name + ".part")
-    with tarfile.open(tmp, "w") as tar:
+    # "-" streams the archive to stdout (e.g. into `ctr images import -`), so no copy of the layers is written.
+    stream = str(out) == "-"
+    tmp = out if stream else out.with_name(out.name + ".part")
+    with (tarfile.open(fileobj=sys.stdout.buffer, mode="w|") if stream else tarfile.open(tmp, "w")) as tar:
         _add_bytes(tar, "oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
         _add_bytes(tar, "index.json", json.dumps(index, sort_keys=True).encode())
         _add_bytes(tar, f"blobs/sha256/{config_digest[7:]}", config_bytes)
         _add_bytes(tar, f"blobs/sha256/{manifest_digest[7:]}", manifest_bytes)
-        seen = set()
+        seen = set(omit)
         for d, p in zip(digests, layers):
             if d in seen:
                 continue
@@ -227,7 +233,8 @@ def write_image(out: Path, name: str, layers: list[Path], entrypoint: list[str] 
             info.size, info.mode = p.stat().st_size, 0o644
             with open(p, "rb") as f:
                 tar.addfile(info, f)
-    tmp.replace(out)
+    if not stream:
+        tmp.replace(out)
     return manifest_digest
 
 
@@ -255,6 +262,7 @@ def main(argv: list[str]) -> int:
     p_image.add_argument("--env", action="append", default=[])
     p_image.add_argument("--workdir")
     p_image.add_argument("--label", action="append", default=[])
+    p_image.add_argument("--omit-blobs", type=Path)
     args = parser.parse_args(argv)
     if args.command == "layer":
         pack_dir(args.out, args.dir, _owner(args.owner), args.mtime, args.prefix)
@@ -262,9 +270,10 @@ def main(argv: list[str]) -> int:
         pack_files(args.out, args.files, args.link, args.dir)
     else:
         labels = dict(kv.split("=", 1) for kv in args.label)
+        omit = frozenset(args.omit_blobs.read_text().split()) if args.omit_blobs else frozenset()
         digest = write_image(args.out, args.name, args.layer, args.entrypoint, args.cmd, args.user, args.env,
-                             args.workdir, labels)
-        print(digest)
+                             args.workdir, labels, omit)
+        print(digest, file=sys.stderr if str(args.out) == "-" else sys.stdout)
     return 0
 
 
