@@ -330,6 +330,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
         # kubelet uses the cgroupfs driver (no systemd here); both must agree.
         SystemdCgroup = false
+        # runc's state under the run directory instead of /run/containerd/runc.
+        Root = "$DIR/containerd/runc"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = "$DIR/cni/net.d"
@@ -405,7 +407,6 @@ start_kubelet() {
     mount --bind "$DIR/kubelet/root" "$DIR/kubelet/root"
     mount --make-rshared "$DIR/kubelet/root"
   fi
-  [ -d /var/log/containers ] || { mkdir -p /var/log/containers; touch "$DIR/created-var-log-containers"; }
   cat >"$DIR/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -523,12 +524,18 @@ node_ready() {
   [ "$(kubectl_admin get node "$NODE_NAME" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)" = True ]
 }
 
-proxy_ready() { iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -q 'default/kubernetes:https'; }
+proxy_ready() { local r; r="$(iptables -t nat -S KUBE-SERVICES 2>/dev/null)" && grep -q 'default/kubernetes:https' <<<"$r"; }
 
 # ---------------------------------------------------------------------------------------------------------- up/down
 
+# Host paths that kubelet, containerd and the CNI plugins use outside the run directory whatever they are told:
+# those that do not exist before `up` are removed again by `down`.
+HOST_PATHS=(/var/log/containers /var/lib/kubelet /var/lib/cni /run/containerd)
+
 record_host_state() {
-  local s
+  local s p
+  : >"$DIR/created-paths"
+  for p in "${HOST_PATHS[@]}"; do [ -e "$p" ] || echo "$p" >>"$DIR/created-paths"; done
   : >"$DIR/sysctls"
   for s in "${SYSCTLS[@]}"; do
     [ -e "/proc/sys/${s//.//}" ] && echo "$s=$(cat "/proc/sys/${s//.//}")" >>"$DIR/sysctls"
@@ -587,12 +594,28 @@ cmd_up() {
   echo "export KUBECONFIG=$KUBECONFIG_ADMIN"
 }
 
-# Stops every pod process: through containerd while it runs, then whatever is left in the cgroup tree.
+# delete_pods: while the API server and kubelet run, force-deletes every pod and waits (up to 20 seconds) until
+# kubelet has stopped their sandboxes. That is the path that calls the CNI plugins' DEL, which releases addresses,
+# veths and the plugins' own iptables rules and caches. The controllers are stopped first, so nothing recreates them.
+delete_pods() {
+  alive kube-apiserver && alive kubelet && alive containerd || return 0
+  kubectl_admin delete pods --all --all-namespaces --grace-period=0 --force --wait=false >/dev/null 2>&1 || return 0
+  local deadline=$(( $(date +%s) + 20 ))
+  while [ -n "$(timeout 5 "${CTR[@]}" tasks ls -q 2>/dev/null)" ]; do
+    [ "$(date +%s)" -lt "$deadline" ] || { log "Pods still running after 20s; killing them"; break; }
+    sleep 0.5
+  done
+}
+
+# kill_pods: stops every pod process: through containerd while it runs (so that the shims exit and clean up after
+# themselves), then whatever is left in the cgroup tree. Container ids are kept for clean_host_paths.
 kill_pods() {
   if alive containerd; then
-    local ids
-    ids="$(timeout 10 "${CTR[@]}" tasks ls -q 2>/dev/null || true)"
+    local ids id
+    ids="$(timeout 10 "${CTR[@]}" containers ls -q 2>/dev/null || true)"
+    echo "$ids" >>"$DIR/container-ids"
     for id in $ids; do timeout 5 "${CTR[@]}" tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true; done
+    for id in $ids; do timeout 5 "${CTR[@]}" tasks delete -f "$id" >/dev/null 2>&1 || true; done
   fi
   local deadline=$(( $(date +%s) + 15 )) procs
   while :; do
@@ -615,40 +638,69 @@ remove_cgroups() {
 }
 
 unmount_all() {
-  local m
-  # Deepest first; lazy as a last resort for mounts a dying process still holds.
-  for m in $(findmnt -rn -o TARGET | grep -F "$DIR/" | sort -r); do
-    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "Could not unmount $m"
+  local m pass
+  # Deepest first; a second pass detaches (lazily) what a dying process still held in the first.
+  for pass in 1 2; do
+    for m in $(findmnt -rn -o TARGET | awk -v d="$DIR/" 'index($0, d) == 1' | sort -r); do
+      if [ "$pass" = 1 ]; then umount "$m" 2>/dev/null || true
+      else umount -l "$m" 2>/dev/null || log "Could not unmount $m"; fi
+    done
   done
-  if findmnt -rn -o TARGET | grep -qF "$DIR/"; then
-    unmount_all_once=1
-    for m in $(findmnt -rn -o TARGET | grep -F "$DIR/" | sort -r); do umount -l "$m" 2>/dev/null || true; done
-  fi
 }
 
 # Removes the iptables rules and chains of kube-proxy, kubelet, the CNI plugins and this script, in both families.
 clean_iptables() {
-  local fam save restore
+  local fam save restore rules
   for fam in iptables ip6tables; do
     save="$fam-save"; restore="$fam-restore"
     command -v "$save" >/dev/null || continue
-    if "$save" 2>/dev/null | grep -qE 'KUBE-|CNI-|MLSTEWARD-'; then
-      "$save" | grep -vE 'KUBE-|CNI-|MLSTEWARD-' | "$restore" || log "Could not clean $fam rules"
+    # Read in full first: `grep -q` on a pipe would stop iptables-save early, and pipefail would turn that into "no".
+    rules="$("$save" 2>/dev/null || true)"
+    if grep -qE 'KUBE-|CNI-|MLSTEWARD-' <<<"$rules"; then
+      grep -vE 'KUBE-|CNI-|MLSTEWARD-' <<<"$rules" | "$restore" || log "Could not clean $fam rules"
     fi
   done
+}
+
+# clean_host_paths: what containerd 1.6 and the CNI plugins keep outside the run directory for containers that were
+# not torn down through CRI: shim sockets (/run/containerd/s/<sha256 of address/namespace/id>, a fixed location in
+# containerd 1.6) and the CNI result cache (/var/lib/cni/results/<network>-<id>-<if>). Then the host directories
+# that did not exist before `up`.
+clean_host_paths() {
+  local id p
+  if [ -f "$DIR/container-ids" ]; then
+    for id in $(sort -u "$DIR/container-ids"); do
+      rm -f "/run/containerd/s/$(printf '%s' "$DIR/containerd/containerd.sock/k8s.io/$id" | sha256sum | cut -d' ' -f1)"
+      rm -f /var/lib/cni/results/*-"$id"-*
+    done
+  fi
+  rmdir /run/containerd/s /run/containerd/runc 2>/dev/null || true
+  if [ -f "$DIR/created-paths" ]; then
+    while read -r p; do
+      case "$p" in
+        /var/log/containers) rmdir "$p" 2>/dev/null || true ;;
+        /var/lib/cni) rmdir "$p/results" "$p/networks" "$p" 2>/dev/null || true ;;
+        /var/lib/kubelet) rm -rf "$p/device-plugins"; rmdir "$p" 2>/dev/null || true ;;
+        /run/containerd) rmdir "$p" 2>/dev/null || true ;;
+      esac
+      [ ! -e "$p" ] || log "Left $p (not empty)"
+    done <"$DIR/created-paths"
+  fi
 }
 
 cmd_down() {
   if [ ! -d "$DIR" ]; then echo "No cluster in $DIR."; return 0; fi
   local tier; tier="$(cat "$DIR/tier" 2>/dev/null || echo A)"
   local t0; t0=$(date +%s)
+  stop kube-scheduler kube-controller-manager
   if [ "$tier" = B ]; then
+    delete_pods
     stop kubelet kube-proxy coredns
     kill_pods
     stop containerd
     kill_pods
   fi
-  stop kube-scheduler kube-controller-manager kube-apiserver etcd
+  stop kube-apiserver etcd
   if [ "$tier" = B ]; then
     unmount_all
     ip link del cni0 2>/dev/null || true
@@ -660,7 +712,7 @@ cmd_down() {
     fi
     # kubelet links container logs here; they point into DIR.
     find /var/log/containers -maxdepth 1 -lname "$DIR/*" -delete 2>/dev/null || true
-    [ ! -f "$DIR/created-var-log-containers" ] || rmdir /var/log/containers 2>/dev/null || true
+    clean_host_paths
   fi
   [ ! -f "$DIR/created-dummy-if" ] || ip link del "$DUMMY_IF" 2>/dev/null || true
   unmount_all
