@@ -14,12 +14,13 @@
 #   --dir DIR  run directory (default ${XDG_RUNTIME_DIR:-/run}/mlsteward-cluster, or /tmp/mlsteward-cluster-$UID when
 #              that is not writable); holds certificates, kubeconfigs, logs, pids and all state
 #   --api-port N (default 6443), --etcd-port N (default 2379; the peer port is N+1)
-#   --node-ip IP  the node's address (default: the source address of the default route; without a default route a
-#                 dummy interface mlsteward0 with 10.254.254.1/32 is created and removed again by `down`)
+#   --node-ip IP  the node's address (default: the source address of the default route; without a default route, or
+#                 with `--node-ip dummy`, 10.254.254.1/32 is put on a dummy interface mlsteward0, or on lo where the
+#                 kernel has no dummy driver; used only as the node's address, and removed again by `down`)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit "${1:-0}"; }
 
 cmd="${1:-}"; [ -n "$cmd" ] || usage 2; shift
 TIER=B; DIR=""; API_PORT=6443; ETCD_PORT=2379; NODE_IP="${NODE_IP:-}"
@@ -124,19 +125,27 @@ fail() {
 # --------------------------------------------------------------------------------------------------------- node IP
 
 pick_node_ip() {
-  if [ -n "$NODE_IP" ]; then return; fi
-  NODE_IP="$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n1)"
-  # `ip route get` only reads the routing table; nothing is sent.
+  if [ -n "$NODE_IP" ] && [ "$NODE_IP" != dummy ]; then return; fi
   if [ -z "$NODE_IP" ]; then
+    # `ip route get` only reads the routing table; nothing is sent.
+    NODE_IP="$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -n1)"
+  fi
+  if [ -z "$NODE_IP" ] || [ "$NODE_IP" = dummy ]; then
     # kube-apiserver needs a non-loopback advertise address and refuses to guess one without a default route
     # (https://github.com/openshift/microshift/pull/876); kubelet rejects a loopback node IP. A dummy interface gives
     # the node a private address that exists only on this machine.
-    require_root "creating the $DUMMY_IF interface"
-    if ! ip link show "$DUMMY_IF" >/dev/null 2>&1; then
-      ip link add "$DUMMY_IF" type dummy
-      ip addr add "$DUMMY_IP/32" dev "$DUMMY_IF"
-      ip link set "$DUMMY_IF" up
-      touch "$DIR/created-dummy-if"
+    require_root "giving the node an address"
+    if ! ip -4 addr show | grep -qF " $DUMMY_IP/32 "; then
+      if ip link add "$DUMMY_IF" type dummy 2>/dev/null; then
+        ip addr add "$DUMMY_IP/32" dev "$DUMMY_IF"
+        ip link set "$DUMMY_IF" up
+        echo "link $DUMMY_IF" >"$DIR/created-node-ip"
+      else
+        # Kernels without the dummy driver: a /32 on lo is just as local (and as private), and is not a loopback
+        # address, which is all kube-apiserver and kubelet check.
+        ip addr add "$DUMMY_IP/32" dev lo
+        echo "addr lo" >"$DIR/created-node-ip"
+      fi
     fi
     NODE_IP="$DUMMY_IP"
   fi
@@ -714,7 +723,10 @@ cmd_down() {
     find /var/log/containers -maxdepth 1 -lname "$DIR/*" -delete 2>/dev/null || true
     clean_host_paths
   fi
-  [ ! -f "$DIR/created-dummy-if" ] || ip link del "$DUMMY_IF" 2>/dev/null || true
+  case "$(cat "$DIR/created-node-ip" 2>/dev/null)" in
+    "link $DUMMY_IF") ip link del "$DUMMY_IF" 2>/dev/null || true ;;
+    "addr lo") ip addr del "$DUMMY_IP/32" dev lo 2>/dev/null || true ;;
+  esac
   unmount_all
   rm -rf "$DIR"
   log "Cluster in $DIR stopped and removed in $(( $(date +%s) - t0 ))s."
