@@ -8,6 +8,7 @@ shape [rows] or [rows, 1]. `data` is flat (row-major) or nested. Outputs: `predi
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -149,20 +150,30 @@ def _tensor(t: Any, i: int) -> tuple[str, str, list[int], np.ndarray]:
         raise InvalidInput(f"{f}.datatype must be one of {list(DATATYPES)}", field=f"{f}.datatype", rule="allowed")
     if type(data) is not list:
         raise InvalidInput(f"{f}.data must be a list", field=f"{f}.data", rule="type")
-    flat = _flatten(data, f)
+    flat, kinds = _flatten(data, f)
     expected = math.prod(shape)
     if len(flat) != expected:
         raise InvalidInput(f"{f}.data has {len(flat)} elements but shape {shape} needs {expected}",
                            field=f"{f}.data", rule="shape")
-    return name, dtype, shape, _typed(flat, dtype, f)
+    return name, dtype, shape, _typed(flat, kinds, dtype, f)
 
 
-def _flatten(data: list[Any], f: str) -> list[Any]:
+def _flatten(data: list[Any], f: str) -> tuple[list[Any], set[type]]:
+    """The values in row-major order and the set of their Python types.
+
+    The common shapes (flat, or a list of flat rows) are handled with C-level passes (map, chain); a Python loop
+    over every value cost about 2 µs per row of 30 features, more than the model call for a linear model.
+    """
     if not data or type(data[0]) is not list:
-        for v in data:
-            if type(v) is list:
-                raise InvalidInput(f"{f}.data mixes nested lists and values", field=f"{f}.data", rule="shape")
-        return data
+        kinds = set(map(type, data))
+        if list in kinds:
+            raise InvalidInput(f"{f}.data mixes nested lists and values", field=f"{f}.data", rule="shape")
+        return data, kinds
+    if all(type(row) is list for row in data):
+        flat = list(chain.from_iterable(data))
+        kinds = set(map(type, flat))
+        if list not in kinds:
+            return flat, kinds
     out: list[Any] = []
 
     # Depth-first, row-major flattening; absurdly deep nesting is a client error, not a crash.
@@ -176,12 +187,11 @@ def _flatten(data: list[Any], f: str) -> list[Any]:
         walk(data)
     except RecursionError as exc:
         raise InvalidInput(f"{f}.data is nested too deeply", field=f"{f}.data", rule="shape") from exc
-    return out
+    return out, set(map(type, out))
 
 
-def _typed(flat: list[Any], dtype: str, f: str) -> np.ndarray:
+def _typed(flat: list[Any], kinds: set[type], dtype: str, f: str) -> np.ndarray:
     field = f"{f}.data"
-    kinds = set(map(type, flat))
     if dtype in _FLOATS:
         if not kinds <= {int, float}:
             raise InvalidInput(f"{field} must hold numbers for {dtype}", field=field, rule="type")
