@@ -573,6 +573,9 @@ cmd_up() {
       die "another tier B cluster is running on this machine (processes in the $CGROUP_PARENT cgroup); only one fits (ports 10250, cni0)"
     fi
   fi
+  if [ -d "$DIR" ] && [ -n "$(ls -A "$DIR")" ]; then
+    die "$DIR exists and is not empty; choose another --dir (down removes the directory it runs in)"
+  fi
   local t0; t0=$(date +%s)
   mkdir -p "$DIR" "$LOGS" "$PIDS"
   echo "$TIER" >"$DIR/tier"
@@ -699,6 +702,8 @@ clean_host_paths() {
 
 cmd_down() {
   if [ ! -d "$DIR" ]; then echo "No cluster in $DIR."; return 0; fi
+  # `down` deletes DIR: only ever one that `up` made.
+  [ -f "$DIR/tier" ] || die "$DIR exists but holds no cluster (no $DIR/tier); not touching it"
   local tier; tier="$(cat "$DIR/tier" 2>/dev/null || echo A)"
   local t0; t0=$(date +%s)
   stop kube-scheduler kube-controller-manager
