@@ -7,6 +7,7 @@
 # Usage: hack/build-bins.sh [--print-path]
 #   --print-path  print a PATH fragment with the binary directories (build first if needed).
 set -euo pipefail
+# shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 print_path=false

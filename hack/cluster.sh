@@ -18,6 +18,7 @@
 #                 with `--node-ip dummy`, 10.254.254.1/32 is put on a dummy interface mlsteward0, or on lo where the
 #                 kernel has no dummy driver; used only as the node's address, and removed again by `down`)
 set -euo pipefail
+# shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 usage() { awk 'NR > 1 && /^#/ {sub(/^# ?/, ""); print; next} NR > 1 {exit}' "$0"; exit "${1:-0}"; }
@@ -54,7 +55,7 @@ DUMMY_IF="mlsteward0"; DUMMY_IP="10.254.254.1"
 SYSCTLS=(net.ipv4.ip_forward net.ipv4.conf.all.route_localnet vm.overcommit_memory vm.panic_on_oom kernel.panic
          kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.bridge.bridge-nf-call-iptables
          net.netfilter.nf_conntrack_max)
-export PATH="$(mls_bin_path):$PATH"
+PATH="$(mls_bin_path):$PATH"; export PATH
 KUBECTL="$K8S_BIN/kubectl"
 CTR=(ctr --address "$DIR/containerd/containerd.sock" -n k8s.io)
 

@@ -16,6 +16,7 @@
 # step changed. The tag (mlsteward.local/mlsteward:<version>-<source hash>) is written to _out/image-tag.
 # Needs root (debootstrap, chroot, mounts).
 set -euo pipefail
+# shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
 CLUSTER_DIR=""; DO_IMPORT=true; ARCHIVE=""

@@ -1,5 +1,6 @@
 # Shared helpers for the hack/ scripts. Source it; it defines variables and functions and runs nothing else.
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # the variables are for the scripts that source this file
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$HACK_DIR/.." && pwd)"
