@@ -66,7 +66,7 @@ kubectl_admin() { "$KUBECTL" --kubeconfig "$KUBECONFIG_ADMIN" --request-timeout=
 pid_of() { cat "$PIDS/$1.pid" 2>/dev/null || true; }
 alive() { local p; p="$(pid_of "$1")"; [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
 
-# start NAME COMMAND...: runs COMMAND detached (own session, so that the caller's exit does not stop it), logs to
+# start NAME COMMAND...: runs COMMAND detached with setsid (so that the caller's exit does not stop it), logs to
 # logs/NAME.log, records the pid.
 start() {
   local name=$1; shift
@@ -394,7 +394,7 @@ import_images() {
     if [ ! -f "$busybox_tar" ] || [ "$busybox_tar" -ot "$busybox_bin" ]; then
       for applet in $("$busybox_bin" --list-full); do [ "$applet" = bin/busybox ] || args+=(--link "/bin/busybox=/$applet"); done
       python3 "$HACK_DIR/oci.py" files --out "$busybox_tar.layer" "$busybox_bin=/bin/busybox:0755" \
-        --dir /tmp:1777 --dir /root:0700 "${args[@]}"
+        --dir /tmp:1777 "${args[@]}"
       python3 "$HACK_DIR/oci.py" image --out "$busybox_tar" --name "$BUSYBOX_IMAGE" --layer "$busybox_tar.layer" \
         --cmd '["sh"]' >/dev/null
     fi

@@ -66,7 +66,7 @@ overlay_umount() { cleanup; MOUNTS=(); }
 # in_chroot ROOT COMMAND...: runs COMMAND in ROOT with a clean environment (no host pip configuration).
 in_chroot() {
   local root=$1; shift
-  chroot "$root" /usr/bin/env -i PATH=/opt/mlsteward/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 "$@"
+  chroot "$root" /usr/bin/env -i PATH=/opt/mlsteward/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp LANG=C.UTF-8 "$@"
 }
 
 # ------------------------------------------------------------------------------------------------------------- base
