@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the local cluster, the image build and the benchmarks need (gcc and libc6-dev build
-# the static pause binary). Idempotent and quiet
-# when everything is present; needs root (apt-get).
+# the static pause binary). Idempotent and quiet when everything is present; needs root (apt-get).
 set -euo pipefail
 pkgs=(containerd runc containernetworking-plugins iptables conntrack openssl wrk busybox-static debootstrap
       ca-certificates curl jq socat gcc libc6-dev)
