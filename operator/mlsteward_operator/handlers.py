@@ -24,6 +24,12 @@ VERSION_INTERVAL = 3.0
 DEPLOYMENT_INTERVAL = 3.0
 
 
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """The pod's service account in a cluster, else the kubeconfig that KUBECONFIG names at this moment."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
 @kopf.on.startup()
 async def startup(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     k8s.load_config()

@@ -14,6 +14,7 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,11 +100,16 @@ def _api_error(exc: ApiException) -> ApiError:
 
 
 def load_config() -> None:
-    """In-cluster config when running in a pod, else the current kubeconfig."""
+    """In-cluster config when running in a pod, else the current kubeconfig.
+
+    The kubeconfig path is read from KUBECONFIG now, not at import: the kubernetes client computes its default
+    path when it is imported, which would ignore a KUBECONFIG set later by an embedding program or a test.
+    """
     try:
         kconfig.load_incluster_config()
     except kconfig.ConfigException:
-        kconfig.load_kube_config()
+        path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
+        kconfig.load_kube_config(config_file=path)
 
 
 class Client:
@@ -112,22 +118,32 @@ class Client:
     def __init__(self, api_client: kclient.ApiClient | None = None) -> None:
         self._api = api_client or kclient.ApiClient()
 
-    def _call(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, Any]] | None = None,
-              content_type: str = "application/json") -> Any:
+    def _request(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, Any]] | None = None,
+                 content_type: str = "application/json", accept: str = "application/json") -> bytes:
+        # The REST client serializes a dict body as JSON for JSON and structured YAML content types alike (JSON is
+        # valid YAML), which covers server-side apply (application/apply-patch+yaml) and merge patches.
+        method, url, headers, _, _ = self._api.param_serialize(
+            method, path, query_params=query or [], header_params={"Accept": accept, "Content-Type": content_type},
+            auth_settings=["BearerToken"],
+        )
         try:
-            data = self._api.call_api(
-                path, method,
-                query_params=query or [],
-                header_params={"Accept": "application/json", "Content-Type": content_type},
-                body=body,
-                response_type="object",
-                auth_settings=["BearerToken"],
-                _return_http_data_only=True,
-                _preload_content=True,
-            )
+            resp = self._api.call_api(method, url, header_params=headers, body=body, _request_timeout=60)
         except ApiException as exc:
             raise _api_error(exc) from None
-        return data
+        resp.read()
+        if not 200 <= resp.status <= 299:
+            text = (resp.data or b"").decode("utf-8", "replace")
+            try:
+                message = json.loads(text).get("message", text)
+            except ValueError:
+                message = text
+            raise ApiError(resp.status, resp.reason or "", str(message))
+        return resp.data or b""
+
+    def _call(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, Any]] | None = None,
+              content_type: str = "application/json") -> Any:
+        raw = self._request(method, path, body=body, query=query, content_type=content_type)
+        return json.loads(raw) if raw else {}
 
     async def _acall(self, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(self._call, *args, **kwargs)
@@ -191,15 +207,9 @@ class Client:
 
     async def pod_log(self, namespace: str, name: str, *, tail_lines: int = 50) -> str:
         path = kind_of("v1", "Pod").path(namespace, name, "log")
-        try:
-            data = await asyncio.to_thread(
-                self._api.call_api, path, "GET", query_params=[("tailLines", tail_lines)],
-                header_params={"Accept": "text/plain"}, response_type="str", auth_settings=["BearerToken"],
-                _return_http_data_only=True, _preload_content=True,
-            )
-        except ApiException as exc:
-            raise _api_error(exc) from None
-        return str(data)
+        raw = await asyncio.to_thread(self._request, "GET", path, query=[("tailLines", tail_lines)],
+                                      accept="text/plain")
+        return raw.decode("utf-8", "replace")
 
     async def event(self, involved: dict[str, Any], *, reason: str, message: str, type_: str = "Normal") -> None:
         """Record a core/v1 Event about `involved` (a full object). Failures are logged, never raised:

@@ -80,6 +80,7 @@ class OperatorThread:
     def start(self, timeout: float = 30.0) -> OperatorThread:
         self._thread.start()
         if not self._ready.wait(timeout):
+            self.stop()
             raise TimeoutError(f"operator not ready after {timeout}s (error: {self.error!r})")
         return self
 

@@ -1,0 +1,63 @@
+"""The CRDs on a real API server: they install, explain themselves, and refuse each bad object with its rule's
+message (CEL and schema), so bad YAML never reaches the operator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD = sorted((ROOT / "tests/fixtures/bad").glob("*.yaml"))
+PLURALS = {"ModelVersion": "modelversions", "ModelDeployment": "modeldeployments", "Experiment": "experiments",
+           "DriftMonitor": "driftmonitors"}
+
+
+def _custom(kube: Any) -> Any:
+    from kubernetes import client
+
+    return client.CustomObjectsApi(kube)
+
+
+def test_every_kind_is_served_with_short_names_and_category(kube: Any):
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(kube)
+    crds = {c.spec.names.kind: c for c in ext.list_custom_resource_definition().items
+            if c.spec.group == "mlsteward.io"}
+    assert set(crds) == set(PLURALS)
+    shorts = {k: c.spec.names.short_names for k, c in crds.items()}
+    assert shorts == {"ModelVersion": ["mv"], "ModelDeployment": ["md"], "Experiment": ["exp"],
+                      "DriftMonitor": ["dm"]}
+    for crd in crds.values():
+        assert "mlsteward" in crd.spec.names.categories
+        version = crd.spec.versions[0]
+        assert version.subresources.status is not None
+        assert version.additional_printer_columns, crd.metadata.name
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_object_is_refused_with_its_message(kube: Any, namespace: str, path: Path):
+    from kubernetes.client import ApiException
+
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    expect = docs[-1]["metadata"]["annotations"]["mlsteward.io/test-expect"]
+    api = _custom(kube)
+    plural = PLURALS[docs[0]["kind"]]
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+    if len(docs) == 2:
+        # A transition rule: the first object is valid; replacing it with the second must fail.
+        first = api.create_namespaced_custom_object("mlsteward.io", "v1alpha1", namespace, plural, docs[0])
+        docs[1]["metadata"]["resourceVersion"] = first["metadata"]["resourceVersion"]
+        call = lambda: api.replace_namespaced_custom_object(  # noqa: E731
+            "mlsteward.io", "v1alpha1", namespace, plural, docs[1]["metadata"]["name"], docs[1])
+    else:
+        call = lambda: api.create_namespaced_custom_object(  # noqa: E731
+            "mlsteward.io", "v1alpha1", namespace, plural, docs[0])
+    with pytest.raises(ApiException) as info:
+        call()
+    assert info.value.status == 422, info.value.body
+    assert expect in info.value.body, f"expected {expect!r} in {info.value.body}"
