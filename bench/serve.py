@@ -1,0 +1,735 @@
+"""Serving benchmark: `mlsteward serve` against an ideal FastAPI endpoint, MLServer and the in-process floor.
+
+Servers, each started with one worker process pinned to one core (taskset), answering the same requests:
+  mlsteward  `mlsteward serve` with the configuration the operator renders, every request-path feature on:
+             digest check, signature validation, Prometheus metrics, /v1/stats sliding window, drift reservoir,
+             feedback store, JSON logs at INFO, x-request-id on every response, adaptive micro-batching.
+  mlsteward+predlog, mlsteward-nobatch
+             the same plus the optional JSONL prediction log, or with batching off (only at 1 row x 64 and
+             100 rows x 8): what those features cost or bring.
+  ideal      bench/ideal_app.py: one FastAPI route, orjson in and out, `model.predict`, nothing else.
+  mlserver   Seldon MLServer's scikit-learn runtime with its defaults, installed by this script into its own venv
+             (~/.cache/mlsteward/bench/mlserver-venv, created once and reused, versions pinned below).
+  floor      `model.predict` called in this process (no HTTP), for 1 row and for 100 rows; and each step of the
+             request path timed alone, with whole requests driven straight into each ASGI app.
+
+Models: LogisticRegression and RandomForestClassifier(n_estimators=100), fit (seeded) on scikit-learn's bundled
+breast_cancer data (30 features), saved with mlsteward's dump_model as skops (mlsteward) and as joblib (ideal,
+MLServer). Every server receives identical bytes: a V2 (Open Inference Protocol) JSON body with one FP64 tensor of
+shape [rows, 30] and `outputs: [{"name": "predict"}]`, POSTed to /v2/models/bench/infer. Before a server is
+measured its answers to the 1-row and the 100-row body are compared with scikit-learn's own predict.
+
+Load: wrk (Debian's package) with a Lua POST script, one thread, pinned to the other core. Scenarios per model:
+1-row requests at concurrency 1, 8 and 64, and 100-row requests at concurrency 8; each cell has an unmeasured
+warm-up and reports requests/s (rows/s for 100-row requests) and wrk's p50/p99 latency. The targets of the
+serving issue are checked as ratios within one run (the machine is shared, absolute numbers are noisy).
+
+Reproduce:  python bench/serve.py [--quick] [--duration 10] [--only floor,ideal,mlsteward,mlserver,...]
+                                  [--models lr,forest] [--out bench/results/serve.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+MODEL_NAME = "bench"
+SEED = 0
+
+MLSERVER_VERSION = "1.7.1"
+MLSERVER_VENV = Path.home() / ".cache" / "mlsteward" / "bench" / "mlserver-venv"
+
+# mlsteward+predlog and mlsteward-nobatch are the production configuration with one feature added or removed; they
+# run only the two cells where that feature matters, to keep the whole run under ten minutes.
+SERVERS = ("mlsteward", "ideal", "mlserver", "mlsteward+predlog", "mlsteward-nobatch")
+MODELS = {"lr": "LogisticRegression", "forest": "RandomForest(100)"}
+# (rows per request, concurrency)
+SCENARIOS = ((1, 1), (1, 8), (1, 64), (100, 8))
+VARIANT_SCENARIOS = ((1, 64), (100, 8))
+
+
+# ---------------------------------------------------------------------------------------------------- the models
+
+
+@dataclass
+class BenchModel:
+    key: str
+    estimator: Any
+    X: Any
+    skops_path: Path
+    skops_sha256: str
+    joblib_path: Path
+    bodies: dict[int, Path] = field(default_factory=dict)
+    expected: dict[int, list[int]] = field(default_factory=dict)
+
+
+def build_models(keys: list[str], tmp: Path) -> dict[str, BenchModel]:
+    import joblib
+    import numpy as np
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import LogisticRegression
+
+    from mlsteward_runtime.models import dump_model
+
+    X, y = load_breast_cancer(return_X_y=True)
+    rng = np.random.default_rng(SEED)
+    order = rng.permutation(len(X))
+    X, y = X[order], y[order]
+    out: dict[str, BenchModel] = {}
+    for key in keys:
+        if key == "lr":
+            # Unscaled features need many lbfgs iterations; a scaler in front would add its own cost to predict.
+            est: Any = LogisticRegression(max_iter=10_000, random_state=SEED)
+        else:
+            est = RandomForestClassifier(n_estimators=100, random_state=SEED)
+        est.fit(X, y)
+        d = tmp / key
+        m = BenchModel(key, est, X, d / "model.skops", "", d / "model.joblib")
+        m.skops_sha256 = dump_model(est, m.skops_path, "skops")
+        joblib.dump(est, m.joblib_path)
+        for rows in sorted({r for r, _ in SCENARIOS}):
+            Xr = X[:rows]
+            body = {"inputs": [{"name": "input-0", "shape": [rows, X.shape[1]], "datatype": "FP64",
+                                "data": Xr.ravel().tolist()}],
+                    "outputs": [{"name": "predict"}]}
+            m.bodies[rows] = d / f"body-{rows}.json"
+            m.bodies[rows].write_text(json.dumps(body))
+            m.expected[rows] = [int(v) for v in est.predict(Xr)]
+        out[key] = m
+    return out
+
+
+def measure_floor(m: BenchModel, budget_s: float) -> dict[str, float]:
+    """Median microseconds per `model.predict` call, in this process, pinned like the servers."""
+    import statistics
+
+    res: dict[str, float] = {}
+    for rows in (1, 100):
+        Xr = m.X[:rows]
+        m.estimator.predict(Xr)
+        timer = timeit.Timer(lambda: m.estimator.predict(Xr))  # noqa: B023 - used at once
+        per_call = timer.timeit(3) / 3
+        number = max(3, int(budget_s / 5 / per_call))
+        res[f"{rows}"] = statistics.median(timer.repeat(5, number)) / number * 1e6
+    return res
+
+
+def _best_us(fn: Any, budget_s: float) -> float:
+    fn()
+    per_call = max(timeit.Timer(fn).timeit(3) / 3, 1e-7)
+    number = max(3, int(budget_s / 5 / per_call))
+    return min(timeit.Timer(fn).repeat(5, number)) / number * 1e6
+
+
+def measure_hot_path(m: BenchModel, tmp: Path, budget_s: float) -> list[tuple[str, float, float]]:
+    """Microseconds per request of each step on mlsteward's request path (and the ideal endpoint's), in process.
+
+    Rows: (step, 1-row request, 100-row request). The whole-request rows drive each ASGI app directly (no sockets,
+    no HTTP parsing), sequentially, so they show the framework and feature overhead without the machine's noise.
+    """
+    import asyncio
+    import logging
+
+    import numpy as np
+    import orjson
+
+    sys.path.insert(0, str(HERE))
+    import ideal_app
+
+    from mlsteward_runtime.app import create_app
+    from mlsteward_runtime.contracts import RuntimeConfig
+    from mlsteward_runtime.dataplane import DataPlane
+    from mlsteward_runtime.feedback import PredictionLog
+    from mlsteward_runtime.logs import configure_logging
+    from mlsteward_runtime.protocols import v2
+    from mlsteward_runtime.settings import ServeSettings
+
+    # The server logs JSON at INFO to stderr; here the same handler writes to /dev/null.
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    configure_logging("info", [], {"model": MODEL_NAME, "version": "1.0.0"}, stream=devnull)
+    apps: dict[str, Any] = {"ideal": ideal_app.create_app(m.estimator, MODEL_NAME)}
+    planes: dict[str, DataPlane] = {}
+    for variant in ("mlsteward", "mlsteward-nobatch"):
+        cfg = RuntimeConfig.model_validate(mlsteward_config(m, tmp, variant))
+        plane = DataPlane(cfg, replica="bench")
+        plane.load()
+        planes[variant] = plane
+        apps[variant] = create_app(ServeSettings(runtime=cfg, log_level="info", replica="bench"), plane)
+    plane = planes["mlsteward"]
+    plog = PredictionLog(os.devnull, plane.signature.names, ["x0"], "1.0.0")  # type: ignore[union-attr]
+
+    async def drive(app: Any, body: bytes, n: int) -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": f"/v2/models/{MODEL_NAME}/infer",
+                 "raw_path": f"/v2/models/{MODEL_NAME}/infer".encode(), "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                             (b"content-length", str(len(body)).encode())],
+                 "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2)}
+        statuses: set[int] = set()
+
+        async def send(msg: dict[str, Any]) -> None:
+            if msg["type"] == "http.response.start":
+                statuses.add(msg["status"])
+
+        for _ in range(n):
+            messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+            async def receive() -> dict[str, Any]:
+                if messages:
+                    return messages.pop()
+                await asyncio.Event().wait()  # never: the body was sent whole
+                raise AssertionError
+
+            await app(dict(scope), receive, send)
+        if statuses != {200}:
+            raise RuntimeError(f"in-process request answered {statuses}")
+
+    import sklearn
+
+    async def whole_requests() -> dict[tuple[str, int], float]:
+        out: dict[tuple[str, int], float] = {}
+        for name, app in apps.items():
+            # The ideal endpoint runs with scikit-learn's defaults; mlsteward's lifespan sets its own config.
+            with sklearn.config_context(assume_finite=False, skip_parameter_validation=False):
+                async with app.router.lifespan_context(app):
+                    for rows, path in m.bodies.items():
+                        body = path.read_bytes()
+                        await drive(app, body, 50)
+                        t0 = time.perf_counter()
+                        await drive(app, body, 20)
+                        per = (time.perf_counter() - t0) / 20
+                        n = max(20, int(budget_s / 5 / per))
+                        best = float("inf")
+                        for _ in range(5):
+                            t0 = time.perf_counter()
+                            await drive(app, body, n)
+                            best = min(best, (time.perf_counter() - t0) / n)
+                        out[(name, rows)] = best * 1e6
+        return out
+
+    # The lifespans start the worker state (batcher, reservoir); the steps below then run with mlsteward's
+    # scikit-learn config, except the ideal endpoint's predict, timed with scikit-learn's defaults.
+    with sklearn.config_context():
+        whole = asyncio.run(whole_requests())
+        sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
+        steps: dict[str, dict[int, float]] = {}
+        for rows, path in m.bodies.items():
+            raw = path.read_bytes()
+            doc = orjson.loads(raw)
+            tensor = doc["inputs"][0]
+            req = v2.decode(doc, plane.validator)  # type: ignore[arg-type]
+            pred, proba = plane._predict(req.X)
+            X = req.X
+            naive = {
+                "JSON parse (orjson; both)": lambda: orjson.loads(raw),
+                "ideal: np.asarray + reshape": lambda: np.asarray(tensor["data"], dtype=np.float64).reshape(
+                    tensor["shape"]),
+                "mlsteward: V2 decode + signature validation": lambda: v2.decode(doc, plane.validator),
+                "ideal: model.predict (scikit-learn checks on)": lambda: m.estimator.predict(X),
+                "mlsteward: predict_both (checks skipped after validation)": lambda: plane._predict(X),
+                "mlsteward: drift reservoir + feedback store": lambda: plane.observe("bench-id", X, pred),
+                "mlsteward: Prometheus metrics + /v1/stats window": lambda: (
+                    plane.metrics.observe_request("/v2/models/{name}/infer", 200, 0.001),
+                    plane.metrics.batch_rows.observe(rows), plane.record_request(1.0, False)),
+                "mlsteward: V2 encode + orjson": lambda: orjson.dumps(
+                    v2.encode(MODEL_NAME, "1.0.0", req, pred, proba), option=orjson.OPT_SERIALIZE_NUMPY),
+                "mlsteward+predlog: prediction log record (background thread)": lambda: plog._encode(
+                    0.0, "bench-id", X, pred),
+            }
+            for step, fn in naive.items():
+                with sklearn.config_context(**({"assume_finite": False, "skip_parameter_validation": False}
+                                               if step.startswith("ideal") else {})):
+                    steps.setdefault(step, {})[rows] = _best_us(fn, budget_s / len(naive))
+    plog.close()
+    devnull.close()
+    logging.getLogger().handlers.clear()
+    rows_out = [(step, v[1], v[100]) for step, v in steps.items()]
+    for name in apps:
+        rows_out.append((f"whole request, ASGI in process: {name}", whole[(name, 1)], whole[(name, 100)]))
+    return rows_out
+
+
+# --------------------------------------------------------------------------------------------------- processes
+
+
+def scenarios_of(server: str) -> tuple[tuple[int, int], ...]:
+    return VARIANT_SCENARIOS if server in ("mlsteward+predlog", "mlsteward-nobatch") else SCENARIOS
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server process in its own process group (so that MLServer's worker processes are stopped with it)."""
+
+    def __init__(self, name: str, cmd: list[str], log: Path, cpu: int | None, env: dict[str, str] | None = None,
+                 cwd: Path | None = None) -> None:
+        self.name = name
+        self.log = log
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        self.fh = open(log, "wb")
+        self.proc = subprocess.Popen([*pin, *cmd], stdout=self.fh, stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, **(env or {})}, cwd=cwd)
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+            except ProcessLookupError:
+                pass
+        # Children that outlived the leader (MLServer's inference pool) share its process group.
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.fh.close()
+
+
+def _post(url: str, body: bytes, timeout: float = 10.0) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=body, headers={"content-type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()[:300]
+
+
+def wait_ready(server: Server, url: str, body: bytes, deadline_s: float = 120.0) -> None:
+    """Until `url` answers the body with 200 (a prediction, not only a health check)."""
+    deadline = time.monotonic() + deadline_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.tail()}")
+        try:
+            status, last = _post(url, body, timeout=5)
+            if status == 200:
+                return
+        except (OSError, ValueError) as exc:
+            last = exc
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.name} did not answer {url} within {deadline_s:g} s (last: {last}):\n{server.tail()}")
+
+
+def check_predictions(server: str, url: str, m: BenchModel) -> None:
+    """The server's `predict` output for the benchmark bodies equals scikit-learn's own."""
+    for rows, path in m.bodies.items():
+        status, doc = _post(url, path.read_bytes())
+        if status != 200:
+            raise RuntimeError(f"{server} answered {status} to the {rows}-row body: {doc!r}")
+        outs = {o["name"]: o for o in doc.get("outputs", [])}
+        got = [int(v) for v in outs["predict"]["data"]] if "predict" in outs else None
+        if got != m.expected[rows]:
+            raise RuntimeError(f"{server} predicted {got} for the {rows}-row body; scikit-learn says "
+                               f"{m.expected[rows]}")
+
+
+# ------------------------------------------------------------------------------------------------------ servers
+
+
+def mlsteward_config(m: BenchModel, tmp: Path, variant: str) -> dict[str, Any]:
+    """The RuntimeConfig the operator renders (artifact and digest; every other field at its default), plus the
+    variant's change."""
+    config: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "version": "1.0.0",
+        "artifact": {"uri": str(m.skops_path), "sha256": m.skops_sha256, "format": "skops"},
+    }
+    if variant == "mlsteward+predlog":
+        config["prediction_log"] = str(tmp / f"predictions-{m.key}.jsonl")
+        config["pii_fields"] = ["x0"]
+    elif variant == "mlsteward-nobatch":
+        config["batching"] = {"enabled": False}
+    return config
+
+
+def start_mlsteward(m: BenchModel, tmp: Path, port: int, cpu: int | None, variant: str = "mlsteward") -> Server:
+    cfg = tmp / f"{variant}-{m.key}.json"
+    cfg.write_text(json.dumps(mlsteward_config(m, tmp, variant)))
+    cmd = [sys.executable, "-m", "mlsteward_runtime.cli", "serve", "--config", str(cfg), "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1", "--log-level", "info"]
+    return Server(variant, cmd, tmp / f"{variant}-{m.key}.log", cpu)
+
+
+def start_ideal(m: BenchModel, tmp: Path, port: int, cpu: int | None) -> Server:
+    cmd = [sys.executable, str(HERE / "ideal_app.py"), "--model", str(m.joblib_path), "--name", MODEL_NAME,
+           "--port", str(port)]
+    return Server("ideal", cmd, tmp / f"ideal-{m.key}.log", cpu)
+
+
+def mlserver_pins() -> list[str]:
+    import sklearn
+
+    # scikit-learn pinned to this project's version so that MLServer loads the very same joblib artifact. uvloop
+    # pinned to the release current when MLServer 1.7 came out: from uvloop 0.22 on, asyncio.get_event_loop()
+    # without a running loop raises, and MLServer's inference-pool workers call it at start and die.
+    return [f"mlserver=={MLSERVER_VERSION}", f"mlserver-sklearn=={MLSERVER_VERSION}",
+            f"scikit-learn=={sklearn.__version__}", "uvloop==0.21.0"]
+
+
+def ensure_mlserver() -> tuple[Path | None, str]:
+    """The mlserver executable in its own venv (created once), or None and the reason it could not be installed."""
+    pins = mlserver_pins()
+    exe = MLSERVER_VENV / "bin" / "mlserver"
+    stamp = MLSERVER_VENV / "mlsteward-bench-pins.txt"
+    if exe.exists() and stamp.exists() and stamp.read_text().split() == pins:
+        return exe, "reused " + " ".join(pins)
+    shutil.rmtree(MLSERVER_VENV, ignore_errors=True)
+    MLSERVER_VENV.parent.mkdir(parents=True, exist_ok=True)
+    print(f"installing {' '.join(pins)} into ~/{MLSERVER_VENV.relative_to(Path.home())} ...", file=sys.stderr,
+          flush=True)
+    base = getattr(sys, "_base_executable", sys.executable)
+    steps = [[base, "-m", "venv", str(MLSERVER_VENV)],
+             [str(MLSERVER_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+              *pins]]
+    for step in steps:
+        r = subprocess.run(step, capture_output=True, text=True)
+        if r.returncode != 0:
+            why = (r.stderr or r.stdout).strip().splitlines()[-5:]
+            return None, f"`{' '.join(step[-len(pins):]) if 'pip' in step else 'python -m venv'}` failed: " + \
+                " | ".join(why)
+    if not exe.exists():
+        return None, "the install finished but left no mlserver executable"
+    stamp.write_text("\n".join(pins) + "\n")
+    return exe, "installed " + " ".join(pins)
+
+
+def start_mlserver(m: BenchModel, tmp: Path, port: int, cpu: int | None, exe: Path) -> Server:
+    repo = tmp / f"mlserver-{m.key}"
+    model_dir = repo / MODEL_NAME
+    model_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(m.joblib_path, model_dir / "model.joblib")
+    # Defaults except the ports (the gRPC and metrics servers would otherwise clash with other runs).
+    (repo / "settings.json").write_text(json.dumps({
+        "http_port": port, "grpc_port": _free_port(), "metrics_port": _free_port(), "host": "127.0.0.1"}))
+    (model_dir / "model-settings.json").write_text(json.dumps({
+        "name": MODEL_NAME, "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib", "version": "v1"}}))
+    return Server("mlserver", [str(exe), "start", str(repo)], tmp / f"mlserver-{m.key}.log", cpu,
+                  env={"PATH": f"{exe.parent}:{os.environ.get('PATH', '')}"}, cwd=repo)
+
+
+# ---------------------------------------------------------------------------------------------------------- wrk
+
+_LUA = """\
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open("{body}", "rb"))
+wrk.body = f:read("*a")
+f:close()
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH {{\\"requests\\": %d, \\"duration_us\\": %d, \\"p50_us\\": %d, \\"p99_us\\": %d, \\"mean_us\\": %.1f, " ..
+    "\\"connect\\": %d, \\"read\\": %d, \\"write\\": %d, \\"status\\": %d, \\"timeout\\": %d}}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), latency.mean,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def wrk(url: str, script: Path, concurrency: int, duration: float, cpu: int | None) -> dict[str, float]:
+    pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+    cmd = [*pin, "wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration))}s", "--latency", "--timeout", "10s",
+           "-s", str(script), url]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if r.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
+    d = json.loads(line[6:])
+    errors = d["connect"] + d["read"] + d["write"] + d["status"] + d["timeout"]
+    ok = d["requests"] - d["status"]
+    secs = d["duration_us"] / 1e6
+    return {"rps": ok / secs, "p50_ms": d["p50_us"] / 1000, "p99_ms": d["p99_us"] / 1000, "errors": errors,
+            "requests": d["requests"]}
+
+
+# ------------------------------------------------------------------------------------------------------- report
+
+
+def machine_facts() -> dict[str, str]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import sklearn
+
+    return {"nproc": str(os.cpu_count()), "cpu": cpu, "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__, "kernel": platform.release()}
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "n/a" if a is None or not b else f"{a / b:.2f}x"
+
+
+def targets(results: dict[tuple[str, str, int, int], dict[str, float]], models: list[str]) -> list[tuple[str, str, str]]:
+    """(target, measured, verdict) for each of the serving issue's targets that this run can check."""
+    def get(server: str, model: str, rows: int, conc: int) -> dict[str, float] | None:
+        return results.get((server, model, rows, conc))
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("met" if ok else "NOT MET")
+
+    out: list[tuple[str, str, str]] = []
+    if "lr" in models:
+        s, i, ms = get("mlsteward", "lr", 1, 64), get("ideal", "lr", 1, 64), get("mlserver", "lr", 1, 64)
+        if s and i:
+            r = s["rps"] / i["rps"]
+            out.append(("LR, c=64: throughput >= 1.1x ideal", f"{r:.2f}x", verdict(r >= 1.1)))
+            out.append(("LR, c=64: p99 below ideal's", f"{s['p99_ms']:.1f} ms vs {i['p99_ms']:.1f} ms",
+                        verdict(s["p99_ms"] < i["p99_ms"])))
+        if s and ms:
+            r = s["rps"] / ms["rps"]
+            out.append(("LR, c=64: throughput >= 6x MLServer", f"{r:.2f}x", verdict(r >= 6)))
+    if "forest" in models:
+        s, i = get("mlsteward", "forest", 1, 64), get("ideal", "forest", 1, 64)
+        if s and i:
+            r = s["rps"] / i["rps"]
+            out.append(("Forest, c=64: throughput >= 5x ideal (batching)", f"{r:.2f}x", verdict(r >= 5)))
+    for model in models:
+        label = "LR" if model == "lr" else "Forest"
+        s, i = get("mlsteward", model, 1, 1), get("ideal", model, 1, 1)
+        if s and i:
+            r = s["p50_ms"] / i["p50_ms"]
+            out.append((f"{label}, c=1: p50 within 1.5x of ideal", f"{r:.2f}x ({s['p50_ms']:.2f} vs "
+                        f"{i['p50_ms']:.2f} ms)", verdict(r <= 1.5)))
+        s, i = get("mlsteward", model, 100, 8), get("ideal", model, 100, 8)
+        if s and i:
+            r = s["rps"] / i["rps"]
+            out.append((f"{label}, 100-row c=8: rows/s >= ideal", f"{r:.2f}x ({s['rps'] * 100:,.0f} vs "
+                        f"{i['rps'] * 100:,.0f} rows/s)", verdict(r >= 1.0)))
+    return out
+
+
+def render(results: dict[tuple[str, str, int, int], dict[str, float]], floors: dict[str, dict[str, float]],
+           hot: dict[str, list[tuple[str, float, float]]], notes: list[str], facts: dict[str, str], command: str, args: argparse.Namespace,
+           models: list[str], servers: list[str]) -> str:
+    lines = [
+        "# Serving benchmark",
+        "",
+        f"Machine: {facts['nproc']} CPUs ({facts['cpu']}), Linux {facts['kernel']}, Python {facts['python']}, "
+        f"scikit-learn {facts['scikit-learn']}.",
+        f"Each server: one worker process pinned to CPU {args.server_cpu}; wrk (1 thread) pinned to CPU "
+        f"{args.client_cpu}. {args.duration:g} s measured per cell after {args.warmup:g} s of warm-up. Every "
+        "server gets the same V2 JSON body (one FP64 tensor [rows, 30], `outputs: [predict]`) at "
+        f"/v2/models/{MODEL_NAME}/infer; answers checked against scikit-learn before measuring.",
+        "",
+        f"Reproduce: `{command}`",
+        "",
+    ]
+    if floors:
+        lines += ["## In-process floor (`model.predict`, no HTTP)", "",
+                  "| model | 1 row | 100 rows |", "|---|---:|---:|"]
+        for model, f in floors.items():
+            lines.append(f"| {MODELS[model]} | {f['1']:.0f} µs | {f['100']:.0f} µs |")
+        lines.append("")
+    if hot:
+        lines += ["## Where a request's time goes (in process, one core, no network)", "",
+                  "Each step of the request path timed alone (best of 5), and whole requests driven straight into "
+                  "each ASGI app. Steps are per request; the prediction log record is built on a background thread "
+                  "but on one core it still takes CPU from the server.", "",
+                  "| model | step | 1-row request | 100-row request |", "|---|---|---:|---:|"]
+        for model, steps in hot.items():
+            for step, one, hundred in steps:
+                lines.append(f"| {MODELS[model]} | {step} | {one:.1f} µs | {hundred:.1f} µs |")
+        lines.append("")
+    lines += ["## Throughput and latency", "",
+              "| model | rows x conc | server | req/s | rows/s | p50 ms | p99 ms | vs ideal | vs MLServer |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for model in models:
+        for rows, conc in SCENARIOS:
+            ideal = results.get(("ideal", model, rows, conc))
+            mls = results.get(("mlserver", model, rows, conc))
+            for server in servers:
+                r = results.get((server, model, rows, conc))
+                if r is None:
+                    continue
+                lines.append(
+                    f"| {MODELS[model]} | {rows} x {conc} | {server} | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | "
+                    f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                    f"{_ratio(r['rps'], ideal['rps'] if ideal else None)} | "
+                    f"{_ratio(r['rps'], mls['rps'] if mls else None)} |"
+                    + (f" {int(r['errors'])} errors" if r["errors"] else ""))
+    lines.append("")
+    lines.append("Ratios are of requests per second (rows per second for 100-row requests, the same ratio).")
+    lines.append("")
+    t = targets(results, models)
+    if t:
+        lines += ["## Targets (serving issue, ratios within this run)", "", "| target | measured | verdict |",
+                  "|---|---|---|"]
+        lines += [f"| {a} | {b} | {c} |" for a, b, c in t]
+        lines.append("")
+    if notes:
+        lines += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Default: every server, both models, 10 s per cell (about 8 minutes).")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 s per cell, 0.5 s warm-up")
+    parser.add_argument("--duration", type=float, default=None, help="measured seconds per cell (default 10)")
+    parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per cell (default 1)")
+    parser.add_argument("--only", default=",".join(("floor", *SERVERS)),
+                        help=f"comma-separated subset of {','.join(('floor', *SERVERS))} (default: all)")
+    parser.add_argument("--models", default="lr,forest", help="comma-separated subset of lr,forest")
+    parser.add_argument("--out", help="write the Markdown report here (default bench/results/serve.md, "
+                        "not written by --quick unless given)")
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    args = parser.parse_args()
+    args.duration = args.duration if args.duration is not None else (3.0 if args.quick else 10.0)
+    args.warmup = args.warmup if args.warmup is not None else (0.5 if args.quick else 1.0)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    models = [s.strip() for s in args.models.split(",") if s.strip()]
+    bad = [s for s in only if s not in (*SERVERS, "floor")] + [m for m in models if m not in MODELS]
+    if bad:
+        parser.error(f"unknown name(s): {', '.join(bad)}")
+    out = args.out if args.out is not None else (None if args.quick else str(ROOT / "bench" / "results" / "serve.md"))
+
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 2
+    cpus = sorted(os.sched_getaffinity(0))
+    if args.server_cpu not in cpus or args.client_cpu not in cpus or args.server_cpu == args.client_cpu:
+        print(f"cannot pin the server to CPU {args.server_cpu} and wrk to CPU {args.client_cpu} (available: "
+              f"{cpus}); pass --server-cpu/--client-cpu", file=sys.stderr)
+        return 2
+
+    sys.path.insert(0, str(ROOT / "runtime"))
+    argv = [a for a in sys.argv[1:]]
+    command = "python bench/serve.py" + ("" if not argv else " " + shlex.join(argv))
+    facts = machine_facts()
+    notes: list[str] = []
+    servers = [s for s in SERVERS if s in only]
+    results: dict[tuple[str, str, int, int], dict[str, float]] = {}
+    floors: dict[str, dict[str, float]] = {}
+    hot: dict[str, list[tuple[str, float, float]]] = {}
+    started = time.monotonic()
+
+    mlserver_exe: Path | None = None
+    if "mlserver" in servers:
+        mlserver_exe, how = ensure_mlserver()
+        if mlserver_exe is None:
+            notes.append(f"MLServer not measured: {how}")
+            servers.remove("mlserver")
+        else:
+            notes.append(f"MLServer: {how} (own venv under ~/.cache/mlsteward/bench), default settings "
+                         "(its inference pool: `parallel_workers` default), same core.")
+    notes.append("mlsteward: the configuration the operator renders (artifact and sha256; all else default): "
+                 "`--workers 1`, skops trusted-types load after the digest check, signature validation, Prometheus "
+                 "metrics, /v1/stats window, drift reservoir (2,048 rows), feedback store (100,000 predictions), "
+                 "JSON logs at INFO, x-request-id, micro-batching (64 rows, 1 ms). With one worker there is no "
+                 "cross-worker journal; the feedback store is in memory. mlsteward+predlog adds the JSONL prediction "
+                 "log with one PII field redacted; mlsteward-nobatch turns batching off.")
+    notes.append("ideal: uvicorn with uvloop and httptools, one process, no validation, metrics or logs.")
+
+    live: list[Server] = []
+    with tempfile.TemporaryDirectory(prefix="mlsteward-bench-") as tmpdir:
+        tmp = Path(tmpdir)
+        bench_models = build_models(models, tmp)
+        try:
+            if "floor" in only:
+                before = os.sched_getaffinity(0)
+                os.sched_setaffinity(0, {args.server_cpu})
+                try:
+                    for key, m in bench_models.items():
+                        floors[key] = measure_floor(m, 1.0 if args.quick else 3.0)
+                        hot[key] = measure_hot_path(m, tmp, 1.5 if args.quick else 3.0)
+                finally:
+                    os.sched_setaffinity(0, before)
+            for key, m in bench_models.items():
+                scripts = {}
+                for rows, body in m.bodies.items():
+                    scripts[rows] = tmp / f"{key}-{rows}.lua"
+                    scripts[rows].write_text(_LUA.format(body=body))
+                for server in servers:
+                    port = _free_port()
+                    if server.startswith("mlsteward"):
+                        srv = start_mlsteward(m, tmp, port, args.server_cpu, server)
+                    elif server == "ideal":
+                        srv = start_ideal(m, tmp, port, args.server_cpu)
+                    else:
+                        assert mlserver_exe is not None
+                        srv = start_mlserver(m, tmp, port, args.server_cpu, mlserver_exe)
+                    live.append(srv)
+                    try:
+                        url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
+                        wait_ready(srv, url, m.bodies[1].read_bytes())
+                        check_predictions(server, url, m)
+                        for rows, conc in scenarios_of(server):
+                            if args.warmup > 0:
+                                wrk(url, scripts[rows], conc, args.warmup, args.client_cpu)
+                            r = wrk(url, scripts[rows], conc, args.duration, args.client_cpu)
+                            results[(server, key, rows, conc)] = r
+                            print(f"{MODELS[key]:>18} {rows:>3} rows x c{conc:<3} {server:>17}: {r['rps']:7.0f} req/s"
+                                  f"  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
+                                  + (f"  {int(r['errors'])} errors" if r["errors"] else ""),
+                                  file=sys.stderr, flush=True)
+                    except RuntimeError as exc:
+                        notes.append(f"{server} on {MODELS[key]} not measured: {str(exc).splitlines()[0]}")
+                        print(f"{server} on {key}: {exc}", file=sys.stderr)
+                    finally:
+                        srv.stop()
+                        live.remove(srv)
+        finally:
+            for srv in live:
+                srv.stop()
+
+    notes.append(f"Whole run: {time.monotonic() - started:.0f} s.")
+    report = render(results, floors, hot, notes, facts, command, args, models, servers)
+    print(report)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(report + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
