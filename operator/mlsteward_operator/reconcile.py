@@ -23,7 +23,7 @@ from mlsteward_operator.api.modeldeployment import ModelDeployment
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.errors import InvalidSpec
-from mlsteward_operator.plan import Observed, VersionFacts, plan_deployment
+from mlsteward_operator.plan import Observed, Plan, VersionFacts, plan_deployment
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,7 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
     serving = _facts(serving_name, versions.get(serving_name)) if serving_name else None
     plan = plan_deployment(desired, serving, observed, model=md.spec.model)
 
-    # Only Ready versions are ever rendered; the plan never makes another one live.
-    traffic = status.plan_traffic(plan)
-    children = render.render_deployment(md, versions, plan.live, traffic, plan.stable or plan.router_target, cfg)
+    children = desired_children(md, versions, plan, cfg)
     for child in children:
         await client.apply(child)
     await _prune(client, ns, name, {render.child_key(c) for c in children})
@@ -150,6 +148,17 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
             message=decision.message + (f" (Git: {decision.git_change})" if decision.git_change else ""),
         )
     return _dump(new) if status.status_changed(md.status, new) else None
+
+
+def desired_children(md: ModelDeployment, versions: Mapping[str, ModelVersion], plan: Plan,
+                     cfg: OperatorConfig) -> list[dict[str, Any]]:
+    """The children a plan calls for (pure). Only Ready versions are ever live in a plan.
+
+    The router's fallback (stable) version is the version it routes to, so its configuration depends on the router
+    target alone: it is always one the router accepts, and the router rolls once per switch.
+    """
+    traffic = status.plan_traffic(plan)
+    return render.render_deployment(md, versions, plan.live, traffic, plan.router_target, cfg)
 
 
 async def _prune(client: k8s.Client, ns: str, md_name: str, wanted: set[tuple[str, str, str]]) -> None:

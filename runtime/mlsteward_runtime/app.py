@@ -380,7 +380,8 @@ def create_app(settings: ServeSettings, plane: DataPlane | None = None) -> FastA
             raise InvalidInput("the body must be a JSON object", field="body", rule="type")
         unknown = [k for k in body if k not in ("request_id", "label", "reward")]
         if unknown:
-            raise InvalidInput(f"unknown key {unknown[0]!r}", field=unknown[0], rule="unknown_field")
+            # An empty key is still a key the client sent; name it visibly rather than with an empty string.
+            raise InvalidInput(f"unknown key {unknown[0]!r}", field=unknown[0] or '""', rule="unknown_field")
         request_id = body.get("request_id")
         if type(request_id) is not str or not request_id:
             raise InvalidInput("request_id must be a non-empty string", field="request_id", rule="required")

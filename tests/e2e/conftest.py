@@ -47,8 +47,12 @@ def kget(kind: str, name: str, ns: str) -> dict[str, Any] | None:
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
-def apply(obj: dict[str, Any] | list[dict[str, Any]]) -> None:
+def apply(obj: dict[str, Any] | list[dict[str, Any]], ns: str | None = None) -> None:
+    """kubectl apply; objects without a namespace go to `ns`."""
     docs = obj if isinstance(obj, list) else [obj]
+    for doc in docs:
+        if ns and not doc["metadata"].get("namespace"):
+            doc["metadata"]["namespace"] = ns
     kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
 
 

@@ -73,7 +73,7 @@ def run_client(ns: str, name: str, url: str, seconds: int, body: dict[str, Any])
     apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": ns},
            "spec": {"restartPolicy": "Never", "containers": [{
                "name": "client", "image": image(), "imagePullPolicy": "IfNotPresent",
-               "command": ["python3", "-c", CLIENT, url, str(seconds), json.dumps(body)]}]}})
+               "command": ["python3", "-c", CLIENT, url, str(seconds), json.dumps(body)]}]}}, ns)
 
 
 def client_result(ns: str, name: str, timeout: float) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def client_result(ns: str, name: str, timeout: float) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def versions(namespace: str, trained: Path, artifact_server: str) -> dict[str, dict[str, Any]]:
     mvs = {v: register(trained, v, artifact_server) for v in ("1.0.0", "1.1.0")}
-    apply(list(mvs.values()))
+    apply(list(mvs.values()), namespace)
     for mv in mvs.values():
         wait_for(lambda n=mv["metadata"]["name"]: phase(namespace, n) in ("Ready", "Failed"), timeout=240,
                  what=f"ModelVersion {mv['metadata']['name']} validated")
@@ -104,14 +104,14 @@ def test_tampered_artifact_never_serves(namespace: str, trained: Path, artifact_
     mv["metadata"]["name"] = "breast-cancer-tampered"
     mv["spec"]["version"] = "1.0.1"
     mv["spec"]["artifact"]["sha256"] = "0" * 64  # the bytes at the URI do not have this digest
-    apply(mv)
+    apply(mv, namespace)
     wait_for(lambda: phase(namespace, "breast-cancer-tampered") == "Failed", timeout=240,
              what="tampered ModelVersion to fail")
     status = kget("modelversion", "breast-cancer-tampered", namespace)["status"]
-    assert status["reason"] == "DigestMismatch" or condition({"status": status}, "Ready")["reason"] == "DigestMismatch"
+    assert status["reason"] == "DigestMismatch", status
     apply({"apiVersion": "mlsteward.io/v1alpha1", "kind": "ModelDeployment",
            "metadata": {"name": "tampered", "namespace": namespace},
-           "spec": {"version": "breast-cancer-tampered", "replicas": 1}})
+           "spec": {"version": "breast-cancer-tampered", "replicas": 1}}, namespace)
     md = wait_for(lambda: condition(kget("modeldeployment", "tampered", namespace), "Degraded"), timeout=60,
                   what="Degraded condition on a deployment of a failed version")
     assert md["status"] == "True" and md["reason"] == "VersionFailed"
@@ -129,7 +129,7 @@ def test_serves_correct_predictions_then_switches_with_zero_failures(
     v1, v2 = (versions[v]["metadata"]["name"] for v in ("1.0.0", "1.1.0"))
     apply({"apiVersion": "mlsteward.io/v1alpha1", "kind": "ModelDeployment",
            "metadata": {"name": MD, "namespace": namespace},
-           "spec": {"version": v1, "replicas": 1}})
+           "spec": {"version": v1, "replicas": 1}}, namespace)
     wait_for(lambda: (condition(kget("modeldeployment", MD, namespace), "Ready") or {}).get("status") == "True",
              timeout=300, what=f"ModelDeployment {MD} Ready")
     md = kget("modeldeployment", MD, namespace)
@@ -149,7 +149,7 @@ def test_serves_correct_predictions_then_switches_with_zero_failures(
                "command": ["python3", "-c",
                            "import sys,urllib.request;r=urllib.request.urlopen(urllib.request.Request(sys.argv[1],"
                            "data=sys.argv[2].encode(),headers={'content-type':'application/json'}),timeout=10);"
-                           "print(r.read().decode())", url, json.dumps(body)]}]}})
+                           "print(r.read().decode())", url, json.dumps(body)]}]}}, namespace)
     wait_for(lambda: (kget("pod", "one-shot", namespace) or {}).get("status", {}).get("phase") == "Succeeded",
              timeout=120, what="one-shot prediction pod")
     answer = json.loads(kubectl("logs", "one-shot", "-n", namespace).strip().splitlines()[-1])
@@ -172,6 +172,21 @@ def test_serves_correct_predictions_then_switches_with_zero_failures(
     wait_for(lambda: kubectl("get", "deployments", "-n", namespace, "-l",
                              f"mlsteward.io/deployment={MD},mlsteward.io/version={v1}", "-o", "name").strip() == "",
              timeout=60, what=f"{v1} predictor removed")
+
+    # A spec.version that does not exist keeps the serving version serving; status says what Git should say.
+    kubectl("patch", "modeldeployment", MD, "-n", namespace, "--type=merge", "-p",
+            json.dumps({"spec": {"version": "breast-cancer-9-9-9"}}))
+    degraded = wait_for(lambda: (c := condition(kget("modeldeployment", MD, namespace), "Degraded"))
+                        and c["status"] == "True" and c, timeout=60, what="Degraded for a missing version")
+    assert degraded["reason"] == "VersionNotFound"
+    md = kget("modeldeployment", MD, namespace)
+    assert md["status"]["servingVersion"] == v2
+    hold = md["status"]["decisions"][-1]
+    assert hold["kind"] == "Hold" and hold["reason"] == "VersionNotFound"
+    assert f"spec.version: {v2}" in hold["gitChange"]
+    run_client(namespace, "after-hold", url, 5, {"instances": rows[:1]})
+    after = client_result(namespace, "after-hold", timeout=120)
+    assert after["failed"] == 0 and after["versions"] == {"1.1.0": after["ok"]}, after
 
 
 def test_deleting_the_deployment_removes_every_child(namespace: str, versions: dict[str, dict[str, Any]]):
