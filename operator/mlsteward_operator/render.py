@@ -44,6 +44,11 @@ ANNOTATION_CONFIG_HASH = "mlsteward.io/config-hash"
 ANNOTATION_TRAFFIC = "mlsteward.io/traffic"
 ANNOTATION_SPEC_HASH = "mlsteward.io/spec-hash"
 
+# A serving pod that is told to stop keeps accepting connections for a few seconds first: endpoints and
+# kube-proxy's rules drop it asynchronously, and a pod that closed its socket at once would refuse the requests
+# still sent to it meanwhile (kubernetes/kubernetes#43576). The sleep action needs no shell in the image.
+SERVING_LIFECYCLE = {"preStop": {"sleep": {"seconds": 5}}}
+
 CONFIG_DIR = "/etc/mlsteward"
 RUNTIME_CONFIG_FILE = "config.json"
 ROUTER_CONFIG_FILE = "router.json"
@@ -338,6 +343,7 @@ def render_predictor(md: ModelDeployment, mv: ModelVersion, cfg: OperatorConfig)
         "startupProbe": _http_probe("/v2/health/live", periodSeconds=5, timeoutSeconds=3, failureThreshold=60),
         "resources": _resources(md.spec.resources, cfg.predictor_resources),
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": SERVING_LIFECYCLE,
     }
     pod_spec = _pod_spec(cfg, container, config_map=name)
     deploy_spec: dict[str, Any] = {
@@ -428,6 +434,7 @@ def render_router(
         "livenessProbe": _http_probe("/healthz", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
         "resources": _resources(md.spec.router.resources, cfg.router_resources),
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": SERVING_LIFECYCLE,
     }
     annotations = {ANNOTATION_CONFIG_HASH: short_hash(config_data, 16), ANNOTATION_TRAFFIC: traffic_summary(traffic)}
     deployment = {
