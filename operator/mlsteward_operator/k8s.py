@@ -6,6 +6,9 @@ run in a worker thread so kopf's event loop never blocks on the network.
 
 Errors are mapped here and nowhere else: 404 becomes `None` (get) or a no-op (delete); any other API failure
 raises `ApiError` with the status code and the server's message, which handlers turn into a retry.
+
+It is also the one module that calls the data plane: `router_stats` reads `GET /v1/router/stats` from every router
+pod of a ModelDeployment (by pod IP, so that each replica answers for itself rather than the Service's choice).
 """
 
 from __future__ import annotations
@@ -18,13 +21,31 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
+from mlsteward_runtime.contracts import RouterStats
+from pydantic import ValidationError
 
 FIELD_MANAGER = "mlsteward"
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RouterStatsReport:
+    """What the router pods answered: their stats, and one line per pod that did not answer (never raised)."""
+
+    stats: list[RouterStats]
+    failures: list[str]
+
+
+def _pod_ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
+    return status.get("phase") == "Running" and bool(status.get("podIP")) and conditions.get("Ready") == "True" \
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
 
 
 @dataclass(frozen=True)
@@ -210,6 +231,34 @@ class Client:
         raw = await asyncio.to_thread(self._request, "GET", path, query=[("tailLines", tail_lines)],
                                       accept="text/plain")
         return raw.decode("utf-8", "replace")
+
+    async def router_stats(self, namespace: str, labels: dict[str, str], port: int, *,
+                           timeout_s: float = 2.0) -> RouterStatsReport:
+        """`GET http://<podIP>:<port>/v1/router/stats` from every ready pod matching `labels`, concurrently, each
+        within `timeout_s`. A pod that does not answer, or answers something that is not RouterStats, is reported
+        in `failures`; listing the pods may raise ApiError like any API call."""
+        pods = [p for p in await self.list("v1", "Pod", namespace, labels=labels) if _pod_ready(p)]
+        if not pods:
+            return RouterStatsReport([], [])
+
+        async def one(session: aiohttp.ClientSession, pod: dict[str, Any]) -> RouterStats | str:
+            name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+            host = f"[{ip}]" if ":" in ip else ip
+            try:
+                async with session.get(f"http://{host}:{port}/v1/router/stats") as resp:
+                    if resp.status != 200:
+                        return f"{name}: HTTP {resp.status}"
+                    return RouterStats.model_validate_json(await resp.read())
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValidationError) as exc:
+                return f"{name}: {type(exc).__name__}: {exc}".rstrip(": ")
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+            answers = await asyncio.gather(*(one(session, p) for p in pods))
+        stats = [a for a in answers if isinstance(a, RouterStats)]
+        failures = [a for a in answers if isinstance(a, str)]
+        for failure in failures:
+            log.warning("Failed to read router stats namespace=%s pod=%s", namespace, failure)
+        return RouterStatsReport(stats, failures)
 
     async def event(self, involved: dict[str, Any], *, reason: str, message: str, type_: str = "Normal") -> None:
         """Record a core/v1 Event about `involved` (a full object). Failures are logged, never raised:

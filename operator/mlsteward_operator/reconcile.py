@@ -7,6 +7,10 @@ returns the new status (a dict ready for a status patch) or None when nothing ch
 Both reconciles are level-based: they observe the children that exist, compute the desired ones from the spec
 and the observations, apply them (server-side apply: a no-op when unchanged), and delete the children that are no
 longer wanted. Running one twice in a row changes nothing the second time.
+
+While a Canary or BlueGreen step is in effect, the ModelDeployment reconcile also reads every router pod's
+statistics (`k8s.Client.router_stats`); the plan takes the step's baseline from them or judges the step on them
+(see plan.py), and status.rollout keeps what the next reconcile, or a restarted operator, needs to continue.
 """
 
 from __future__ import annotations
@@ -19,11 +23,21 @@ from typing import Any
 from pydantic import ValidationError
 
 from mlsteward_operator import k8s, render, status
-from mlsteward_operator.api.modeldeployment import ModelDeployment
+from mlsteward_operator.api.common import parse_duration
+from mlsteward_operator.api.modeldeployment import ModelDeployment, RolloutStatus
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.errors import InvalidSpec
-from mlsteward_operator.plan import Observed, Plan, VersionFacts, plan_deployment
+from mlsteward_operator.plan import (
+    Counters,
+    Gates,
+    Observed,
+    Plan,
+    RolloutSpec,
+    RolloutState,
+    VersionFacts,
+    plan_rollout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +140,26 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
     predictors = {v: status.observe_deployment(deployments.get(render.predictor_name(name, v)))
                   for v in {md.spec.version, *([serving_name] if serving_name else [])}}
     router_obj = deployments.get(render.router_name(name))
-    observed = Observed(predictor_ready={v: s.ready for v, s in predictors.items()},
-                        router_on=status.observe_router(router_obj))
+    table = status.observe_router_table(router_obj)
+    spec = rollout_spec(md)
+    stats = None
+    if spec.strategy != "Immediate" and serving_name not in (None, md.spec.version) and table and len(table) > 1:
+        # A canary step is in effect: its baseline is taken, or it is judged, on what the routers counted.
+        report = await client.router_stats(ns, render.selector_labels(name, "router"), cfg.router_port)
+        stats = tuple(Counters(r.replica, r.started, v, s.requests, s.errors, dict(s.latency_buckets))
+                      for r in report.stats for v, s in r.versions.items())
+    observed = Observed(
+        predictor_ready={v: s.ready for v, s in predictors.items()},
+        router_on=status.observe_router(router_obj),
+        predictor_full={v: s.ready and s.available_replicas >= s.replicas for v, s in predictors.items()},
+        router_table=table,
+        router_stats=stats,
+    )
 
     desired = _facts(md.spec.version, versions.get(md.spec.version))
     serving = _facts(serving_name, versions.get(serving_name)) if serving_name else None
-    plan = plan_deployment(desired, serving, observed, model=md.spec.model)
+    plan = plan_rollout(desired, serving, observed, spec, rollout_state(md.status.rollout), now,
+                        model=md.spec.model)
 
     children = desired_children(md, versions, plan, cfg)
     for child in children:
@@ -144,10 +172,21 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
     )
     for decision in status.new_decisions(md.status.decisions, new.decisions):
         await client.event(
-            body, reason=decision.reason, type_="Warning" if decision.kind.value == "Hold" else "Normal",
+            body, reason=decision.reason,
+            type_="Warning" if decision.kind.value in ("Hold", "Rollback") else "Normal",
             message=decision.message + (f" (Git: {decision.git_change})" if decision.git_change else ""),
         )
-    return _dump(new) if status.status_changed(md.status, new) else None
+    if not status.status_changed(md.status, new):
+        return None
+    out = _dump(new)
+    if "rollout" in out:
+        # Status is written with a merge patch, which keeps any field it does not name: a step's start time or
+        # baseline left over from an earlier step would be read back as this step's. Unset fields are sent as null.
+        out["rollout"] = {key: None for key in ROLLOUT_FIELDS} | out["rollout"]
+    return out
+
+
+ROLLOUT_FIELDS = ("phase", "step", "targetVersion", "stepStartedAt", "baseline")
 
 
 def desired_children(md: ModelDeployment, versions: Mapping[str, ModelVersion], plan: Plan,
@@ -155,10 +194,31 @@ def desired_children(md: ModelDeployment, versions: Mapping[str, ModelVersion], 
     """The children a plan calls for (pure). Only Ready versions are ever live in a plan.
 
     The router's fallback (stable) version is the version it routes to, so its configuration depends on the router
-    target alone: it is always one the router accepts, and the router rolls once per switch.
+    target alone: it is always one the router accepts, and the router rolls once per switch. A canary step's split
+    falls back to the stable version instead (`plan.fallback`), which is one of its backends.
     """
     traffic = status.plan_traffic(plan)
-    return render.render_deployment(md, versions, plan.live, traffic, plan.router_target, cfg)
+    return render.render_deployment(md, versions, plan.live, traffic, plan.fallback or plan.router_target, cfg)
+
+
+def rollout_spec(md: ModelDeployment) -> RolloutSpec:
+    """spec.rollout and spec.rollback as the planner reads them."""
+    r, a = md.spec.rollout, md.spec.rollout.analysis
+    gates = Gates(a.max_error_rate, a.max_p99_latency_ms, a.min_requests) if a is not None else Gates()
+    return RolloutSpec(strategy=r.strategy.value, steps=tuple(r.steps), interval_s=parse_duration(r.step_interval),
+                       gates=gates, rollback=md.spec.rollback.on_failed_analysis)
+
+
+def rollout_state(r: RolloutStatus | None) -> RolloutState:
+    """status.rollout as the planner reads it."""
+    if r is None:
+        return RolloutState()
+    target = r.target_version or ""
+    return RolloutState(
+        phase=r.phase.value, target=r.target_version, step=r.step, step_started_at=r.step_started_at,
+        baseline=tuple(Counters(b.replica, b.started, target, b.requests, b.errors, dict(b.latency_buckets))
+                       for b in r.baseline or ()),
+    )
 
 
 async def _prune(client: k8s.Client, ns: str, md_name: str, wanted: set[tuple[str, str, str]]) -> None:

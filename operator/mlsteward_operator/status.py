@@ -31,6 +31,7 @@ from mlsteward_operator.api.modeldeployment import (
     DecisionKind,
     ModelDeployment,
     ModelDeploymentStatus,
+    ReplicaBaseline,
     RolloutPhase,
     RolloutStatus,
     TrafficEntry,
@@ -90,7 +91,8 @@ def append_decision(
     if decisions:
         last = decisions[-1]
         def key(d: Decision) -> tuple[Any, ...]:
-            return d.kind, d.from_, d.to, d.reason
+            # The step tells apart the successive steps of one canary, which pass with the same reason.
+            return d.kind, d.from_, d.to, d.reason, d.numbers.get("step")
 
         if key(last) == key(decision):
             return list(decisions)
@@ -185,17 +187,22 @@ def observe_deployment(obj: Mapping[str, Any] | None) -> WorkloadState:
     )
 
 
+def observe_router_table(obj: Mapping[str, Any] | None) -> dict[str, int] | None:
+    """The weight table every router pod runs with (`{"v1": 90, "v2": 10}`), once the router Deployment has fully
+    rolled out; None while a rollout is in progress or when the router does not exist."""
+    if not observe_deployment(obj).rolled_out:
+        return None
+    template = ((obj or {}).get("spec") or {}).get("template") or {}
+    return parse_traffic(((template.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TRAFFIC, ""))
+
+
 def observe_router(obj: Mapping[str, Any] | None) -> str | None:
     """The version every router pod sends all traffic to, once the router Deployment has fully rolled out.
 
     Reads the weight table the builder puts on the pod template (`v1=100`). None while a rollout is in progress,
     when the router does not exist, or when traffic is split (then no single version takes it all).
     """
-    if not observe_deployment(obj).rolled_out:
-        return None
-    template = ((obj or {}).get("spec") or {}).get("template") or {}
-    table = ((template.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TRAFFIC, "")
-    weights = parse_traffic(table)
+    weights = observe_router_table(obj) or {}
     full = [v for v, w in weights.items() if w == 100]
     return full[0] if len(full) == 1 else None
 
@@ -354,7 +361,10 @@ class Problem(Protocol):
 
 
 class RolloutPlan(Protocol):
-    """What `plan.plan_deployment` returns (the fields this module reads)."""
+    """What `plan.plan_deployment` and `plan.plan_rollout` return (the fields this module reads; a rollout plan
+    may also carry `traffic` (a split table), `rollout` (status.rollout to write: phase, step, target,
+    step_started_at, baseline of replica counters) and `decisions` (facts with kind, from_, to, reason, message,
+    numbers, thresholds, git_version)."""
 
     live: tuple[str, ...]
     router_target: str | None
@@ -412,6 +422,13 @@ def compute_deployment_status(
     model = md.spec.model or prev.model or _model_of(versions, serving or plan.router_target)
 
     decisions = list(prev.decisions)
+    for facts in getattr(plan, "decisions", ()):
+        decisions = append_decision(decisions, Decision(
+            time=_second(now), kind=DecisionKind(facts.kind), from_=facts.from_, to=facts.to, reason=facts.reason,
+            message=facts.message, numbers=dict(facts.numbers), thresholds=dict(facts.thresholds),
+            git_change=git_change(md, facts.git_version) if facts.git_version else None,
+        ))
+    planned = getattr(plan, "rollout", None)
     if serving and prev.serving_version != serving:
         decisions = append_decision(decisions, Decision(
             time=_second(now), kind=DecisionKind.rollout, from_=prev.serving_version, to=serving,
@@ -419,7 +436,9 @@ def compute_deployment_status(
             message=f"{serving} serves all traffic"
             + (f" (was {prev.serving_version})" if prev.serving_version else ""),
         ))
-    if plan.degraded is not None and serving and serving != wanted:
+    held_by_rollout = planned is not None and planned.phase in (RolloutPhase.rolled_back, RolloutPhase.paused)
+    if plan.degraded is not None and serving and serving != wanted and not held_by_rollout:
+        # (A rolled back or paused canary recorded its own decision, with the numbers.)
         decisions = append_decision(decisions, Decision(
             time=_second(now), kind=DecisionKind.hold, from_=serving, to=serving, reason=plan.degraded.reason,
             message=f"{plan.degraded.message}; {serving} keeps serving",
@@ -451,17 +470,25 @@ def compute_deployment_status(
         degraded = (False, "AsExpected", f"spec.version {wanted} is the version being served or rolled out")
     conds = set_condition(conds, ConditionType.degraded, *degraded, generation=generation, now=now)
 
-    if plan.degraded is not None:
-        phase = RolloutPhase.waiting
-    elif plan.progressing is not None:
-        phase = RolloutPhase.progressing
+    if planned is not None:
+        rollout = RolloutStatus(
+            phase=RolloutPhase(planned.phase), step=planned.step, target_version=planned.target,
+            step_started_at=planned.step_started_at,
+            baseline=[ReplicaBaseline(replica=c.replica, started=c.started, requests=c.requests, errors=c.errors,
+                                      latency_buckets=dict(c.latency_buckets)) for c in planned.baseline] or None,
+        )
     else:
-        phase = RolloutPhase.stable
-    target = None if phase == RolloutPhase.stable else wanted
-    started = _second(now)
-    if prev.rollout is not None and prev.rollout.phase == phase and prev.rollout.target_version == target:
-        started = prev.rollout.step_started_at or started
-    rollout = RolloutStatus(phase=phase, target_version=target, step_started_at=started)
+        if plan.degraded is not None:
+            phase = RolloutPhase.waiting
+        elif plan.progressing is not None:
+            phase = RolloutPhase.progressing
+        else:
+            phase = RolloutPhase.stable
+        target = None if phase == RolloutPhase.stable else wanted
+        started = _second(now)
+        if prev.rollout is not None and prev.rollout.phase == phase and prev.rollout.target_version == target:
+            started = prev.rollout.step_started_at or started
+        rollout = RolloutStatus(phase=phase, target_version=target, step_started_at=started)
 
     return ModelDeploymentStatus(
         observed_generation=generation,

@@ -246,15 +246,38 @@ class RolloutPhase(StrEnum):
     rolled_back = "RolledBack"
 
 
+class ReplicaBaseline(ApiModel):
+    """One router replica's counters of the target version when the current step began.
+
+    A step's analysis uses what each replica counted since then. A replica is identified by its name and the time
+    its process started, so a restarted router (whose counters start again at zero) has no baseline.
+    """
+
+    replica: ShortText = Field(description="Router replica (pod) name.")
+    started: float = Field(description="Unix time the router process started.")
+    requests: int = Field(default=0, ge=0, description="Requests sent to the target version so far.")
+    errors: int = Field(default=0, ge=0, description="Of which failed (connect error, timeout, 5xx).")
+    latency_buckets: Annotated[dict[Annotated[str, Field(max_length=32)], int], Field(max_length=32)] = Field(
+        default_factory=dict, description="Cumulative latency histogram counts by upper bound in ms."
+    )
+
+
 class RolloutStatus(ApiModel):
     """Where a rollout stands."""
 
     phase: RolloutPhase = Field(
-        description="Stable (nothing to do), Waiting (for the wanted version), Progressing, Paused or RolledBack."
+        description="Stable (nothing to do), Waiting (for the wanted version), Progressing, Paused (a failed "
+        "analysis with rollback.onFailedAnalysis off) or RolledBack (targetVersion failed its analysis and is not "
+        "retried until spec.version changes)."
     )
     step: int | None = Field(default=None, ge=0, description="Index of the current canary step in spec.rollout.steps.")
     target_version: ShortText | None = Field(default=None, description="Version being rolled out.")
     step_started_at: dt.datetime | None = Field(default=None, description="When the current step began.")
+    baseline: Annotated[list[ReplicaBaseline], Field(max_length=100)] | None = Field(
+        default=None,
+        description="Canary and BlueGreen: each router replica's counters of the target version when the step "
+        "began, so that the step is judged on the requests served during it.",
+    )
 
 
 class DecisionKind(StrEnum):
