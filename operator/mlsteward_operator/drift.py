@@ -1,0 +1,512 @@
+"""Pure analysis of a DriftMonitor (DESIGN §2, §3.5, §5): windows in, a verdict, a decision and a whole status out.
+
+Three steps, each deterministic (times are passed in as `now`, nothing here reads a clock, the network or the API
+server), so the controller can run them every `interval` and a restarted operator computes the same thing:
+
+1. `analyse(dm, reference, windows, now)` pools the predictor replicas' input windows, weighing each replica by the
+   rows it saw (`pool_windows`), refuses to judge fewer than `spec.window.minSamples` rows, tests every selected
+   feature against the reference profile with `drift_report` and returns the report in the shape of
+   `status.lastReport`.
+2. `decide(dm, verdict, now)` applies `consecutive` and `cooldown` to the breach streak read from status (level-based)
+   and returns the actions to take as data, with the numbers behind them and the name of the retraining Job.
+3. `compute_status(dm, verdict, decision, now)` returns the whole status to write.
+
+The decision rule. A window is in breach when at least one feature drifts, and a feature drifts only when it has
+at least `window.minSamples` values, an effect past its threshold (PSI, normalized Wasserstein or the KS statistic
+for numbers; Jensen-Shannon or PSI for categories) and a p-value below `thresholds.pValue` after Holm's correction
+across the tested features. Holm bounds the chance that a window without any shift is in breach by `pValue`; the
+effect thresholds keep large windows from breaching on shifts too small to matter. An action runs when the latest
+window is in breach, at least `consecutive` windows in a row have been in breach since the last action, and the last
+action is at least `cooldown` old. Windows with too few rows give no verdict: they neither extend nor break a streak.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlsteward_runtime.contracts import DriftWindow, FeatureType, Profile
+
+from mlsteward_operator.api.common import ConditionType, parse_duration
+from mlsteward_operator.api.driftmonitor import (
+    MAX_HISTORY,
+    Action,
+    DriftMonitor,
+    DriftMonitorStatus,
+    FeatureResult,
+    HistoryEntry,
+    LastAction,
+    Report,
+)
+from mlsteward_operator.render import dns_name
+from mlsteward_operator.status import set_condition
+
+if TYPE_CHECKING:
+    from mlsteward_runtime.stats.drift import DriftReport, DriftThresholds, FeatureDrift
+
+# Multiple-testing correction across features. Holm controls the family-wise error, which is what bounds the rate
+# of windows in breach when nothing shifted; the spec has no field to choose Benjamini-Hochberg.
+CORRECTION = "holm"
+
+# How strongly an action outranks another when status.lastAction can hold only one of them.
+_ACTION_RANK = {Action.alert: 0, Action.rollback: 1, Action.retrain: 2}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DriftVerdict:
+    """The outcome of one check.
+
+    `report` is None when the check could not judge (then `reason` and `message` say why: NoWindows,
+    InsufficientSamples, UnknownFeatures); otherwise it is what status.lastReport shows and `reason` is
+    DriftDetected or NoDrift. `feature_reasons` explains each feature's verdict (the report has no field for it).
+    """
+
+    time: dt.datetime
+    reason: str
+    message: str
+    report: Report | None = None
+    window_size: int = 0
+    replicas: tuple[str, ...] = ()
+    feature_reasons: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def drifted(self) -> bool:
+        return self.report is not None and self.report.drifted
+
+    @property
+    def drifted_features(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.report.features if f.drifted) if self.report is not None else ()
+
+
+@dataclass(frozen=True)
+class DriftDecision:
+    """What to do after a check, as data (the controller executes it).
+
+    - `actions`: the actions to run now (empty unless `act`), in spec order.
+    - `reason`: DriftConfirmed (act), CoolingDown (confirmed, suppressed by the cooldown), BreachPending (in breach,
+      fewer than `consecutive` windows), NoDrift, ActionRecorded (see `job_name`), or the verdict's reason when
+      there was no verdict.
+    - `streak`: windows in breach in a row, including this one (status.consecutiveBreaches).
+    - `since_action`: of those, the windows after the last action (what `consecutive` is compared with).
+    - `breach_started`: time of the first window of the streak since the last action; it names the breach.
+    - `job_name`: the retraining Job for this breach (Retrain only): the same breach always gives the same name.
+      With reason ActionRecorded (this check was already acted on and recorded in status.lastAction), it is the
+      recorded Job, which the controller applies again (a no-op when it exists) instead of acting twice.
+    - `trigger`: `driftmonitor/<name>@<breach start>`, the lineage of a retrained ModelVersion.
+    """
+
+    act: bool
+    reason: str
+    message: str
+    actions: tuple[Action, ...] = ()
+    streak: int = 0
+    since_action: int = 0
+    consecutive: int = 1
+    window_size: int = 0
+    drifted_features: tuple[str, ...] = ()
+    breach_started: dt.datetime | None = None
+    cooldown_until: dt.datetime | None = None
+    job_name: str | None = None
+    trigger: str | None = None
+    evidence: Mapping[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 1. Analysis
+# --------------------------------------------------------------------------------------------------------------
+
+
+def thresholds_of(dm: DriftMonitor) -> DriftThresholds:
+    """spec.thresholds and spec.window.minSamples as the runtime's DriftThresholds.
+
+    `thresholds.ks` has no counterpart there; `analyse` applies it on top (see `_drifted`).
+    """
+    from mlsteward_runtime.stats.drift import DriftThresholds
+
+    t = dm.spec.thresholds
+    return DriftThresholds(
+        alpha=t.p_value,
+        correction=CORRECTION,
+        min_samples=dm.spec.window.min_samples,
+        psi=t.psi,
+        wasserstein=t.wasserstein,
+        jensen_shannon=t.jensen_shannon,
+    )
+
+
+def pool_seed(dm: DriftMonitor, now: dt.datetime) -> int:
+    """Seed of the subsample drawn when pooling: fixed by the monitor and the check time, so a re-run agrees."""
+    key = f"{dm.metadata.uid or dm.metadata.name}@{_second(now).isoformat()}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+
+
+def analyse(
+    dm: DriftMonitor,
+    reference: Profile,
+    windows: Sequence[DriftWindow],
+    now: dt.datetime,
+    *,
+    version: str | None = None,
+) -> DriftVerdict:
+    """Test the pooled `windows` of the predictor replicas against `reference`.
+
+    `version` (the served ModelVersion, whose profile `reference` is) drops windows of other versions, e.g. pods of
+    an old version still draining; without it, windows of every version are pooled and the report names the version
+    when they agree. Features are spec.features, or every feature of the reference; a selected feature that no
+    replica reports is judged to have too few samples.
+    """
+    # Imported here rather than at the top: scipy is slow to import and only this step needs it.
+    from mlsteward_runtime.stats.drift import drift_report, pool_windows
+
+    time = _second(now)
+    used = [w for w in windows if version is None or w.version == version]
+    replicas = tuple(sorted({w.replica for w in used}))
+    if version is None:
+        versions = {w.version for w in used}
+        version = versions.pop() if len(versions) == 1 else None
+
+    selected = list(dm.spec.features) or list(reference.features)
+    unknown = [n for n in selected if n not in reference.features]
+    if unknown:
+        return DriftVerdict(
+            time=time, reason="UnknownFeatures", replicas=replicas,
+            message=f"spec.features names {', '.join(unknown)}, which the reference profile of "
+            f"{version or 'the served version'} does not have (it has: {', '.join(reference.features)})",
+        )
+    if not used:
+        return DriftVerdict(
+            time=time, reason="NoWindows", replicas=replicas,
+            message=f"no predictor replica{' of ' + version if version else ''} reported an input window",
+        )
+
+    pooled = pool_windows(used, dm.spec.window.max_samples, seed=pool_seed(dm, now))
+    current = {n: pooled.get(n, []) for n in selected}
+    size = max((len(v) for v in current.values()), default=0)
+    minimum = dm.spec.window.min_samples
+    if size < minimum:
+        return DriftVerdict(
+            time=time, reason="InsufficientSamples", window_size=size, replicas=replicas,
+            message=f"{size} pooled rows from {len(used)} replica(s), fewer than window.minSamples {minimum}; "
+            f"no verdict until more inputs arrive",
+        )
+
+    thresholds = thresholds_of(dm)
+    types: dict[str, FeatureType] = {n: reference.features[n].type for n in selected}
+    report = drift_report(reference, current, thresholds=thresholds, features=selected, types=types)
+    results, reasons = _results(report, dm.spec.thresholds.ks, thresholds)
+    drifted = [r.name for r in results if r.drifted]
+    out = Report(time=time, window_size=size, version=version, features=results, drifted=bool(drifted))
+    if drifted:
+        message = (f"{len(drifted)} of {len(results)} features drifted over {size} rows: "
+                   + "; ".join(_describe(r) for r in results if r.drifted))
+    else:
+        message = f"no drift in {len(results)} features over {size} rows"
+    return DriftVerdict(
+        time=time, reason="DriftDetected" if drifted else "NoDrift", message=message, report=out,
+        window_size=size, replicas=replicas, feature_reasons=reasons,
+    )
+
+
+def _results(
+    report: DriftReport, ks: float, t: DriftThresholds
+) -> tuple[list[FeatureResult], dict[str, str]]:
+    results: list[FeatureResult] = []
+    reasons: dict[str, str] = {}
+    for name, f in report.features.items():
+        drifted, reason = _drifted(f, ks, t)
+        results.append(FeatureResult(
+            name=name,
+            method="ks" if f.kind == "numeric" else "chi-square",
+            statistic=_finite(f.statistic),
+            p_value=_finite(f.p_adjusted),
+            effect_size=_finite(f.effect_size),
+            drifted=drifted,
+        ))
+        reasons[name] = reason
+    return results, reasons
+
+
+def _drifted(f: FeatureDrift, ks: float, t: DriftThresholds) -> tuple[bool, str]:
+    """The runtime's verdict, with spec.thresholds.ks as one more effect size for numeric features.
+
+    A KS statistic at or past `ks` counts as a material effect like PSI or Wasserstein do; significance after
+    correction is still required, so this widens what counts as large enough, never what counts as real.
+    """
+    if f.drift or f.kind != "numeric" or f.effect_passed or f.p_adjusted is None:
+        return f.drift, f.reason
+    if f.statistic is not None and f.statistic >= ks:
+        if f.p_adjusted < t.alpha:
+            return True, "drift"
+        return False, f"not significant after {t.correction} correction"
+    return False, f.reason
+
+
+def _describe(r: FeatureResult) -> str:
+    parts = [f"{r.name} ({r.method}"]
+    if r.statistic is not None:
+        parts.append(f" {r.statistic:.3g}")
+    if r.p_value is not None:
+        parts.append(f", p={r.p_value:.2g}")
+    if r.effect_size is not None:
+        parts.append(f", PSI {r.effect_size:.3g}")
+    return "".join(parts) + ")"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 2. Decision
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _history_with(status: DriftMonitorStatus, verdict: DriftVerdict) -> tuple[list[HistoryEntry], bool]:
+    """status.history with this check appended (bounded), and whether it was already there.
+
+    A check already recorded (same time) replaces its entry instead of adding one, so running the same check twice
+    counts it once.
+    """
+    history = list(status.history)
+    if verdict.report is None:
+        return history, False
+    entry = HistoryEntry(
+        time=verdict.time, window_size=verdict.window_size,
+        drifted_features=len(verdict.drifted_features), drifted=verdict.drifted,
+    )
+    repeated = bool(history) and history[-1].time == entry.time
+    if repeated:
+        history[-1] = entry
+    else:
+        history.append(entry)
+    return history[-MAX_HISTORY:], repeated
+
+
+def _trailing(entries: Sequence[HistoryEntry]) -> int:
+    n = 0
+    for e in reversed(entries):
+        if not e.drifted:
+            break
+        n += 1
+    return n
+
+
+def streak_of(status: DriftMonitorStatus, verdict: DriftVerdict) -> tuple[int, list[HistoryEntry]]:
+    """Windows in breach in a row, this check included, and the history that goes with it.
+
+    Read from the history (level-based); status.consecutiveBreaches carries the count on when the streak is longer
+    than the bounded history.
+    """
+    history, repeated = _history_with(status, verdict)
+    if verdict.report is None:
+        return status.consecutive_breaches, history
+    run = _trailing(history)
+    if run == len(history) == MAX_HISTORY and verdict.drifted:
+        # The streak began before the oldest entry kept; the stored count knows how long it is.
+        carried = status.consecutive_breaches + (0 if repeated else 1)
+        run = max(run, carried)
+    return run, history
+
+
+def decide(dm: DriftMonitor, verdict: DriftVerdict, now: dt.datetime) -> DriftDecision:
+    """Whether to act on this check, which actions, and why (see the module docstring for the rule)."""
+    spec, prev = dm.spec, dm.status
+    now = _second(now)
+    consecutive = spec.consecutive
+    streak, history = streak_of(prev, verdict)
+    last = prev.last_action
+    cooldown = dt.timedelta(seconds=parse_duration(spec.cooldown))
+    cooldown_until = _second(last.time) + cooldown if last is not None else None
+
+    if verdict.report is None:
+        return DriftDecision(
+            act=False, reason=verdict.reason, message=f"no verdict: {verdict.message}", streak=streak,
+            consecutive=consecutive, window_size=verdict.window_size, cooldown_until=cooldown_until,
+        )
+
+    repeated = bool(prev.history) and prev.history[-1].time == verdict.time
+    if repeated and last is not None and _second(last.time) >= verdict.time:
+        # This very check was already acted on and recorded (the same check run again, e.g. after a restart that
+        # followed the status write): nothing new to do, but the controller should make sure the Job exists.
+        return DriftDecision(
+            act=False, reason="ActionRecorded", message=last.message, streak=streak, consecutive=consecutive,
+            window_size=verdict.window_size, drifted_features=verdict.drifted_features,
+            cooldown_until=cooldown_until, job_name=last.job,
+            evidence=_evidence(dm, verdict, streak, 0),
+        )
+
+    # The breaches that count towards the next action: those after the last one.
+    run = history[len(history) - _trailing(history):]
+    after = [e for e in run if last is None or e.time > _second(last.time)]
+    if len(after) == len(run):
+        since_action = streak  # no action, or one older than the whole streak (which may outrun the history)
+    else:
+        since_action = len(after)
+    breach_started = after[0].time if after else None
+    name = dm.metadata.name
+    common: dict[str, Any] = dict(
+        streak=streak, since_action=since_action, consecutive=consecutive, window_size=verdict.window_size,
+        drifted_features=verdict.drifted_features, breach_started=breach_started, cooldown_until=cooldown_until,
+        evidence=_evidence(dm, verdict, streak, since_action),
+    )
+    features = ", ".join(verdict.drifted_features)
+
+    if not verdict.drifted:
+        return DriftDecision(act=False, reason="NoDrift", message=verdict.message, **common)
+    if since_action < consecutive:
+        return DriftDecision(
+            act=False, reason="BreachPending",
+            message=f"{since_action} of {consecutive} windows in breach ({features}); no action yet", **common,
+        )
+    if cooldown_until is not None and now < cooldown_until:
+        assert last is not None
+        return DriftDecision(
+            act=False, reason="CoolingDown",
+            message=f"drift confirmed over {since_action} windows ({features}), but the last action "
+            f"({last.type.value} at {_rfc3339(last.time)}) is within the cooldown of {spec.cooldown}; "
+            f"next action possible at {_rfc3339(cooldown_until)}",
+            **common,
+        )
+
+    actions = tuple(spec.actions)
+    assert breach_started is not None
+    trigger = f"driftmonitor/{name}@{_rfc3339(breach_started)}"
+    job = retrain_job_name(name, breach_started) if Action.retrain in actions else None
+    what = ", ".join(a.value for a in actions) or "nothing (spec.actions is empty)"
+    message = (
+        f"drift confirmed over {since_action} consecutive windows (threshold {consecutive}) in {features}; "
+        f"{verdict.message}; actions: {what}" + (f"; retraining Job {job}" if job else "")
+    )
+    return DriftDecision(
+        act=bool(actions), reason="DriftConfirmed", message=message, actions=actions, job_name=job,
+        trigger=trigger, **common,
+    )
+
+
+def retrain_job_name(monitor: str, breach_started: dt.datetime) -> str:
+    """`<monitor>-retrain-<UTC time of the breach's first window>`, a valid Job name of at most 63 characters.
+
+    The breach, not the time of the decision, names the Job: a restarted operator that decides again on the same
+    breach derives the same name, and applying it finds the Job already there.
+    """
+    return dns_name(monitor, "retrain", _second(breach_started).strftime("%Y%m%d%H%M%S"))
+
+
+def _evidence(dm: DriftMonitor, verdict: DriftVerdict, streak: int, since_action: int) -> dict[str, Any]:
+    """The numbers behind a decision, for the Event, the webhook and the retraining Job's environment."""
+    t = dm.spec.thresholds
+    report = verdict.report
+    return {
+        "monitor": dm.metadata.name,
+        "deployment": dm.spec.deployment,
+        "version": report.version if report else None,
+        "time": _rfc3339(verdict.time),
+        "windowSize": verdict.window_size,
+        "streak": streak,
+        "sinceLastAction": since_action,
+        "consecutive": dm.spec.consecutive,
+        "cooldown": dm.spec.cooldown,
+        "thresholds": {"pValue": t.p_value, "ks": t.ks, "wasserstein": t.wasserstein, "psi": t.psi,
+                       "jensenShannon": t.jensen_shannon, "minSamples": dm.spec.window.min_samples},
+        "features": {
+            f.name: {"method": f.method, "statistic": f.statistic, "pValue": f.p_value, "psi": f.effect_size,
+                     "drifted": f.drifted, "reason": verdict.feature_reasons.get(f.name, "")}
+            for f in (report.features if report else ())
+        },
+    }
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 3. Status
+# --------------------------------------------------------------------------------------------------------------
+
+
+def compute_status(
+    dm: DriftMonitor, verdict: DriftVerdict, decision: DriftDecision, now: dt.datetime
+) -> DriftMonitorStatus:
+    """The whole status after this check: report, bounded history, streak, last action and conditions.
+
+    A check without a verdict keeps the last report, history and driftDetected (they describe the last window that
+    could be judged) and says why in the conditions. An action is recorded with its time and, for Retrain, the Job
+    name, so that the controller can record it before creating the Job and a restart finds the Job to apply.
+    """
+    prev = dm.status
+    generation = dm.metadata.generation
+    now = _second(now)
+    _, history = streak_of(prev, verdict)
+
+    last_action = prev.last_action
+    if decision.act and decision.actions:
+        strongest = max(decision.actions, key=lambda a: _ACTION_RANK[a])
+        last_action = LastAction(type=strongest, time=now, message=decision.message[:4096], job=decision.job_name)
+
+    conds = list(prev.conditions)
+    if verdict.report is not None:
+        ready = (True, "Checked", f"checked {verdict.window_size} rows from {len(verdict.replicas)} replica(s) at "
+                 f"{_rfc3339(verdict.time)}")
+    else:
+        ready = (False, verdict.reason, verdict.message)
+    conds = set_condition(conds, ConditionType.ready, *ready, generation=generation, now=now)
+
+    acted_now = (last_action is not None and verdict.report is not None
+                 and _second(last_action.time) >= verdict.time)
+    if decision.reason == "BreachPending":
+        progressing = (True, "BreachPending", decision.message)
+    elif acted_now:
+        assert last_action is not None
+        progressing = (True, "ActionTriggered", last_action.message)
+    else:
+        progressing = (False, "Watching", f"checking every {dm.spec.interval}")
+    conds = set_condition(conds, ConditionType.progressing, *progressing, generation=generation, now=now)
+
+    if verdict.reason == "UnknownFeatures":
+        degraded = (True, "UnknownFeatures", verdict.message)
+    elif verdict.report is not None and decision.streak >= dm.spec.consecutive and verdict.drifted:
+        degraded = (True, "DriftConfirmed", decision.message)
+    elif verdict.report is None:
+        degraded = _kept_degraded(prev, verdict)
+    else:
+        degraded = (False, "NoConfirmedDrift", decision.message)
+    conds = set_condition(conds, ConditionType.degraded, *degraded, generation=generation, now=now)
+
+    return DriftMonitorStatus(
+        observed_generation=generation,
+        conditions=conds,
+        last_report=verdict.report if verdict.report is not None else prev.last_report,
+        history=history,
+        drift_detected=verdict.drifted if verdict.report is not None else prev.drift_detected,
+        consecutive_breaches=decision.streak,
+        last_action=last_action,
+    )
+
+
+def _kept_degraded(prev: DriftMonitorStatus, verdict: DriftVerdict) -> tuple[bool, str, str]:
+    # Without a verdict nothing new is known about drift: keep what the last judged window said.
+    old = prev.condition(ConditionType.degraded)
+    if old is not None and old.status == "True" and old.reason == "DriftConfirmed":
+        return True, old.reason, old.message
+    return False, "NoConfirmedDrift", f"no verdict: {verdict.message}"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _second(now: dt.datetime) -> dt.datetime:
+    # Kubernetes timestamps have one-second resolution; comparing finer times would break after a round trip.
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    return now.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def _rfc3339(t: dt.datetime) -> str:
+    return _second(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or x != x or x in (float("inf"), float("-inf")) else float(x)
