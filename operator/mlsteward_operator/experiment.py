@@ -1,0 +1,666 @@
+"""Pure analysis of an Experiment (DESIGN §2 Experiment, §3.4, §4, §5): router counters in, status and decision out.
+
+No I/O, no kopf, no clock: `now` is an argument, so the same inputs always give the same status. The controller
+(polling the routers, configuring them, writing status, promoting) wires these four functions together:
+
+1. `merge_router_stats(previous, reports)`: restart-safe totals per version across router replicas.
+2. `analyse(exp, totals, now)`: per-arm n, mean, 95% CI and posterior; control against each treatment
+   (two-proportion z or Welch t, effect, CI of the difference); chi-square across N binary arms; Bayesian P(best);
+   the sample-ratio-mismatch check; the always-valid p-value when `stopping.sequential`.
+3. `decide(exp, analysis, now)`: the stopping rules and the winner, and with `onSuccess: Promote` the promotion
+   as data (never a spec write).
+4. `compute_status(exp, analysis, decision, now)`: the whole status, written once.
+
+Merging (why it is restart-safe). Each router process reports counters that are cumulative since it `started`.
+Status keeps the running totals (`status.variants`) and the last counters read from every router process
+(`status.checkpoints`, keyed by replica and `started`). A merge adds, per process, what it counted since its
+checkpoint: a restarted router (same pod name, new `started`) counts from zero again, so all of its counters are
+new; reading the same counters twice adds nothing, so an operator restart (or a failed status write followed by a
+retry) reaches the same totals. A router process that was already running before the split took effect (`since`)
+contributes only what it counts after it was first read, so traffic the control version served before the
+experiment never enters the comparison.
+
+Decision rules (`decide`), in this order; Concluded and Stopped are final:
+- Sample-ratio mismatch (p < 0.001 against the configured weights, Weighted strategy without sticky assignment)
+  stops the experiment (Stopped, SampleRatioMismatch): the assignment is broken and every other number is suspect.
+- Until every arm has `stopping.minSamplesPerVariant` outcomes nothing is concluded (CollectingSamples).
+- Sequential (`stopping.sequential`, the default): at every look, a treatment is significant when its mSPRT
+  always-valid p-value, Bonferroni-adjusted for the number of treatments, is below alpha = 1 - confidence. Looking
+  after every poll keeps the false-positive rate at alpha. Without a significant result the experiment keeps
+  running.
+- Fixed horizon (`sequential: false`): the analysis is done once, at the first look where every arm has its minimum
+  samples (looking again would inflate false positives): pairwise tests at alpha / (number of treatments), gated by
+  the chi-square test across arms for N > 2 binary arms. Nothing significant concludes without a winner.
+- Winner: among the treatments significantly better than control in the direction of `metric.goal`, the one with
+  the highest P(best); when every treatment is significantly worse, control.
+- `stopping.maxDuration` elapsed since `status.startedAt` without a conclusion: Stopped (MaxDurationReached).
+- A winner other than control with `onSuccess: Promote` yields a `Promotion`: the ModelDeployment, the version, and
+  the `Decision` record (numbers, thresholds, the one-line gitChange) for the ModelDeployment's decision log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from mlsteward_runtime.contracts import RouterStats
+from mlsteward_runtime.stats import ab
+from scipy import stats as st
+
+from mlsteward_operator.api.common import Condition, ConditionStatus, ConditionType, parse_duration
+from mlsteward_operator.api.experiment import (
+    Experiment,
+    ExperimentPhase,
+    ExperimentStatus,
+    Goal,
+    Interval,
+    MetricKind,
+    OnSuccess,
+    Posterior,
+    PosteriorFamily,
+    ReplicaCheckpoint,
+    SampleRatio,
+    StrategyType,
+    VariantStatus,
+)
+from mlsteward_operator.api.modeldeployment import Decision, DecisionKind
+
+SRM_ALPHA = 0.001  # the customary alarm level: a mismatch means broken assignment, not a chance imbalance
+TAU_STD = 0.1  # mSPRT mixing scale in standard deviations of the metric (mlsteward_runtime.stats.ab.msprt)
+PROB_BEST_DRAWS = 20_000
+MAX_CHECKPOINTS = 64  # router processes remembered; a pod unseen for longer is assumed gone for good
+
+TEST_Z = "two-proportion-z"
+TEST_WELCH = "welch-t"
+TEST_CHI2 = "chi-square"
+SEQUENTIAL_PREFIX = "msprt "  # status.test of a sequential analysis, e.g. "msprt two-proportion-z"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Merging router counters
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionTotals:
+    """What the experiment has counted for one version: requests assigned and the outcomes' sufficient statistics."""
+
+    requests: int = 0
+    outcomes: ab.ArmStats = ab.ArmStats()
+
+    def __add__(self, other: VersionTotals) -> VersionTotals:
+        return VersionTotals(self.requests + other.requests, self.outcomes + other.outcomes)
+
+
+def _as_totals(value: VersionTotals | ab.ArmStats | None) -> VersionTotals:
+    # Bare outcome statistics stand for one request per outcome.
+    if value is None:
+        return VersionTotals()
+    if isinstance(value, ab.ArmStats):
+        return VersionTotals(value.n, value)
+    return value
+
+
+def totals_from_status(status: ExperimentStatus) -> dict[str, VersionTotals]:
+    """The running totals kept in `status.variants`, by version."""
+    out: dict[str, VersionTotals] = {}
+    for v in status.variants:
+        out[v.version] = out.get(v.version, VersionTotals()) + VersionTotals(
+            v.requests, ab.ArmStats(v.outcomes, v.outcome_sum, v.outcome_sumsq)
+        )
+    return out
+
+
+def _counters(v: VariantStatus) -> VersionTotals:
+    return VersionTotals(v.requests, ab.ArmStats(v.outcomes, v.outcome_sum, v.outcome_sumsq))
+
+
+def merge_router_stats(
+    previous: ExperimentStatus,
+    reports: Sequence[RouterStats],
+    *,
+    arms: Mapping[str, str] | None = None,
+    since: float | None = None,
+) -> tuple[dict[str, VersionTotals], list[ReplicaCheckpoint]]:
+    """Totals per version after adding what each router process counted since it was last read.
+
+    - `previous`: the Experiment's status (running totals in `variants`, last counters in `checkpoints`).
+    - `reports`: the RouterStats of the replicas that answered this time (a missing replica loses nothing: its
+      checkpoint is kept and its next answer adds what it counted meanwhile).
+    - `arms`: version -> arm name; only these versions are counted (default: every version reported).
+    - `since`: Unix time the experiment's split took effect. A process first read now that started before it
+      contributes nothing yet (its counters so far are a baseline); one started after it contributes everything.
+    Returns the new totals and the new checkpoints (at most MAX_CHECKPOINTS, newest processes kept).
+    """
+    totals = totals_from_status(previous)
+    checkpoints = {(c.replica, c.started): c for c in previous.checkpoints}
+    newest: dict[str, float] = {}
+    for c in previous.checkpoints:
+        newest[c.replica] = max(newest.get(c.replica, c.started), c.started)
+
+    for report in sorted(reports, key=lambda r: (r.replica, r.started)):
+        if report.started < newest.get(report.replica, report.started):
+            continue  # a stale answer from a process that has since restarted
+        seen = checkpoints.get((report.replica, report.started))
+        baseline_only = seen is None and since is not None and report.started < since
+        last = {v.version: v for v in seen.variants} if seen is not None else {}
+        variants: list[VariantStatus] = []
+        for version, vs in sorted(report.versions.items()):
+            if arms is not None and version not in arms:
+                continue
+            current = VersionTotals(vs.requests, ab.ArmStats.from_version_stats(vs))
+            before = _counters(last[version]) if version in last else VersionTotals()
+            counted_down = current.requests < before.requests or current.outcomes.n < before.outcomes.n
+            if not (baseline_only or counted_down):
+                delta = VersionTotals(
+                    current.requests - before.requests,
+                    ab.ArmStats(
+                        current.outcomes.n - before.outcomes.n,
+                        current.outcomes.sum - before.outcomes.sum,
+                        current.outcomes.sumsq - before.outcomes.sumsq,
+                    ),
+                )
+                totals[version] = totals.get(version, VersionTotals()) + delta
+            variants.append(VariantStatus(
+                name=(arms or {}).get(version, version), version=version, requests=vs.requests,
+                outcomes=vs.outcomes, outcome_sum=vs.outcome_sum, outcome_sumsq=vs.outcome_sumsq,
+            ))
+        # Versions this process reported before but not now keep their last counters.
+        reported = {v.version for v in variants}
+        variants.extend(v for version, v in sorted(last.items()) if version not in reported)
+        checkpoints[(report.replica, report.started)] = ReplicaCheckpoint(
+            replica=report.replica, started=report.started, variants=variants
+        )
+        newest[report.replica] = report.started
+
+    # A replica's older processes are dead (their counts are in the totals already); keep only the newest.
+    kept = [c for (replica, started), c in checkpoints.items() if started == newest[replica]]
+    kept.sort(key=lambda c: (-c.started, c.replica))
+    kept = sorted(kept[:MAX_CHECKPOINTS], key=lambda c: (c.replica, c.started))
+    return totals, kept
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Analysis
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm: counts, mean, 95% CI of the mean, posterior of the mean, P(best)."""
+
+    name: str
+    version: str
+    weight: int
+    requests: int
+    stats: ab.ArmStats
+    mean: float | None
+    ci95: tuple[float, float] | None
+    posterior: Posterior | None
+    probability_best: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A treatment against control; differences are treatment minus control.
+
+    `significant` uses the rule of the design: the always-valid p-value (`sequential_p`, already Bonferroni-adjusted
+    for the number of treatments) below alpha, or the fixed-horizon p-value below alpha / treatments.
+    """
+
+    treatment: str
+    test: str
+    statistic: float | None
+    p_value: float | None
+    difference: float | None
+    ci95: tuple[float, float] | None
+    lift: float | None
+    effect_size: float | None
+    sequential_p: float | None
+    sequential_ci: tuple[float, float] | None
+    better: bool | None  # the treatment is ahead in the direction of the goal
+    significant: bool
+
+
+@dataclass(frozen=True)
+class ExperimentAnalysis:
+    """Everything `analyse` found; `decide` and `compute_status` read only this and the Experiment."""
+
+    metric: MetricKind
+    goal: Goal
+    alpha: float
+    sequential: bool
+    arms: tuple[ArmResult, ...]
+    comparisons: tuple[Comparison, ...]
+    chi_square: tuple[float, float, int] | None  # (statistic, p, dof): binary metric, more than two arms
+    srm: ab.SRMResult | None
+    srm_skipped: str | None  # why no SRM check was made
+    test: str
+    p_value: float | None  # headline: carried always-valid p, or the fixed-horizon p (chi-square for N arms)
+    leader: str | None
+    probability_best: float | None
+    started_at: dt.datetime
+    elapsed_s: float
+
+    def arm(self, name: str) -> ArmResult:
+        return next(a for a in self.arms if a.name == name)
+
+    def comparison(self, treatment: str) -> Comparison | None:
+        return next((c for c in self.comparisons if c.treatment == treatment), None)
+
+    @property
+    def min_outcomes(self) -> int:
+        return min(a.stats.n for a in self.arms)
+
+
+def experiment_seed(exp: Experiment) -> int:
+    """A seed derived from the Experiment's uid (or namespace/name), so P(best) is the same for the same inputs."""
+    key = exp.metadata.uid or f"{exp.metadata.namespace or ''}/{exp.metadata.name}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+
+
+def _finite(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _interval(ci: tuple[float, float] | None) -> tuple[float, float] | None:
+    if ci is None or not all(math.isfinite(x) for x in ci):
+        return None
+    return float(ci[0]), float(ci[1])
+
+
+_Z95 = float(st.norm.ppf(0.975))
+
+
+def _mean_ci(arm: ab.ArmStats, metric: ab.Metric) -> tuple[float, float] | None:
+    """95% CI of an arm's mean: Wilson for a proportion, Student's t otherwise (as ab.mean_ci).
+
+    The Wilson interval is the closed form that `scipy.stats.binomtest(...).proportion_ci(method="wilson")` returns;
+    binomtest would also compute an exact p-value that nobody reads, which costs milliseconds at every look.
+    """
+    if metric != "binary":
+        return _interval(ab.mean_ci(arm, metric))
+    if arm.n == 0:
+        return None
+    n, p, z2 = arm.n, arm.sum / arm.n, _Z95 * _Z95
+    center = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = _Z95 / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def _posterior(arm: ab.ArmStats, kind: MetricKind) -> Posterior | None:
+    if kind == MetricKind.binary:
+        return Posterior(family=PosteriorFamily.beta, alpha=1 + arm.sum, beta=1 + arm.n - arm.sum)
+    if arm.n < 2:
+        return None
+    return Posterior(family=PosteriorFamily.normal, mean=arm.mean, sd=math.sqrt(arm.var / arm.n))
+
+
+def _now(now: dt.datetime) -> dt.datetime:
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    return now.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def _previous_sequential_p(status: ExperimentStatus) -> float:
+    if status.p_value is not None and (status.test or "").startswith(SEQUENTIAL_PREFIX):
+        return status.p_value
+    return 1.0
+
+
+def analyse(
+    exp: Experiment, totals: Mapping[str, VersionTotals | ab.ArmStats], now: dt.datetime
+) -> ExperimentAnalysis:
+    """The statistics of the experiment on merged `totals` by version (see `merge_router_stats`).
+
+    Requests (for the sample-ratio check) come from VersionTotals; bare ArmStats count one request per outcome.
+    The always-valid p-value of the previous look is read from `exp.status` (p_value, when its test was sequential).
+    """
+    spec, prev = exp.spec, exp.status
+    kind, goal = spec.metric.kind, spec.metric.goal
+    metric: ab.Metric = "binary" if kind == MetricKind.binary else "continuous"
+    alpha = 1 - spec.stopping.confidence
+    sequential = spec.stopping.sequential
+    started_at = prev.started_at or _now(now)
+    if started_at.tzinfo is None:
+        started_at = started_at.replace(tzinfo=dt.UTC)
+    elapsed = max(0.0, (_now(now) - started_at).total_seconds())
+
+    counts = [_as_totals(totals.get(v.version)) for v in spec.variants]
+    stats = [c.outcomes for c in counts]
+    total_n = sum(s.n for s in stats)
+    pbest: list[float] | None = None
+    if total_n > 0:
+        rng = np.random.default_rng(experiment_seed(exp))
+        pbest = ab.prob_best(stats, metric, goal=goal.value, draws=PROB_BEST_DRAWS, rng=rng)
+
+    arms = tuple(
+        ArmResult(
+            name=v.name, version=v.version, weight=v.weight, requests=c.requests, stats=c.outcomes,
+            mean=_finite(c.outcomes.mean) if c.outcomes.n else None,
+            ci95=_mean_ci(c.outcomes, metric),
+            posterior=_posterior(c.outcomes, kind),
+            probability_best=float(pbest[i]) if pbest is not None else None,
+        )
+        for i, (v, c) in enumerate(zip(spec.variants, counts))
+    )
+
+    control = arms[0]
+    k = len(arms) - 1
+    comparisons = tuple(_compare(control, t, metric, goal, alpha, k, sequential) for t in arms[1:])
+
+    chi_square = None
+    if kind == MetricKind.binary and len(arms) > 2 and total_n > 0:
+        chi_square = ab.chi2_proportions(stats)
+
+    srm, srm_skipped = None, None
+    if spec.strategy.type != StrategyType.weighted:
+        srm_skipped = f"strategy {spec.strategy.type.value} moves the split on purpose"
+    elif spec.sticky is not None:
+        srm_skipped = "sticky assignment splits users, not requests, so request counts need not follow the weights"
+    elif sum(c.requests for c in counts) == 0:
+        srm_skipped = "no requests yet"
+    else:
+        srm = ab.sample_ratio_mismatch([c.requests for c in counts], [v.weight for v in spec.variants],
+                                       alpha=SRM_ALPHA)
+
+    base = TEST_Z if kind == MetricKind.binary else TEST_WELCH
+    if sequential:
+        test = SEQUENTIAL_PREFIX + base
+        current = [c.sequential_p for c in comparisons if c.sequential_p is not None]
+        p_value: float | None = min([_previous_sequential_p(prev), *current])
+    elif chi_square is not None:
+        test, p_value = TEST_CHI2, chi_square[1]
+    else:
+        test = base
+        ps = [min(1.0, c.p_value * k) for c in comparisons if c.p_value is not None]
+        p_value = min(ps) if ps else None
+
+    leader, leader_p = None, None
+    if pbest is not None:
+        i = int(np.argmax(pbest))
+        leader, leader_p = arms[i].name, float(pbest[i])
+
+    return ExperimentAnalysis(
+        metric=kind, goal=goal, alpha=alpha, sequential=sequential, arms=arms, comparisons=comparisons,
+        chi_square=chi_square, srm=srm, srm_skipped=srm_skipped, test=test, p_value=_finite(p_value),
+        leader=leader, probability_best=leader_p, started_at=started_at, elapsed_s=elapsed,
+    )
+
+
+def _compare(
+    control: ArmResult, treatment: ArmResult, metric: ab.Metric, goal: Goal, alpha: float, k: int, sequential: bool
+) -> Comparison:
+    c, t = control.stats, treatment.stats
+    enough = (c.n >= 1 and t.n >= 1) if metric == "binary" else (c.n >= 2 and t.n >= 2)
+    if not enough:
+        return Comparison(treatment.name, TEST_Z if metric == "binary" else TEST_WELCH, None, None, None, None,
+                          None, None, None, None, None, False)
+    res = ab.two_proportion_ztest(c, t) if metric == "binary" else ab.welch_ttest(c, t)
+    diff = res.difference
+    better = None if diff == 0 else (diff > 0) == (goal == Goal.maximize)
+    seq_p, seq_ci = None, None
+    if sequential:
+        # The current look's always-valid p-value for this treatment, Bonferroni-adjusted for k treatments; the
+        # family's running minimum is carried in status.p_value.
+        s = ab.msprt(c, t, metric, alpha=alpha / k, tau_std=TAU_STD)
+        seq_p, seq_ci = min(1.0, s.p_value * k), _interval(s.ci)
+        significant = seq_p < alpha and seq_ci is not None and (seq_ci[0] > 0 or seq_ci[1] < 0)
+    else:
+        significant = res.p_value * k < alpha
+    return Comparison(
+        treatment=treatment.name, test=res.test.replace("_", "-"), statistic=_finite(res.statistic),
+        p_value=_finite(res.p_value), difference=_finite(diff), ci95=_interval(res.ci95),
+        lift=_finite(ab.lift(c, t)), effect_size=_finite(ab.standardized_effect(c, t, metric)),
+        sequential_p=seq_p, sequential_ci=seq_ci, better=better, significant=bool(significant and better is not None),
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Decision
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Make the winner the served version of a ModelDeployment: status and decisions only, never spec.
+
+    `decision` goes into the ModelDeployment's `status.decisions` (status.append_decision); its `from_` is the
+    control's version, which the controller replaces by the ModelDeployment's servingVersion when it knows it.
+    """
+
+    deployment: str
+    namespace: str | None
+    arm: str
+    version: str
+    decision: Decision
+
+
+@dataclass(frozen=True)
+class ExperimentDecision:
+    phase: ExperimentPhase
+    reason: str  # CamelCase, also the conditions' reason
+    message: str
+    winner: str | None = None
+    promotion: Promotion | None = None
+
+
+def git_change(namespace: str | None, deployment: str, version: str) -> str:
+    """The one-line spec change that makes Git say what is served (same wording as status.git_change)."""
+    where = f"{namespace}/{deployment}" if namespace else deployment
+    return f"set spec.version: {version} in ModelDeployment {where}"
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def _describe(analysis: ExperimentAnalysis, c: Comparison) -> str:
+    p = f"always-valid p={_fmt(c.sequential_p)}" if analysis.sequential else f"p={_fmt(c.p_value)}"
+    ci = c.sequential_ci if analysis.sequential else c.ci95
+    ci_text = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+    return f"{c.treatment} vs control: difference {_fmt(c.difference)}{ci_text}, {p}"
+
+
+def decide(exp: Experiment, analysis: ExperimentAnalysis, now: dt.datetime) -> ExperimentDecision:
+    """The stopping rules and the winner (module docstring); Concluded and Stopped are kept as they are."""
+    spec, prev = exp.spec, exp.status
+    if prev.phase in (ExperimentPhase.concluded, ExperimentPhase.stopped):
+        ready = prev.condition(ConditionType.ready)
+        promotion = None
+        if prev.phase == ExperimentPhase.concluded and prev.winner:
+            promotion = _promotion(exp, analysis, prev.winner, prev.concluded_at or _now(now))
+        return ExperimentDecision(prev.phase, ready.reason if ready else prev.phase.value,
+                                  ready.message if ready else "", prev.winner, promotion)
+
+    if analysis.srm is not None and analysis.srm.mismatch:
+        observed = ", ".join(f"{a.name}={a.requests}" for a in analysis.arms)
+        expected = ", ".join(f"{a.name}={e:.0f}" for a, e in zip(analysis.arms, analysis.srm.expected))
+        return ExperimentDecision(
+            ExperimentPhase.stopped, "SampleRatioMismatch",
+            f"requests per arm ({observed}) do not follow the configured weights (expected {expected}; "
+            f"p={analysis.srm.p_value:.3g} < {SRM_ALPHA}): assignment is broken, so no result is trusted",
+        )
+
+    max_s = parse_duration(spec.stopping.max_duration) if spec.stopping.max_duration else None
+    timed_out = max_s is not None and analysis.elapsed_s >= max_s
+    need = spec.stopping.min_samples_per_variant
+    if analysis.min_outcomes < need:
+        if timed_out:
+            return _timed_out(spec.stopping.max_duration, f"arms have {_counts(analysis)} of {need} outcomes")
+        reason = "WaitingForOutcomes" if all(a.stats.n == 0 for a in analysis.arms) else "CollectingSamples"
+        return ExperimentDecision(ExperimentPhase.running, reason,
+                                  f"outcomes per arm: {_counts(analysis)}; {need} needed per arm")
+
+    better = [c for c in analysis.comparisons if c.significant and c.better]
+    gate = analysis.sequential or analysis.chi_square is None or analysis.chi_square[1] < analysis.alpha
+    if better and gate:
+        pb = {a.name: a.probability_best or 0.0 for a in analysis.arms}
+        best = max(better, key=lambda c: (pb[c.treatment], c.difference if analysis.goal == Goal.maximize
+                                          else -(c.difference or 0.0)))
+        winner = best.treatment
+        message = f"{winner} wins: {_describe(analysis, best)}, P(best)={_fmt(pb[winner])}"
+        promotion = None
+        if spec.on_success == OnSuccess.promote:
+            promotion = _promotion(exp, analysis, winner, _now(now))
+            message += f"; promoting {analysis.arm(winner).version}"
+        return ExperimentDecision(ExperimentPhase.concluded, "WinnerFound", message, winner, promotion)
+    if analysis.comparisons and gate and all(c.significant and c.better is False for c in analysis.comparisons):
+        control = analysis.arms[0].name
+        worse = "; ".join(_describe(analysis, c) for c in analysis.comparisons)
+        return ExperimentDecision(ExperimentPhase.concluded, "ControlWins",
+                                  f"every treatment is worse than {control}: {worse}", control)
+    summary = "; ".join(_describe(analysis, c) for c in analysis.comparisons)
+    if not analysis.sequential:
+        return ExperimentDecision(
+            ExperimentPhase.concluded, "NoSignificantDifference",
+            f"no treatment beats control at alpha {analysis.alpha:.3g} with {_counts(analysis)} outcomes "
+            f"(fixed horizon, analysed once): {summary}",
+        )
+    if timed_out:
+        return _timed_out(spec.stopping.max_duration, f"no significant difference: {summary}")
+    return ExperimentDecision(ExperimentPhase.running, "NotSignificantYet",
+                              f"no significant difference yet at alpha {analysis.alpha:.3g}: {summary}")
+
+
+def _counts(analysis: ExperimentAnalysis) -> str:
+    return ", ".join(f"{a.name}={a.stats.n}" for a in analysis.arms)
+
+
+def _timed_out(max_duration: str | None, why: str) -> ExperimentDecision:
+    return ExperimentDecision(ExperimentPhase.stopped, "MaxDurationReached",
+                              f"stopped after stopping.maxDuration {max_duration} without a conclusion: {why}")
+
+
+def _promotion(exp: Experiment, analysis: ExperimentAnalysis, winner: str, when: dt.datetime) -> Promotion | None:
+    if exp.spec.on_success != OnSuccess.promote or winner == analysis.arms[0].name:
+        return None
+    control, arm = analysis.arms[0], analysis.arm(winner)
+    c = analysis.comparison(winner)
+    ci = (c.sequential_ci if analysis.sequential else c.ci95) if c is not None else None
+    raw: dict[str, float | None] = {
+        "pValue": c.sequential_p if analysis.sequential else c.p_value,
+        "effect": c.difference,
+        "effectLower": ci[0] if ci else None,
+        "effectUpper": ci[1] if ci else None,
+        "lift": c.lift,
+        "probabilityBest": arm.probability_best,
+        "controlMean": control.mean,
+        "winnerMean": arm.mean,
+        "controlSamples": float(control.stats.n),
+        "winnerSamples": float(arm.stats.n),
+    } if c is not None else {}
+    numbers = {key: float(v) for key, v in raw.items() if v is not None and math.isfinite(v)}
+    thresholds = {
+        "alpha": analysis.alpha,
+        "confidence": exp.spec.stopping.confidence,
+        "minSamplesPerVariant": float(exp.spec.stopping.min_samples_per_variant),
+        "srmAlpha": SRM_ALPHA,
+    }
+    namespace, deployment = exp.metadata.namespace, exp.spec.deployment
+    decision = Decision(
+        time=when, kind=DecisionKind.promote, from_=control.version, to=arm.version, reason="ExperimentConcluded",
+        message=f"Experiment {exp.metadata.name} concluded: {arm.name} ({arm.version}) beats {control.name} "
+        f"({control.version}) on {exp.spec.metric.name.value} ({exp.spec.metric.goal.value}); "
+        f"{_describe(analysis, c) if c else ''}",
+        numbers=numbers, thresholds=thresholds, git_change=git_change(namespace, deployment, arm.version),
+    )
+    return Promotion(deployment=deployment, namespace=namespace, arm=arm.name, version=arm.version, decision=decision)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Status
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _set_condition(conditions: list[Condition], type_: str, value: bool, reason: str, message: str,
+                   generation: int | None, now: dt.datetime) -> list[Condition]:
+    # The same rule as status.set_condition (a layer peer this module may not import): lastTransitionTime moves
+    # only when the status value flips.
+    status = ConditionStatus.true if value else ConditionStatus.false
+    old = next((c for c in conditions if c.type == type_), None)
+    since = old.last_transition_time if old is not None and old.status == status else _now(now)
+    new = Condition(type=type_, status=status, reason=reason, message=message[:32768],
+                    observed_generation=generation, last_transition_time=since)
+    out = [c for c in conditions if c.type != type_] + [new]
+    order = {t.value: i for i, t in enumerate(ConditionType)}
+    return sorted(out, key=lambda c: (order.get(c.type, len(order)), c.type))
+
+
+def compute_status(
+    exp: Experiment,
+    analysis: ExperimentAnalysis,
+    decision: ExperimentDecision,
+    now: dt.datetime,
+    *,
+    checkpoints: Sequence[ReplicaCheckpoint] | None = None,
+) -> ExperimentStatus:
+    """The whole status of `exp` after this look (`checkpoints`: from merge_router_stats; None keeps the old ones).
+
+    A Concluded or Stopped experiment keeps its recorded results; only observedGeneration and conditions follow.
+    """
+    prev, generation = exp.status, exp.metadata.generation
+    kept = list(prev.checkpoints) if checkpoints is None else list(checkpoints)
+    phase = decision.phase
+    conds = list(prev.conditions)
+    conds = _set_condition(conds, ConditionType.ready, phase != ExperimentPhase.stopped, decision.reason,
+                           decision.message, generation, now)
+    conds = _set_condition(conds, ConditionType.progressing, phase == ExperimentPhase.running, decision.reason,
+                           decision.message, generation, now)
+    degraded = decision.reason == "SampleRatioMismatch"
+    conds = _set_condition(conds, ConditionType.degraded, degraded, decision.reason if degraded else "AsExpected",
+                           decision.message if degraded else "assignment follows the configuration",
+                           generation, now)
+    if prev.phase in (ExperimentPhase.concluded, ExperimentPhase.stopped):
+        return prev.model_copy(update={"observed_generation": generation, "conditions": conds})
+
+    total_requests = sum(a.requests for a in analysis.arms)
+    variants = []
+    for a in analysis.arms:
+        weight = a.weight
+        if exp.spec.strategy.type != StrategyType.weighted and total_requests:
+            weight = round(100 * a.requests / total_requests)  # bandits: the share they actually gave
+        variants.append(VariantStatus(
+            name=a.name, version=a.version, weight=weight, requests=a.requests, outcomes=a.stats.n,
+            outcome_sum=a.stats.sum, outcome_sumsq=a.stats.sumsq, mean=a.mean,
+            ci=Interval(lower=a.ci95[0], upper=a.ci95[1]) if a.ci95 else None,
+            posterior=a.posterior, probability_best=a.probability_best,
+        ))
+
+    # The effect shown is that of the treatment most likely to be best.
+    shown = None
+    if analysis.comparisons:
+        pb = {a.name: a.probability_best or 0.0 for a in analysis.arms}
+        shown = max(analysis.comparisons, key=lambda c: pb[c.treatment])
+        if decision.winner and analysis.comparison(decision.winner) is not None:
+            shown = analysis.comparison(decision.winner)
+    effect_ci = None
+    if shown is not None:
+        ci = shown.sequential_ci if analysis.sequential else shown.ci95
+        effect_ci = Interval(lower=ci[0], upper=ci[1]) if ci else None
+
+    srm = None
+    if analysis.srm is not None:
+        srm = SampleRatio(p_value=_finite(analysis.srm.p_value), mismatch=analysis.srm.mismatch)
+    final = phase in (ExperimentPhase.concluded, ExperimentPhase.stopped)
+    return ExperimentStatus(
+        observed_generation=generation,
+        conditions=conds,
+        phase=phase,
+        started_at=analysis.started_at,
+        concluded_at=_now(now) if final else None,
+        variants=variants,
+        test=analysis.test,
+        p_value=analysis.p_value,
+        effect=shown.difference if shown is not None else None,
+        effect_ci=effect_ci,
+        sample_ratio=srm,
+        leader=analysis.leader,
+        probability_best=analysis.probability_best,
+        winner=decision.winner,
+        checkpoints=kept,
+    )
