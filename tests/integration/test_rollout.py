@@ -82,9 +82,11 @@ def run_canary(kube, namespace: str) -> None:
         namespace, label_selector="mlsteward.io/deployment=iris").items)
     assert deployments == ["iris-iris-1", "iris-iris-2", "iris-router"]
 
+    # Status is written after the children are applied, so it may lag the ConfigMap by one reconcile.
     obj = wait_for(lambda: (o := get(kube, namespace, "modeldeployments", "iris"))["status"].get(
-        "observedGeneration") == 2 and o, timeout=30, what="status of generation 2")
+        "trafficSummary") == "iris-1=80,iris-2=20" and o, timeout=30, what="status of the step 0 split")
     status = obj["status"]
+    assert status["observedGeneration"] == 2
     assert status["rollout"] == {"phase": "Progressing", "step": 0, "targetVersion": "iris-2"}
     assert status["trafficSummary"] == "iris-1=80,iris-2=20"
     assert (status["servingVersion"], status["stableVersion"]) == ("iris-1", "iris-1")
