@@ -114,6 +114,8 @@ def ready(md: str, version: str) -> Any:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--image", required=True)
+    ap.add_argument("--host-curl", action="store_true",
+                    help="Also curl the Service's ClusterIP from this machine (the local cluster's node is this host).")
     args = ap.parse_args()
     models = ROOT / "_out" / "demo" / "models"
 
@@ -146,6 +148,13 @@ def main() -> int:
             for line in (models / "validation.csv").read_text().splitlines()[1:3]]
     step(f"A prediction through the Service: POST {url}")
     print(predict(url, {"instances": rows}, "demo-predict-1", args.image))
+    if args.host_curl:
+        ip = get("service", MD)["spec"]["clusterIP"]
+        body = json.dumps({"instances": rows[:1]})
+        step(f"The same with curl from this machine (the node): curl -s http://{ip}:8080/predict "
+             "-H 'content-type: application/json' -d '{\"instances\": [[...30 numbers...]]}'")
+        print(sh("curl", "-s", "--max-time", "10", f"http://{ip}:8080/predict", "-H", "content-type: application/json",
+                 "-d", body))
 
     step(f"Switching {MD} to {mvs[1]['metadata']['name']} (kubectl patch spec.version, as a Git change would)")
     sh("kubectl", "patch", "modeldeployment", MD, "-n", NS, "--type=merge", "-p",

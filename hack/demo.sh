@@ -15,8 +15,10 @@ case "$CLUSTER" in
     export PATH="$(mls_bin_path):$PATH"
     hack/image.sh
     IMAGE="$(cat _out/image-tag)"
+    DEMO_ARGS=(--host-curl)
     ;;
   kind)
+    DEMO_ARGS=()
     # Where Docker exists: the same demo on kind. The image is built with the Dockerfile and loaded into the node.
     command -v kind >/dev/null && command -v docker >/dev/null || die "CLUSTER=kind needs kind and docker on PATH"
     export PATH="$(mls_bin_path):$PATH"
@@ -32,4 +34,4 @@ esac
 log "Installing the chart (image $IMAGE)"
 helm upgrade --install mlsteward charts/mlsteward -n mlsteward-system --create-namespace \
   --set "image.repository=${IMAGE%:*}" --set "image.tag=${IMAGE##*:}" --wait --timeout 240s >/dev/null
-"$PY" hack/demo.py --image "$IMAGE"
+"$PY" hack/demo.py --image "$IMAGE" "${DEMO_ARGS[@]}"
