@@ -42,7 +42,7 @@ from mlsteward_operator.api.driftmonitor import (
     Report,
 )
 from mlsteward_operator.render import dns_name
-from mlsteward_operator.status import set_condition
+from mlsteward_operator.conventions import second, set_condition
 
 if TYPE_CHECKING:
     from mlsteward_runtime.stats.drift import DriftReport, DriftThresholds, FeatureDrift
@@ -144,7 +144,7 @@ def thresholds_of(dm: DriftMonitor) -> DriftThresholds:
 
 def pool_seed(dm: DriftMonitor, now: dt.datetime) -> int:
     """Seed of the subsample drawn when pooling: fixed by the monitor and the check time, so a re-run agrees."""
-    key = f"{dm.metadata.uid or dm.metadata.name}@{_second(now).isoformat()}"
+    key = f"{dm.metadata.uid or dm.metadata.name}@{second(now).isoformat()}"
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
 
 
@@ -166,7 +166,7 @@ def analyse(
     # Imported here rather than at the top: scipy is slow to import and only this step needs it.
     from mlsteward_runtime.stats.drift import drift_report, pool_windows
 
-    time = _second(now)
+    time = second(now)
     used = [w for w in windows if version is None or w.version == version]
     replicas = tuple(sorted({w.replica for w in used}))
     if version is None:
@@ -315,12 +315,12 @@ def streak_of(status: DriftMonitorStatus, verdict: DriftVerdict) -> tuple[int, l
 def decide(dm: DriftMonitor, verdict: DriftVerdict, now: dt.datetime) -> DriftDecision:
     """Whether to act on this check, which actions, and why (see the module docstring for the rule)."""
     spec, prev = dm.spec, dm.status
-    now = _second(now)
+    now = second(now)
     consecutive = spec.consecutive
     streak, history = streak_of(prev, verdict)
     last = prev.last_action
     cooldown = dt.timedelta(seconds=parse_duration(spec.cooldown))
-    cooldown_until = _second(last.time) + cooldown if last is not None else None
+    cooldown_until = second(last.time) + cooldown if last is not None else None
 
     if verdict.report is None:
         return DriftDecision(
@@ -329,7 +329,7 @@ def decide(dm: DriftMonitor, verdict: DriftVerdict, now: dt.datetime) -> DriftDe
         )
 
     repeated = bool(prev.history) and prev.history[-1].time == verdict.time
-    if repeated and last is not None and _second(last.time) >= verdict.time:
+    if repeated and last is not None and second(last.time) >= verdict.time:
         # This very check was already acted on and recorded (the same check run again, e.g. after a restart that
         # followed the status write): nothing new to do, but the controller should make sure the Job exists.
         return DriftDecision(
@@ -341,7 +341,7 @@ def decide(dm: DriftMonitor, verdict: DriftVerdict, now: dt.datetime) -> DriftDe
 
     # The breaches that count towards the next action: those after the last one.
     run = history[len(history) - _trailing(history):]
-    after = [e for e in run if last is None or e.time > _second(last.time)]
+    after = [e for e in run if last is None or e.time > second(last.time)]
     if len(after) == len(run):
         since_action = streak  # no action, or one older than the whole streak (which may outrun the history)
     else:
@@ -393,7 +393,7 @@ def retrain_job_name(monitor: str, breach_started: dt.datetime) -> str:
     The breach, not the time of the decision, names the Job: a restarted operator that decides again on the same
     breach derives the same name, and applying it finds the Job already there.
     """
-    return dns_name(monitor, "retrain", _second(breach_started).strftime("%Y%m%d%H%M%S"))
+    return dns_name(monitor, "retrain", second(breach_started).strftime("%Y%m%d%H%M%S"))
 
 
 def _evidence(dm: DriftMonitor, verdict: DriftVerdict, streak: int, since_action: int) -> dict[str, Any]:
@@ -436,7 +436,7 @@ def compute_status(
     """
     prev = dm.status
     generation = dm.metadata.generation
-    now = _second(now)
+    now = second(now)
     _, history = streak_of(prev, verdict)
 
     last_action = prev.last_action
@@ -453,7 +453,7 @@ def compute_status(
     conds = set_condition(conds, ConditionType.ready, *ready, generation=generation, now=now)
 
     acted_now = (last_action is not None and verdict.report is not None
-                 and _second(last_action.time) >= verdict.time)
+                 and second(last_action.time) >= verdict.time)
     if decision.reason == "BreachPending":
         progressing = (True, "BreachPending", decision.message)
     elif acted_now:
@@ -497,15 +497,8 @@ def _kept_degraded(prev: DriftMonitorStatus, verdict: DriftVerdict) -> tuple[boo
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _second(now: dt.datetime) -> dt.datetime:
-    # Kubernetes timestamps have one-second resolution; comparing finer times would break after a round trip.
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=dt.UTC)
-    return now.astimezone(dt.UTC).replace(microsecond=0)
-
-
 def _rfc3339(t: dt.datetime) -> str:
-    return _second(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return second(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _finite(x: float | None) -> float | None:

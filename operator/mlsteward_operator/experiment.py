@@ -51,7 +51,7 @@ from mlsteward_runtime.contracts import RouterStats
 from mlsteward_runtime.stats import ab
 from scipy import stats as st
 
-from mlsteward_operator.api.common import Condition, ConditionStatus, ConditionType, parse_duration
+from mlsteward_operator.api.common import MAX_MESSAGE, ConditionType, parse_duration
 from mlsteward_operator.api.experiment import (
     Experiment,
     ExperimentPhase,
@@ -68,6 +68,7 @@ from mlsteward_operator.api.experiment import (
     VariantStatus,
 )
 from mlsteward_operator.api.modeldeployment import Decision, DecisionKind
+from mlsteward_operator.conventions import second, set_condition
 
 SRM_ALPHA = 0.001  # the customary alarm level: a mismatch means broken assignment, not a chance imbalance
 TAU_STD = 0.1  # mSPRT mixing scale in standard deviations of the metric (mlsteward_runtime.stats.ab.msprt)
@@ -300,12 +301,6 @@ def _posterior(arm: ab.ArmStats, kind: MetricKind) -> Posterior | None:
     return Posterior(family=PosteriorFamily.normal, mean=arm.mean, sd=math.sqrt(arm.var / arm.n))
 
 
-def _now(now: dt.datetime) -> dt.datetime:
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=dt.UTC)
-    return now.astimezone(dt.UTC).replace(microsecond=0)
-
-
 def _previous_sequential_p(status: ExperimentStatus) -> float:
     if status.p_value is not None and (status.test or "").startswith(SEQUENTIAL_PREFIX):
         return status.p_value
@@ -325,10 +320,10 @@ def analyse(
     metric: ab.Metric = "binary" if kind == MetricKind.binary else "continuous"
     alpha = 1 - spec.stopping.confidence
     sequential = spec.stopping.sequential
-    started_at = prev.started_at or _now(now)
+    started_at = prev.started_at or second(now)
     if started_at.tzinfo is None:
         started_at = started_at.replace(tzinfo=dt.UTC)
-    elapsed = max(0.0, (_now(now) - started_at).total_seconds())
+    elapsed = max(0.0, (second(now) - started_at).total_seconds())
 
     counts = [_as_totals(totals.get(v.version)) for v in spec.variants]
     stats = [c.outcomes for c in counts]
@@ -473,7 +468,7 @@ def decide(exp: Experiment, analysis: ExperimentAnalysis, now: dt.datetime) -> E
         ready = prev.condition(ConditionType.ready)
         promotion = None
         if prev.phase == ExperimentPhase.concluded and prev.winner:
-            promotion = _promotion(exp, analysis, prev.winner, prev.concluded_at or _now(now))
+            promotion = _promotion(exp, analysis, prev.winner, prev.concluded_at or second(now))
         return ExperimentDecision(prev.phase, ready.reason if ready else prev.phase.value,
                                   ready.message if ready else "", prev.winner, promotion)
 
@@ -506,7 +501,7 @@ def decide(exp: Experiment, analysis: ExperimentAnalysis, now: dt.datetime) -> E
         message = f"{winner} wins: {_describe(analysis, best)}, P(best)={_fmt(pb[winner])}"
         promotion = None
         if spec.on_success == OnSuccess.promote:
-            promotion = _promotion(exp, analysis, winner, _now(now))
+            promotion = _promotion(exp, analysis, winner, second(now))
             message += f"; promoting {analysis.arm(winner).version}"
         return ExperimentDecision(ExperimentPhase.concluded, "WinnerFound", message, winner, promotion)
     if analysis.comparisons and gate and all(c.significant and c.better is False for c in analysis.comparisons):
@@ -577,20 +572,6 @@ def _promotion(exp: Experiment, analysis: ExperimentAnalysis, winner: str, when:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _set_condition(conditions: list[Condition], type_: str, value: bool, reason: str, message: str,
-                   generation: int | None, now: dt.datetime) -> list[Condition]:
-    # The same rule as status.set_condition (a layer peer this module may not import): lastTransitionTime moves
-    # only when the status value flips.
-    status = ConditionStatus.true if value else ConditionStatus.false
-    old = next((c for c in conditions if c.type == type_), None)
-    since = old.last_transition_time if old is not None and old.status == status else _now(now)
-    new = Condition(type=type_, status=status, reason=reason, message=message[:32768],
-                    observed_generation=generation, last_transition_time=since)
-    out = [c for c in conditions if c.type != type_] + [new]
-    order = {t.value: i for i, t in enumerate(ConditionType)}
-    return sorted(out, key=lambda c: (order.get(c.type, len(order)), c.type))
-
-
 def compute_status(
     exp: Experiment,
     analysis: ExperimentAnalysis,
@@ -607,14 +588,15 @@ def compute_status(
     kept = list(prev.checkpoints) if checkpoints is None else list(checkpoints)
     phase = decision.phase
     conds = list(prev.conditions)
-    conds = _set_condition(conds, ConditionType.ready, phase != ExperimentPhase.stopped, decision.reason,
-                           decision.message, generation, now)
-    conds = _set_condition(conds, ConditionType.progressing, phase == ExperimentPhase.running, decision.reason,
-                           decision.message, generation, now)
+    message = decision.message[:MAX_MESSAGE]
+    conds = set_condition(conds, ConditionType.ready, phase != ExperimentPhase.stopped, decision.reason, message,
+                          generation=generation, now=now)
+    conds = set_condition(conds, ConditionType.progressing, phase == ExperimentPhase.running, decision.reason,
+                          message, generation=generation, now=now)
     degraded = decision.reason == "SampleRatioMismatch"
-    conds = _set_condition(conds, ConditionType.degraded, degraded, decision.reason if degraded else "AsExpected",
-                           decision.message if degraded else "assignment follows the configuration",
-                           generation, now)
+    conds = set_condition(conds, ConditionType.degraded, degraded, decision.reason if degraded else "AsExpected",
+                          message if degraded else "assignment follows the configuration",
+                          generation=generation, now=now)
     if prev.phase in (ExperimentPhase.concluded, ExperimentPhase.stopped):
         return prev.model_copy(update={"observed_generation": generation, "conditions": conds})
 
@@ -652,7 +634,7 @@ def compute_status(
         conditions=conds,
         phase=phase,
         started_at=analysis.started_at,
-        concluded_at=_now(now) if final else None,
+        concluded_at=second(now) if final else None,
         variants=variants,
         test=analysis.test,
         p_value=analysis.p_value,

@@ -30,6 +30,7 @@ from mlsteward_operator.api.common import API_VERSION, ObjectMeta
 from mlsteward_operator.api.modeldeployment import ModelDeployment, Resources, TrafficEntry
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
+from mlsteward_operator.conventions import ANNOTATION_TRAFFIC
 from mlsteward_operator.errors import InvalidSpec, NotReady
 
 MANAGED_BY = "mlsteward"
@@ -39,9 +40,6 @@ LABEL_MODEL = "mlsteward.io/model"
 LABEL_MODELVERSION = "mlsteward.io/modelversion"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 ANNOTATION_CONFIG_HASH = "mlsteward.io/config-hash"
-# On the router's pod template: the weight table its configuration carries, e.g. `iris-v1=100`. Once the router
-# Deployment has rolled out, this says what every router pod routes by (status.observe_router reads it).
-ANNOTATION_TRAFFIC = "mlsteward.io/traffic"
 ANNOTATION_SPEC_HASH = "mlsteward.io/spec-hash"
 
 # A serving pod that is told to stop keeps accepting connections for a few seconds first: endpoints and

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from mlsteward_runtime.contracts import ArtifactRef, ValidationResult
 from pydantic import BaseModel, ValidationError
 
-from mlsteward_operator.api.common import MAX_DECISIONS, Condition, ConditionStatus, ConditionType
+from mlsteward_operator.api.common import MAX_DECISIONS, Condition, ConditionType
 from mlsteward_operator.api.modeldeployment import (
     Decision,
     DecisionKind,
@@ -37,47 +37,13 @@ from mlsteward_operator.api.modeldeployment import (
     TrafficEntry,
 )
 from mlsteward_operator.api.modelversion import ModelVersion, ModelVersionStatus, VersionPhase, VersionReason
+# set_condition lives in conventions so that every controller shares one copy; it stays importable from here.
+from mlsteward_operator.conventions import ANNOTATION_TRAFFIC, second, set_condition
 
-ANNOTATION_TRAFFIC = "mlsteward.io/traffic"  # same key as render.ANNOTATION_TRAFFIC (render and status are peers)
 
 # --------------------------------------------------------------------------------------------------------------
 # Conditions, decisions, change detection
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _status_value(value: bool | str | ConditionStatus) -> ConditionStatus:
-    if isinstance(value, bool):
-        return ConditionStatus.true if value else ConditionStatus.false
-    return ConditionStatus(value)
-
-
-def set_condition(
-    conditions: Sequence[Condition],
-    type_: str,
-    status: bool | str | ConditionStatus,
-    reason: str,
-    message: str,
-    *,
-    generation: int | None,
-    now: dt.datetime,
-) -> list[Condition]:
-    """A copy of `conditions` with `type_` set. lastTransitionTime changes only when the status value flips;
-    a new reason or message alone keeps it (so "how long has it been not Ready" stays true)."""
-    value = _status_value(status)
-    previous = next((c for c in conditions if c.type == type_), None)
-    since = previous.last_transition_time if previous is not None and previous.status == value else _second(now)
-    updated = Condition(
-        type=type_, status=value, reason=reason, message=message, observed_generation=generation,
-        last_transition_time=since,
-    )
-    out = [c for c in conditions if c.type != type_]
-    out.append(updated)
-    order = {t.value: i for i, t in enumerate(ConditionType)}
-    return sorted(out, key=lambda c: (order.get(c.type, len(order)), c.type))
-
-
-def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | None:
-    return next((c for c in conditions if c.type == type_), None)
 
 
 def append_decision(
@@ -128,13 +94,6 @@ def status_changed(old: BaseModel | Mapping[str, Any] | None, new: BaseModel | M
         except ValidationError:
             return True
     return _plain(old) != _plain(new)
-
-
-def _second(now: dt.datetime) -> dt.datetime:
-    # Kubernetes timestamps have one-second resolution; a finer one would differ after a round trip.
-    if now.tzinfo is None:
-        now = now.replace(tzinfo=dt.UTC)
-    return now.astimezone(dt.UTC).replace(microsecond=0)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -303,7 +262,7 @@ def compute_version_status(mv: ModelVersion, job_name: str, job: JobState, now: 
             signature=result.signature,
             golden=result.golden,
             reference=result.reference if isinstance(result.reference, ArtifactRef) else None,
-            validated_at=_second(now),
+            validated_at=second(now),
         )
     elif job.failed:
         status = ModelVersionStatus(
@@ -312,7 +271,7 @@ def compute_version_status(mv: ModelVersion, job_name: str, job: JobState, now: 
             reason=VersionReason.job_failed,
             message=f"validation Job {job_name} failed without a result: "
             f"{job.failure_reason or 'unknown'}: {job.failure_message or ''}".rstrip(": "),
-            validated_at=_second(now),
+            validated_at=second(now),
         )
     elif job.succeeded:
         status = ModelVersionStatus(
@@ -320,7 +279,7 @@ def compute_version_status(mv: ModelVersion, job_name: str, job: JobState, now: 
             phase=VersionPhase.failed,
             reason=VersionReason.invalid_result,
             message=f"validation Job {job_name} succeeded but left no readable result in its termination message",
-            validated_at=_second(now),
+            validated_at=second(now),
         )
     elif job.exists:
         status = ModelVersionStatus(
@@ -424,14 +383,14 @@ def compute_deployment_status(
     decisions = list(prev.decisions)
     for facts in getattr(plan, "decisions", ()):
         decisions = append_decision(decisions, Decision(
-            time=_second(now), kind=DecisionKind(facts.kind), from_=facts.from_, to=facts.to, reason=facts.reason,
+            time=second(now), kind=DecisionKind(facts.kind), from_=facts.from_, to=facts.to, reason=facts.reason,
             message=facts.message, numbers=dict(facts.numbers), thresholds=dict(facts.thresholds),
             git_change=git_change(md, facts.git_version) if facts.git_version else None,
         ))
     planned = getattr(plan, "rollout", None)
     if serving and prev.serving_version != serving:
         decisions = append_decision(decisions, Decision(
-            time=_second(now), kind=DecisionKind.rollout, from_=prev.serving_version, to=serving,
+            time=second(now), kind=DecisionKind.rollout, from_=prev.serving_version, to=serving,
             reason="RolloutComplete",
             message=f"{serving} serves all traffic"
             + (f" (was {prev.serving_version})" if prev.serving_version else ""),
@@ -440,7 +399,7 @@ def compute_deployment_status(
     if plan.degraded is not None and serving and serving != wanted and not held_by_rollout:
         # (A rolled back or paused canary recorded its own decision, with the numbers.)
         decisions = append_decision(decisions, Decision(
-            time=_second(now), kind=DecisionKind.hold, from_=serving, to=serving, reason=plan.degraded.reason,
+            time=second(now), kind=DecisionKind.hold, from_=serving, to=serving, reason=plan.degraded.reason,
             message=f"{plan.degraded.message}; {serving} keeps serving",
             git_change=git_change(md, serving),
         ))
@@ -485,7 +444,7 @@ def compute_deployment_status(
         else:
             phase = RolloutPhase.stable
         target = None if phase == RolloutPhase.stable else wanted
-        started = _second(now)
+        started = second(now)
         if prev.rollout is not None and prev.rollout.phase == phase and prev.rollout.target_version == target:
             started = prev.rollout.step_started_at or started
         rollout = RolloutStatus(phase=phase, target_version=target, step_started_at=started)
