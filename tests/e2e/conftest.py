@@ -24,6 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NS = "mlsteward-system"
+KUBECTL = os.environ.get("KUBECTL", "kubectl")
 
 
 def image() -> str:
@@ -36,14 +37,14 @@ def image() -> str:
 
 
 def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
-    proc = subprocess.run(["kubectl", *args], input=input, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([KUBECTL, *args], input=input, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
 
 
 def kget(kind: str, name: str, ns: str) -> dict[str, Any] | None:
-    proc = subprocess.run(["kubectl", "get", kind, name, "-n", ns, "-o", "json"], capture_output=True, text=True)
+    proc = subprocess.run([KUBECTL, "get", kind, name, "-n", ns, "-o", "json"], capture_output=True, text=True)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
@@ -63,7 +64,7 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interva
     while True:
         try:
             last = predicate()
-        except (AssertionError, subprocess.SubprocessError, ValueError) as exc:
+        except (AssertionError, subprocess.SubprocessError, ValueError, OSError) as exc:
             last = exc
         else:
             if last:

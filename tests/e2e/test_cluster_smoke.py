@@ -11,42 +11,17 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-KUBECTL = os.environ.get("KUBECTL", "kubectl")
+from .conftest import kubectl, wait_for
+
 IMAGE = os.environ.get("MLSTEWARD_SMOKE_IMAGE", "mlsteward.local/busybox:1.35")
 MARKER = f"smoke-{uuid.uuid4().hex[:8]}"
 HTTP_GET = 'printf "GET / HTTP/1.0\\r\\n\\r\\n" | nc -w 3 {host} {port}'
-
-
-def kubectl(*args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> str:
-    proc = subprocess.run([KUBECTL, *args], input=input, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc.stdout
-
-
-def wait_for(probe: Callable[[], Any], *, timeout: float, what: str, interval: float = 1.0) -> Any:
-    """Polls `probe` until it returns something truthy; on timeout fails with the last thing it saw."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = probe()
-        except (AssertionError, subprocess.SubprocessError, ValueError, OSError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}; last observed: {last!r}")
-        time.sleep(interval)
 
 
 def get(kind: str, name: str, ns: str | None = None) -> dict[str, Any]:

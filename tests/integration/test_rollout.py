@@ -33,8 +33,6 @@ def router_config(kube, ns: str, md: str) -> dict | None:
 
 
 def test_canary_renders_the_first_split_and_rollout_step_zero(kube, namespace):
-    from kubernetes import client
-
     from mlsteward_operator.main import OperatorThread
 
     # Both versions hold their verdict before the operator starts (it would otherwise race to write Validating).
