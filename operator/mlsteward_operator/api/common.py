@@ -242,6 +242,31 @@ class SecretKeyRef(ApiModel):
     key: Annotated[str, Field(min_length=1, max_length=MAX_SHORT)] = Field(description="Key within the Secret.")
 
 
+class ServingRequestKind(StrEnum):
+    promote = "Promote"
+    rollback = "Rollback"
+
+
+class ServingRequest(ApiModel):
+    """What an Experiment or a DriftMonitor asks of its ModelDeployment: serve another version than spec.version.
+
+    It lives in the asking object's status; the ModelDeployment's own reconcile is the only writer of what is
+    served. It applies the request once (status.override of the ModelDeployment records it, with a Promote or
+    Rollback entry in status.decisions), and only while `fromVersion` is still the served version, so a stale
+    request never moves traffic. Rollback without `version` means the ModelDeployment's previous stable version.
+    """
+
+    kind: ServingRequestKind = Field(description="Promote (serve `version`) or Rollback (serve the previous one).")
+    version: ShortText | None = Field(
+        default=None, description="ModelVersion to serve; unset for Rollback: the previous stable version.")
+    from_version: ShortText = Field(description="The version served when this was decided; applies only while it is.")
+    time: dt.datetime = Field(description="When it was decided; a request is applied at most once.")
+    reason: ShortText = Field(description="CamelCase reason, e.g. ExperimentConcluded, DriftDetected.")
+    message: Annotated[str, Field(max_length=4096)] = Field(default="", description="Why, in words.")
+    numbers: dict[str, float] = Field(default_factory=dict, description="Measurements it was based on.")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="Thresholds they were compared with.")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Kind registry (crdgen and the kopf layer read it)
 # --------------------------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from mlsteward_operator.api.common import (
     ObjectName,
     Percent,
     PrinterColumn,
+    ServingRequest,
     ShortText,
     StatusBase,
     cel,
@@ -281,6 +282,8 @@ class ExperimentStatus(StatusBase):
     leader: ShortText | None = Field(default=None, description="Arm currently most likely to be best.")
     probability_best: float | None = Field(default=None, description="P(best) of the leader.")
     winner: ShortText | None = Field(default=None, description="Arm declared the winner, once concluded.")
+    serving_request: ServingRequest | None = Field(
+        default=None, description="With onSuccess Promote: the winner, for the ModelDeployment to serve.")
     checkpoints: list[ReplicaCheckpoint] = Field(
         default_factory=list, description="Last counters per router replica (restart-safe merging)."
     )

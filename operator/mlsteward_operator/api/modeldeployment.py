@@ -303,6 +303,18 @@ class Decision(ApiModel):
     )
 
 
+class ServingOverride(ApiModel):
+    """A version served instead of spec.version, on a request from an Experiment (Promote) or a DriftMonitor
+    (Rollback). It holds while spec.version is still `specVersion`: a commit that changes spec.version ends it (and
+    setting spec.version to `version` makes Git say what is served)."""
+
+    version: ShortText = Field(description="The version served instead of spec.version.")
+    spec_version: ShortText = Field(description="spec.version when the request was applied.")
+    kind: ShortText = Field(description="Promote or Rollback.")
+    source: ShortText = Field(description="Who asked, e.g. Experiment/iris-ab or DriftMonitor/iris-drift.")
+    time: dt.datetime = Field(description="Time of the request (each request is applied once).")
+
+
 class ModelDeploymentStatus(StatusBase):
     """What is served and why."""
 
@@ -317,6 +329,10 @@ class ModelDeploymentStatus(StatusBase):
     )
     rollout: RolloutStatus | None = Field(default=None, description="Rollout phase and step.")
     url: ShortText | None = Field(default=None, description="In-cluster URL of the Service `<name>`.")
+    previous_version: ShortText | None = Field(
+        default=None, description="The stable version before stableVersion: where a Rollback goes once a rollout is done.")
+    override: ServingOverride | None = Field(
+        default=None, description="A version served instead of spec.version (promotion or rollback), while it holds.")
     experiment: ShortText | None = Field(default=None, description="Experiment currently steering the traffic.")
     decisions: Annotated[list[Decision], Field(max_length=MAX_DECISIONS)] = Field(
         default_factory=list, description=f"The last {MAX_DECISIONS} decisions, oldest first."
