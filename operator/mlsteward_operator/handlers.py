@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from mlsteward_operator import k8s, reconcile
+from mlsteward_operator import k8s, reconcile, reconcile_experiment
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.errors import InvalidSpec, NotReady
 
@@ -22,6 +22,7 @@ GROUP, VERSION = "mlsteward.io", "v1alpha1"
 # Seconds between timer reconciles: short while something is in motion, since a user is watching.
 VERSION_INTERVAL = 3.0
 DEPLOYMENT_INTERVAL = 3.0
+EXPERIMENT_INTERVAL = 5.0
 
 
 @kopf.on.login()
@@ -77,3 +78,20 @@ async def modeldeployment_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf
 @kopf.timer(GROUP, VERSION, "modeldeployments", interval=DEPLOYMENT_INTERVAL)
 async def modeldeployment_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     await _run(reconcile.reconcile_deployment, body, patch, memo)
+
+
+def _experiment_open(status: kopf.Status, **_: Any) -> bool:
+    """An Experiment is looked at until it is Concluded or Stopped."""
+    return status.get("phase") not in ("Concluded", "Stopped")
+
+
+@kopf.on.create(GROUP, VERSION, "experiments")
+@kopf.on.update(GROUP, VERSION, "experiments", field="spec")
+@kopf.on.resume(GROUP, VERSION, "experiments")
+async def experiment_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run(reconcile_experiment.reconcile_experiment, body, patch, memo)
+
+
+@kopf.timer(GROUP, VERSION, "experiments", interval=EXPERIMENT_INTERVAL, when=_experiment_open)
+async def experiment_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run(reconcile_experiment.reconcile_experiment, body, patch, memo)

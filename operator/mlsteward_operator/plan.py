@@ -465,3 +465,113 @@ def _whole(now: dt.datetime) -> dt.datetime:
     if now.tzinfo is None:
         now = now.replace(tzinfo=dt.UTC)
     return now.astimezone(dt.UTC).replace(microsecond=0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Serving requests (promotion by an Experiment, rollback by a DriftMonitor) and Experiment splits
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    """A ServingRequest read from an Experiment's or a DriftMonitor's status (api.common.ServingRequest)."""
+
+    source: str  # e.g. Experiment/iris-ab
+    kind: str  # Promote | Rollback
+    version: str | None
+    from_version: str
+    time: dt.datetime
+    reason: str
+    message: str = ""
+    numbers: Mapping[str, float] = field(default_factory=dict)
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Override:
+    """status.override: `version` is served instead of spec.version while spec.version is `spec_version`."""
+
+    version: str
+    spec_version: str
+    kind: str
+    source: str
+    time: dt.datetime
+    ended_at: dt.datetime | None = None
+
+    def holds(self, spec_version: str) -> bool:
+        return self.ended_at is None and self.spec_version == spec_version
+
+
+def resolve_override(spec_version: str, serving: str | None, stable: str | None, previous: str | None,
+                     rollout_target: str | None, current: Override | None, requests: tuple[Request, ...],
+                     ready: Mapping[str, bool], now: dt.datetime) -> tuple[Override | None, DecisionFacts | None]:
+    """The override after this reconcile, and the decision when a request was applied now (pure).
+
+    - An override ends (kept, with `ended_at`, as the record of the last request applied) once spec.version is no
+      longer the one it was applied under: Git has moved on, and spec.version is what is wanted again.
+    - A request applies once (only requests newer than the last one applied), and only while its `from_version`
+      is still the served version: a stale request never moves traffic.
+    - Promote serves `version`. Rollback serves the stable version while a rollout to `rollout_target` is under
+      way (the canary is abandoned), else the previous stable version. A target that is not Ready, or no target
+      at all, leaves things as they are and the request waits (a later reconcile may apply it).
+    """
+    if current is not None and current.ended_at is None and current.spec_version != spec_version:
+        current = Override(current.version, current.spec_version, current.kind, current.source, current.time,
+                           ended_at=_whole(now))
+    last_time = current.time if current is not None else None
+    for req in sorted(requests, key=lambda r: (r.time, r.source)):
+        if last_time is not None and req.time <= last_time:
+            continue
+        if serving is None or req.from_version != serving:
+            continue
+        leaving = serving
+        if req.kind == "Promote":
+            target = req.version
+        elif rollout_target not in (None, serving):
+            target, leaving = stable, rollout_target  # abandon the canary: the stable version alone
+        else:
+            target = previous if stable == serving else stable
+        if target is None or target == leaving or not ready.get(target):
+            continue
+        override = Override(target, spec_version, req.kind, req.source, req.time)
+        where = f"{req.source}: " if req.source else ""
+        decision = DecisionFacts(req.kind, leaving, target, req.reason,
+                                 f"{where}{req.message or req.reason}; serving {target} instead of {leaving}",
+                                 dict(req.numbers), dict(req.thresholds), git_version=target)
+        return override, decision
+    return current, None
+
+
+def effective_version(spec_version: str, override: Override | None) -> str:
+    """The version the plan works towards: an override's while it holds, else spec.version."""
+    return override.version if override is not None and override.holds(spec_version) else spec_version
+
+
+def experiment_blocker(plan: Plan, control: str, versions: Mapping[str, VersionFacts], model: str | None) -> str | None:
+    """Why an Experiment's split cannot run on top of `plan` now, or None when it can.
+
+    It runs only on a settled deployment (no rollout, nothing degraded), whose served version is the control's,
+    with every variant's ModelVersion Ready and of the served model.
+    """
+    if plan.serving is None:
+        return "the ModelDeployment serves nothing yet"
+    if plan.progressing is not None or plan.degraded is not None or plan.rollout is not None:
+        problem = plan.progressing or plan.degraded
+        return f"the ModelDeployment is not settled ({problem.reason if problem else 'rollout under way'})"
+    if control != plan.serving:
+        return f"the control version {control} is not the served version {plan.serving}"
+    for name, facts in versions.items():
+        if not facts.exists:
+            return f"ModelVersion {name} does not exist"
+        if facts.phase != "Ready":
+            return f"ModelVersion {name} is {facts.phase or 'Pending'}, not Ready"
+        if model and facts.model != model:
+            return f"ModelVersion {name} is of model {facts.model}, not {model}"
+    return None
+
+
+def with_experiment(plan: Plan, arms: Mapping[str, int], control: str) -> Plan:
+    """`plan` with the Experiment's split: a predictor per arm, the arms' weight table, the control as fallback."""
+    live = tuple(dict.fromkeys([*plan.live, *arms]))
+    return Plan(live=live, router_target=plan.router_target, serving=plan.serving, stable=plan.stable,
+                traffic=dict(arms), fallback=control, rollout=plan.rollout, decisions=plan.decisions)

@@ -15,6 +15,7 @@ statistics (`k8s.Client.router_stats`); the plan takes the step's baseline from 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping
@@ -23,20 +24,27 @@ from typing import Any
 from pydantic import ValidationError
 
 from mlsteward_operator import k8s, render, status
-from mlsteward_operator.api.common import parse_duration
-from mlsteward_operator.api.modeldeployment import ModelDeployment, RolloutStatus
+from mlsteward_operator.api.common import ServingRequest, parse_duration
+from mlsteward_operator.api.experiment import Experiment
+from mlsteward_operator.api.modeldeployment import ModelDeployment, RolloutStatus, ServingOverride
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.errors import InvalidSpec
+from mlsteward_operator.conventions import parse_object
 from mlsteward_operator.plan import (
     Counters,
     Gates,
     Observed,
+    Override,
     Plan,
+    Request,
     RolloutSpec,
     RolloutState,
     VersionFacts,
+    effective_version,
+    experiment_blocker,
     plan_rollout,
+    resolve_override,
+    with_experiment,
 )
 
 log = logging.getLogger(__name__)
@@ -54,12 +62,7 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
 
 
 def _parse(model: type[Any], body: Mapping[str, Any]) -> Any:
-    try:
-        return model.model_validate(dict(body))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise InvalidSpec(f"{where}: {first.get('msg')}", field=where) from None
+    return parse_object(model, body)
 
 
 def _now() -> dt.datetime:
@@ -128,47 +131,98 @@ async def _versions(client: k8s.Client, ns: str, names: set[str]) -> dict[str, M
 
 async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,
                                now: dt.datetime | None = None) -> dict[str, Any] | None:
-    """Brings the children of a ModelDeployment in line with its spec and what its versions allow."""
+    """Brings the children of a ModelDeployment in line with its spec and what its versions allow.
+
+    Besides spec.version, two kinds of objects steer what is served, and this reconcile is the only one that acts
+    on them: an Experiment on this deployment (its arms are rendered and the router splits traffic between them
+    while it runs) and the ServingRequests in the status of Experiments and DriftMonitors (a promotion or a
+    rollback, applied once and recorded as status.override and a decision; see plan.resolve_override).
+    """
     now = now or _now()
     md: ModelDeployment = _parse(ModelDeployment, body)
     ns, name = md.metadata.namespace, md.metadata.name
     serving_name = md.status.serving_version
-    versions = await _versions(client, ns, {md.spec.version, *([serving_name] if serving_name else [])})
+    experiments = [e for e in await client.list(GROUP_VERSION, "Experiment", ns)
+                   if (e.get("spec") or {}).get("deployment") == name]
+    monitors = [m for m in await client.list(GROUP_VERSION, "DriftMonitor", ns)
+                if (m.get("spec") or {}).get("deployment") == name]
+    requests = serving_requests(experiments, "Experiment") + serving_requests(monitors, "DriftMonitor")
+    active = active_experiment(experiments)
+    arms = {v.version: v.weight for v in active.spec.variants} if active is not None else {}
+    control = active.spec.variants[0].version if active is not None else None
+
+    prev_override = override_of(md.status.override)
+    s = md.status
+    rollout_target = s.rollout.target_version if s.rollout is not None and s.rollout.phase.value == "Progressing" \
+        else None
+    names = {md.spec.version, *(n for n in (serving_name, s.stable_version, s.previous_version) if n),
+             *([prev_override.version] if prev_override else []), *(r.version for r in requests if r.version), *arms}
+    versions = await _versions(client, ns, names)
+    ready = {n: mv.status.phase.value == "Ready" for n, mv in versions.items()}
+    override, applied = resolve_override(md.spec.version, serving_name, s.stable_version, s.previous_version,
+                                         rollout_target, prev_override, requests, ready, now)
+    wanted = effective_version(md.spec.version, override)
 
     deployments = {d["metadata"]["name"]: d for d in await client.list(
         "apps/v1", "Deployment", ns, labels={render.LABEL_DEPLOYMENT: render.label_value(name)})}
-    predictors = {v: status.observe_deployment(deployments.get(render.predictor_name(name, v)))
-                  for v in {md.spec.version, *([serving_name] if serving_name else [])}}
+    involved = {wanted, *([serving_name] if serving_name else []), *arms}
+    predictors = {v: status.observe_deployment(deployments.get(render.predictor_name(name, v))) for v in involved}
     router_obj = deployments.get(render.router_name(name))
     table = status.observe_router_table(router_obj)
+    router_on = status.observe_router(router_obj)
+    if arms and serving_name in arms and status.router_template_table(router_obj) == arms \
+            and status.observe_deployment(router_obj).ready:
+        # The router runs (or is moving to) the Experiment's split over the served version: for the rollout plan
+        # that is the served version, in place.
+        router_on = serving_name
     spec = rollout_spec(md)
+    if override is not None and override.holds(md.spec.version):
+        spec = RolloutSpec(strategy="Immediate")  # a promoted version is warm; a rollback must be quick
     stats = None
-    if spec.strategy != "Immediate" and serving_name not in (None, md.spec.version) and table and len(table) > 1:
+    if spec.strategy != "Immediate" and serving_name not in (None, wanted) and table and len(table) > 1:
         # A canary step is in effect: its baseline is taken, or it is judged, on what the routers counted.
         report = await client.router_stats(ns, render.selector_labels(name, "router"), cfg.router_port)
         stats = tuple(Counters(r.replica, r.started, v, s.requests, s.errors, dict(s.latency_buckets))
                       for r in report.stats for v, s in r.versions.items())
     observed = Observed(
-        predictor_ready={v: s.ready for v, s in predictors.items()},
-        router_on=status.observe_router(router_obj),
-        predictor_full={v: s.ready and s.available_replicas >= s.replicas for v, s in predictors.items()},
+        predictor_ready={v: p.ready for v, p in predictors.items()},
+        router_on=router_on,
+        predictor_full={v: p.ready and p.available_replicas >= p.replicas for v, p in predictors.items()},
         router_table=table,
         router_stats=stats,
     )
 
-    desired = _facts(md.spec.version, versions.get(md.spec.version))
+    desired = _facts(wanted, versions.get(wanted))
     serving = _facts(serving_name, versions.get(serving_name)) if serving_name else None
     plan = plan_rollout(desired, serving, observed, spec, rollout_state(md.status.rollout), now,
                         model=md.spec.model)
+    if applied is not None:
+        plan = dataclasses.replace(plan, decisions=(applied, *plan.decisions))
 
-    children = desired_children(md, versions, plan, cfg)
+    experiment_on: str | None = None
+    if active is not None and control is not None:
+        served = versions.get(plan.serving) if plan.serving else None
+        model = md.spec.model or (served.spec.model if served is not None else None)
+        blocker = experiment_blocker(plan, control, {v: _facts(v, versions.get(v)) for v in arms}, model)
+        if blocker is None:
+            experiment_on = active.metadata.name
+            if all(predictors[v].ready for v in arms):
+                plan = with_experiment(plan, arms, control)
+            else:  # the arms warm up first; the router splits only once each answers
+                plan = dataclasses.replace(plan, live=tuple(dict.fromkeys([*plan.live, *arms])))
+        else:
+            log.info("Experiment %s/%s waits: %s", ns, active.metadata.name, blocker)
+
+    children = desired_children(md, versions, plan, cfg,
+                                experiment=active if experiment_on and plan.traffic else None)
     for child in children:
         await client.apply(child)
     await _prune(client, ns, name, {render.child_key(c) for c in children})
 
     new = status.compute_deployment_status(
         md, plan, status.ChildrenState(predictors=predictors, router=status.observe_deployment(router_obj)),
-        versions, url=render.deployment_url(md, cfg), now=now,
+        versions, url=render.deployment_url(md, cfg), now=now, experiment=experiment_on,
+        override=_override_status(override),
     )
     for decision in status.new_decisions(md.status.decisions, new.decisions):
         await client.event(
@@ -183,14 +237,69 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
         # Status is written with a merge patch, which keeps any field it does not name: a step's start time or
         # baseline left over from an earlier step would be read back as this step's. Unset fields are sent as null.
         out["rollout"] = {key: None for key in ROLLOUT_FIELDS} | out["rollout"]
+    if "override" in out:
+        out["override"] = {"endedAt": None} | out["override"]
+    for key in CLEARABLE_FIELDS:
+        out.setdefault(key, None)
     return out
+
+
+# Top-level status fields that can go from set to unset (a merge patch keeps a field it does not name).
+CLEARABLE_FIELDS = ("experiment", "override", "previousVersion", "url", "trafficSummary")
+
+
+def serving_requests(objs: list[dict[str, Any]], kind: str) -> tuple[Request, ...]:
+    """The ServingRequests in the status of Experiments or DriftMonitors (`kind`); malformed ones are skipped."""
+    out = []
+    for obj in objs:
+        raw = (obj.get("status") or {}).get("servingRequest")
+        if not raw:
+            continue
+        try:
+            r = ServingRequest.model_validate(raw)
+        except ValidationError as exc:
+            log.warning("Ignoring the servingRequest of %s %s: %s", kind, obj["metadata"]["name"], exc)
+            continue
+        out.append(Request(f"{kind}/{obj['metadata']['name']}", r.kind.value, r.version, r.from_version,
+                           r.time, r.reason, r.message, dict(r.numbers), dict(r.thresholds)))
+    return tuple(out)
+
+
+def active_experiment(objs: list[dict[str, Any]]) -> Experiment | None:
+    """The Experiment that steers the traffic: the oldest one neither Concluded nor Stopped (others wait)."""
+    open_ = []
+    for obj in objs:
+        if ((obj.get("status") or {}).get("phase")) in ("Concluded", "Stopped"):
+            continue
+        if (obj.get("metadata") or {}).get("deletionTimestamp"):
+            continue
+        try:
+            open_.append(Experiment.model_validate(obj))
+        except ValidationError as exc:
+            log.warning("Ignoring Experiment %s: %s", obj["metadata"]["name"], exc)
+    open_.sort(key=lambda e: (e.metadata.creation_timestamp or dt.datetime.max.replace(tzinfo=dt.UTC),
+                              e.metadata.name))
+    return open_[0] if open_ else None
+
+
+def override_of(o: ServingOverride | None) -> Override | None:
+    if o is None:
+        return None
+    return Override(o.version, o.spec_version, o.kind, o.source, o.time, o.ended_at)
+
+
+def _override_status(o: Override | None) -> ServingOverride | None:
+    if o is None:
+        return None
+    return ServingOverride(version=o.version, spec_version=o.spec_version, kind=o.kind, source=o.source,
+                           time=o.time, ended_at=o.ended_at)
 
 
 ROLLOUT_FIELDS = ("phase", "step", "targetVersion", "stepStartedAt", "baseline")
 
 
 def desired_children(md: ModelDeployment, versions: Mapping[str, ModelVersion], plan: Plan,
-                     cfg: OperatorConfig) -> list[dict[str, Any]]:
+                     cfg: OperatorConfig, experiment: Experiment | None = None) -> list[dict[str, Any]]:
     """The children a plan calls for (pure). Only Ready versions are ever live in a plan.
 
     The router's fallback (stable) version is the version it routes to, so its configuration depends on the router
@@ -198,7 +307,8 @@ def desired_children(md: ModelDeployment, versions: Mapping[str, ModelVersion], 
     falls back to the stable version instead (`plan.fallback`), which is one of its backends.
     """
     traffic = status.plan_traffic(plan)
-    return render.render_deployment(md, versions, plan.live, traffic, plan.fallback or plan.router_target, cfg)
+    return render.render_deployment(md, versions, plan.live, traffic, plan.fallback or plan.router_target, cfg,
+                                    experiment=experiment)
 
 
 def rollout_spec(md: ModelDeployment) -> RolloutSpec:

@@ -24,9 +24,19 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlsteward_runtime.contracts import ArtifactRef, Backend, RouterConfig, RuntimeConfig, ShadowConfig
+from mlsteward_runtime.contracts import (
+    ArmOutcomes,
+    ArtifactRef,
+    Backend,
+    RouterConfig,
+    RouterStrategy,
+    RuntimeConfig,
+    ShadowConfig,
+    StickyConfig,
+)
 
 from mlsteward_operator.api.common import API_VERSION, ObjectMeta
+from mlsteward_operator.api.experiment import Experiment
 from mlsteward_operator.api.modeldeployment import ModelDeployment, Resources, TrafficEntry
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
@@ -277,9 +287,29 @@ def router_config(
     stable: str | None,
     cfg: OperatorConfig,
     shadow: str | None = None,
+    experiment: Experiment | None = None,
 ) -> RouterConfig:
-    """The router's weight table: one backend per version in `traffic`, pointing at that version's Service."""
+    """The router's weight table: one backend per version in `traffic`, pointing at that version's Service.
+
+    With an Experiment running on it, the router also gets the assignment strategy, sticky key, metric kind and
+    goal, and each arm's outcome statistics merged so far (status.variants) as the bandits' priors.
+    """
     namespace = md.metadata.namespace
+    arms: dict[str, object] = {}
+    if experiment is not None:
+        spec = experiment.spec
+        arms = {
+            "strategy": RouterStrategy(spec.strategy.type.value),
+            "epsilon": spec.strategy.epsilon,
+            "sticky": StickyConfig(header=spec.sticky.header, body_key=spec.sticky.body_key) if spec.sticky else None,
+            "experiment": experiment.metadata.name,
+            "metric_kind": spec.metric.kind.value,
+            "goal": spec.metric.goal.value,
+            "outcome_priors": {
+                v.version: ArmOutcomes(n=v.outcomes, sum=v.outcome_sum, sumsq=max(0.0, v.outcome_sumsq))
+                for v in experiment.status.variants if v.outcomes
+            },
+        }
     return RouterConfig(
         deployment=md.metadata.name,
         model=model,
@@ -299,6 +329,7 @@ def router_config(
             if shadow
             else None
         ),
+        **arms,  # type: ignore[arg-type]
     )
 
 
@@ -410,15 +441,22 @@ def render_router(
     stable: str | None,
     cfg: OperatorConfig,
     shadow: str | None = None,
+    experiment: Experiment | None = None,
 ) -> list[dict[str, Any]]:
-    """ConfigMap, Deployment and PodDisruptionBudget `<md>-router`, and the Service `<md>` in front of them."""
+    """ConfigMap, Deployment and PodDisruptionBudget `<md>-router`, and the Service `<md>` in front of them.
+
+    The pod template carries a hash of the configuration, so a change rolls the router pods, except for the
+    bandits' priors (`outcome_priors`), which the router reloads from the mounted file without a restart.
+    """
     md_name, ns = md.metadata.name, md.metadata.namespace
     name = router_name(md_name)
     owner = owner_reference(md.metadata, "ModelDeployment")
     labels = deployment_labels(md_name, "router")
     selector = selector_labels(md_name, "router")
-    config = router_config(md, model, traffic, stable, cfg, shadow)
+    config = router_config(md, model, traffic, stable, cfg, shadow, experiment)
     config_data = {ROUTER_CONFIG_FILE: _json(config.model_dump(mode="json", exclude_none=True))}
+    hashed = {ROUTER_CONFIG_FILE: _json(config.model_dump(mode="json", exclude_none=True,
+                                                           exclude={"outcome_priors"}))}
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, ns, labels, owner),
                   "data": config_data}
     container = {
@@ -434,7 +472,7 @@ def render_router(
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "lifecycle": SERVING_LIFECYCLE,
     }
-    annotations = {ANNOTATION_CONFIG_HASH: short_hash(config_data, 16), ANNOTATION_TRAFFIC: traffic_summary(traffic)}
+    annotations = {ANNOTATION_CONFIG_HASH: short_hash(hashed, 16), ANNOTATION_TRAFFIC: traffic_summary(traffic)}
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -471,6 +509,7 @@ def render_deployment(
     stable: str | None,
     cfg: OperatorConfig,
     shadow: str | None = None,
+    experiment: Experiment | None = None,
 ) -> list[dict[str, Any]]:
     """Every child of `md`, in apply order (predictors first, then the router that points at them).
 
@@ -480,6 +519,7 @@ def render_deployment(
       (a router without backends would only answer 503s).
     - `stable`: the fallback version of the router.
     - `shadow`: a Ready version receiving mirrored traffic (the caller checks spec.shadow's ModelVersion is Ready).
+    - `experiment`: the Experiment whose split `traffic` is, if any (its strategy and priors go to the router).
     Raises NotReady when a ModelVersion it needs is missing from `versions`.
     """
     needed = list(dict.fromkeys([*live, *(t.version for t in traffic), *([shadow] if shadow else [])]))
@@ -491,7 +531,7 @@ def render_deployment(
         children += render_predictor(md, versions[version], cfg)
     if traffic:
         model = md.spec.model or md.status.model or versions[traffic[0].version].spec.model
-        children += render_router(md, model, traffic, stable, cfg, shadow)
+        children += render_router(md, model, traffic, stable, cfg, shadow, experiment)
     return children
 
 

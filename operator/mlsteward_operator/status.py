@@ -34,6 +34,7 @@ from mlsteward_operator.api.modeldeployment import (
     ReplicaBaseline,
     RolloutPhase,
     RolloutStatus,
+    ServingOverride,
     TrafficEntry,
 )
 from mlsteward_operator.api.modelversion import ModelVersion, ModelVersionStatus, VersionPhase, VersionReason
@@ -151,6 +152,12 @@ def observe_router_table(obj: Mapping[str, Any] | None) -> dict[str, int] | None
     rolled out; None while a rollout is in progress or when the router does not exist."""
     if not observe_deployment(obj).rolled_out:
         return None
+    template = ((obj or {}).get("spec") or {}).get("template") or {}
+    return parse_traffic(((template.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TRAFFIC, ""))
+
+
+def router_template_table(obj: Mapping[str, Any] | None) -> dict[str, int]:
+    """The weight table the router Deployment's pod template asks for, rolled out or not (empty: no router)."""
     template = ((obj or {}).get("spec") or {}).get("template") or {}
     return parse_traffic(((template.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TRAFFIC, ""))
 
@@ -363,6 +370,8 @@ def compute_deployment_status(
     *,
     url: str,
     now: dt.datetime,
+    experiment: str | None = None,
+    override: ServingOverride | None = None,
 ) -> ModelDeploymentStatus:
     """The whole status of `md` after this reconcile.
 
@@ -370,12 +379,15 @@ def compute_deployment_status(
     - `children`: readiness of the predictor Deployments and of the router.
     - `versions`: the ModelVersions involved, by name (for the model name and messages).
     - `url`: the Service's URL (render.deployment_url), shown once something can be served.
+    - `experiment`: the Experiment whose arms are rendered, if any; `override`: status.override after this
+      reconcile (a version served instead of spec.version while it holds).
     A spec.version that cannot be served while another version serves is recorded as a Hold decision whose
     gitChange puts the served version back in Git; each completed switch is recorded as a Rollout decision.
     """
     prev = md.status
     generation = md.metadata.generation
-    wanted = md.spec.version
+    overridden = override is not None and override.ended_at is None and override.spec_version == md.spec.version
+    wanted = override.version if overridden and override is not None else md.spec.version
     traffic = plan_traffic(plan)
     serving = plan.serving
     model = md.spec.model or prev.model or _model_of(versions, serving or plan.router_target)
@@ -425,6 +437,12 @@ def compute_deployment_status(
     conds = set_condition(conds, ConditionType.progressing, *progressing, generation=generation, now=now)
     if plan.degraded is not None:
         degraded = (True, plan.degraded.reason, plan.degraded.message)
+    elif overridden and override is not None:
+        # Served on a request, not on spec: say so, and how Git catches up (DESIGN §4).
+        rolled_back = override.kind == "Rollback"
+        degraded = (rolled_back, "RolledBack" if rolled_back else "Promoted",
+                    f"{override.version} is served instead of spec.version {md.spec.version} ({override.kind} by "
+                    f"{override.source}); {git_change(md, override.version)}")
     else:
         degraded = (False, "AsExpected", f"spec.version {wanted} is the version being served or rolled out")
     conds = set_condition(conds, ConditionType.degraded, *degraded, generation=generation, now=now)
@@ -459,7 +477,10 @@ def compute_deployment_status(
         traffic_summary=",".join(f"{t.version}={t.weight}" for t in traffic) or None,
         rollout=rollout,
         url=url if traffic else None,
-        experiment=prev.experiment,
+        previous_version=(prev.stable_version if plan.stable != prev.stable_version and prev.stable_version
+                          else prev.previous_version),
+        override=override,
+        experiment=experiment,
         decisions=decisions,
     )
 

@@ -246,6 +246,9 @@ class VersionStats(_Model):
     latency_buckets: dict[str, int] = Field(
         default_factory=dict, description="Cumulative histogram counts by upper bound (ms), mergeable."
     )
+    # Sum and sum of squares of the latencies (ms) of the requests counted in latency_buckets.
+    latency_sum_ms: float = 0.0
+    latency_sumsq_ms: float = 0.0
     # Sufficient statistics of the outcomes joined through feedback: n, sum, sum of squares.
     outcomes: int = 0
     outcome_sum: float = 0.0

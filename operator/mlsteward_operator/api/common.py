@@ -176,6 +176,7 @@ class ObjectMeta(ApiModel):
     resource_version: str | None = Field(default=None, description="Resource version.")
     labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
+    creation_timestamp: dt.datetime | None = Field(default=None, description="When the object was created.")
 
 
 class ConditionStatus(StrEnum):

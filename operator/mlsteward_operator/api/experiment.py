@@ -173,6 +173,10 @@ class ExperimentSpec(ApiModel):
                     "variant weights must sum to 100",
                 ),
                 cel("self.all(v, self.exists_one(w, w.name == v.name))", "variant names must be unique"),
+                cel(
+                    "self.all(v, self.exists_one(w, w.version == v.version))",
+                    "variant versions must be distinct (the router counts outcomes per version)",
+                ),
             ),
         ),
     ] = Field(description="Arms, control first; 2 to 10, weights summing to 100.")
@@ -196,6 +200,9 @@ class ExperimentSpec(ApiModel):
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError("variant names must be unique")
+        versions = [v.version for v in self.variants]
+        if len(set(versions)) != len(versions):
+            raise ValueError("variant versions must be distinct (the router counts outcomes per version)")
         return self
 
 
@@ -262,6 +269,7 @@ class SampleRatio(ApiModel):
 
 
 class ExperimentPhase(StrEnum):
+    pending = "Pending"
     running = "Running"
     concluded = "Concluded"
     stopped = "Stopped"
@@ -270,7 +278,10 @@ class ExperimentPhase(StrEnum):
 class ExperimentStatus(StatusBase):
     """Results of the analysis."""
 
-    phase: ExperimentPhase | None = Field(default=None, description="Running, Concluded or Stopped.")
+    phase: ExperimentPhase | None = Field(
+        default=None,
+        description="Pending (until the ModelDeployment splits the traffic), Running, Concluded or Stopped.",
+    )
     started_at: dt.datetime | None = Field(default=None, description="When traffic started being split.")
     concluded_at: dt.datetime | None = Field(default=None, description="When it concluded or stopped.")
     variants: list[VariantStatus] = Field(default_factory=list, description="Per-arm results.")
@@ -312,7 +323,7 @@ INFO = KindInfo(
     status=ExperimentStatus,
     printer_columns=(
         PrinterColumn("Deployment", ".spec.deployment", "string", "ModelDeployment."),
-        PrinterColumn("Phase", ".status.phase", "string", "Running, Concluded or Stopped."),
+        PrinterColumn("Phase", ".status.phase", "string", "Pending, Running, Concluded or Stopped."),
         PrinterColumn("Leader", ".status.leader", "string", "Arm most likely best."),
         PrinterColumn("P(best)", ".status.probabilityBest", "number", "P(best) of the leader."),
         PrinterColumn("Winner", ".status.winner", "string", "Declared winner.", priority=1),

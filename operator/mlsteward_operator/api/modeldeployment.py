@@ -313,6 +313,8 @@ class ServingOverride(ApiModel):
     kind: ShortText = Field(description="Promote or Rollback.")
     source: ShortText = Field(description="Who asked, e.g. Experiment/iris-ab or DriftMonitor/iris-drift.")
     time: dt.datetime = Field(description="Time of the request (each request is applied once).")
+    ended_at: dt.datetime | None = Field(
+        default=None, description="When a change of spec.version ended it (kept as the record of the last request).")
 
 
 class ModelDeploymentStatus(StatusBase):

@@ -36,15 +36,20 @@ def quantiles(samples: deque[float] | list[float]) -> Quantiles:
 class LatencyRecorder:
     """A fixed-bound histogram (mergeable) plus a window of recent samples (for this replica's quantiles)."""
 
-    __slots__ = ("counts", "window")
+    __slots__ = ("counts", "window", "total", "total_sq")
 
     def __init__(self, window: int) -> None:
         self.counts = [0] * len(LATENCY_BOUNDS_MS)
         self.window: deque[float] = deque(maxlen=window)
+        # Sum and sum of squares of every latency observed: the sufficient statistics of a latency experiment.
+        self.total = 0.0
+        self.total_sq = 0.0
 
     def observe(self, ms: float) -> None:
         self.counts[bisect.bisect_left(LATENCY_BOUNDS_MS, ms)] += 1
         self.window.append(ms)
+        self.total += ms
+        self.total_sq += ms * ms
 
     def buckets(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -90,6 +95,8 @@ class ArmCounters:
             fallbacks=self.fallbacks,
             latency_ms=quantiles(self.latency.window),
             latency_buckets=self.latency.buckets(),
+            latency_sum_ms=self.latency.total,
+            latency_sumsq_ms=self.latency.total_sq,
             outcomes=self.outcomes,
             outcome_sum=self.outcome_sum,
             outcome_sumsq=self.outcome_sumsq,
@@ -182,6 +189,8 @@ def merge_version_stats(replicas: list[RouterStats]) -> dict[str, VersionStats]:
             m.outcomes += s.outcomes
             m.outcome_sum += s.outcome_sum
             m.outcome_sumsq += s.outcome_sumsq
+            m.latency_sum_ms += s.latency_sum_ms
+            m.latency_sumsq_ms += s.latency_sumsq_ms
             for k, c in s.latency_buckets.items():
                 m.latency_buckets[k] = m.latency_buckets.get(k, 0) + c
     return merged

@@ -453,3 +453,29 @@ def test_under_the_null_checking_after_every_batch_keeps_false_conclusions_at_al
     )
     bound = alpha + 2 * math.sqrt(alpha * (1 - alpha) / runs)
     assert false / runs <= bound, (false, runs)
+
+
+def test_metric_view_puts_errors_or_latency_in_the_outcome_fields() -> None:
+    from mlsteward_runtime.contracts import RouterStats, VersionStats
+    from mlsteward_runtime.router.stats import StatsStore
+
+    from mlsteward_operator.api.experiment import MetricName
+    from mlsteward_operator.reconcile_experiment import metric_view
+
+    # The router's own counters produce the report, so the sums are the ones a real router exports.
+    counters = StatsStore("iris", "router-0", 1.0)
+    arm = counters.arm("v1")
+    latencies = [3.0, 5.0, 12.0, 40.0]
+    for i, ms in enumerate(latencies):
+        arm.requests += 1
+        arm.errors += i % 2
+        arm.latency.observe(ms)
+    arm.record_outcome(1.0)
+    report = counters.export()
+    assert metric_view(report, MetricName.reward) is report
+    err = metric_view(report, MetricName.error_rate).versions["v1"]
+    assert (err.outcomes, err.outcome_sum, err.outcome_sumsq) == (4, 2.0, 2.0)
+    lat = metric_view(report, MetricName.latency).versions["v1"]
+    assert lat.outcomes == 4
+    assert lat.outcome_sum == sum(latencies) and lat.outcome_sumsq == sum(x * x for x in latencies)
+    assert isinstance(report, RouterStats) and isinstance(err, VersionStats)

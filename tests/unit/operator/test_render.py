@@ -318,3 +318,54 @@ def test_validation_job() -> None:
 def test_validation_job_name_follows_the_spec() -> None:
     assert render.validation_job_name(mv()) == render.validation_job_name(mv())
     assert render.validation_job_name(mv()) != render.validation_job_name(mv(version="1.0.1"))
+
+
+# ---- an Experiment on the router -----------------------------------------------------------------------------
+
+def _experiment(strategy: str = "ThompsonSampling", variants: list[dict[str, Any]] | None = None) -> Any:
+    from mlsteward_operator.api import Experiment
+
+    return Experiment.model_validate({
+        "metadata": {"name": "iris-ab", "namespace": "ml", "generation": 1},
+        "spec": {"deployment": "iris", "strategy": {"type": strategy, "epsilon": 0.2},
+                 "sticky": {"header": "x-user"},
+                 "metric": {"name": "reward", "kind": "continuous", "goal": "minimize"},
+                 "variants": [{"name": "control", "version": "iris-1-0-0", "weight": 70},
+                              {"name": "treatment", "version": "iris-1-1-0", "weight": 30}]},
+        "status": {"variants": variants or []},
+    })
+
+
+def _router(exp: Any) -> tuple[RouterConfig, dict[str, Any]]:
+    traffic = [TrafficEntry(version="iris-1-0-0", weight=70), TrafficEntry(version="iris-1-1-0", weight=30)]
+    children = by_kind(render.render_deployment(md(), VERSIONS, ["iris-1-0-0", "iris-1-1-0"], traffic,
+                                                "iris-1-0-0", CFG, experiment=exp))
+    config = RouterConfig.model_validate_json(children[("ConfigMap", "iris-router")]["data"]["router.json"])
+    return config, children[("Deployment", "iris-router")]
+
+
+def test_experiment_configures_strategy_sticky_metric_and_priors() -> None:
+    exp = _experiment(variants=[
+        {"name": "control", "version": "iris-1-0-0", "outcomes": 40, "outcomeSum": 12.5, "outcomeSumsq": 9.0},
+        {"name": "treatment", "version": "iris-1-1-0", "outcomes": 0},
+    ])
+    config, _ = _router(exp)
+    assert config.experiment == "iris-ab"
+    assert config.strategy.value == "ThompsonSampling" and config.epsilon == 0.2
+    assert config.sticky is not None and config.sticky.header == "x-user"
+    assert (config.metric_kind, config.goal) == ("continuous", "minimize")
+    # Only arms with outcomes have priors; they are the merged totals from status, as recorded.
+    assert {v: (p.n, p.sum, p.sumsq) for v, p in config.outcome_priors.items()} == {"iris-1-0-0": (40, 12.5, 9.0)}
+    assert [(b.version, b.weight) for b in config.backends] == [("iris-1-0-0", 70), ("iris-1-1-0", 30)]
+
+
+def test_new_priors_reload_without_rolling_the_router_but_a_new_strategy_rolls_it() -> None:
+    before, router_before = _router(_experiment(variants=[
+        {"name": "control", "version": "iris-1-0-0", "outcomes": 10, "outcomeSum": 4, "outcomeSumsq": 4}]))
+    after, router_after = _router(_experiment(variants=[
+        {"name": "control", "version": "iris-1-0-0", "outcomes": 50, "outcomeSum": 30, "outcomeSumsq": 30}]))
+    assert before.outcome_priors != after.outcome_priors
+    hash_of = lambda d: d["spec"]["template"]["metadata"]["annotations"]["mlsteward.io/config-hash"]  # noqa: E731
+    assert hash_of(router_before) == hash_of(router_after)
+    _, other = _router(_experiment(strategy="EpsilonGreedy"))
+    assert hash_of(other) != hash_of(router_before)

@@ -1,0 +1,157 @@
+"""The Experiment controller: poll the routers, merge, analyse, decide, write status (DESIGN §3.4).
+
+The split itself is the ModelDeployment's: its reconcile renders a predictor per arm and the router configuration
+(strategy, sticky key, weights, and each arm's merged outcomes as the bandits' priors) while the Experiment is the
+oldest open one on it and the deployment is settled with the control version served (reconcile.py). This
+reconcile waits for that (phase Pending, with the reason), then on every look:
+
+1. reads `/v1/router/stats` from every ready router pod (`k8s.Client.router_stats`);
+2. adds what each router process counted since the last look to the running totals in status
+   (`experiment.merge_router_stats`: restart-safe for routers and for the operator);
+3. analyses and decides (`experiment.analyse`, `experiment.decide`) and writes the whole status once;
+4. on a conclusive winner with `onSuccess: Promote`, puts a ServingRequest in the same status write. The
+   ModelDeployment's reconcile applies it (status.override and a Promote decision); nothing writes a spec.
+
+The outcome compared is the feedback joined by the router for metrics `reward` and `accuracy`, each request's
+error (0/1) for `error-rate` and each request's latency in ms for `latency`.
+
+Everything a look needs is in status, so an operator restarted between looks continues with the same totals, and a
+look repeated after a failed status write counts nothing twice (the checkpoints).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from mlsteward_runtime.contracts import RouterStats, VersionStats
+
+from mlsteward_operator import experiment, k8s, render, status
+from mlsteward_operator.api.common import MAX_MESSAGE, ConditionType, ServingRequest, ServingRequestKind
+from mlsteward_operator.api.experiment import Experiment, ExperimentPhase, ExperimentStatus, MetricName
+from mlsteward_operator.api.modeldeployment import ModelDeployment
+from mlsteward_operator.config import OperatorConfig
+from mlsteward_operator.conventions import parse_object, second, set_condition
+
+log = logging.getLogger(__name__)
+
+GROUP_VERSION = "mlsteward.io/v1alpha1"
+FINAL = (ExperimentPhase.concluded, ExperimentPhase.stopped)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def metric_view(report: RouterStats, metric: MetricName) -> RouterStats:
+    """The router's counters with the outcome the metric compares in the outcome fields.
+
+    reward and accuracy: the feedback outcomes as recorded. error-rate: one 0/1 outcome per request (1 = error).
+    latency: one outcome per request, its latency in ms (sum and sum of squares from the router).
+    """
+    if metric in (MetricName.reward, MetricName.accuracy):
+        return report
+    versions: dict[str, VersionStats] = {}
+    for name, vs in report.versions.items():
+        if metric == MetricName.error_rate:
+            n, total, total_sq = vs.requests, float(vs.errors), float(vs.errors)
+        else:
+            n, total, total_sq = vs.requests, vs.latency_sum_ms, vs.latency_sumsq_ms
+        versions[name] = vs.model_copy(update={"outcomes": n, "outcome_sum": total, "outcome_sumsq": total_sq})
+    return report.model_copy(update={"versions": versions})
+
+
+def _pending(exp: Experiment, reason: str, message: str, now: dt.datetime) -> ExperimentStatus:
+    prev, generation = exp.status, exp.metadata.generation
+    message = message[:MAX_MESSAGE]
+    conds = set_condition(list(prev.conditions), ConditionType.ready, False, reason, message,
+                          generation=generation, now=now)
+    conds = set_condition(conds, ConditionType.progressing, True, reason, message, generation=generation, now=now)
+    conds = set_condition(conds, ConditionType.degraded, False, "AsExpected", "nothing is wrong with the experiment",
+                          generation=generation, now=now)
+    return prev.model_copy(update={"phase": ExperimentPhase.pending, "observed_generation": generation,
+                                   "conditions": conds})
+
+
+def _why_waiting(exp: Experiment, md: ModelDeployment) -> tuple[str, str]:
+    name, control = exp.spec.deployment, exp.spec.variants[0].version
+    if md.status.experiment and md.status.experiment != exp.metadata.name:
+        return "DeploymentBusy", f"ModelDeployment {name} runs Experiment {md.status.experiment}; this one waits"
+    if md.status.serving_version != control:
+        return ("ControlNotServed", f"the control version {control} is not what ModelDeployment {name} serves "
+                f"({md.status.serving_version or 'nothing yet'}); the control must be the served version")
+    return ("WaitingForDeployment", f"waiting for ModelDeployment {name} to split the traffic (its rollout must be "
+            "settled and every arm's ModelVersion Ready)")
+
+
+async def reconcile_experiment(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,
+                               now: dt.datetime | None = None) -> dict[str, Any] | None:
+    """One look at an Experiment (module docstring). Returns the status to write, or None when unchanged."""
+    now = now or _now()
+    exp: Experiment = parse_object(Experiment, body)
+    prev = exp.status
+    if prev.phase in FINAL:
+        if prev.observed_generation == exp.metadata.generation:
+            return None
+        return {"observedGeneration": exp.metadata.generation}
+    ns, md_name = exp.metadata.namespace, exp.spec.deployment
+    arms = {v.version: v.name for v in exp.spec.variants}
+    weights = {v.version: v.weight for v in exp.spec.variants}
+
+    md_obj = await client.get(GROUP_VERSION, "ModelDeployment", ns, md_name)
+    if md_obj is None:
+        new = _pending(exp, "DeploymentNotFound", f"ModelDeployment {md_name} does not exist", now)
+        return await _write(body, exp, new, client)
+    md = ModelDeployment.model_validate(md_obj)
+    started = prev.phase == ExperimentPhase.running and prev.started_at is not None
+    if not started:
+        if md.status.experiment != exp.metadata.name:
+            new = _pending(exp, *_why_waiting(exp, md), now)
+            return await _write(body, exp, new, client)
+        router = await client.get("apps/v1", "Deployment", ns, render.router_name(md_name))
+        if status.observe_router_table(router) != weights:
+            new = _pending(exp, "WarmingUp", f"ModelDeployment {md_name} is starting the arms' predictors and "
+                           "moving the router to the split", now)
+            return await _write(body, exp, new, client)
+
+    # Running: the split took effect at startedAt; router processes older than that count from their first read.
+    since = (prev.started_at or second(now)).timestamp()
+    report = await client.router_stats(ns, render.selector_labels(md_name, "router"), cfg.router_port)
+    reports = [metric_view(r, exp.spec.metric.name) for r in report.stats]
+    totals, checkpoints = experiment.merge_router_stats(prev, reports, arms=arms, since=since)
+    analysis = experiment.analyse(exp, totals, now)
+    decision = experiment.decide(exp, analysis, now)
+    new = experiment.compute_status(exp, analysis, decision, now, checkpoints=checkpoints)
+    if report.failures and decision.phase == ExperimentPhase.running:
+        log.info("Experiment %s/%s: %d router replica(s) did not answer; their counts wait for the next look",
+                 ns, exp.metadata.name, len(report.failures))
+    if decision.promotion is not None and new.serving_request is None:
+        d = decision.promotion.decision
+        new = new.model_copy(update={"serving_request": ServingRequest(
+            kind=ServingRequestKind.promote, version=decision.promotion.version,
+            from_version=md.status.serving_version or exp.spec.variants[0].version, time=d.time,
+            reason=d.reason, message=d.message[:4096], numbers=dict(d.numbers), thresholds=dict(d.thresholds),
+        )})
+    return await _write(body, exp, new, client, decision_message=decision.message)
+
+
+async def _write(body: Mapping[str, Any], exp: Experiment, new: ExperimentStatus, client: k8s.Client, *,
+                 decision_message: str | None = None) -> dict[str, Any] | None:
+    """Events for a change of phase, and the status to patch (None when nothing changed)."""
+    old_phase, new_phase = exp.status.phase, new.phase
+    if new_phase != old_phase and new_phase is not None:
+        ready = new.condition(ConditionType.ready)
+        reason = {ExperimentPhase.running: "ExperimentStarted"}.get(new_phase, ready.reason if ready else "")
+        message = decision_message or (ready.message if ready else "")
+        if new_phase == ExperimentPhase.running:
+            split = ", ".join(f"{v.name} ({v.version}) {v.weight}%" for v in exp.spec.variants)
+            message = f"traffic split between {split}"
+        await client.event(dict(body), reason=reason or new_phase.value, message=message,
+                           type_="Warning" if new_phase == ExperimentPhase.stopped else "Normal")
+    if not status.status_changed(exp.status, new):
+        return None
+    out = new.to_k8s()
+    out.setdefault("checkpoints", [])
+    return out
