@@ -5,9 +5,13 @@ weight table from the builder that writes it to the observer that reads it."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import ValidationError
 
 from mlsteward_operator.api.common import Condition, ConditionStatus, ConditionType
+from mlsteward_operator.errors import InvalidSpec
 
 # On the router's pod template: the weight table its configuration carries, e.g. `iris-v1=100`. Once the router
 # Deployment has rolled out, this says what every router pod routes by (render writes it, status reads it).
@@ -55,3 +59,14 @@ def set_condition(
 
 def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | None:
     return next((c for c in conditions if c.type == type_), None)
+
+
+def parse_object(model: type[Any], body: Mapping[str, Any]) -> Any:
+    """`body` (an object as kopf or the API server hands it) parsed as `model`; InvalidSpec naming the first
+    offending field otherwise."""
+    try:
+        return model.model_validate(dict(body))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise InvalidSpec(f"{where}: {first.get('msg')}", field=where) from None
