@@ -528,6 +528,9 @@ ENV_REPORT = "MLSTEWARD_DRIFT_REPORT"
 ENV_PARENT = "MLSTEWARD_PARENT_VERSION"
 ENV_TRIGGER = "MLSTEWARD_TRIGGER"
 ENV_MONITOR = "MLSTEWARD_DRIFT_MONITOR"
+# The Job's own name: a unique output location per retraining, e.g. `--output s3://m/$(MLSTEWARD_RETRAIN_JOB)/m.skops`
+# (Kubernetes expands $(VAR) in args from the container's env).
+ENV_JOB = "MLSTEWARD_RETRAIN_JOB"
 
 # Metrics where lower is better; every other metric `mlsteward validate` reports (accuracy, f1_macro, roc_auc, r2)
 # is better higher.
@@ -641,8 +644,8 @@ def job_report(dm: DriftMonitor, r: RetrainStatus) -> dict[str, Any]:
 def render_retrain_job(dm: DriftMonitor, r: RetrainStatus) -> dict[str, Any]:
     """The retraining Job: spec.retrain.template as the Job's spec, named `r.job`, owned by the monitor.
 
-    Every container gets the drift report (JSON), the parent version, the trigger and the monitor in its
-    environment. The template's restartPolicy defaults to Never: the result is read from the termination message of
+    Every container gets the drift report (JSON), the parent version, the trigger, the monitor and the Job's name
+    in its environment. The template's restartPolicy defaults to Never: the result is read from the termination message of
     the pod that ran, and a container restarted in place would overwrite it.
     """
     assert dm.spec.retrain is not None
@@ -655,6 +658,7 @@ def render_retrain_job(dm: DriftMonitor, r: RetrainStatus) -> dict[str, Any]:
         {"name": ENV_PARENT, "value": r.parent or ""},
         {"name": ENV_TRIGGER, "value": r.trigger},
         {"name": ENV_MONITOR, "value": dm.metadata.name},
+        {"name": ENV_JOB, "value": r.job},
     ]
     ours = {e["name"] for e in env}
     for container in pod.get("containers") or []:

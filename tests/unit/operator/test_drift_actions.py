@@ -107,6 +107,7 @@ def test_retrain_job_is_named_after_the_breach_owned_and_carries_the_report():
     assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
     assert env["KEEP"] == "1" and env[dr.ENV_PARENT] == "iris-v1" and env[dr.ENV_TRIGGER] == r.trigger
+    assert env[dr.ENV_JOB] == r.job and env[dr.ENV_MONITOR] == "iris-drift"
     report = json.loads(env[dr.ENV_REPORT])
     assert report["report"]["windowSize"] == 800 and report["report"]["features"][0]["drifted"] is True
     assert report["parent"] == "iris-v1"
