@@ -85,6 +85,21 @@ class OperatorConfig(BaseSettings):
         default="", description="Secret whose keys become environment variables of predictor and validation pods."
     )
     run_as_user: int = Field(default=10001, ge=1, description="Non-root UID of the pods the operator creates.")
+    metrics_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="Port of the operator's Prometheus endpoint (/metrics: drift statistics per monitor and "
+        "feature); 0 serves none. The chart sets it.",
+    )
+    webhook_attempts: int = Field(
+        default=5, ge=1, le=20, description="Attempts to post one alert to a webhook before giving up (an Event "
+        "records the failure).",
+    )
+    webhook_backoff_seconds: float = Field(
+        default=1.0, gt=0, le=60, description="Wait before the second attempt; doubled after each failure.",
+    )
+    drift_poll_timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Time each predictor pod has to answer GET /v1/drift/window.",
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

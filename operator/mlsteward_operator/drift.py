@@ -11,6 +11,12 @@ server), so the controller can run them every `interval` and a restarted operato
    and returns the actions to take as data, with the numbers behind them and the name of the retraining Job.
 3. `compute_status(dm, verdict, decision, now)` returns the whole status to write.
 
+Then the actions as data, for the controller (reconcile_drift.py) to execute after it has recorded them in status:
+`rollback_request` (status.servingRequest for the ModelDeployment), `alert_payload` (the webhook's JSON),
+`render_retrain_job`, and the steps after a successful retraining Job: `parse_train_result`,
+`render_retrained_version` (a ModelVersion with lineage), `render_experiment` and `compare_metrics` (Promote only
+when the new version's validated metrics beat the champion's).
+
 The decision rule. A window is in breach when at least one feature drifts, and a feature drifts only when it has
 at least `window.minSamples` values, an effect past its threshold (PSI, normalized Wasserstein or the KS statistic
 for numbers; Jensen-Shannon or PSI for categories) and a p-value below `thresholds.pValue` after Holm's correction
@@ -24,15 +30,19 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlsteward_runtime.contracts import DriftWindow, FeatureType, Profile
+from mlsteward_runtime.contracts import DriftWindow, FeatureType, Profile, TrainResult
+from pydantic import ValidationError
 
-from mlsteward_operator.api.common import ConditionType, parse_duration
+from mlsteward_operator.api.common import API_VERSION, ConditionType, ServingRequest, ServingRequestKind, parse_duration
 from mlsteward_operator.api.driftmonitor import (
     MAX_HISTORY,
+    MAX_RETRAIN_STEPS,
     Action,
     DriftMonitor,
     DriftMonitorStatus,
@@ -40,8 +50,12 @@ from mlsteward_operator.api.driftmonitor import (
     HistoryEntry,
     LastAction,
     Report,
+    RetrainPhase,
+    RetrainStatus,
+    RetrainStep,
 )
-from mlsteward_operator.render import dns_name
+from mlsteward_operator.api.modelversion import ModelVersion
+from mlsteward_operator.render import LABEL_COMPONENT, MANAGED_BY, dns_name, label_value, owner_reference
 from mlsteward_operator.conventions import second, set_condition
 
 if TYPE_CHECKING:
@@ -503,3 +517,271 @@ def _rfc3339(t: dt.datetime) -> str:
 
 def _finite(x: float | None) -> float | None:
     return None if x is None or x != x or x in (float("inf"), float("-inf")) else float(x)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# 4. Actions as data
+# --------------------------------------------------------------------------------------------------------------
+
+LABEL_MONITOR = "mlsteward.io/driftmonitor"
+ENV_REPORT = "MLSTEWARD_DRIFT_REPORT"
+ENV_PARENT = "MLSTEWARD_PARENT_VERSION"
+ENV_TRIGGER = "MLSTEWARD_TRIGGER"
+ENV_MONITOR = "MLSTEWARD_DRIFT_MONITOR"
+# The Job's own name: a unique output location per retraining, e.g. `--output s3://m/$(MLSTEWARD_RETRAIN_JOB)/m.skops`
+# (Kubernetes expands $(VAR) in args from the container's env).
+ENV_JOB = "MLSTEWARD_RETRAIN_JOB"
+
+# Metrics where lower is better; every other metric `mlsteward validate` reports (accuracy, f1_macro, roc_auc, r2)
+# is better higher.
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse", "log_loss", "error_rate", "brier"})
+
+
+def check_due(dm: DriftMonitor, now: dt.datetime) -> bool:
+    """Whether a check is due: never checked, the spec changed since the last one, or `spec.interval` has passed
+    since the last check (with or without a verdict). The operator's timer fires more often than that."""
+    st = dm.status
+    if st.observed_generation is None or st.observed_generation != dm.metadata.generation:
+        return True
+    times = [second(t) for t in (st.last_check, st.last_report.time if st.last_report else None) if t is not None]
+    if not times:
+        return True
+    return second(now) >= max(times) + dt.timedelta(seconds=parse_duration(dm.spec.interval))
+
+
+def no_verdict(now: dt.datetime, reason: str, message: str) -> DriftVerdict:
+    """A check that could not judge for a reason outside the windows (no deployment, no served version, no
+    reference profile): the status keeps the last report and says why in Ready."""
+    return DriftVerdict(time=second(now), reason=reason, message=message)
+
+
+def report_numbers(dm: DriftMonitor, verdict: DriftVerdict, decision: DriftDecision) -> tuple[dict[str, float],
+                                                                                            dict[str, float]]:
+    """(numbers, thresholds) of a decision, flat, for a ServingRequest and the ModelDeployment's decision log."""
+    numbers: dict[str, float] = {
+        "windowSize": float(verdict.window_size),
+        "consecutiveBreaches": float(decision.streak),
+        "driftedFeatures": float(len(verdict.drifted_features)),
+    }
+    for f in verdict.report.features if verdict.report else ():
+        if f.drifted:
+            if f.statistic is not None:
+                numbers[f"{f.name}.{f.method}"] = f.statistic
+            if f.p_value is not None:
+                numbers[f"{f.name}.pValue"] = f.p_value
+            if f.effect_size is not None:
+                numbers[f"{f.name}.psi"] = f.effect_size
+    t = dm.spec.thresholds
+    thresholds = {"pValue": t.p_value, "ks": t.ks, "wasserstein": t.wasserstein, "psi": t.psi,
+                  "jensenShannon": t.jensen_shannon, "consecutive": float(dm.spec.consecutive),
+                  "minSamples": float(dm.spec.window.min_samples)}
+    return numbers, thresholds
+
+
+def rollback_request(dm: DriftMonitor, verdict: DriftVerdict, decision: DriftDecision, serving: str,
+                     now: dt.datetime) -> ServingRequest:
+    """status.servingRequest of the Rollback action: back to the ModelDeployment's previous stable version, and
+    only while `serving` (served when drift was confirmed) is still served."""
+    numbers, thresholds = report_numbers(dm, verdict, decision)
+    return ServingRequest(
+        kind=ServingRequestKind.rollback, version=None, from_version=serving, time=second(now),
+        reason="DriftDetected", message=decision.message[:4096], numbers=numbers, thresholds=thresholds,
+    )
+
+
+def alert_payload(dm: DriftMonitor, verdict: DriftVerdict, decision: DriftDecision) -> dict[str, Any]:
+    """The webhook body: Slack-compatible (`text`) plus the structured facts a receiver can route on."""
+    ns = dm.metadata.namespace or ""
+    text = (f"Drift confirmed by DriftMonitor {ns}/{dm.metadata.name} on ModelDeployment {dm.spec.deployment}"
+            f"{' (version ' + verdict.report.version + ')' if verdict.report and verdict.report.version else ''}: "
+            f"{', '.join(decision.drifted_features)} drifted over {decision.since_action} consecutive windows. "
+            f"Actions: {', '.join(a.value for a in decision.actions)}.")
+    return {
+        "text": text,
+        "namespace": ns,
+        "monitor": dm.metadata.name,
+        "deployment": dm.spec.deployment,
+        "version": verdict.report.version if verdict.report else None,
+        "reason": decision.reason,
+        "actions": [a.value for a in decision.actions],
+        "driftedFeatures": list(decision.drifted_features),
+        "message": decision.message,
+        "evidence": dict(decision.evidence),
+    }
+
+
+def start_retrain(decision: DriftDecision, parent: str | None, now: dt.datetime) -> RetrainStatus:
+    """status.retrain of a Retrain action, recorded before the Job is created (the Job name is the breach's)."""
+    assert decision.job_name is not None and decision.trigger is not None
+    return RetrainStatus(job=decision.job_name, parent=parent, trigger=decision.trigger,
+                         phase=RetrainPhase.running, started_at=second(now))
+
+
+def retrain_active(status: DriftMonitorStatus) -> bool:
+    r = status.retrain
+    return r is not None and r.phase in (RetrainPhase.running, RetrainPhase.validating)
+
+
+def add_step(r: RetrainStatus, step: str, message: str, now: dt.datetime, **update: Any) -> RetrainStatus:
+    """`r` with one more step (bounded, oldest dropped) and the given fields updated."""
+    steps = [*r.steps, RetrainStep(time=second(now), step=step, message=message[:4096])][-MAX_RETRAIN_STEPS:]
+    return r.model_copy(update={"steps": steps, **update})
+
+
+def job_report(dm: DriftMonitor, r: RetrainStatus) -> dict[str, Any]:
+    """The drift report handed to the retraining Job (from status, so a restarted operator hands the same)."""
+    rep = dm.status.last_report
+    t = dm.spec.thresholds
+    return {
+        "monitor": dm.metadata.name, "namespace": dm.metadata.namespace, "deployment": dm.spec.deployment,
+        "parent": r.parent, "trigger": r.trigger,
+        "report": rep.to_k8s() if rep is not None else None,
+        "thresholds": {"pValue": t.p_value, "ks": t.ks, "wasserstein": t.wasserstein, "psi": t.psi,
+                       "jensenShannon": t.jensen_shannon, "minSamples": dm.spec.window.min_samples},
+    }
+
+
+def render_retrain_job(dm: DriftMonitor, r: RetrainStatus) -> dict[str, Any]:
+    """The retraining Job: spec.retrain.template as the Job's spec, named `r.job`, owned by the monitor.
+
+    Every container gets the drift report (JSON), the parent version, the trigger, the monitor and the Job's name
+    in its environment. The template's restartPolicy defaults to Never: the result is read from the termination message of
+    the pod that ran, and a container restarted in place would overwrite it.
+    """
+    assert dm.spec.retrain is not None
+    spec = json.loads(json.dumps(dm.spec.retrain.template))  # a deep copy: the spec is never modified
+    template = spec.setdefault("template", {})
+    pod = template.setdefault("spec", {})
+    pod.setdefault("restartPolicy", "Never")
+    env = [
+        {"name": ENV_REPORT, "value": json.dumps(job_report(dm, r), sort_keys=True, separators=(",", ":"))},
+        {"name": ENV_PARENT, "value": r.parent or ""},
+        {"name": ENV_TRIGGER, "value": r.trigger},
+        {"name": ENV_MONITOR, "value": dm.metadata.name},
+        {"name": ENV_JOB, "value": r.job},
+    ]
+    ours = {e["name"] for e in env}
+    for container in pod.get("containers") or []:
+        container["env"] = [e for e in container.get("env") or [] if e.get("name") not in ours] + env
+    labels = {
+        "app.kubernetes.io/name": "mlsteward",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_COMPONENT: "retrain",
+        LABEL_MONITOR: label_value(dm.metadata.name),
+    }
+    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
+    meta: dict[str, Any] = {"name": r.job, "labels": labels,
+                            "ownerReferences": [owner_reference(dm.metadata, "DriftMonitor")]}
+    if dm.metadata.namespace:
+        meta["namespace"] = dm.metadata.namespace
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
+
+
+def parse_train_result(message: str | None) -> TrainResult | None:
+    """The TrainResult in a termination message (what `mlsteward train` writes), or None."""
+    if not message:
+        return None
+    try:
+        return TrainResult.model_validate_json(message.strip())
+    except ValidationError:
+        return None
+
+
+_SEMVER_CORE = re.compile(r"^(\d+\.\d+\.\d+)")
+
+
+def retrained_version_name(model: str, artifact_sha256: str) -> str:
+    """`<model>-r<first 10 hex digits of the artifact's sha256>`: the same artifact always gets the same name, so
+    registering it twice (a restart) finds it there (409)."""
+    return dns_name(model, f"r{artifact_sha256[:10]}")
+
+
+def render_retrained_version(parent: ModelVersion, result: TrainResult, r: RetrainStatus, monitor: str
+                             ) -> dict[str, Any]:
+    """The ModelVersion registered from a successful retraining: the parent's model, signature and validation
+    (so it is judged by the same thresholds), the result's artifact, reference profile and metrics, and lineage
+    {parent, trigger, dataset, trainedBy}. Its version is the parent's next patch release with the pre-release
+    `retrain.g<8 hex digits of the artifact>` (1.4.0 -> 1.4.1-retrain.g3f5a09c2): above the parent, below a 1.4.1
+    a person would publish. The artifact's format is the result's (what was actually written)."""
+    assert result.artifact is not None and result.artifact.sha256 is not None
+    sha = result.artifact.sha256
+    name = retrained_version_name(parent.spec.model, sha)
+    core = _SEMVER_CORE.match(parent.spec.version)
+    spec: dict[str, Any] = {
+        "model": parent.spec.model,
+        "version": f"{_next_patch(core.group(1) if core else '0.0.0')}-retrain.g{sha[:8]}",
+        "artifact": {"uri": result.artifact.uri, "sha256": sha, "format": result.artifact.format.value},
+        "metrics": dict(result.metrics),
+        "lineage": {"parent": parent.metadata.name, "trigger": r.trigger, "trainedBy": f"Job/{r.job}"},
+        "description": f"Retrained from {parent.metadata.name} by Job {r.job} on drift ({r.trigger}).",
+    }
+    if result.framework.get("version"):
+        spec["framework"] = {"name": "sklearn", "version": result.framework["version"]}
+    if result.data:
+        spec["lineage"]["dataset"] = result.data
+    signature = parent.spec.signature or result.signature
+    if signature is not None:
+        spec["signature"] = signature.model_dump(mode="json", exclude_none=True)
+    if result.reference is not None:
+        spec["reference"] = {"uri": result.reference.uri, "sha256": result.reference.sha256}
+    if parent.spec.validation is not None:
+        spec["validation"] = parent.spec.validation.to_k8s()
+    meta: dict[str, Any] = {"name": name, "labels": {
+        "app.kubernetes.io/managed-by": MANAGED_BY, LABEL_MONITOR: label_value(monitor)}}
+    if parent.metadata.namespace:
+        meta["namespace"] = parent.metadata.namespace
+    return {"apiVersion": API_VERSION, "kind": "ModelVersion", "metadata": meta, "spec": spec}
+
+
+def _next_patch(core: str) -> str:
+    major, minor, patch = (int(x) for x in core.split("."))
+    return f"{major}.{minor}.{patch + 1}"
+
+
+def experiment_name(monitor: str, version: str) -> str:
+    return dns_name(monitor, version)
+
+
+def render_experiment(dm: DriftMonitor, champion: str, challenger: str) -> dict[str, Any]:
+    """The Experiment of onRetrained Experiment: champion (control) against the retrained version, 50/50, on the
+    monitor's ModelDeployment, promoting a winner. Not owned by the monitor: deleting the monitor does not end a
+    running experiment."""
+    meta: dict[str, Any] = {"name": experiment_name(dm.metadata.name, challenger), "labels": {
+        "app.kubernetes.io/managed-by": MANAGED_BY, LABEL_MONITOR: label_value(dm.metadata.name)}}
+    if dm.metadata.namespace:
+        meta["namespace"] = dm.metadata.namespace
+    return {"apiVersion": API_VERSION, "kind": "Experiment", "metadata": meta, "spec": {
+        "deployment": dm.spec.deployment,
+        "variants": [{"name": "champion", "version": champion, "weight": 50},
+                     {"name": "challenger", "version": challenger, "weight": 50}],
+        "onSuccess": "Promote",
+    }}
+
+
+def compare_metrics(new: Mapping[str, float], champion: Mapping[str, float]) -> tuple[bool, str]:
+    """Whether `new` beats `champion` on the validated metrics both have: at least as good on every one and
+    strictly better on at least one (lower is better for errors such as rmse and mae). No shared metric: no."""
+    shared = sorted(set(new) & set(champion))
+    if not shared:
+        return False, "no validated metric in common with the champion"
+    worse, better = [], []
+    for m in shared:
+        a, b = float(new[m]), float(champion[m])
+        lower = m in LOWER_IS_BETTER
+        if (a > b) if lower else (a < b):
+            worse.append(f"{m} {a:.4g} vs {b:.4g}")
+        elif a != b:
+            better.append(f"{m} {a:.4g} vs {b:.4g}")
+    if worse:
+        return False, "worse on " + ", ".join(worse)
+    if not better:
+        return False, "equal on every shared metric (" + ", ".join(shared) + ")"
+    return True, "better on " + ", ".join(better)
+
+
+def promote_request(version: str, serving: str, reason_message: str, new: Mapping[str, float],
+                    champion: Mapping[str, float], now: dt.datetime) -> ServingRequest:
+    """status.servingRequest of onRetrained Promote."""
+    numbers = {f"new.{k}": float(v) for k, v in new.items()} | {f"champion.{k}": float(v) for k, v in champion.items()}
+    return ServingRequest(kind=ServingRequestKind.promote, version=version, from_version=serving, time=second(now),
+                          reason="RetrainedVersionBetter", message=reason_message[:4096], numbers=numbers)

@@ -7,13 +7,17 @@ run in a worker thread so kopf's event loop never blocks on the network.
 Errors are mapped here and nowhere else: 404 becomes `None` (get) or a no-op (delete); any other API failure
 raises `ApiError` with the status code and the server's message, which handlers turn into a retry.
 
-It is also the one module that calls the data plane: `router_stats` reads `GET /v1/router/stats` from every router
-pod of a ModelDeployment (by pod IP, so that each replica answers for itself rather than the Service's choice).
+It is also the one module that calls the data plane and the outside world: `router_stats` reads
+`GET /v1/router/stats` from every router pod of a ModelDeployment and `drift_windows` reads `GET /v1/drift/window`
+from every predictor pod of a version (both by pod IP, so that each replica answers for itself rather than the
+Service's choice); `fetch_profile` reads a reference profile by URI (digest checked, cached by sha256);
+`post_webhook` posts an alert with retries; `secret_value` reads one key of a Secret.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import json
 import logging
@@ -25,7 +29,7 @@ import aiohttp
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
-from mlsteward_runtime.contracts import RouterStats
+from mlsteward_runtime.contracts import DriftWindow, Profile, RouterStats
 from pydantic import ValidationError
 
 FIELD_MANAGER = "mlsteward"
@@ -39,6 +43,26 @@ class RouterStatsReport:
 
     stats: list[RouterStats]
     failures: list[str]
+
+
+@dataclass(frozen=True)
+class DriftWindowsReport:
+    """What the predictor pods answered: their windows, and one line per ready pod that did not answer (never
+    raised). `pods` counts the ready pods asked."""
+
+    windows: list[DriftWindow]
+    failures: list[str]
+    pods: int = 0
+
+
+class ProfileError(Exception):
+    """A reference profile could not be fetched, failed its digest or is not a profile. `reason` is CamelCase:
+    FetchFailed, DigestMismatch or InvalidProfile."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 def _pod_ready(pod: dict[str, Any]) -> bool:
@@ -136,8 +160,13 @@ def load_config() -> None:
 class Client:
     """A thin asynchronous facade over the generic REST calls the controllers need."""
 
+    # Reference profiles by sha256: a profile is immutable for its digest, and every check of every monitor of a
+    # version needs the same one. Bounded, oldest dropped first.
+    PROFILE_CACHE_SIZE = 64
+
     def __init__(self, api_client: kclient.ApiClient | None = None) -> None:
         self._api = api_client or kclient.ApiClient()
+        self._profiles: dict[str, Profile] = {}
 
     def _request(self, method: str, path: str, *, body: Any = None, query: list[tuple[str, Any]] | None = None,
                  content_type: str = "application/json", accept: str = "application/json") -> bytes:
@@ -259,6 +288,94 @@ class Client:
         for failure in failures:
             log.warning("Failed to read router stats namespace=%s pod=%s", namespace, failure)
         return RouterStatsReport(stats, failures)
+
+    async def drift_windows(self, namespace: str, labels: dict[str, str], port: int, *,
+                            timeout_s: float = 5.0) -> DriftWindowsReport:
+        """`GET http://<podIP>:<port>/v1/drift/window` from every ready pod matching `labels`, concurrently, each
+        within `timeout_s` (the same approach as `router_stats`). A pod that does not answer, or answers something
+        that is not a DriftWindow, is reported in `failures`; listing the pods may raise ApiError."""
+        pods = [p for p in await self.list("v1", "Pod", namespace, labels=labels) if _pod_ready(p)]
+        if not pods:
+            return DriftWindowsReport([], [], 0)
+
+        async def one(session: aiohttp.ClientSession, pod: dict[str, Any]) -> DriftWindow | str:
+            name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
+            host = f"[{ip}]" if ":" in ip else ip
+            try:
+                async with session.get(f"http://{host}:{port}/v1/drift/window") as resp:
+                    if resp.status != 200:
+                        return f"{name}: HTTP {resp.status}"
+                    return DriftWindow.model_validate_json(await resp.read())
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValidationError) as exc:
+                return f"{name}: {type(exc).__name__}: {exc}".rstrip(": ")
+
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+            answers = await asyncio.gather(*(one(session, p) for p in pods))
+        windows = [a for a in answers if isinstance(a, DriftWindow)]
+        failures = [a for a in answers if isinstance(a, str)]
+        for failure in failures:
+            log.warning("Failed to read drift window namespace=%s pod=%s", namespace, failure)
+        return DriftWindowsReport(windows, failures, len(pods))
+
+    async def fetch_profile(self, uri: str, sha256: str | None) -> Profile:
+        """The reference profile at `uri` (a path, file://, http(s)://, s3://), its digest checked against
+        `sha256` when given, before it is parsed. Cached by sha256 (a profile without a digest is fetched every
+        time: nothing says it did not change). Raises ProfileError."""
+        if sha256 and sha256 in self._profiles:
+            return self._profiles[sha256]
+        from mlsteward_runtime.artifacts import fetch_artifact, sha256_bytes
+        from mlsteward_runtime.errors import ModelLoadError
+
+        try:
+            data = await asyncio.to_thread(fetch_artifact, uri)
+        except ModelLoadError as exc:
+            raise ProfileError("FetchFailed", exc.message) from None
+        actual = sha256_bytes(data)
+        if sha256 and actual != sha256:
+            raise ProfileError("DigestMismatch", f"reference profile {uri} has sha256 {actual}, expected {sha256}")
+        try:
+            profile = Profile.model_validate_json(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            raise ProfileError("InvalidProfile", f"{uri} is not a reference profile: {where}: {first.get('msg')}") \
+                from None
+        if sha256:
+            self._profiles[sha256] = profile
+            while len(self._profiles) > self.PROFILE_CACHE_SIZE:
+                self._profiles.pop(next(iter(self._profiles)))
+        return profile
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded; None when the Secret or the key does not exist."""
+        secret = await self.get("v1", "Secret", namespace, name)
+        raw = ((secret or {}).get("data") or {}).get(key)
+        if raw is None:
+            return None
+        return base64.b64decode(raw).decode("utf-8").strip()
+
+    async def post_webhook(self, url: str, payload: dict[str, Any], *, attempts: int = 5,
+                           backoff_s: float = 1.0, timeout_s: float = 10.0) -> str | None:
+        """POST `payload` as JSON to `url`, retrying connection errors and 5xx/429 answers up to `attempts` times,
+        waiting `backoff_s`, then twice as long after each failure. Returns None on a 2xx, else the last failure in
+        words (never raises). A 4xx other than 429 is not retried: the receiver refused this payload."""
+        failure = "not attempted"
+        delay = backoff_s
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+            for attempt in range(1, attempts + 1):
+                try:
+                    async with session.post(url, json=payload) as resp:
+                        if 200 <= resp.status < 300:
+                            return None
+                        failure = f"HTTP {resp.status} on attempt {attempt}"
+                        if 400 <= resp.status < 500 and resp.status != 429:
+                            return failure
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    failure = f"{type(exc).__name__} on attempt {attempt}: {exc}".rstrip(": ")
+                if attempt < attempts:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+        return failure
 
     async def event(self, involved: dict[str, Any], *, reason: str, message: str, type_: str = "Normal") -> None:
         """Record a core/v1 Event about `involved` (a full object). Failures are logged, never raised:

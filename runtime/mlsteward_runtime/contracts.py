@@ -229,6 +229,33 @@ class ValidationResult(_Model):
     reference: ArtifactRef | None = Field(default=None, description="Reference profile written when missing.")
 
 
+class ProfileRef(_Model):
+    """A reference profile written by a trainer."""
+
+    uri: str = Field(description="Where the reference profile was written.")
+    sha256: str = Field(description="Hex sha256 of the profile JSON.", pattern=SHA256_PATTERN)
+
+
+class TrainResult(_Model):
+    """What `mlsteward train` writes to the termination message of a retraining Job (kept under 4 KiB), and what a
+    user's training image must write there to be a drop-in: the operator registers a ModelVersion from it."""
+
+    phase: Literal["Succeeded", "Failed"]
+    reason: str = Field(description="Trained, or why not: FetchFailed, InvalidData, TrainingFailed, LoadFailed, "
+                                    "WriteFailed.")
+    message: str = ""
+    artifact: ArtifactRef | None = None
+    reference: ProfileRef | None = Field(default=None, description="The training data's profile (uri, sha256).")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Holdout metrics.")
+    signature: Signature | None = None
+    framework: dict[str, str] = Field(default_factory=dict)
+    estimator: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    data: str | None = None
+    target: str | None = None
+    rows: dict[str, int] = Field(default_factory=dict, description="Rows used to train and to test.")
+
+
 class Quantiles(_Model):
     p50: float | None = None
     p95: float | None = None

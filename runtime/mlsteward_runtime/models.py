@@ -1,5 +1,8 @@
 """Model artifacts: fetch by URI, verify the sha256, deserialize, and write (dump) them.
 
+Fetching and digests live in `mlsteward_runtime.artifacts` (light: the operator uses them to read reference
+profiles) and are re-exported here.
+
 The order of operations is the security property of this module: the bytes are fetched in full, their sha256 is
 compared with the expected digest, and only then is anything deserialized. joblib and pickle execute arbitrary code
 on load, so they are refused without a digest unless the caller explicitly allows unverified artifacts. skops is
@@ -9,16 +12,15 @@ onnxruntime, which never executes Python code from the file.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import warnings
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 import numpy as np
 
+from mlsteward_runtime.artifacts import fetch_artifact, sha256_bytes, sha256_file
 from mlsteward_runtime.contracts import ArtifactFormat, ArtifactRef
 from mlsteward_runtime.errors import ModelLoadError
 
@@ -63,8 +65,6 @@ _DENIED_PREFIXES: tuple[str, ...] = (
     "builtins.input",
 )
 
-_HTTP_TIMEOUT_S = 60.0
-
 # Classifiers whose predict() equals classes_[argmax(predict_proba())], so one call yields both outputs.
 _ARGMAX_PROBA = frozenset({
     "LogisticRegression",
@@ -85,76 +85,6 @@ def _is_trusted_type(name: str) -> bool:
     if any(name == d or name.startswith(d + ".") or name.startswith(d + "_") for d in _DENIED_PREFIXES):
         return False
     return name.startswith(TRUSTED_PREFIXES)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Digests
-# --------------------------------------------------------------------------------------------------------------
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file, read in chunks so large artifacts do not need to fit in memory twice."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Fetch
-# --------------------------------------------------------------------------------------------------------------
-
-
-def fetch_artifact(uri: str) -> bytes:
-    """Return the bytes at `uri`: a path, file://, http(s):// or s3://bucket/key.
-
-    s3 uses boto3's default credential chain; AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) points it at any
-    S3-compatible server. Every failure is a ModelLoadError with reason FetchFailed and the URI in the message.
-    """
-    parsed = urlparse(uri)
-    scheme = parsed.scheme.lower()
-    try:
-        if scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
-            path = unquote(parsed.path) if scheme == "file" else uri
-            if scheme == "file" and parsed.netloc not in ("", "localhost"):
-                raise ModelLoadError("FetchFailed", f"file URI with a remote host is not supported: {uri}")
-            return Path(path).read_bytes()
-        if scheme in ("http", "https"):
-            return _fetch_http(uri)
-        if scheme == "s3":
-            return _fetch_s3(parsed.netloc, parsed.path.lstrip("/"), uri)
-    except ModelLoadError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any I/O failure becomes one reason the operator understands
-        raise ModelLoadError("FetchFailed", f"could not fetch {uri}: {type(exc).__name__}: {exc}") from exc
-    raise ModelLoadError("FetchFailed", f"unsupported URI scheme {scheme!r} in {uri} (use a path, file, http(s), s3)")
-
-
-def _fetch_http(uri: str) -> bytes:
-    import httpx
-
-    with httpx.Client(timeout=_HTTP_TIMEOUT_S, follow_redirects=True) as client:
-        resp = client.get(uri)
-    if resp.status_code != 200:
-        raise ModelLoadError("FetchFailed", f"could not fetch {uri}: HTTP {resp.status_code}")
-    return resp.content
-
-
-def _fetch_s3(bucket: str, key: str, uri: str) -> bytes:
-    if not bucket or not key:
-        raise ModelLoadError("FetchFailed", f"s3 URI needs a bucket and a key: {uri}")
-    import boto3
-
-    # boto3 reads AWS_ENDPOINT_URL itself in recent versions; passing it explicitly also covers older ones.
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-    client = boto3.client("s3", endpoint_url=endpoint)
-    obj = client.get_object(Bucket=bucket, Key=key)
-    return obj["Body"].read()
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from mlsteward_operator.api.common import (
     ObjectName,
     PrinterColumn,
     SecretKeyRef,
+    ServingRequest,
     ShortText,
     StatusBase,
     cel,
@@ -30,6 +31,7 @@ from mlsteward_operator.api.common import (
 )
 
 MAX_HISTORY = 50
+MAX_RETRAIN_STEPS = 20
 
 
 class Window(ApiModel):
@@ -99,6 +101,12 @@ class Retrain(ApiModel):
     )
 
 
+class OnRetrained(StrEnum):
+    experiment = "Experiment"
+    promote = "Promote"
+    register = "Register"
+
+
 class Notify(ApiModel):
     """Where alerts are posted."""
 
@@ -137,6 +145,15 @@ class DriftMonitorSpec(ApiModel):
     retrain: Retrain | None = Field(default=None, description="Retraining Job (action Retrain).")
     cooldown: Duration = Field(default="30m", description="Least time between two actions.")
     notify: Notify | None = Field(default=None, description="Webhook for alerts.")
+    on_retrained: OnRetrained = Field(
+        default=OnRetrained.register,
+        description=(
+            "What follows a successful retraining Job, once its new ModelVersion (with lineage) is validated: "
+            "Register (stop there), Experiment (an Experiment on the same ModelDeployment, champion against the new "
+            "version, 50/50, onSuccess Promote) or Promote (ask the ModelDeployment to serve it, only if its "
+            "validated metrics beat the champion's on every metric both have)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _actions(self) -> DriftMonitorSpec:
@@ -191,6 +208,38 @@ class LastAction(ApiModel):
     job: ShortText | None = Field(default=None, description="Retraining Job name (Retrain).")
 
 
+class RetrainPhase(StrEnum):
+    running = "Running"
+    validating = "Validating"
+    succeeded = "Succeeded"
+    failed = "Failed"
+
+
+class RetrainStep(ApiModel):
+    """One step of a retraining, as it happened."""
+
+    time: dt.datetime = Field(description="When the step was recorded.")
+    step: ShortText = Field(
+        description="JobCreated, JobSucceeded, JobFailed, VersionRegistered, VersionReady, VersionFailed, "
+        "ExperimentCreated, PromotionRequested, PromotionSkipped or Registered.")
+    message: Annotated[str, Field(max_length=4096)] = Field(default="", description="What happened, in words.")
+
+
+class RetrainStatus(ApiModel):
+    """The retraining started by the last Retrain action, from its Job to the step spec.onRetrained asks for."""
+
+    job: ShortText = Field(description="The retraining Job (deterministic: named after the breach).")
+    parent: ShortText | None = Field(default=None, description="ModelVersion retrained from (served at the breach).")
+    trigger: ShortText = Field(description="driftmonitor/<name>@<time of the breach's first window>.")
+    phase: RetrainPhase = Field(
+        description="Running (the Job), Validating (the new ModelVersion), Succeeded (onRetrained done) or Failed.")
+    model_version: ShortText | None = Field(default=None, description="The ModelVersion registered from the result.")
+    experiment: ShortText | None = Field(default=None, description="The Experiment created (onRetrained Experiment).")
+    started_at: dt.datetime = Field(description="When the action was decided.")
+    steps: Annotated[list[RetrainStep], Field(max_length=MAX_RETRAIN_STEPS)] = Field(
+        default_factory=list, description=f"The steps so far, oldest first (at most {MAX_RETRAIN_STEPS}).")
+
+
 class DriftMonitorStatus(StatusBase):
     """Latest report, history and actions."""
 
@@ -201,6 +250,13 @@ class DriftMonitorStatus(StatusBase):
     drift_detected: bool | None = Field(default=None, description="Whether the latest window was in breach.")
     consecutive_breaches: int = Field(default=0, ge=0, description="Windows in breach in a row.")
     last_action: LastAction | None = Field(default=None, description="The last action and when it ran.")
+    last_check: dt.datetime | None = Field(
+        default=None, description="When the last check ran, with or without a verdict (the next is due an "
+        "interval later).")
+    serving_request: ServingRequest | None = Field(
+        default=None, description="Rollback (action Rollback) or Promote (onRetrained Promote): the version the "
+        "ModelDeployment is asked to serve; its reconcile applies it once and records the decision.")
+    retrain: RetrainStatus | None = Field(default=None, description="The retraining started by the last Retrain.")
 
 
 class DriftMonitor(ApiModel):
@@ -229,6 +285,9 @@ INFO = KindInfo(
         PrinterColumn("Drift", ".status.driftDetected", "boolean", "Latest window in breach."),
         PrinterColumn("Last Check", ".status.lastReport.time", "date", "Time of the latest check."),
         PrinterColumn("Last Action", ".status.lastAction.type", "string", "Last action taken."),
+        PrinterColumn("Retrain", ".status.retrain.phase", "string", "Phase of the last retraining.", priority=1),
+        PrinterColumn("Retrained", ".status.retrain.modelVersion", "string", "ModelVersion it registered.",
+                      priority=1),
         AGE,
     ),
 )

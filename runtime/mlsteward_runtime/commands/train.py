@@ -6,11 +6,9 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from mlsteward_runtime.contracts import ArtifactRef, Signature
+from mlsteward_runtime.contracts import ArtifactRef, ProfileRef, Signature, TrainResult
 
 HELP = "Fit an estimator on a CSV, evaluate it on a holdout, and write the artifact, its profile and a result."
 DESCRIPTION = """\
@@ -39,34 +37,6 @@ examples:
 
 TERMINATION_LOG = "/dev/termination-log"
 MAX_RESULT_BYTES = 4096
-
-
-class TrainResult(BaseModel):
-    """What `mlsteward train` prints (and what a user's training image must print to be a drop-in)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    phase: Literal["Succeeded", "Failed"]
-    reason: str = Field(description="Trained, or why not: FetchFailed, InvalidData, TrainingFailed, LoadFailed, "
-                                    "WriteFailed.")
-    message: str = ""
-    artifact: ArtifactRef | None = None
-    reference: ProfileRef | None = Field(default=None, description="The training data's profile (uri, sha256).")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Holdout metrics.")
-    signature: Signature | None = None
-    framework: dict[str, str] = Field(default_factory=dict)
-    estimator: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    data: str | None = None
-    target: str | None = None
-    rows: dict[str, int] = Field(default_factory=dict, description="Rows used to train and to test.")
-
-
-class ProfileRef(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    uri: str = Field(description="Where the reference profile was written.")
-    sha256: str = Field(description="Hex sha256 of the profile JSON.")
 
 
 class _Failed(Exception):
@@ -228,6 +198,28 @@ def train(args: argparse.Namespace, est: Any, params: dict[str, Any]) -> TrainRe
         return TrainResult(phase="Failed", reason=exc.reason, message=exc.message, **base)
 
 
+def encode_result(result: TrainResult, limit: int = MAX_RESULT_BYTES) -> str:
+    """Compact JSON under `limit` bytes (a termination message holds 4 KiB), always whole JSON: drop the signature
+    (the operator takes the parent version's), then the estimator's params, then shorten the message, only as far
+    as needed. The artifact, reference and metrics, which the operator needs, are never dropped."""
+    def dump(r: TrainResult) -> str:
+        return r.model_dump_json(exclude_none=True)
+
+    text = dump(result)
+    for update in ({"signature": None}, {"params": {}}):
+        if len(text.encode()) <= limit:
+            return text
+        result = result.model_copy(update=update)
+        text = dump(result)
+    if len(text.encode()) > limit:
+        over = len(text.encode()) - limit
+        msg = result.message
+        keep = max(0, len(msg.encode()) - over - 16)
+        result = result.model_copy(update={"message": msg.encode()[:keep].decode(errors="ignore") + " [truncated]"})
+        text = dump(result)
+    return text
+
+
 def run(args: argparse.Namespace) -> int:
     from mlsteward_runtime.errors import UsageError
 
@@ -244,11 +236,9 @@ def run(args: argparse.Namespace) -> int:
     full = result.model_dump_json(exclude_none=True)
     target = args.result_file or (TERMINATION_LOG if os.path.exists(TERMINATION_LOG) else None)
     if target:
-        short = full if len(full.encode()) <= MAX_RESULT_BYTES else \
-            result.model_copy(update={"signature": None}).model_dump_json(exclude_none=True)
         try:
             with open(target, "w", encoding="utf-8") as fh:
-                fh.write(short[:MAX_RESULT_BYTES])
+                fh.write(encode_result(result))
         except OSError as exc:
             raise UsageError(f"--result-file {target}: cannot write ({exc.strerror or exc})") from None
     sys.stdout.write(full + "\n")

@@ -193,7 +193,7 @@ def read_csv_uri(uri: str, *, what: str = "data") -> Table:
 
     A fetch failure raises `ModelLoadError("FetchFailed", ...)`; a malformed CSV raises UsageError.
     """
-    from mlsteward_runtime.models import fetch_artifact
+    from mlsteward_runtime.artifacts import fetch_artifact
 
     return read_csv(fetch_artifact(uri), name=uri)
 

@@ -1,0 +1,362 @@
+"""The DriftMonitor reconcile: read the world through k8s, judge with drift.py, record, then act.
+
+`reconcile_monitor(body, client, cfg, now)` follows the conventions of reconcile.py: it parses the object, raises
+only `InvalidSpec` and `NotReady`, and returns the status to patch (or None when nothing changed). The kopf timer
+calls it more often than `spec.interval`; a check runs only when one is due (`drift.check_due`).
+
+A check: the ModelDeployment's `status.servingVersion`, that ModelVersion's reference profile (spec.reference, else
+the one its validation computed; digest checked, cached by sha256), and `GET /v1/drift/window` of every ready
+predictor pod of that version. Then `drift.analyse`, `drift.decide`, `drift.compute_status`, metrics and an Event.
+
+Record before acting. When a check decides to act, the new status (lastAction, servingRequest, retrain with the
+Job's deterministic name) is written to the API server first, then the actions run: an operator that restarts in
+between finds the action recorded and never runs it twice (the retraining Job is created by the level-based
+follow-up below, once, under the recorded name; a 409 means it exists).
+
+The retraining follow-up runs on every call while a retraining is active: create the Job if it was never
+created; on its success read the TrainResult from the pod's termination message and register the new ModelVersion
+(deterministic name; a 409 means it exists); once that version is validated, do what spec.onRetrained says. Each
+step is appended to status.retrain.steps and posted as an Event.
+
+Alerts post to the webhook in a background task with bounded retries, so a slow receiver never holds up a reconcile;
+a final failure is an Event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from mlsteward_operator import drift, k8s, render, status
+from mlsteward_operator.api.common import API_VERSION, ConditionType, ServingRequest
+from mlsteward_operator.api.driftmonitor import (
+    Action,
+    DriftMonitor,
+    DriftMonitorStatus,
+    LastAction,
+    OnRetrained,
+    RetrainPhase,
+    RetrainStatus,
+)
+from mlsteward_operator.api.modeldeployment import ModelDeployment
+from mlsteward_operator.api.modelversion import ModelVersion, VersionPhase
+from mlsteward_operator.config import OperatorConfig
+from mlsteward_operator.conventions import parse_object, second
+from mlsteward_operator.metrics import drift_metrics
+
+log = logging.getLogger(__name__)
+
+# One reconcile at a time per monitor: the timer and a spec change may fire together, and two concurrent checks
+# would both decide on the same status.
+_locks: dict[str, asyncio.Lock] = {}
+# Background alert deliveries, referenced so that they are not garbage-collected while they run.
+_deliveries: set[asyncio.Task[None]] = set()
+
+# Nested status objects that are replaced whole: a merge patch keeps keys it does not name, so the keys a new
+# value leaves unset are sent as null.
+_REPLACED: dict[str, type[Any]] = {"retrain": RetrainStatus, "servingRequest": ServingRequest,
+                                   "lastAction": LastAction}
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _wire(new: DriftMonitorStatus) -> dict[str, Any]:
+    """The status as a merge patch: nested objects replaced whole (see _REPLACED)."""
+    out = new.to_k8s()
+    for key, model in _REPLACED.items():
+        if key in out:
+            out[key] = {(f.alias or name): None for name, f in model.model_fields.items()} | out[key]
+    return out
+
+
+async def reconcile_monitor(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,
+                            now: dt.datetime | None = None) -> dict[str, Any] | None:
+    """Checks drift when due, records and runs the actions, and moves an active retraining on by one step."""
+    now = second(now or _now())
+    dm: DriftMonitor = parse_object(DriftMonitor, body)
+    key = dm.metadata.uid or f"{dm.metadata.namespace}/{dm.metadata.name}"
+    lock = _locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        # The newest status, not the one in the event that woke us: a status written a moment ago by this reconcile
+        # may not have reached kopf's copy yet, and deciding on an older one could act twice.
+        fresh = await client.get(API_VERSION, "DriftMonitor", dm.metadata.namespace, dm.metadata.name)
+        if fresh is None:
+            return None
+        dm = parse_object(DriftMonitor, fresh)
+        new = dm.status
+        if drift.check_due(dm, now):
+            new = await _check(dm, fresh, client, cfg, now)
+        if drift.retrain_active(new):
+            new = await _follow_retrain(dm.model_copy(update={"status": new}), fresh, client, now)
+        if not status.status_changed(dm.status, new):
+            return None
+        return _wire(new)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The check
+# --------------------------------------------------------------------------------------------------------------
+
+
+async def _observe(dm: DriftMonitor, client: k8s.Client, cfg: OperatorConfig,
+                   now: dt.datetime) -> tuple[drift.DriftVerdict, str | None]:
+    """The verdict of this check and the version served, reading the deployment, the profile and the windows."""
+    ns = dm.metadata.namespace
+    md_obj = await client.get(API_VERSION, "ModelDeployment", ns, dm.spec.deployment)
+    if md_obj is None:
+        return drift.no_verdict(now, "DeploymentNotFound",
+                                f"ModelDeployment {dm.spec.deployment} (spec.deployment) does not exist"), None
+    md = ModelDeployment.model_validate(md_obj)
+    serving = md.status.serving_version
+    if not serving:
+        return drift.no_verdict(now, "NotServing", f"ModelDeployment {dm.spec.deployment} serves no version yet; "
+                                "waiting for it to serve"), None
+    mv_obj = await client.get(API_VERSION, "ModelVersion", ns, serving)
+    if mv_obj is None:
+        return drift.no_verdict(now, "VersionNotFound", f"ModelVersion {serving} does not exist"), serving
+    mv = ModelVersion.model_validate(mv_obj)
+    ref = mv.spec.reference or mv.status.reference
+    if ref is None:
+        return drift.no_verdict(now, "NoReference", f"ModelVersion {serving} has no reference profile (neither "
+                                "spec.reference nor one computed by its validation)"), serving
+    try:
+        profile = await client.fetch_profile(ref.uri, ref.sha256)
+    except k8s.ProfileError as exc:
+        return drift.no_verdict(now, f"Reference{exc.reason}", exc.message), serving
+    report = await client.drift_windows(ns, render.selector_labels(dm.spec.deployment, "predictor", serving),
+                                        cfg.predictor_port, timeout_s=cfg.drift_poll_timeout_seconds)
+    if report.pods == 0:
+        return drift.no_verdict(now, "NoWindows", f"no ready predictor pod of {serving} in ModelDeployment "
+                                f"{dm.spec.deployment}; waiting for pods"), serving
+    verdict = drift.analyse(dm, profile, report.windows, now, version=serving)
+    if report.failures and verdict.report is None:
+        verdict = dataclasses.replace(verdict, message=f"{verdict.message}; {len(report.failures)} of "
+                                      f"{report.pods} pod(s) did not answer: {'; '.join(report.failures)[:512]}")
+    return verdict, serving
+
+
+async def _check(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg: OperatorConfig,
+                 now: dt.datetime) -> DriftMonitorStatus:
+    ns, name = dm.metadata.namespace or "", dm.metadata.name
+    verdict, serving = await _observe(dm, client, cfg, now)
+    decision = drift.decide(dm, verdict, now)
+    if decision.act and Action.retrain in decision.actions and drift.retrain_active(dm.status):
+        # At most one retraining per monitor: the one running keeps going and this breach starts none.
+        assert dm.status.retrain is not None
+        others = tuple(a for a in decision.actions if a != Action.retrain)
+        decision = dataclasses.replace(
+            decision, actions=others, act=bool(others), job_name=None,
+            message=f"{decision.message}; no second retraining while Job {dm.status.retrain.job} is active")
+    new = drift.compute_status(dm, verdict, decision, now).model_copy(update={
+        "last_check": now, "serving_request": dm.status.serving_request, "retrain": dm.status.retrain})
+
+    metrics = drift_metrics()
+    metrics.checks.labels(ns, name, verdict.reason).inc()
+    if verdict.report is not None:
+        metrics.record(ns, name, ((f.name, f.method, f.statistic, f.p_value, f.effect_size, f.drifted)
+                                  for f in verdict.report.features), verdict.window_size, decision.streak)
+
+    if decision.act:
+        if Action.rollback in decision.actions and serving:
+            new = new.model_copy(update={"serving_request": drift.rollback_request(dm, verdict, decision, serving,
+                                                                                   now)})
+        if Action.retrain in decision.actions:
+            new = new.model_copy(update={"retrain": drift.start_retrain(decision, serving, now)})
+        # Recorded before acting (see the module docstring).
+        if await client.patch_status(API_VERSION, "DriftMonitor", ns, name, _wire(new)) is None:
+            return dm.status
+
+    await _verdict_event(dm, body, client, verdict, decision)
+    if decision.act:
+        await _act(dm, body, client, cfg, verdict, decision, new)
+    return new
+
+
+async def _verdict_event(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, verdict: drift.DriftVerdict,
+                         decision: drift.DriftDecision) -> None:
+    """One Event per verdict; a check without a verdict posts one only when its reason is new."""
+    if verdict.report is None:
+        ready = dm.status.condition(ConditionType.ready)
+        if ready is not None and ready.reason == verdict.reason:
+            return
+        await _event(client, body, verdict.reason, verdict.message, warning=False)
+        return
+    text = verdict.message if decision.reason in ("NoDrift", "DriftConfirmed") else \
+        f"{verdict.message}; {decision.message}"
+    await _event(client, body, verdict.reason, text, warning=verdict.drifted)
+
+
+async def _act(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg: OperatorConfig,
+               verdict: drift.DriftVerdict, decision: drift.DriftDecision, new: DriftMonitorStatus) -> None:
+    ns, name = dm.metadata.namespace or "", dm.metadata.name
+    await _event(client, body, "DriftConfirmed", decision.message, warning=True)
+    for action in decision.actions:
+        drift_metrics().actions.labels(ns, name, action.value).inc()
+    if Action.alert in decision.actions:
+        if dm.spec.notify is not None:
+            task = asyncio.create_task(_deliver(dm, body, client, cfg, drift.alert_payload(dm, verdict, decision)))
+            _deliveries.add(task)
+            task.add_done_callback(_deliveries.discard)
+        else:
+            await _event(client, body, "AlertRecorded", "Alert: no spec.notify webhook; this Event is the alert",
+                         warning=True)
+    if Action.rollback in decision.actions:
+        req = new.serving_request
+        if req is not None:
+            await _event(client, body, "RollbackRequested", f"Asked ModelDeployment {dm.spec.deployment} to stop serving "
+                         f"{req.from_version} and serve its previous stable version (status.servingRequest)",
+                         warning=True)
+        else:
+            await _event(client, body, "RollbackSkipped", "Rollback: the ModelDeployment serves no version", warning=True)
+    if Action.retrain in decision.actions and new.retrain is not None:
+        await _event(client, body, "RetrainDecided", f"Retraining {new.retrain.parent or 'the model'} in Job "
+                     f"{new.retrain.job} ({new.retrain.trigger})", warning=False)
+
+
+async def _deliver(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg: OperatorConfig,
+                   payload: dict[str, Any]) -> None:
+    assert dm.spec.notify is not None
+    ref = dm.spec.notify.webhook_secret_ref
+    try:
+        url = await client.secret_value(dm.metadata.namespace or "", ref.name, ref.key)
+    except k8s.ApiError as exc:
+        await _event(client, body, "AlertNotSent", f"could not read Secret {ref.name}: {exc}", warning=True)
+        return
+    if not url:
+        await _event(client, body, "AlertNotSent", f"Secret {ref.name} has no key {ref.key} (spec.notify.webhookSecretRef)",
+                     warning=True)
+        return
+    failure = await client.post_webhook(url, payload, attempts=cfg.webhook_attempts,
+                                        backoff_s=cfg.webhook_backoff_seconds)
+    if failure is None:
+        await _event(client, body, "AlertSent", f"Posted the drift alert to the webhook in Secret {ref.name}", warning=False)
+    else:
+        await _event(client, body, "AlertNotSent", f"webhook in Secret {ref.name}: {failure}", warning=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The retraining, step by step
+# --------------------------------------------------------------------------------------------------------------
+
+
+async def _follow_retrain(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client,
+                          now: dt.datetime) -> DriftMonitorStatus:
+    st = dm.status
+    r = st.retrain
+    assert r is not None
+    ns = dm.metadata.namespace
+
+    async def step(name: str, message: str, *, warning: bool = False, **update: Any) -> None:
+        nonlocal r
+        assert r is not None
+        r = drift.add_step(r, name, message, now, **update)
+        await _event(client, body, name, message, warning=warning)
+
+    if r.phase == RetrainPhase.running:
+        job = await client.get("batch/v1", "Job", ns, r.job)
+        if job is None:
+            if any(s.step == "JobCreated" for s in r.steps):
+                await step("JobFailed", f"Job {r.job} was deleted before it finished; not run again",
+                           warning=True, phase=RetrainPhase.failed)
+            elif dm.spec.retrain is None:
+                await step("JobFailed", "spec.retrain was removed before the Job was created", warning=True,
+                           phase=RetrainPhase.failed)
+            else:
+                await client.create(drift.render_retrain_job(dm, r))  # None on 409: it exists already
+                await step("JobCreated", f"Created retraining Job {r.job} (parent {r.parent})")
+        else:
+            pods = await client.list("v1", "Pod", ns, labels={"job-name": r.job})
+            js = status.observe_job(job, pods)
+            if js.succeeded or js.failed:
+                await _job_done(dm, client, r, js, step)
+    elif r.phase == RetrainPhase.validating and r.model_version:
+        mv_obj = await client.get(API_VERSION, "ModelVersion", ns, r.model_version)
+        if mv_obj is None:
+            await step("VersionFailed", f"ModelVersion {r.model_version} was deleted before it was validated",
+                       warning=True, phase=RetrainPhase.failed)
+        else:
+            mv = ModelVersion.model_validate(mv_obj)
+            if mv.status.phase == VersionPhase.failed:
+                await step("VersionFailed", f"ModelVersion {mv.metadata.name} failed validation: "
+                           f"{mv.status.reason}: {mv.status.message or ''}", warning=True, phase=RetrainPhase.failed)
+            elif mv.status.phase == VersionPhase.ready:
+                await step("VersionReady", f"ModelVersion {mv.metadata.name} is validated: "
+                           + ", ".join(f"{k}={v:.4g}" for k, v in sorted(mv.status.metrics.items())))
+                request = await _on_retrained(dm, client, mv, r, step, now)
+                if request is not None:
+                    st = st.model_copy(update={"serving_request": request})
+    return st.model_copy(update={"retrain": r})
+
+
+async def _job_done(dm: DriftMonitor, client: k8s.Client, r: RetrainStatus, js: status.JobState, step: Any) -> None:
+    result = drift.parse_train_result(js.termination_message)
+    if js.failed or result is None or result.phase != "Succeeded" or result.artifact is None \
+            or result.artifact.sha256 is None:
+        why = (f"{result.reason}: {result.message}" if result is not None and result.phase != "Succeeded" else
+               "its termination message holds no TrainResult with an artifact and its sha256" if js.succeeded else
+               f"{js.failure_reason or 'Failed'}: {js.failure_message or ''}")
+        await step("JobFailed", f"Job {r.job} failed: {why}".rstrip(": "), warning=True, phase=RetrainPhase.failed)
+        return
+    ns = dm.metadata.namespace
+    parent_obj = await client.get(API_VERSION, "ModelVersion", ns, r.parent) if r.parent else None
+    if parent_obj is None:
+        await step("JobFailed", f"Job {r.job} succeeded but its parent ModelVersion {r.parent} is gone; nothing "
+                   "to register against", warning=True, phase=RetrainPhase.failed)
+        return
+    parent = ModelVersion.model_validate(parent_obj)
+    await step("JobSucceeded", f"Job {r.job} succeeded: {result.message}")
+    mv = drift.render_retrained_version(parent, result, r, dm.metadata.name)
+    created = await client.create(mv)
+    name = mv["metadata"]["name"]
+    await step("VersionRegistered", f"Registered ModelVersion {name} (version {mv['spec']['version']}, parent "
+               f"{parent.metadata.name}){'' if created is not None else '; it existed already'}",
+               phase=RetrainPhase.validating, model_version=name)
+
+
+async def _on_retrained(dm: DriftMonitor, client: k8s.Client, mv: ModelVersion, r: RetrainStatus, step: Any,
+                        now: dt.datetime) -> Any:
+    """spec.onRetrained for the validated `mv`; returns a ServingRequest for Promote, else None."""
+    ns = dm.metadata.namespace
+    how = dm.spec.on_retrained
+    if how == OnRetrained.register:
+        await step("Registered", f"ModelVersion {mv.metadata.name} is registered and validated (onRetrained "
+                   "Register): serve it by setting spec.version in Git", phase=RetrainPhase.succeeded)
+        return None
+    md_obj = await client.get(API_VERSION, "ModelDeployment", ns, dm.spec.deployment)
+    serving = ModelDeployment.model_validate(md_obj).status.serving_version if md_obj else None
+    champion = serving or r.parent
+    if how == OnRetrained.experiment:
+        if not champion:
+            await step("ExperimentSkipped", "no champion version to compare with", warning=True,
+                       phase=RetrainPhase.failed)
+            return None
+        exp = drift.render_experiment(dm, champion, mv.metadata.name)
+        created = await client.create(exp)
+        await step("ExperimentCreated", f"Created Experiment {exp['metadata']['name']}: {champion} against "
+                   f"{mv.metadata.name}, 50/50, onSuccess Promote{'' if created is not None else ' (it existed)'}",
+                   phase=RetrainPhase.succeeded, experiment=exp["metadata"]["name"])
+        return None
+    champ_obj = await client.get(API_VERSION, "ModelVersion", ns, champion) if champion else None
+    champ_metrics = ModelVersion.model_validate(champ_obj).status.metrics if champ_obj else {}
+    better, why = drift.compare_metrics(mv.status.metrics, champ_metrics)
+    if not better or not serving:
+        await step("PromotionSkipped", f"{mv.metadata.name} is not promoted over {champion}: "
+                   f"{why if serving else 'the ModelDeployment serves no version'}", phase=RetrainPhase.succeeded)
+        return None
+    await step("PromotionRequested", f"Asked ModelDeployment {dm.spec.deployment} to serve {mv.metadata.name} "
+               f"instead of {serving}: {why}", phase=RetrainPhase.succeeded)
+    return drift.promote_request(mv.metadata.name, serving, why, mv.status.metrics, champ_metrics, now)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------------------
+
+async def _event(client: k8s.Client, body: Mapping[str, Any], reason: str, message: str, *, warning: bool) -> None:
+    await client.event(dict(body), reason=reason, message=message, type_="Warning" if warning else "Normal")
