@@ -134,7 +134,9 @@ async def _observe(dm: DriftMonitor, client: k8s.Client, cfg: OperatorConfig,
     if report.pods == 0:
         return drift.no_verdict(now, "NoWindows", f"no ready predictor pod of {serving} in ModelDeployment "
                                 f"{dm.spec.deployment}; waiting for pods"), serving
-    verdict = drift.analyse(dm, profile, report.windows, now, version=serving)
+    # A predictor reports its ModelVersion's spec.version (semver); status and the verdict name the ModelVersion.
+    windows = [w.model_copy(update={"version": serving}) for w in report.windows if w.version == mv.spec.version]
+    verdict = drift.analyse(dm, profile, windows, now, version=serving)
     if report.failures and verdict.report is None:
         verdict = dataclasses.replace(verdict, message=f"{verdict.message}; {len(report.failures)} of "
                                       f"{report.pods} pod(s) did not answer: {'; '.join(report.failures)[:512]}")

@@ -87,6 +87,9 @@ def operator_installed() -> Iterator[str]:
     if not shutil.which("helm"):
         pytest.fail("helm is not on PATH (make bins builds it; `make e2e` puts it on PATH)")
     repo, _, tag = image().rpartition(":")
+    # helm installs a chart's CRDs only on first install, never on upgrade: apply them as the upgrade notes say,
+    # so a cluster that ran an older chart gets the current schema.
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     subprocess.run(
         ["helm", "upgrade", "--install", "mlsteward", str(ROOT / "charts/mlsteward"), "-n", OPERATOR_NS,
          "--create-namespace", "--set", f"image.repository={repo}", "--set", f"image.tag={tag}",

@@ -119,7 +119,8 @@ class WindowServer:
         from mlsteward_runtime.contracts import DriftWindow, FeatureType, FeatureWindow
 
         rng = np.random.default_rng(11)
-        window = DriftWindow(name="iris", version=V1, replica=f"{MD}-{V1}-0", seen=1200, features={
+        # As the runtime reports it: the model's name and its ModelVersion's spec.version (semver).
+        window = DriftWindow(name="iris", version="1.0.0", replica=f"{MD}-{V1}-0", seen=1200, features={
             "x1": FeatureWindow(type=FeatureType.number, values=rng.normal(self.shift, 1, 1200).tolist()),
             "x2": FeatureWindow(type=FeatureType.number, values=rng.normal(5, 2, 1200).tolist())})
 
