@@ -66,8 +66,9 @@ test: deps venv lint unit integration e2e ## Run every test tier.
 demo: deps venv ## Bring up the local cluster, build the image, deploy two model versions and serve a prediction.
 	hack/demo.sh $(CLUSTER)
 
-bench: venv ## Run the benchmarks (see bench/README.md).
-	$(BIN)/python bench/run.py
+BENCH_ARGS ?=
+bench: venv ## Run the benchmarks (see bench/README.md); e.g. BENCH_ARGS="--quick --no-evidently".
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean: cluster-down
 	rm -rf $(VENV) build *.egg-info
