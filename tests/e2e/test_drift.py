@@ -186,6 +186,7 @@ def test_rollback_asks_the_deployment_to_serve_its_previous_version(namespace: s
     assert any(d["kind"] == "Rollback" and d["to"] == v1 for d in obj["status"]["decisions"])
 
 
+@pytest.mark.timeout(600)
 def test_retrain_registers_validates_and_experiments_across_an_operator_restart(
         namespace: str, trained: Path, artifact_server: str, drift_versions: tuple[str, str], store: str):
     v1, _ = drift_versions
@@ -225,4 +226,8 @@ def test_retrain_registers_validates_and_experiments_across_an_operator_restart(
     retrained = json.loads(kubectl("get", "modelversions", "-n", namespace, "-l", "mlsteward.io/driftmonitor=retrain",
                                    "-o", "json"))["items"]
     assert [m["metadata"]["name"] for m in retrained] == [r["modelVersion"]]
+    # The loop closes: the ModelDeployment runs the Experiment between the champion and the retrained version.
+    wait_for(lambda: (kget("experiment", r["experiment"], namespace).get("status") or {}).get("phase") == "Running",
+             timeout=180, what="the Experiment running")
+    assert kget("modeldeployment", md, namespace)["status"]["experiment"] == r["experiment"]
     print(kubectl("get", "dm,mv,exp", "-n", namespace))
