@@ -23,19 +23,21 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
 from mlsteward_runtime.contracts import DriftWindow, Profile, RouterStats
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 FIELD_MANAGER = "mlsteward"
 
 log = logging.getLogger(__name__)
 
+
+T = TypeVar("T", bound=BaseModel)
 
 @dataclass(frozen=True)
 class RouterStatsReport:
@@ -261,61 +263,48 @@ class Client:
                                       accept="text/plain")
         return raw.decode("utf-8", "replace")
 
-    async def router_stats(self, namespace: str, labels: dict[str, str], port: int, *,
-                           timeout_s: float = 2.0) -> RouterStatsReport:
-        """`GET http://<podIP>:<port>/v1/router/stats` from every ready pod matching `labels`, concurrently, each
-        within `timeout_s`. A pod that does not answer, or answers something that is not RouterStats, is reported
-        in `failures`; listing the pods may raise ApiError like any API call."""
+    async def _ask_pods(self, namespace: str, labels: dict[str, str], port: int, path: str, model: type[T],
+                        timeout_s: float) -> tuple[list[T], list[str], int]:
+        """`GET http://<podIP>:<port><path>` from every ready pod matching `labels`, concurrently, each within
+        `timeout_s`, parsed as `model`. Returns the answers, one line per pod that did not answer or answered
+        something else (logged, never raised), and the number of ready pods asked; listing the pods may raise
+        ApiError like any API call."""
         pods = [p for p in await self.list("v1", "Pod", namespace, labels=labels) if _pod_ready(p)]
         if not pods:
-            return RouterStatsReport([], [])
+            return [], [], 0
 
-        async def one(session: aiohttp.ClientSession, pod: dict[str, Any]) -> RouterStats | str:
+        async def one(session: aiohttp.ClientSession, pod: dict[str, Any]) -> T | str:
             name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
             host = f"[{ip}]" if ":" in ip else ip
             try:
-                async with session.get(f"http://{host}:{port}/v1/router/stats") as resp:
+                async with session.get(f"http://{host}:{port}{path}") as resp:
                     if resp.status != 200:
                         return f"{name}: HTTP {resp.status}"
-                    return RouterStats.model_validate_json(await resp.read())
+                    return model.model_validate_json(await resp.read())
             except (aiohttp.ClientError, asyncio.TimeoutError, ValidationError) as exc:
                 return f"{name}: {type(exc).__name__}: {exc}".rstrip(": ")
 
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
             answers = await asyncio.gather(*(one(session, p) for p in pods))
-        stats = [a for a in answers if isinstance(a, RouterStats)]
+        good = [a for a in answers if isinstance(a, model)]
         failures = [a for a in answers if isinstance(a, str)]
         for failure in failures:
-            log.warning("Failed to read router stats namespace=%s pod=%s", namespace, failure)
+            log.warning("Failed to read %s namespace=%s pod=%s", path, namespace, failure)
+        return good, failures, len(pods)
+
+    async def router_stats(self, namespace: str, labels: dict[str, str], port: int, *,
+                           timeout_s: float = 2.0) -> RouterStatsReport:
+        """`GET /v1/router/stats` from every ready router pod matching `labels` (see `_ask_pods`)."""
+        stats, failures, _ = await self._ask_pods(namespace, labels, port, "/v1/router/stats", RouterStats,
+                                                  timeout_s)
         return RouterStatsReport(stats, failures)
 
     async def drift_windows(self, namespace: str, labels: dict[str, str], port: int, *,
                             timeout_s: float = 5.0) -> DriftWindowsReport:
-        """`GET http://<podIP>:<port>/v1/drift/window` from every ready pod matching `labels`, concurrently, each
-        within `timeout_s` (the same approach as `router_stats`). A pod that does not answer, or answers something
-        that is not a DriftWindow, is reported in `failures`; listing the pods may raise ApiError."""
-        pods = [p for p in await self.list("v1", "Pod", namespace, labels=labels) if _pod_ready(p)]
-        if not pods:
-            return DriftWindowsReport([], [], 0)
-
-        async def one(session: aiohttp.ClientSession, pod: dict[str, Any]) -> DriftWindow | str:
-            name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
-            host = f"[{ip}]" if ":" in ip else ip
-            try:
-                async with session.get(f"http://{host}:{port}/v1/drift/window") as resp:
-                    if resp.status != 200:
-                        return f"{name}: HTTP {resp.status}"
-                    return DriftWindow.model_validate_json(await resp.read())
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValidationError) as exc:
-                return f"{name}: {type(exc).__name__}: {exc}".rstrip(": ")
-
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
-            answers = await asyncio.gather(*(one(session, p) for p in pods))
-        windows = [a for a in answers if isinstance(a, DriftWindow)]
-        failures = [a for a in answers if isinstance(a, str)]
-        for failure in failures:
-            log.warning("Failed to read drift window namespace=%s pod=%s", namespace, failure)
-        return DriftWindowsReport(windows, failures, len(pods))
+        """`GET /v1/drift/window` from every ready predictor pod matching `labels` (see `_ask_pods`)."""
+        windows, failures, pods = await self._ask_pods(namespace, labels, port, "/v1/drift/window", DriftWindow,
+                                                       timeout_s)
+        return DriftWindowsReport(windows, failures, pods)
 
     async def fetch_profile(self, uri: str, sha256: str | None) -> Profile:
         """The reference profile at `uri` (a path, file://, http(s)://, s3://), its digest checked against

@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from mlsteward_runtime.commands.termination import shorten_message
 from mlsteward_runtime.contracts import ArtifactRef, ProfileRef, Signature, TrainResult
 
 HELP = "Fit an estimator on a CSV, evaluate it on a holdout, and write the artifact, its profile and a result."
@@ -211,13 +212,7 @@ def encode_result(result: TrainResult, limit: int = MAX_RESULT_BYTES) -> str:
             return text
         result = result.model_copy(update=update)
         text = dump(result)
-    if len(text.encode()) > limit:
-        over = len(text.encode()) - limit
-        msg = result.message
-        keep = max(0, len(msg.encode()) - over - 16)
-        result = result.model_copy(update={"message": msg.encode()[:keep].decode(errors="ignore") + " [truncated]"})
-        text = dump(result)
-    return text
+    return shorten_message(result, dump, limit)[1]
 
 
 def run(args: argparse.Namespace) -> int:

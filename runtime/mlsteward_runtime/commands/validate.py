@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any
 
+from mlsteward_runtime.commands.termination import shorten_message
+
 HELP = "Validate a model artifact (digest, load, signature, metrics vs thresholds) for a ModelVersion."
 DESCRIPTION = """\
 Validate a model artifact the way the ModelVersion controller's Job does, in order:
@@ -185,14 +187,7 @@ def encode_result(result: Any, limit: int = MAX_RESULT_BYTES) -> str:
     text = dump(result)
     if len(text.encode()) <= limit:
         return text
-    result = result.model_copy(update={"signature": None})
-    text = dump(result)
-    if len(text.encode()) > limit:
-        over = len(text.encode()) - limit
-        msg = result.message
-        keep = max(0, len(msg.encode()) - over - 16)
-        result = result.model_copy(update={"message": msg.encode()[:keep].decode(errors="ignore") + " [truncated]"})
-        text = dump(result)
+    result, text = shorten_message(result.model_copy(update={"signature": None}), dump, limit)
     if len(text.encode()) > limit:
         text = dump(result.model_copy(update={"golden": None}))
     return text
