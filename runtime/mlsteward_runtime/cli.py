@@ -25,6 +25,7 @@ VERBS: dict[str, str] = {
     "register": "register",
     "drift": "drift",
     "ab": "ab",
+    "card": "card",
     "operator": "operator",
 }
 

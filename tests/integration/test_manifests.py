@@ -31,3 +31,40 @@ def test_api_server_accepts_the_manifests(control_plane: Path):
     applied = proc.stdout.splitlines()
     assert any("deployment.apps/mlsteward-operator" in line for line in applied), proc.stdout
     assert any("clusterrole.rbac.authorization.k8s.io/mlsteward-operator " in line for line in applied), proc.stdout
+
+
+def _helm_template(*sets: str) -> list[dict]:
+    import yaml
+
+    helm = next(Path(p) / "helm" for p in _bin_path().split(":") if (Path(p) / "helm").exists())
+    args = [str(helm), "template", "mlsteward", str(ROOT / "charts/mlsteward"), "--namespace", "mlsteward-system",
+            "--kube-version", "1.34.0"]
+    for s in sets:
+        args += ["--set", s]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return [d for d in yaml.safe_load_all(proc.stdout) if d]
+
+
+def test_dashboard_and_alert_rules_render_from_their_files():
+    import json
+
+    import yaml
+
+    default = _helm_template()
+    assert not [d for d in default if d["kind"] == "PrometheusRule" or
+                d["metadata"].get("labels", {}).get("grafana_dashboard")], "both are off by default"
+
+    docs = _helm_template("grafana.dashboard.enabled=true", "prometheusRule.enabled=true",
+                          "prometheusRule.labels.release=prometheus", "grafana.dashboard.namespace=monitoring")
+    rule = next(d for d in docs if d["kind"] == "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule["spec"] == yaml.safe_load((ROOT / "charts/mlsteward/rules/mlsteward.rules.yaml").read_text())
+    # Prometheus templates in annotations reach the object untouched by helm.
+    assert "{{ $labels.version }}" in rule["spec"]["groups"][0]["rules"][0]["annotations"]["summary"]
+
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1")
+    assert cm["metadata"]["namespace"] == "monitoring"
+    dashboard = json.loads(cm["data"]["mlsteward.json"])
+    assert dashboard == json.loads((ROOT / "charts/mlsteward/dashboards/mlsteward.json").read_text())
