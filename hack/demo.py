@@ -1,8 +1,10 @@
 """The demo's Kubernetes part, run by hack/demo.sh once a cluster, the image and the operator are up.
 
 Trains two versions of a breast-cancer classifier, puts the artifacts on an in-cluster HTTP server, registers both
-as ModelVersions (validated by Jobs), deploys 1.0.0, sends traffic, switches to 1.1.0, and prints what a user
-would look at. Every step is an apply or an idempotent check, so re-running the demo is safe.
+as ModelVersions (validated by Jobs), deploys 1.0.0 and sends traffic, then runs an Experiment between 1.0.0 and
+1.1.0 on live traffic with simulated feedback: the operator concludes, promotes the winner (status only), and the
+demo brings "Git" in line with the decision's gitChange. It ends by printing what a user would look at. Every
+step is an apply, a delete-then-create of something throwaway, or an idempotent check, so re-running is safe.
 """
 
 from __future__ import annotations
@@ -105,6 +107,31 @@ def predict(url: str, body: dict[str, Any], name: str, image: str) -> str:
     return sh("kubectl", "logs", name, "-n", NS).strip()
 
 
+# A client that predicts through the Service and sends a reward for each answer, drawn from the rate of the version
+# that answered (simulated users who like 1.1.0 better). It prints its running totals.
+FEEDBACK_CLIENT = r"""
+import json, random, sys, time, urllib.request, uuid
+base, seconds, body, rates = sys.argv[1], float(sys.argv[2]), sys.argv[3].encode(), json.loads(sys.argv[4])
+rng = random.Random(1); sent = {}; end = time.time() + seconds
+while time.time() < end:
+    rid = uuid.uuid4().hex
+    try:
+        r = urllib.request.urlopen(urllib.request.Request(base + "/predict", data=body, headers={
+            "content-type": "application/json", "x-request-id": rid}), timeout=10)
+        v = r.headers.get("x-model-version")
+        reward = 1 if rng.random() < rates.get(v, 0) else 0
+        urllib.request.urlopen(urllib.request.Request(base + "/v1/feedback", headers={
+            "content-type": "application/json"}, data=json.dumps({"request_id": rid, "reward": reward}).encode()),
+            timeout=10)
+        sent[v] = sent.get(v, 0) + 1
+    except Exception as exc:
+        print("error:", repr(exc)[:200], flush=True)
+    time.sleep(0.01)
+print(json.dumps({"feedback_sent": sent}), flush=True)
+"""
+REWARDS = {"1.0.0": 0.35, "1.1.0": 0.65}
+
+
 def ready(md: str, version: str) -> Any:
     st = get("modeldeployment", md).get("status", {})
     conds = {c["type"]: c["status"] for c in st.get("conditions", [])}
@@ -156,11 +183,45 @@ def main() -> int:
         print(sh("curl", "-s", "--max-time", "10", f"http://{ip}:8080/predict", "-H", "content-type: application/json",
                  "-d", body))
 
-    step(f"Switching {MD} to {mvs[1]['metadata']['name']} (kubectl patch spec.version, as a Git change would)")
-    sh("kubectl", "patch", "modeldeployment", MD, "-n", NS, "--type=merge", "-p",
-       json.dumps({"spec": {"version": mvs[1]["metadata"]["name"]}}))
-    wait(f"{MD} serving 1.1.0", lambda: ready(MD, mvs[1]["metadata"]["name"]), 300)
+    v1, v2 = mvs[0]["metadata"]["name"], mvs[1]["metadata"]["name"]
+    step(f"An Experiment on live traffic: {v1} (control) against {v2}, onSuccess: Promote (examples/experiment.yaml)")
+    exp = yaml.safe_load((ROOT / "examples" / "experiment.yaml").read_text())
+    exp["metadata"]["namespace"] = NS
+    name = exp["metadata"]["name"]
+    sh("kubectl", "delete", "experiment", name, "-n", NS, "--ignore-not-found", "--wait=true")
+    sh("kubectl", "delete", "pod", "demo-users", "-n", NS, "--ignore-not-found", "--wait=true")
+    apply([exp])
+    wait(f"Experiment {name} Running", lambda: get("experiment", name).get("status", {}).get("phase") == "Running"
+         or get("experiment", name).get("status", {}).get("conditions"), 240)
+    print(f"Simulated users send a reward for each answer: {REWARDS} (POST /v1/feedback through the Service)")
+    apply([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "demo-users", "namespace": NS},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "users", "image": args.image, "imagePullPolicy": "IfNotPresent",
+                "command": ["python3", "-c", FEEDBACK_CLIENT, url.rsplit("/", 1)[0], "240",
+                            json.dumps({"instances": rows[:1]}), json.dumps(REWARDS)]}]}}])
+    wait(f"Experiment {name} concluded",
+         lambda: get("experiment", name).get("status", {}).get("phase") in ("Concluded", "Stopped")
+         or {v["name"]: v.get("outcomes", 0) for v in get("experiment", name).get("status", {}).get("variants", [])},
+         420)
+    print(sh("kubectl", "get", "experiment", name, "-n", NS, "-o", "wide"))
+    st = get("experiment", name)["status"]
+    for v in st.get("variants", []):
+        ci = v.get("ci") or {}
+        print(f"  {v['name']:<10} {v['version']}: {v.get('outcomes', 0)} outcomes, mean {v.get('mean', 0):.3f} "
+              f"[{ci.get('lower', 0):.3f}, {ci.get('upper', 0):.3f}], P(best) {v.get('probabilityBest', 0):.3f}")
+    print(f"  {st.get('test')}: p = {st.get('pValue')}, effect {st.get('effect')}")
+    wait(f"{MD} serving the winner {v2}", lambda: ready(MD, v2), 240)
+    sh("kubectl", "delete", "pod", "demo-users", "-n", NS, "--ignore-not-found", "--wait=false")
+    decision = [d for d in get("modeldeployment", MD)["status"]["decisions"] if d["kind"] == "Promote"][-1]
+    print(f"Decision: {decision['message'][:300]}\n  gitChange: {decision['gitChange']}")
     print(predict(url, {"instances": rows}, "demo-predict-2", args.image))
+
+    step(f"Git catches up: {decision['gitChange']} (kubectl patch, as a commit would)")
+    sh("kubectl", "patch", "modeldeployment", MD, "-n", NS, "--type=merge", "-p",
+       json.dumps({"spec": {"version": v2}}))
+    wait("the override to end",
+         lambda: bool((get("modeldeployment", MD)["status"].get("override") or {}).get("endedAt")), 60)
+    wait(f"{MD} serving {v2}", lambda: ready(MD, v2), 120)
 
     step("kubectl get mlsteward")
     print(sh("kubectl", "get", "mlsteward", "-n", NS))
@@ -168,6 +229,7 @@ def main() -> int:
     print(f"""  kubectl describe modeldeployment {MD} -n {NS}     # conditions, decisions, Events
   kubectl get all -n {NS} -l mlsteward.io/deployment={MD}
   kubectl logs -n mlsteward-system deploy/mlsteward-operator
+  kubectl describe experiment breast-cancer-ab -n {NS}   # per-arm results, the test, P(best)
   kubectl explain modeldeployment.spec.rollout
   The ModelVersion YAML the demo applied: _out/demo/modelversions.yaml""")
     return 0
