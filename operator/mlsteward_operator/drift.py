@@ -713,7 +713,7 @@ def render_retrained_version(parent: ModelVersion, result: TrainResult, r: Retra
         "artifact": {"uri": result.artifact.uri, "sha256": sha, "format": result.artifact.format.value},
         "metrics": dict(result.metrics),
         "lineage": {"parent": parent.metadata.name, "trigger": r.trigger, "trainedBy": f"Job/{r.job}"},
-        "description": f"Retrained from {parent.metadata.name} by Job {r.job} on drift ({r.trigger}).",
+        "description": f"Retrained from {parent.metadata.name} by Job {r.job} ({r.trigger}).",
     }
     if result.framework.get("version"):
         spec["framework"] = {"name": "sklearn", "version": result.framework["version"]}

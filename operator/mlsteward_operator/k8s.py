@@ -8,8 +8,8 @@ Errors are mapped here and nowhere else: 404 becomes `None` (get) or a no-op (de
 raises `ApiError` with the status code and the server's message, which handlers turn into a retry.
 
 It is also the one module that calls the data plane and the outside world: `router_stats` reads
-`GET /v1/router/stats` from every router pod of a ModelDeployment and `drift_windows` reads `GET /v1/drift/window`
-from every predictor pod of a version (both by pod IP, so that each replica answers for itself rather than the
+`GET /v1/router/stats` from every router pod of a ModelDeployment, `drift_windows` reads `GET /v1/drift/window`
+and `predictor_stats` reads `GET /v1/stats` from every predictor pod of a version (all by pod IP, so that each replica answers for itself rather than the
 Service's choice); `fetch_profile` reads a reference profile by URI (digest checked, cached by sha256);
 `post_webhook` posts an alert with retries; `secret_value` reads one key of a Secret.
 """
@@ -29,7 +29,7 @@ import aiohttp
 from kubernetes import client as kclient
 from kubernetes import config as kconfig
 from kubernetes.client.rest import ApiException
-from mlsteward_runtime.contracts import DriftWindow, Profile, RouterStats
+from mlsteward_runtime.contracts import DriftWindow, Profile, RouterStats, RuntimeStats
 from pydantic import BaseModel, ValidationError
 
 FIELD_MANAGER = "mlsteward"
@@ -53,6 +53,16 @@ class DriftWindowsReport:
     raised). `pods` counts the ready pods asked."""
 
     windows: list[DriftWindow]
+    failures: list[str]
+    pods: int = 0
+
+
+@dataclass(frozen=True)
+class PredictorStatsReport:
+    """What the predictor pods answered to `GET /v1/stats`, and one line per ready pod that did not answer (never
+    raised). `pods` counts the ready pods asked."""
+
+    stats: list[RuntimeStats]
     failures: list[str]
     pods: int = 0
 
@@ -305,6 +315,12 @@ class Client:
         windows, failures, pods = await self._ask_pods(namespace, labels, port, "/v1/drift/window", DriftWindow,
                                                        timeout_s)
         return DriftWindowsReport(windows, failures, pods)
+
+    async def predictor_stats(self, namespace: str, labels: dict[str, str], port: int, *,
+                              timeout_s: float = 5.0) -> PredictorStatsReport:
+        """`GET /v1/stats` from every ready predictor pod matching `labels` (see `_ask_pods`)."""
+        stats, failures, pods = await self._ask_pods(namespace, labels, port, "/v1/stats", RuntimeStats, timeout_s)
+        return PredictorStatsReport(stats, failures, pods)
 
     async def fetch_profile(self, uri: str, sha256: str | None) -> Profile:
         """The reference profile at `uri` (a path, file://, http(s)://, s3://), its digest checked against

@@ -18,6 +18,11 @@ created; on its success read the TrainResult from the pod's termination message 
 (deterministic name; a 409 means it exists); once that version is validated, do what spec.onRetrained says. Each
 step is appended to status.retrain.steps and posted as an Event.
 
+The other retraining triggers (triggers.py) run after the check: spec.schedule on every call (its cron times are
+finer than the interval), spec.performance with the check (`GET /v1/stats` of every ready predictor pod of the
+served version). A trigger that fires records status.lastAction, status.retrain and its own status field
+(lastScheduledRun, performance) first, like a drift action, and the follow-up below creates the Job.
+
 Alerts post to the webhook in a background task with bounded retries, so a slow receiver never holds up a reconcile;
 a final failure is an Event.
 """
@@ -31,7 +36,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from mlsteward_operator import drift, k8s, render, status
+from mlsteward_operator import drift, k8s, render, status, triggers
 from mlsteward_operator.api.common import API_VERSION, ConditionType, ServingRequest
 from mlsteward_operator.api.driftmonitor import (
     Action,
@@ -90,8 +95,11 @@ async def reconcile_monitor(body: Mapping[str, Any], client: k8s.Client, cfg: Op
             return None
         dm = parse_object(DriftMonitor, fresh)
         new = dm.status
-        if drift.check_due(dm, now):
+        due = drift.check_due(dm, now)
+        if due:
             new = await _check(dm, fresh, client, cfg, now)
+        if dm.spec.schedule is not None or (due and dm.spec.performance is not None):
+            new = await _triggers(dm.model_copy(update={"status": new}), fresh, client, cfg, now, check=due)
         if drift.retrain_active(new):
             new = await _follow_retrain(dm.model_copy(update={"status": new}), fresh, client, now)
         if not status.status_changed(dm.status, new):
@@ -156,7 +164,9 @@ async def _check(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg
             decision, actions=others, act=bool(others), job_name=None,
             message=f"{decision.message}; no second retraining while Job {dm.status.retrain.job} is active")
     new = drift.compute_status(dm, verdict, decision, now).model_copy(update={
-        "last_check": now, "serving_request": dm.status.serving_request, "retrain": dm.status.retrain})
+        "last_check": now, "serving_request": dm.status.serving_request, "retrain": dm.status.retrain,
+        "last_scheduled_run": dm.status.last_scheduled_run, "next_scheduled_run": dm.status.next_scheduled_run,
+        "performance": dm.status.performance})
 
     metrics = drift_metrics()
     metrics.checks.labels(ns, name, verdict.reason).inc()
@@ -240,6 +250,73 @@ async def _deliver(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, c
         await _event(client, body, "AlertSent", f"Posted the drift alert to the webhook in Secret {ref.name}", warning=False)
     else:
         await _event(client, body, "AlertNotSent", f"webhook in Secret {ref.name}: {failure}", warning=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The schedule and the performance floor
+# --------------------------------------------------------------------------------------------------------------
+
+
+async def _served(dm: DriftMonitor, client: k8s.Client) -> tuple[str | None, str | None]:
+    """The ModelVersion the ModelDeployment serves and its spec.version (what its predictors report), or None."""
+    ns = dm.metadata.namespace
+    md_obj = await client.get(API_VERSION, "ModelDeployment", ns, dm.spec.deployment)
+    serving = ModelDeployment.model_validate(md_obj).status.serving_version if md_obj else None
+    if not serving:
+        return None, None
+    mv_obj = await client.get(API_VERSION, "ModelVersion", ns, serving)
+    return serving, ModelVersion.model_validate(mv_obj).spec.version if mv_obj else None
+
+
+async def _triggers(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg: OperatorConfig,
+                    now: dt.datetime, *, check: bool) -> DriftMonitorStatus:
+    """spec.schedule (every call) and spec.performance (when `check`): record, then start at most one retraining."""
+    spec, st = dm.spec, dm.status
+    ns, name = dm.metadata.namespace or "", dm.metadata.name
+    active = st.retrain.job if drift.retrain_active(st) and st.retrain is not None else None
+    schedule_due = spec.schedule is not None and \
+        triggers.due_run(spec.schedule, triggers.schedule_since(dm, now), now) is not None
+    serving, semver = await _served(dm, client) if schedule_due or (check and spec.performance) else (None, None)
+    update: dict[str, Any] = {}
+    decided: list[triggers.TriggerDecision] = []
+    fired: triggers.TriggerDecision | None = None
+
+    if spec.schedule is not None:
+        d = triggers.decide_schedule(dm, now, active_job=active, serving=serving)
+        update["next_scheduled_run"] = triggers.next_run(spec.schedule, now)
+        if d.record:
+            update["last_scheduled_run"] = d.time
+            decided.append(d)
+        fired = d if d.fire else None
+    if check and spec.performance is not None:
+        stats: list[Any] = []
+        if serving:
+            report = await client.predictor_stats(ns, render.selector_labels(spec.deployment, "predictor", serving),
+                                                  cfg.predictor_port, timeout_s=cfg.drift_poll_timeout_seconds)
+            stats = [s for s in report.stats if semver is None or s.version == semver]
+        d, reading = triggers.decide_performance(dm, stats, serving, now, serving=serving,
+                                                 active_job=fired.job_name if fired else active)
+        update["performance"] = reading
+        if d.record:
+            decided.append(d)
+        if d.fire:
+            fired = d
+
+    new = st.model_copy(update=update)
+    if fired is not None:
+        last, retrain = triggers.start(dm, fired, serving, now)
+        new = new.model_copy(update={"last_action": last, "retrain": retrain})
+        # Recorded before acting (see the module docstring).
+        if await client.patch_status(API_VERSION, "DriftMonitor", ns, name, _wire(new)) is None:
+            return st
+    for d in decided:
+        await _event(client, body, d.reason, d.message, warning=d.reason == "PerformanceBelowFloor"
+                     or d.reason == "BelowFloorPending")
+    if fired is not None and new.retrain is not None:
+        drift_metrics().actions.labels(ns, name, Action.retrain.value).inc()
+        await _event(client, body, "RetrainDecided", f"Retraining {new.retrain.parent or 'the model'} in Job "
+                     f"{new.retrain.job} ({new.retrain.trigger})", warning=False)
+    return new
 
 
 # --------------------------------------------------------------------------------------------------------------

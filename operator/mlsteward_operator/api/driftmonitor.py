@@ -2,15 +2,24 @@
 
 The operator pools the predictors' input windows, tests each feature against the served version's reference
 profile and acts after `consecutive` windows in breach: an Alert, a Rollback to stableVersion or a Retrain Job.
+
+Retraining has two more triggers here, besides drift: `spec.schedule` (cron, UTC) and `spec.performance` (a floor on
+the accuracy or mean reward that feedback measures on the served version's predictors). They live on the
+DriftMonitor because it already owns everything a retraining needs: the Job template, the cooldown, the rule of at
+most one active retraining per monitor, the deterministic Job names and the loop from the Job's result to a new
+ModelVersion (spec.onRetrained). A separate kind would have to share all of that with the DriftMonitor, and two
+owners of one model's retraining could start two Jobs at once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from croniter import croniter
+from pydantic import AfterValidator, Field, model_validator
 
 from mlsteward_operator.api.common import (
     AGE,
@@ -101,6 +110,63 @@ class Retrain(ApiModel):
     )
 
 
+CRON_MESSAGE = ("spec.schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week, in "
+                "UTC), e.g. '0 3 * * *' for 03:00 every day")
+# The API server checks the shape (five fields of cron characters); pydantic checks the values with croniter.
+CRON_SHAPE = r"^[0-9A-Za-z*/,?#-]+( +[0-9A-Za-z*/,?#-]+){4}$"
+
+
+def _check_cron(expr: str) -> str:
+    """A standard 5-field cron expression (no seconds, no year, no @-macros), with values croniter accepts."""
+    if not re.fullmatch(CRON_SHAPE, expr):
+        raise ValueError(f"{CRON_MESSAGE}; got {expr!r}")
+    if not croniter.is_valid(expr):
+        raise ValueError(f"{CRON_MESSAGE}; {expr!r} has a value out of range or an unknown name")
+    return expr
+
+
+CronSchedule = Annotated[
+    str,
+    Field(max_length=256, json_schema_extra=rules(cel(f"self.matches('{CRON_SHAPE}')", CRON_MESSAGE))),
+    AfterValidator(_check_cron),
+]
+
+
+class PerformanceMetric(StrEnum):
+    accuracy = "accuracy"
+    reward = "reward"
+
+
+class Performance(ApiModel):
+    """A floor on the live quality of the served version, measured from feedback (`POST /v1/feedback`)."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            cel("self.metric != 'accuracy' || (self.floor >= 0.0 && self.floor <= 1.0)",
+                "performance.floor of metric accuracy must be between 0 and 1")
+        )
+    }
+
+    metric: PerformanceMetric = Field(
+        description="accuracy (labels joined to predictions) or reward (mean reward), as each predictor's "
+        "`GET /v1/stats` reports it over its stats window; the replicas are pooled, each weighed by its feedback count.")
+    floor: float = Field(description="Retrain when the pooled metric is below this value (for `consecutive` checks).")
+    min_samples: int = Field(
+        default=100, ge=1, le=10_000_000,
+        description="Pooled feedback needed before a check judges the metric; fewer gives no verdict (the run of "
+        "breaches neither grows nor breaks).")
+
+    @model_validator(mode="after")
+    def _floor(self) -> Performance:
+        if self.metric == PerformanceMetric.accuracy and not 0.0 <= self.floor <= 1.0:
+            raise ValueError("performance.floor of metric accuracy must be between 0 and 1")
+        return self
+
+
+TRIGGERS_MESSAGE = ("spec.schedule and spec.performance trigger retraining: add Retrain to spec.actions (and set "
+                    "spec.retrain.template)")
+
+
 class OnRetrained(StrEnum):
     experiment = "Experiment"
     promote = "Promote"
@@ -126,6 +192,10 @@ class DriftMonitorSpec(ApiModel):
                 "!has(self.actions) || !('Rollback' in self.actions && 'Retrain' in self.actions)",
                 "choose Rollback or Retrain, not both",
             ),
+            cel(
+                "!(has(self.schedule) || has(self.performance)) || (has(self.actions) && 'Retrain' in self.actions)",
+                TRIGGERS_MESSAGE,
+            ),
         )
     }
 
@@ -143,8 +213,25 @@ class DriftMonitorSpec(ApiModel):
         default=[Action.alert], description="What to do on drift: Alert, Rollback, Retrain."
     )
     retrain: Retrain | None = Field(default=None, description="Retraining Job (action Retrain).")
-    cooldown: Duration = Field(default="30m", description="Least time between two actions.")
+    cooldown: Duration = Field(
+        default="30m", description="Least time between two actions; a retraining started by spec.schedule or "
+        "spec.performance counts as an action too.")
     notify: Notify | None = Field(default=None, description="Webhook for alerts.")
+    schedule: CronSchedule | None = Field(
+        default=None,
+        description="Retrain on a calendar as well: a standard 5-field cron expression evaluated in UTC, e.g. "
+        "'0 3 * * 0' (Sundays 03:00). A run is due when a cron time has passed since status.lastScheduledRun (or "
+        "since the monitor was created); after downtime only the latest missed time runs, once. A due run that "
+        "falls within the cooldown or while a retraining is active is skipped, not postponed. Needs Retrain in "
+        "spec.actions: the DriftMonitor owns the retraining Job, its cooldown and spec.onRetrained.",
+    )
+    performance: Performance | None = Field(
+        default=None,
+        description="Retrain when live quality falls: the accuracy or mean reward that feedback measures on the "
+        "served version's predictors, below `floor` with at least `minSamples` feedback, for `consecutive` checks "
+        "in a row (checked every interval, with the drift check). Needs Retrain in spec.actions; shares the "
+        "cooldown and the one-active-retraining rule with drift and the schedule.",
+    )
     on_retrained: OnRetrained = Field(
         default=OnRetrained.register,
         description=(
@@ -161,6 +248,8 @@ class DriftMonitorSpec(ApiModel):
             raise ValueError("actions include Retrain: set spec.retrain.template (the Job to run)")
         if Action.retrain in self.actions and Action.rollback in self.actions:
             raise ValueError("choose Rollback or Retrain, not both")
+        if (self.schedule is not None or self.performance is not None) and Action.retrain not in self.actions:
+            raise ValueError(TRIGGERS_MESSAGE)
         return self
 
 
@@ -206,6 +295,8 @@ class LastAction(ApiModel):
     time: dt.datetime = Field(description="When it ran.")
     message: Annotated[str, Field(max_length=4096)] = Field(default="", description="What was done.")
     job: ShortText | None = Field(default=None, description="Retraining Job name (Retrain).")
+    trigger: ShortText | None = Field(
+        default=None, description="What started it (Retrain): driftmonitor/..., schedule/... or performance/...")
 
 
 class RetrainPhase(StrEnum):
@@ -230,7 +321,10 @@ class RetrainStatus(ApiModel):
 
     job: ShortText = Field(description="The retraining Job (deterministic: named after the breach).")
     parent: ShortText | None = Field(default=None, description="ModelVersion retrained from (served at the breach).")
-    trigger: ShortText = Field(description="driftmonitor/<name>@<time of the breach's first window>.")
+    trigger: ShortText = Field(
+        description="What started it, also the new ModelVersion's lineage.trigger: driftmonitor/<name>@<time of the "
+        "breach's first window> (drift), schedule/<name>@<cron time> or performance/<name>@<time of the first "
+        "check below the floor>.")
     phase: RetrainPhase = Field(
         description="Running (the Job), Validating (the new ModelVersion), Succeeded (onRetrained done) or Failed.")
     model_version: ShortText | None = Field(default=None, description="The ModelVersion registered from the result.")
@@ -238,6 +332,22 @@ class RetrainStatus(ApiModel):
     started_at: dt.datetime = Field(description="When the action was decided.")
     steps: Annotated[list[RetrainStep], Field(max_length=MAX_RETRAIN_STEPS)] = Field(
         default_factory=list, description=f"The steps so far, oldest first (at most {MAX_RETRAIN_STEPS}).")
+
+
+class PerformanceStatus(ApiModel):
+    """The latest reading of spec.performance."""
+
+    metric: PerformanceMetric = Field(description="accuracy or reward.")
+    time: dt.datetime = Field(description="When the predictors were read.")
+    version: ShortText | None = Field(default=None, description="The served ModelVersion that was measured.")
+    value: float | None = Field(default=None, description="Pooled metric (None: no feedback with that metric).")
+    samples: int = Field(default=0, ge=0, description="Pooled feedback behind the value.")
+    floor: float | None = Field(default=None, description="spec.performance.floor at the time.")
+    breaches: int = Field(default=0, ge=0, description="Checks below the floor in a row, since the last retraining "
+                          "it started.")
+    breach_started: dt.datetime | None = Field(
+        default=None, description="Time of the first check of the current run below the floor; it names the Job.")
+    message: Annotated[str, Field(max_length=4096)] = Field(default="", description="The reading, in words.")
 
 
 class DriftMonitorStatus(StatusBase):
@@ -257,6 +367,11 @@ class DriftMonitorStatus(StatusBase):
         default=None, description="Rollback (action Rollback) or Promote (onRetrained Promote): the version the "
         "ModelDeployment is asked to serve; its reconcile applies it once and records the decision.")
     retrain: RetrainStatus | None = Field(default=None, description="The retraining started by the last Retrain.")
+    last_scheduled_run: dt.datetime | None = Field(
+        default=None, description="The cron time of spec.schedule last handled (run or skipped); the next run is "
+        "due at the first cron time after it.")
+    next_scheduled_run: dt.datetime | None = Field(default=None, description="When spec.schedule is next due.")
+    performance: PerformanceStatus | None = Field(default=None, description="The latest spec.performance reading.")
 
 
 class DriftMonitor(ApiModel):
