@@ -9,6 +9,11 @@ validation pods mount it read-only at `artifact_mount_path`, so a ModelVersion U
 `file:///models/iris-1.0.0.skops` (or the plain path `/models/iris-1.0.0.skops`) resolves the same way inside the
 pod as on the volume. URIs `http(s)://` and `s3://` need no volume; credentials for them come from the optional
 Secret `artifact_env_secret`, injected as environment variables (e.g. AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL).
+
+NetworkPolicy `<md>-predictors` (`network_policy`, on by default): predictor pods accept connections on their port
+only from the router pods of their ModelDeployment and from the operator's pods (`operator_pod_labels` in
+`operator_namespace`; the operator reads drift windows from predictor pods), plus any `network_policy_extra_peers`
+(e.g. a Prometheus that scrapes predictors). A cluster without a NetworkPolicy controller ignores the object.
 """
 
 from __future__ import annotations
@@ -27,6 +32,11 @@ def _default_predictor_resources() -> dict[str, Any]:
 
 def _default_router_resources() -> dict[str, Any]:
     return {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "256Mi"}}
+
+
+def _default_operator_pod_labels() -> dict[str, str]:
+    # The selector labels the chart puts on the operator's pod (charts/mlsteward/templates/_helpers.tpl).
+    return {"app.kubernetes.io/name": "mlsteward", "app.kubernetes.io/component": "operator"}
 
 
 def _default_validation_resources() -> dict[str, Any]:
@@ -99,6 +109,23 @@ class OperatorConfig(BaseSettings):
     )
     drift_poll_timeout_seconds: float = Field(
         default=5.0, gt=0, le=60, description="Time each predictor pod has to answer GET /v1/drift/window.",
+    )
+    network_policy: bool = Field(
+        default=True, description="Render the NetworkPolicy `<md>-predictors` that lets only the deployment's router "
+        "(and the operator) reach its predictor pods.",
+    )
+    operator_namespace: str = Field(
+        default="", description="Namespace of the operator's pods, allowed to reach predictors; '' allows pods "
+        "with operator_pod_labels in any namespace. The chart sets the release namespace.",
+    )
+    operator_pod_labels: dict[str, str] = Field(
+        default_factory=_default_operator_pod_labels,
+        description="Labels of the operator's pods, allowed to reach predictors (JSON).",
+    )
+    network_policy_extra_peers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="More NetworkPolicy peers (`from` entries) allowed to reach predictors, e.g. a Prometheus "
+        "namespace (JSON).",
     )
 
     @field_validator("namespaces", mode="before")

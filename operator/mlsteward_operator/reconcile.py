@@ -58,6 +58,7 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ConfigMap"),
     ("policy/v1", "PodDisruptionBudget"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 )
 
 

@@ -8,7 +8,10 @@ For a ModelDeployment `<md>` (see `render_deployment`):
 - per live version `<v>`: ConfigMap, Deployment and Service `<md>-<v>` (the predictor, `mlsteward serve`), a
   PodDisruptionBudget and, with autoscaling, a HorizontalPodAutoscaler of the same name;
 - the router: ConfigMap, Deployment and PodDisruptionBudget `<md>-router` (`mlsteward route`) and the Service `<md>`
-  in front of it, the stable entry point of the deployment.
+  in front of it, the stable entry point of the deployment; with `spec.auth.secretRef` the Secret's key is mounted
+  read-only into the router pods as the tokens file;
+- the NetworkPolicy `<md>-predictors` (unless the settings turn it off): only this deployment's router pods and the
+  operator reach the predictor pods.
 For a ModelVersion `<mv>`: the validation Job `<mv>-validate-<hash of spec>` (see `render_validation_job`).
 
 Every child carries the labels `app.kubernetes.io/managed-by: mlsteward`, `mlsteward.io/deployment` (or
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,7 +31,9 @@ from typing import Any
 from mlsteward_runtime.contracts import (
     ArmOutcomes,
     ArtifactRef,
+    AuthConfig,
     Backend,
+    RateLimitConfig,
     RouterConfig,
     RouterStrategy,
     RuntimeConfig,
@@ -60,6 +66,10 @@ SERVING_LIFECYCLE = {"preStop": {"sleep": {"seconds": 5}}}
 CONFIG_DIR = "/etc/mlsteward"
 RUNTIME_CONFIG_FILE = "config.json"
 ROUTER_CONFIG_FILE = "router.json"
+# The auth Secret's key is mounted here as one file. A Secret volume (no subPath) is updated in place by the
+# kubelet, and the router re-reads the file when it changes, so rotating tokens needs no restart.
+AUTH_DIR = "/etc/mlsteward-auth"
+TOKENS_FILE = "tokens"
 TERMINATION_LOG = "/dev/termination-log"
 MAX_NAME = 63
 
@@ -228,12 +238,16 @@ def _pod_spec(
     *,
     config_map: str | None,
     restart_policy: str = "Always",
+    extra_volumes: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
 ) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
     if config_map is not None:
         volumes.append({"name": "config", "configMap": {"name": config_map}})
         mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
+    for volume, mount in extra_volumes:
+        volumes.append(volume)
+        mounts.append(mount)
     art_volumes, art_mounts = artifact_volume(cfg)
     volumes += art_volumes
     mounts += art_mounts
@@ -310,6 +324,7 @@ def router_config(
                 for v in experiment.status.variants if v.outcomes
             },
         }
+    auth, rate_limit = _access(md)
     return RouterConfig(
         deployment=md.metadata.name,
         model=model,
@@ -329,8 +344,41 @@ def router_config(
             if shadow
             else None
         ),
+        auth=auth,
+        rate_limit=rate_limit,
         **arms,  # type: ignore[arg-type]
     )
+
+
+def _access(md: ModelDeployment) -> tuple[AuthConfig | None, RateLimitConfig | None]:
+    """The router's auth and rate limit from spec.auth, with the defaults the CRD describes filled in."""
+    spec = md.spec.auth
+    if spec is None:
+        return None, None
+    auth = AuthConfig(tokens_file=f"{AUTH_DIR}/{TOKENS_FILE}", header=spec.header) if spec.secret_ref else None
+    rate_limit = None
+    if spec.rate_limit is not None:
+        rl = spec.rate_limit
+        by = rl.by.value if rl.by is not None else ("token" if auth is not None else "source")
+        rate_limit = RateLimitConfig(
+            requests_per_second=rl.requests_per_second,
+            burst=rl.burst if rl.burst is not None else max(1, math.ceil(rl.requests_per_second)),
+            by=by,  # type: ignore[arg-type]
+        )
+    return auth, rate_limit
+
+
+def auth_volume(md: ModelDeployment) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(volume, mount) of the auth Secret's key as the router's tokens file, or nothing without secretRef."""
+    if md.spec.auth is None or md.spec.auth.secret_ref is None:
+        return []
+    ref = md.spec.auth.secret_ref
+    volume = {
+        "name": "auth",
+        # Not optional: without its Secret the router pod waits in ContainerCreating rather than start open.
+        "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": TOKENS_FILE}], "defaultMode": 0o440},
+    }
+    return [(volume, {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})]
 
 
 def _service_url(service: str, namespace: str | None, cfg: OperatorConfig) -> str:
@@ -485,7 +533,7 @@ def render_router(
             # while a configuration rolls out.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": {"labels": labels, "annotations": annotations},
-                         "spec": _pod_spec(cfg, container, config_map=name)},
+                         "spec": _pod_spec(cfg, container, config_map=name, extra_volumes=auth_volume(md))},
         },
     }
     service = {
@@ -529,10 +577,46 @@ def render_deployment(
     children: list[dict[str, Any]] = []
     for version in needed:
         children += render_predictor(md, versions[version], cfg)
+    if needed and cfg.network_policy:
+        children.append(render_network_policy(md, cfg))
     if traffic:
         model = md.spec.model or md.status.model or versions[traffic[0].version].spec.model
         children += render_router(md, model, traffic, stable, cfg, shadow, experiment)
     return children
+
+
+def network_policy_name(md_name: str) -> str:
+    """`<md>-predictors`: the NetworkPolicy in front of every predictor pod of the deployment."""
+    return dns_name(md_name, "predictors")
+
+
+def render_network_policy(md: ModelDeployment, cfg: OperatorConfig) -> dict[str, Any]:
+    """Ingress to the predictor pods of `md`, on the predictor port only, from its router pods and the operator.
+
+    The router reaches predictors through their Services, which keep the pod's port; the operator polls
+    `/v1/drift/window` on each predictor pod. Everything else (other deployments' routers, other namespaces,
+    clients going around the router and its auth) is refused by a cluster that enforces NetworkPolicies.
+    """
+    md_name, ns = md.metadata.name, md.metadata.namespace
+    operator_peer: dict[str, Any] = {
+        "namespaceSelector": (
+            {"matchLabels": {"kubernetes.io/metadata.name": cfg.operator_namespace}} if cfg.operator_namespace else {}
+        ),
+        "podSelector": {"matchLabels": dict(cfg.operator_pod_labels)},
+    }
+    peers = [{"podSelector": {"matchLabels": selector_labels(md_name, "router")}}, operator_peer,
+             *json.loads(json.dumps(cfg.network_policy_extra_peers))]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(network_policy_name(md_name), ns, deployment_labels(md_name, "predictor"),
+                          owner_reference(md.metadata, "ModelDeployment")),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(md_name, "predictor")},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": cfg.predictor_port}]}],
+        },
+    }
 
 
 def child_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:

@@ -167,6 +167,27 @@ class ShadowConfig(_Model):
     percent: int = Field(default=100, ge=0, le=100, description="Percent of requests mirrored.")
 
 
+class AuthConfig(_Model):
+    tokens_file: str = Field(
+        description="File with the accepted bearer tokens or API keys, one per line (blank lines and lines starting "
+        "with # are skipped); re-read when it changes, so a rotated Secret applies without a restart.",
+        min_length=1,
+    )
+    header: str = Field(
+        default="x-api-key", min_length=1,
+        description="Header that may carry an API key instead of `Authorization: Bearer <token>`.",
+    )
+
+
+class RateLimitConfig(_Model):
+    requests_per_second: float = Field(gt=0, description="Sustained requests per second allowed to each key.")
+    burst: int = Field(ge=1, description="Requests a key may send at once before the sustained rate applies.")
+    by: Literal["token", "source"] = Field(
+        default="source",
+        description="What a bucket belongs to: the client's token (needs auth) or its source address.",
+    )
+
+
 class RouterStrategy(str, Enum):
     weighted = "Weighted"
     epsilon_greedy = "EpsilonGreedy"
@@ -208,6 +229,12 @@ class RouterConfig(_Model):
         description="Outcome statistics per version merged across all router replicas (from Experiment status). "
         "The bandits add the outcomes this replica records after loading the config, so bandit state survives "
         "restarts and is shared between replicas.",
+    )
+    auth: AuthConfig | None = Field(
+        default=None, description="Require a token on every endpoint but health, readiness, metrics and stats."
+    )
+    rate_limit: RateLimitConfig | None = Field(
+        default=None, description="Token-bucket limit per client on the endpoints that auth protects."
     )
 
 

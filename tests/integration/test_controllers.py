@@ -168,10 +168,22 @@ def children(kube: Any, ns: str, md: str) -> dict[str, list[str]]:
     }
 
 
-def test_modeldeployment_children_status_gitops_and_deletion(kube, namespace, operator):
+def test_modeldeployment_children_status_gitops_and_deletion(kube, namespace):
+    from mlsteward_operator.main import OperatorThread
+
+    # The version holds its verdict before the operator starts (it would otherwise race to write Validating).
+    ready_version(kube, namespace, "iris-1", "iris", "1.0.0")
+    operator = OperatorThread(namespaces=[namespace]).start()
+    try:
+        children_status_gitops_and_deletion(kube, namespace)
+    finally:
+        operator.stop()
+    assert operator.error is None, f"operator failed: {operator.error!r}"
+
+
+def children_status_gitops_and_deletion(kube, namespace: str) -> None:
     from kubernetes import client
 
-    ready_version(kube, namespace, "iris-1", "iris", "1.0.0")
     md = {"apiVersion": "mlsteward.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "iris"},
           "spec": {"version": "iris-1", "replicas": 2}}
     custom(kube).create_namespaced_custom_object(*GV, namespace, "modeldeployments", md)
@@ -256,3 +268,88 @@ def test_operator_restart_converges_without_duplicates(kube, namespace, trained)
     finally:
         second.stop()
     assert second.error is None and first.error is None
+
+
+def test_auth_mounts_the_secret_and_a_network_policy_guards_the_predictors(kube, namespace):
+    from kubernetes import client
+
+    from mlsteward_operator.main import OperatorThread
+
+    core, apps = client.CoreV1Api(kube), client.AppsV1Api(kube)
+    net = client.NetworkingV1Api(kube)
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "iris-tokens"},
+                                              "stringData": {"tokens": "token-one\ntoken-two\n"}})
+    # The operator starts after the version holds its verdict, so its validation never races the status written here.
+    ready_version(kube, namespace, "iris-1", "iris", "1.0.0")
+    operator = OperatorThread(namespaces=[namespace]).start()
+    try:
+        _check_auth_children(kube, namespace, core, apps, net)
+    finally:
+        operator.stop()
+    assert operator.error is None, f"operator failed: {operator.error!r}"
+
+
+def _check_auth_children(kube: Any, namespace: str, core: Any, apps: Any, net: Any) -> None:
+    from kubernetes import client
+
+    md = {"apiVersion": "mlsteward.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": "iris"},
+          "spec": {"version": "iris-1", "auth": {"secretRef": {"name": "iris-tokens", "key": "tokens"},
+                                                 "rateLimit": {"requestsPerSecond": 20, "burst": 40}}}}
+    custom(kube).create_namespaced_custom_object(*GV, namespace, "modeldeployments", md)
+
+    def router_volumes() -> dict[str, Any] | None:
+        try:
+            d = apps.read_namespaced_deployment("iris-router", namespace)
+        except client.ApiException:
+            return None
+        return {v.name: v for v in d.spec.template.spec.volumes}
+
+    volumes = wait_for(lambda: (v := router_volumes()) and "auth" in v and v, timeout=60,
+                       what="the router with the auth volume")
+    secret = volumes["auth"].secret
+    assert secret.secret_name == "iris-tokens" and [(i.key, i.path) for i in secret.items] == [("tokens", "tokens")]
+    router = apps.read_namespaced_deployment("iris-router", namespace)
+    container = router.spec.template.spec.containers[0]
+    mount = next(m for m in container.volume_mounts if m.name == "auth")
+    assert mount.read_only is True and mount.sub_path is None and not container.env
+    config = json.loads(core.read_namespaced_config_map("iris-router", namespace).data["router.json"])
+    assert config["auth"] == {"tokens_file": f"{mount.mount_path}/tokens", "header": "x-api-key"}
+    assert config["rate_limit"] == {"requests_per_second": 20.0, "burst": 40, "by": "token"}
+    hash_with_auth = router.spec.template.metadata.annotations["mlsteward.io/config-hash"]
+
+    policy = wait_for(lambda: (net.list_namespaced_network_policy(
+        namespace, label_selector="mlsteward.io/deployment=iris").items or [None])[0], timeout=60,
+        what="the NetworkPolicy")
+    assert policy.metadata.name == "iris-predictors"
+    assert policy.metadata.owner_references[0].name == "iris"
+    predictor = apps.read_namespaced_deployment("iris-iris-1", namespace)
+    selected = policy.spec.pod_selector.match_labels
+    assert selected == {"mlsteward.io/deployment": "iris", "app.kubernetes.io/component": "predictor"}
+    assert all(predictor.spec.template.metadata.labels[k] == v for k, v in selected.items())
+    [rule] = policy.spec.ingress
+    assert [(p.protocol, p.port) for p in rule.ports] == [("TCP", 8080)]
+    assert rule._from[0].pod_selector.match_labels == router.spec.selector.match_labels
+    assert rule._from[0].namespace_selector is None
+    assert rule._from[1].pod_selector.match_labels["app.kubernetes.io/component"] == "operator"
+
+    # Auth removed: the router loses the volume and its config the auth, and rolls (a new config hash).
+    custom(kube).patch_namespaced_custom_object(*GV, namespace, "modeldeployments", "iris", {"spec": {"auth": None}})
+    volumes = wait_for(lambda: (v := router_volumes()) is not None and "auth" not in v and v, timeout=60,
+                       what="the router without the auth volume")
+    config = json.loads(core.read_namespaced_config_map("iris-router", namespace).data["router.json"])
+    assert "auth" not in config and "rate_limit" not in config
+    router = apps.read_namespaced_deployment("iris-router", namespace)
+    assert router.spec.template.metadata.annotations["mlsteward.io/config-hash"] != hash_with_auth
+    assert all(m.name != "auth" for m in router.spec.template.spec.containers[0].volume_mounts)
+
+    # Nothing left to serve: the NetworkPolicy is pruned with the other children, and comes back with them.
+    def policies() -> list[str]:
+        return [p.metadata.name for p in net.list_namespaced_network_policy(
+            namespace, label_selector="mlsteward.io/deployment=iris").items]
+
+    custom(kube).patch_namespaced_custom_object(*GV, namespace, "modeldeployments", "iris",
+                                                {"spec": {"version": "iris-9"}})
+    wait_for(lambda: policies() == [], timeout=60, what="the NetworkPolicy pruned")
+    custom(kube).patch_namespaced_custom_object(*GV, namespace, "modeldeployments", "iris",
+                                                {"spec": {"version": "iris-1"}})
+    wait_for(lambda: policies() == ["iris-predictors"], timeout=60, what="the NetworkPolicy back")

@@ -162,10 +162,59 @@ class RollbackPolicy(ApiModel):
     on_drift: bool = Field(default=False, description="Roll back when a DriftMonitor with action Rollback fires.")
 
 
-class Auth(ApiModel):
-    """Bearer-token authentication of the deployment's endpoint."""
+class RateLimitKey(StrEnum):
+    token = "token"
+    source = "source"
 
-    secret_ref: SecretKeyRef = Field(description="Secret key holding the accepted tokens, one per line.")
+
+class RateLimit(ApiModel):
+    """A token bucket per client: `burst` requests at once, refilled at `requestsPerSecond`; past it, 429."""
+
+    requests_per_second: Annotated[
+        float, *ranged(0, 100_000, "rateLimit.requestsPerSecond must be above 0 and at most 100000, e.g. 10", lo_open=True)
+    ] = Field(description="Sustained requests per second allowed to each client.")
+    burst: int | None = Field(
+        default=None, ge=1, le=1_000_000,
+        description="Requests a client may send at once; default: requestsPerSecond rounded up.",
+    )
+    by: RateLimitKey | None = Field(
+        default=None,
+        description="What a client is: its token (needs secretRef) or its source address. Default: token with "
+        "secretRef, else source.",
+    )
+
+
+class Auth(ApiModel):
+    """Access control of the deployment's endpoint: tokens read from a Secret, and an optional rate limit."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            cel("has(self.secretRef) || has(self.rateLimit)", "auth needs secretRef, rateLimit or both"),
+            cel(
+                "!has(self.rateLimit) || !has(self.rateLimit.by) || self.rateLimit.by != 'token' "
+                "|| has(self.secretRef)",
+                "auth.rateLimit.by token needs auth.secretRef; without tokens, limit by source",
+            ),
+        )
+    }
+
+    secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the accepted bearer tokens or API keys, one per line. Mounted into the "
+        "router pods as a file and re-read when it changes, so rotating the Secret needs no restart.",
+    )
+    header: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")] = Field(
+        default="x-api-key", description="Header that may carry a token instead of Authorization: Bearer.",
+    )
+    rate_limit: RateLimit | None = Field(default=None, description="Requests allowed per client.")
+
+    @model_validator(mode="after")
+    def _check(self) -> Auth:
+        if self.secret_ref is None and self.rate_limit is None:
+            raise ValueError("auth needs secretRef, rateLimit or both")
+        if self.rate_limit is not None and self.rate_limit.by == RateLimitKey.token and self.secret_ref is None:
+            raise ValueError("auth.rateLimit.by token needs auth.secretRef; without tokens, limit by source")
+        return self
 
 
 class Cache(ApiModel):
@@ -214,7 +263,9 @@ class ModelDeploymentSpec(ApiModel):
         json_schema_extra=defaulted(RollbackPolicy),
         description="Automatic rollback policy.",
     )
-    auth: Auth | None = Field(default=None, description="Require bearer tokens read from a Secret.")
+    auth: Auth | None = Field(
+        default=None, description="Require tokens read from a Secret and/or limit each client's request rate."
+    )
     cache: Cache | None = Field(default=None, description="Cache predictions in the router.")
     router: RouterSpec = Field(
         default_factory=RouterSpec, json_schema_extra=defaulted(RouterSpec), description="Router pods.")

@@ -2,8 +2,9 @@
 
 Modules: `app` (the ASGI application, proxying, fallback, shadow, feedback and the endpoints), `strategies`
 (pure arm choice: weighted, sticky buckets, epsilon-greedy, Thompson sampling), `stats` (per-arm counters that
-merge across replicas by summing), `feedback` (request id -> serving arm), `config` (reading and watching the
-RouterConfig file), `metrics` (Prometheus), `settings` (MLSTEWARD_ROUTER_* environment).
+merge across replicas by summing), `feedback` (request id -> serving arm), `access` (tokens from a watched file,
+per-client token buckets), `config` (reading and watching the RouterConfig file), `metrics` (Prometheus),
+`settings` (MLSTEWARD_ROUTER_* environment).
 
 Config semantics, beyond the field descriptions in `mlsteward_runtime.contracts.RouterConfig`:
 - Weights are relative (the operator keeps them summing to 100); all zero sends everything to stable_version.

@@ -16,6 +16,11 @@ Endpoints:
 - GET /v1/router/stats (RouterStats), /healthz (the process is live), /readyz (the config is loaded and at
   least one backend answered its last readiness probe, so a router with nothing to send traffic to leaves the
   Service endpoints rather than answering 502), /metrics (Prometheus).
+
+With `auth` in the config every other path needs a token (`Authorization: Bearer <t>` or the API key header):
+401 without one, 403 with one not in the tokens file (see `access`). With `rate_limit`, a client past its bucket
+gets 429 with Retry-After. Those four endpoints stay open: kubelet probes, Prometheus and the operator's stats
+poll carry no token. The credential headers are not forwarded to the backends.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mlsteward_runtime.contracts import RouterConfig, ShadowConfig
+from mlsteward_runtime.router.access import RateLimiter, TokenFile, client_id, digest
 from mlsteward_runtime.router.config import ConfigError, file_signature, load_config
 from mlsteward_runtime.router.feedback import Served, ServedMap, extract_predictions, label_outcome, same
 from mlsteward_runtime.router.metrics import RouterMetrics
@@ -52,6 +58,8 @@ _HOP = frozenset(
     }
 )
 _JSON = [(b"content-type", b"application/json")]
+# Endpoints that never ask for a token: probes, scrapes and the operator's stats poll.
+_OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/v1/router/stats"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +76,9 @@ class _State:
     sticky_body_key: str | None
     shadow: ShadowConfig | None
     timeout: aiohttp.ClientTimeout
+    tokens: TokenFile | None
+    limiter: RateLimiter | None
+    strip: frozenset[str]  # request headers never forwarded (the credentials, with auth on)
 
 
 @dataclass(slots=True)
@@ -90,9 +101,10 @@ class ClientError(Exception):
     """A 4xx the router itself answers; `field` and `rule` name what was wrong."""
 
     def __init__(self, status: int, error: str, message: str, field: str | None = None, rule: str | None = None,
-                 **extra: Any) -> None:
+                 *, headers: list[tuple[bytes, bytes]] | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers or []
         self.body: dict[str, Any] = {"error": error, "message": message}
         if field is not None:
             self.body["field"] = field
@@ -137,7 +149,7 @@ class Router:
         self.metrics = RouterMetrics()
         self.served = ServedMap(self.settings.feedback_capacity)
         self._random = random.Random(self.settings.seed)
-        self.state = self._build(config)
+        self.state = self._build(config, None)
         self.ready: dict[str, bool] = {}
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -147,7 +159,7 @@ class Router:
 
     # ---------------------------------------------------------------------------------------------------- config
 
-    def _build(self, config: RouterConfig) -> _State:
+    def _build(self, config: RouterConfig, previous: _State | None) -> _State:
         versions = [b.version for b in config.backends]
         urls = [b.url.rstrip("/") for b in config.backends]
         stable = versions.index(config.stable_version) if config.stable_version in versions else None
@@ -156,6 +168,17 @@ class Router:
         for v in versions:
             self.stats.arm(v)
         self.stats.shadow_version = config.shadow.version if config.shadow else None
+        # The tokens and the buckets survive a reload that leaves their settings alone.
+        tokens = None
+        if config.auth is not None:
+            same = previous is not None and previous.tokens is not None and previous.tokens.config == config.auth
+            tokens = previous.tokens if same and previous is not None else TokenFile(config.auth)
+        limiter = None
+        if config.rate_limit is not None:
+            same = previous is not None and previous.limiter is not None \
+                and previous.config.rate_limit == config.rate_limit
+            limiter = previous.limiter if same and previous is not None else RateLimiter(
+                config.rate_limit, self.settings.rate_limit_max_keys)
         return _State(
             config=config,
             assigner=Assigner(
@@ -170,6 +193,9 @@ class Router:
             sticky_body_key=sticky.body_key if sticky else None,
             shadow=config.shadow if config.shadow and config.shadow.percent > 0 else None,
             timeout=aiohttp.ClientTimeout(total=config.timeout_s),
+            tokens=tokens,
+            limiter=limiter,
+            strip=frozenset({"authorization", config.auth.header.lower()}) if config.auth else frozenset(),
         )
 
     def apply(self, config: RouterConfig) -> None:
@@ -177,7 +203,7 @@ class Router:
         if config.outcome_priors != self.state.config.outcome_priors:
             # The operator's new priors already include this replica's outcomes up to its last poll.
             self.stats.reset_since()
-        self.state = self._build(config)
+        self.state = self._build(config, self.state)
         self.stats.deployment = config.deployment
 
     def reload_if_changed(self) -> bool:
@@ -205,7 +231,10 @@ class Router:
         while True:
             await asyncio.sleep(self.settings.reload_interval_s)
             try:
-                self.reload_if_changed()
+                if self.config_path is not None:
+                    self.reload_if_changed()
+                if self.state.tokens is not None:
+                    self.state.tokens.refresh()
             except Exception:  # noqa: BLE001 - the watcher must survive anything a bad file does
                 log.exception("Failed to reload the router config")
 
@@ -238,7 +267,7 @@ class Router:
             # not ask) and add a User-Agent the client did not send.
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
         )
-        if self.config_path is not None:
+        if self.config_path is not None or self.state.tokens is not None:
             self._tasks.append(asyncio.create_task(self._watch()))
         self._tasks.append(asyncio.create_task(self._probe()))
 
@@ -259,7 +288,7 @@ class Router:
             try:
                 await self._http(scope, receive, send)
             except ClientError as exc:
-                await _send_json(send, exc.status, exc.body)
+                await _send_json(send, exc.status, exc.body, exc.headers)
             except Exception:
                 # A defect, never a client's fault: log it with the traceback and answer JSON like every other
                 # error. (Should the response have started already, the server closes the connection instead.)
@@ -287,6 +316,10 @@ class Router:
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         path: str = scope["path"]
         method: str = scope["method"]
+        if path not in _OPEN:
+            state = self.state
+            if state.tokens is not None or state.limiter is not None:
+                self._admit(state, scope)
         if _is_prediction(path):
             if method != "POST":
                 raise ClientError(405, "method_not_allowed", f"{path} takes POST", field="method", rule="POST")
@@ -347,6 +380,51 @@ class Router:
                 break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
+    # ---------------------------------------------------------------------------------------- access control
+
+    def _admit(self, state: _State, scope: dict[str, Any]) -> None:
+        """Raises the 401, 403 or 429 a request gets; returns when it may go on."""
+        key = None
+        if state.tokens is not None:
+            header = state.tokens.config.header
+            token = state.tokens.credential(scope["headers"])
+            if token is None:
+                self._refuse("unauthenticated", None)
+                raise ClientError(
+                    401, "unauthenticated", "this deployment needs a token", field="authorization",
+                    rule=f"send Authorization: Bearer <token> or {header}: <key>",
+                    headers=[(b"www-authenticate", b'Bearer realm="mlsteward"')],
+                )
+            token_digest = digest(token)
+            key = client_id(token_digest)
+            if not state.tokens.accepts(token_digest):
+                self._refuse("forbidden", key)
+                raise ClientError(
+                    403, "forbidden", "the token is not accepted", field="authorization",
+                    rule="a token listed in the deployment's auth Secret",
+                    headers=[(b"www-authenticate", b'Bearer realm="mlsteward", error="invalid_token"')],
+                )
+        limiter = state.limiter
+        if limiter is not None:
+            assert state.config.rate_limit is not None
+            if key is None or state.config.rate_limit.by == "source":
+                client = scope.get("client")
+                key = "source:" + (client[0] if client else "unknown")
+            wait = limiter.take(key)
+            if wait:
+                self._refuse("rate_limited", key)
+                rl = state.config.rate_limit
+                raise ClientError(
+                    429, "rate_limited", f"too many requests; retry in {wait} s", field="rate",
+                    rule=f"at most {rl.requests_per_second:g} requests per second, bursts of {rl.burst}",
+                    headers=[(b"retry-after", str(wait).encode())], retry_after=wait,
+                )
+
+    def _refuse(self, reason: str, client: str | None) -> None:
+        self.metrics.refusals.labels(reason).inc()
+        # Only the client id (a short hash of the token) or the source address, never the token.
+        log.debug("Refused request reason=%s client=%s", reason, client or "-")
+
     # ---------------------------------------------------------------------------------------------- proxying
 
     def _forward_headers(self, scope: dict[str, Any]) -> tuple[list[tuple[str, str]], str, dict[str, str]]:
@@ -354,9 +432,10 @@ class Router:
         out: list[tuple[str, str]] = []
         named: dict[str, str] = {}
         rid = None
+        strip = self.state.strip
         for k, v in scope["headers"]:
             name = k.decode("latin-1")
-            if name in _HOP:
+            if name in _HOP or name in strip:
                 continue
             value = v.decode("latin-1")
             named[name] = value

@@ -31,6 +31,8 @@ def parse_config(text: str | bytes, source: str = "config") -> RouterConfig:
         )
     if config.sticky is not None and not (config.sticky.header or config.sticky.body_key):
         raise ConfigError(f"{source}: sticky: set header or body_key")
+    if config.rate_limit is not None and config.rate_limit.by == "token" and config.auth is None:
+        raise ConfigError(f"{source}: rate_limit.by: token needs auth (or use source)")
     return config
 
 

@@ -43,6 +43,10 @@ class RouterMetrics:
             "mlsteward_router_config_reloads", "Config file reloads by result (ok, invalid).", ["result"],
             registry=r,
         )
+        self.refusals = Counter(
+            "mlsteward_router_refusals", "Requests refused by access control, by reason (unauthenticated, "
+            "forbidden, rate_limited).", ["reason"], registry=r,
+        )
         self.backend_ready = Gauge(
             "mlsteward_router_backend_ready", "1 when the backend answered its last readiness probe.",
             ["version"], registry=r,

@@ -39,4 +39,7 @@ class RouterSettings(BaseSettings):
     )
     latency_window: int = Field(default=4096, ge=16, description="Recent latencies kept per version for quantiles.")
     pool_limit: int = Field(default=1024, ge=1, description="Most open connections to each backend.")
+    rate_limit_max_keys: int = Field(
+        default=100_000, ge=1, description="Most rate-limit buckets kept (least recently used go first)."
+    )
     seed: int | None = Field(default=None, description="Seed of the assignment draws (tests and simulations).")

@@ -108,6 +108,7 @@ def test_one_version_renders_predictor_and_router_children() -> None:
         ("apps/v1", "Deployment", "iris-iris-1-0-0"),
         ("v1", "Service", "iris-iris-1-0-0"),
         ("policy/v1", "PodDisruptionBudget", "iris-iris-1-0-0"),
+        ("networking.k8s.io/v1", "NetworkPolicy", "iris-predictors"),
         ("v1", "ConfigMap", "iris-router"),
         ("apps/v1", "Deployment", "iris-router"),
         ("v1", "Service", "iris"),
@@ -369,3 +370,105 @@ def test_new_priors_reload_without_rolling_the_router_but_a_new_strategy_rolls_i
     assert hash_of(router_before) == hash_of(router_after)
     _, other = _router(_experiment(strategy="EpsilonGreedy"))
     assert hash_of(other) != hash_of(router_before)
+
+
+# ---- access control --------------------------------------------------------------------------------------------
+
+
+def _routed(m: ModelDeployment, cfg: OperatorConfig = CFG) -> tuple[dict[str, Any], RouterConfig]:
+    children = by_kind(render.render_deployment(m, VERSIONS, ["iris-1-0-0"], TRAFFIC, "iris-1-0-0", cfg))
+    cm = children[("ConfigMap", "iris-router")]
+    return children[("Deployment", "iris-router")], RouterConfig.model_validate_json(cm["data"]["router.json"])
+
+
+def test_auth_secret_is_mounted_read_only_as_the_tokens_file() -> None:
+    deployment, config = _routed(md(auth={"secretRef": {"name": "iris-tokens", "key": "tokens.txt"}}))
+    pod = deployment["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "auth")
+    assert volume["secret"] == {"secretName": "iris-tokens", "items": [{"key": "tokens.txt", "path": "tokens"}],
+                                "defaultMode": 0o440}
+    container = pod["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "auth")
+    assert mount == {"name": "auth", "mountPath": "/etc/mlsteward-auth", "readOnly": True}
+    assert "subPath" not in mount  # a subPath mount would never see a rotated Secret
+    assert "env" not in container and "envFrom" not in container  # tokens never in the environment
+    assert config.auth is not None and config.auth.tokens_file == "/etc/mlsteward-auth/tokens"
+    assert config.auth.header == "x-api-key" and config.rate_limit is None
+    # Predictors get no token.
+    children = render.render_deployment(md(auth={"secretRef": {"name": "iris-tokens", "key": "t"}}), VERSIONS,
+                                        ["iris-1-0-0"], TRAFFIC, "iris-1-0-0", CFG)
+    predictor = by_kind(children)[("Deployment", "iris-iris-1-0-0")]
+    assert all(v["name"] != "auth" for v in predictor["spec"]["template"]["spec"]["volumes"])
+
+
+def test_no_auth_renders_no_volume_and_no_auth_config() -> None:
+    deployment, config = _routed(md())
+    assert all(v["name"] != "auth" for v in deployment["spec"]["template"]["spec"]["volumes"])
+    assert config.auth is None and config.rate_limit is None
+
+
+def test_rate_limit_defaults_follow_the_crd() -> None:
+    _, with_tokens = _routed(md(auth={"secretRef": {"name": "s", "key": "k"}, "header": "X-Key",
+                                      "rateLimit": {"requestsPerSecond": 2.5}}))
+    assert with_tokens.auth is not None and with_tokens.auth.header == "X-Key"
+    assert with_tokens.rate_limit is not None
+    assert (with_tokens.rate_limit.requests_per_second, with_tokens.rate_limit.burst,
+            with_tokens.rate_limit.by) == (2.5, 3, "token")
+    deployment, by_source = _routed(md(auth={"rateLimit": {"requestsPerSecond": 10, "burst": 50}}))
+    assert by_source.auth is None
+    assert by_source.rate_limit is not None and (by_source.rate_limit.burst, by_source.rate_limit.by) == (50, "source")
+    assert all(v["name"] != "auth" for v in deployment["spec"]["template"]["spec"]["volumes"])
+
+
+def test_a_change_of_auth_rolls_the_router() -> None:
+    def config_hash(m: ModelDeployment) -> str:
+        return _routed(m)[0]["spec"]["template"]["metadata"]["annotations"][render.ANNOTATION_CONFIG_HASH]
+
+    plain = config_hash(md())
+    tokens = config_hash(md(auth={"secretRef": {"name": "s", "key": "k"}}))
+    limited = config_hash(md(auth={"secretRef": {"name": "s", "key": "k"}, "rateLimit": {"requestsPerSecond": 5}}))
+    assert len({plain, tokens, limited}) == 3
+    # The tokens themselves live in the Secret, not in the config: another Secret name changes the volume only.
+    assert config_hash(md(auth={"secretRef": {"name": "other", "key": "k"}})) == tokens
+
+
+def test_network_policy_admits_only_this_router_and_the_operator() -> None:
+    cfg = OperatorConfig(operator_namespace="mlsteward-system", predictor_port=8081)
+    children = render.render_deployment(md(), VERSIONS, ["iris-1-0-0", "iris-1-1-0"], TRAFFIC, "iris-1-0-0", cfg)
+    policies = [c for c in children if c["kind"] == "NetworkPolicy"]
+    assert len(policies) == 1  # one per deployment, whatever the number of versions
+    policy = policies[0]
+    assert policy["metadata"]["name"] == "iris-predictors"
+    assert policy["metadata"]["ownerReferences"] == [render.owner_reference(md().metadata, "ModelDeployment")]
+    assert policy["metadata"]["labels"]["mlsteward.io/deployment"] == "iris"
+    spec = policy["spec"]
+    assert spec["podSelector"] == {"matchLabels": {"mlsteward.io/deployment": "iris",
+                                                   "app.kubernetes.io/component": "predictor"}}
+    assert spec["policyTypes"] == ["Ingress"]
+    [rule] = spec["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 8081}]
+    router_peer, operator_peer = rule["from"]
+    router = by_kind(children)[("Deployment", "iris-router")]
+    # The router peer selects exactly the router's pods, in the deployment's namespace (no namespaceSelector).
+    assert router_peer == {"podSelector": {"matchLabels": router["spec"]["selector"]["matchLabels"]}}
+    predictor_pod_labels = by_kind(children)[("Deployment", "iris-iris-1-0-0")]["spec"]["template"]["metadata"]
+    assert all(predictor_pod_labels["labels"][k] == v for k, v in spec["podSelector"]["matchLabels"].items())
+    assert operator_peer == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mlsteward-system"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "mlsteward",
+                                        "app.kubernetes.io/component": "operator"}},
+    }
+
+
+def test_network_policy_settings() -> None:
+    extra = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    cfg = OperatorConfig(operator_pod_labels={"app": "op"}, network_policy_extra_peers=[extra])
+    policy = by_kind(render.render_deployment(md(), VERSIONS, ["iris-1-0-0"], TRAFFIC, "iris-1-0-0", cfg))[
+        ("NetworkPolicy", "iris-predictors")]
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert peers[1] == {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "op"}}}
+    assert peers[2] == extra
+    off = render.render_deployment(md(), VERSIONS, ["iris-1-0-0"], TRAFFIC, "iris-1-0-0",
+                                   OperatorConfig(network_policy=False))
+    assert all(c["kind"] != "NetworkPolicy" for c in off)
+    assert render.render_deployment(md(), VERSIONS, [], [], None, CFG) == []

@@ -1,0 +1,136 @@
+"""Who may call the router and how often: tokens from a watched file, and a token bucket per client.
+
+Tokens (bearer tokens or API keys, one per line) are read from a file, in Kubernetes a Secret volume. The kubelet
+updates such a volume in place by swapping a symlink, so a change of the file's signature (inode, mtime, size)
+means new tokens; the router re-reads it without a restart. Only sha256 digests of the tokens are kept, and a
+presented token is hashed and compared with every digest with `hmac.compare_digest`, so neither the comparison's
+time nor an early exit says how much of a token was right. A client is named in logs, metrics and rate-limit keys
+by `client_id`, the first 12 hex digits of its token's sha256, never by the token.
+
+The rate limit is a token bucket per key (a client id, or the source address of the connection), refilled at
+`requests_per_second` up to `burst`. The buckets live in an LRU map of bounded size: a key pushed out comes back
+with a full bucket, which errs on the side of letting a client through rather than using unbounded memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+from mlsteward_runtime.contracts import AuthConfig, RateLimitConfig
+from mlsteward_runtime.router.config import file_signature
+
+log = logging.getLogger("mlsteward.router")
+
+
+def digest(token: str | bytes) -> bytes:
+    return hashlib.sha256(token.encode() if isinstance(token, str) else token).digest()
+
+
+def client_id(token_digest: bytes) -> str:
+    """The short name of a token that logs and metrics may show."""
+    return token_digest.hex()[:12]
+
+
+def parse_tokens(text: str) -> list[bytes]:
+    """Digests of the tokens in `text`: one per line, surrounding spaces ignored, blank and # lines skipped."""
+    out: list[bytes] = []
+    for line in text.splitlines():
+        token = line.strip()
+        if token and not token.startswith("#"):
+            out.append(digest(token))
+    return out
+
+
+class TokenFile:
+    """The accepted tokens, re-read when the file changes. Until a first successful read nothing is accepted."""
+
+    def __init__(self, config: AuthConfig) -> None:
+        self.config = config
+        self.path = Path(config.tokens_file)
+        self.header = config.header.lower().encode("latin-1")
+        self._signature: tuple[int, int, int] | None = None
+        self._digests: list[bytes] = []
+        self.refresh()
+
+    @property
+    def count(self) -> int:
+        return len(self._digests)
+
+    def refresh(self) -> bool:
+        """Re-reads the file when its signature changed; True when new tokens were loaded."""
+        sig = file_signature(self.path)
+        if sig is None:
+            if self._signature is not None or not self._digests:
+                log.warning("Cannot read tokens file path=%s; keeping %d token(s)", self.path, len(self._digests))
+            self._signature = None
+            return False
+        if sig == self._signature:
+            return False
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("Cannot read tokens file path=%s: %s; keeping %d token(s)", self.path,
+                        getattr(exc, "strerror", None) or type(exc).__name__, len(self._digests))
+            return False
+        self._signature = sig
+        self._digests = parse_tokens(text)
+        if not self._digests:
+            log.warning("Loaded tokens file path=%s with no token: every request will be refused", self.path)
+        else:
+            log.info("Loaded tokens file path=%s tokens=%d", self.path, len(self._digests))
+        return True
+
+    def credential(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        """The token the request presents (`Authorization: Bearer <t>`, else the API key header), or None."""
+        api_key = None
+        for k, v in headers:
+            if k == b"authorization":
+                scheme, _, rest = v.partition(b" ")
+                if scheme.lower() == b"bearer" and rest.strip():
+                    return rest.strip()
+            elif k == self.header and v.strip():
+                api_key = v.strip()
+        return api_key
+
+    def accepts(self, token_digest: bytes) -> bool:
+        # Every digest is compared, matching or not, so the time taken does not depend on which one matched.
+        found = False
+        for known in self._digests:
+            found |= hmac.compare_digest(known, token_digest)
+        return found
+
+
+class RateLimiter:
+    """Token buckets per key, at most `max_keys` of them (least recently used go first)."""
+
+    def __init__(self, config: RateLimitConfig, max_keys: int, clock: Callable[[], float] | None = None) -> None:
+        self.rate = config.requests_per_second
+        self.burst = float(config.burst)
+        self.max_keys = max_keys
+        self._clock = clock or time.monotonic
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: str) -> int:
+        """0 when the request may pass (and one token is taken), else the whole seconds until it could."""
+        now = self._clock()
+        level, last = self._buckets.pop(key, (self.burst, now))
+        level = min(self.burst, level + (now - last) * self.rate)
+        if level >= 1.0:
+            self._buckets[key] = (level - 1.0, now)
+            wait = 0
+        else:
+            self._buckets[key] = (level, now)
+            wait = max(1, math.ceil((1.0 - level) / self.rate))
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
