@@ -10,6 +10,7 @@ feedback the router accepted, per version, so the test can check that the operat
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from typing import Any
@@ -25,10 +26,13 @@ pytestmark = pytest.mark.usefixtures("operator_installed")
 REWARD = {"1.0.0": 0.3, "1.1.0": 0.7}
 
 FEEDBACK_CLIENT = r"""
-import json, random, sys, time, urllib.request, uuid
+import json, random, sys, time, urllib.error, urllib.request, uuid
 base, seconds, body, rates = sys.argv[1], float(sys.argv[2]), sys.argv[3].encode(), json.loads(sys.argv[4])
 rng = random.Random(7)
-ok = failed = 0; served = {}; feedback = {}; errors = []
+ok = failed = 0; served = {}; feedback = {}; errors = []; feedback_refused = []
+def report(**extra):
+    print(json.dumps({"ok": ok, "failed": failed, "versions": served, "feedback": feedback, "errors": errors[:5],
+                      "feedback_refused": feedback_refused[:50], **extra}), flush=True)
 end = time.time() + seconds
 while time.time() < end:
     rid = uuid.uuid4().hex
@@ -37,20 +41,23 @@ while time.time() < end:
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             v = r.headers.get("x-model-version"); served[v] = served.get(v, 0) + 1; ok += 1
+    except Exception as exc:
+        failed += 1; errors.append(repr(exc)[:200]); v = None
+    if v is not None:
         reward = 1.0 if rng.random() < rates.get(v, 0.0) else 0.0
         fb = urllib.request.Request(base + "/v1/feedback", headers={"content-type": "application/json"},
                                     data=json.dumps({"request_id": rid, "reward": reward}).encode())
-        with urllib.request.urlopen(fb, timeout=10) as r:
-            if r.status == 200:
+        try:
+            with urllib.request.urlopen(fb, timeout=10) as r:
                 feedback[v] = feedback.get(v, 0) + 1
-    except Exception as exc:
-        failed += 1; errors.append(repr(exc)[:200])
+        except urllib.error.HTTPError as exc:
+            feedback_refused.append({"status": exc.code, "time": time.time(), "body": exc.read().decode()[:200]})
+        except Exception as exc:
+            feedback_refused.append({"status": None, "time": time.time(), "body": repr(exc)[:200]})
     if (ok + failed) % 100 == 0:  # a running total the test can read at any time
-        print(json.dumps({"ok": ok, "failed": failed, "versions": served, "feedback": feedback,
-                          "errors": errors[:5]}), flush=True)
+        report()
     time.sleep(0.01)
-print(json.dumps({"ok": ok, "failed": failed, "versions": served, "feedback": feedback, "errors": errors[:5],
-                  "done": True}), flush=True)
+report(done=True)
 """
 
 
@@ -139,7 +146,7 @@ def test_experiment_concludes_for_the_better_version_and_promotes_it_across_an_o
 
     # Totals read after the conclusion: every outcome the operator counted was accepted by then.
     result = client_totals(namespace, "ab-client")
-    assert result["failed"] == 0, result
+    assert result["failed"] == 0, result  # no prediction failed, through the split and the promotion
     # No outcome was counted twice or invented: the operator's totals are at most what the router accepted.
     fed = result["feedback"]
     assert arms["control"]["outcomes"] <= fed.get("1.0.0", 0), (arms, fed)
@@ -148,6 +155,13 @@ def test_experiment_concludes_for_the_better_version_and_promotes_it_across_an_o
     later = wait_for(lambda: (r := client_totals(namespace, "ab-client"))["ok"] >= result["ok"] + 200 and r,
                      timeout=60, what="200 more requests")
     assert later["failed"] == 0, later
+    # Feedback is joined by the router replica that served the request, in memory. The promotion rolls the router
+    # pods, so feedback for requests the old pods answered can reach a new pod that does not know them: 404, a
+    # documented limitation. It must never happen while the experiment runs, nor fail any other way.
+    concluded_at = dt.datetime.fromisoformat(status["concludedAt"].replace("Z", "+00:00")).timestamp()
+    for refusal in later["feedback_refused"]:
+        assert refusal["status"] == 404 and "request_id" in refusal["body"], refusal
+        assert refusal["time"] >= concluded_at - 1, (refusal, status["concludedAt"])
     assert later["versions"].get("1.1.0", 0) - result["versions"].get("1.1.0", 0) >= 200, (result, later)
     kubectl("delete", "pod", "ab-client", "-n", namespace, "--wait=false")
     time.sleep(1)
