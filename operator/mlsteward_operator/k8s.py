@@ -23,7 +23,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 from kubernetes import client as kclient
@@ -40,29 +40,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
 
 @dataclass(frozen=True)
-class RouterStatsReport:
-    """What the router pods answered: their stats, and one line per pod that did not answer (never raised)."""
+class PodAnswers(Generic[T]):
+    """What the ready pods asked answered (`answers`), one line per ready pod that did not answer or answered
+    something else (`failures`; never raised), and how many ready pods were asked (`pods`)."""
 
-    stats: list[RouterStats]
-    failures: list[str]
-
-
-@dataclass(frozen=True)
-class DriftWindowsReport:
-    """What the predictor pods answered: their windows, and one line per ready pod that did not answer (never
-    raised). `pods` counts the ready pods asked."""
-
-    windows: list[DriftWindow]
-    failures: list[str]
-    pods: int = 0
-
-
-@dataclass(frozen=True)
-class PredictorStatsReport:
-    """What the predictor pods answered to `GET /v1/stats`, and one line per ready pod that did not answer (never
-    raised). `pods` counts the ready pods asked."""
-
-    stats: list[RuntimeStats]
+    answers: list[T]
     failures: list[str]
     pods: int = 0
 
@@ -274,14 +256,13 @@ class Client:
         return raw.decode("utf-8", "replace")
 
     async def _ask_pods(self, namespace: str, labels: dict[str, str], port: int, path: str, model: type[T],
-                        timeout_s: float) -> tuple[list[T], list[str], int]:
+                        timeout_s: float) -> PodAnswers[T]:
         """`GET http://<podIP>:<port><path>` from every ready pod matching `labels`, concurrently, each within
-        `timeout_s`, parsed as `model`. Returns the answers, one line per pod that did not answer or answered
-        something else (logged, never raised), and the number of ready pods asked; listing the pods may raise
-        ApiError like any API call."""
+        `timeout_s`, parsed as `model`. A pod that does not answer, or answers something else, is logged and
+        listed in `failures`; listing the pods may raise ApiError like any API call."""
         pods = [p for p in await self.list("v1", "Pod", namespace, labels=labels) if _pod_ready(p)]
         if not pods:
-            return [], [], 0
+            return PodAnswers([], [], 0)
 
         async def one(session: aiohttp.ClientSession, pod: dict[str, Any]) -> T | str:
             name, ip = pod["metadata"]["name"], pod["status"]["podIP"]
@@ -300,27 +281,22 @@ class Client:
         failures = [a for a in answers if isinstance(a, str)]
         for failure in failures:
             log.warning("Failed to read %s namespace=%s pod=%s", path, namespace, failure)
-        return good, failures, len(pods)
+        return PodAnswers(good, failures, len(pods))
 
     async def router_stats(self, namespace: str, labels: dict[str, str], port: int, *,
-                           timeout_s: float = 2.0) -> RouterStatsReport:
+                           timeout_s: float = 2.0) -> PodAnswers[RouterStats]:
         """`GET /v1/router/stats` from every ready router pod matching `labels` (see `_ask_pods`)."""
-        stats, failures, _ = await self._ask_pods(namespace, labels, port, "/v1/router/stats", RouterStats,
-                                                  timeout_s)
-        return RouterStatsReport(stats, failures)
+        return await self._ask_pods(namespace, labels, port, "/v1/router/stats", RouterStats, timeout_s)
 
     async def drift_windows(self, namespace: str, labels: dict[str, str], port: int, *,
-                            timeout_s: float = 5.0) -> DriftWindowsReport:
+                            timeout_s: float = 5.0) -> PodAnswers[DriftWindow]:
         """`GET /v1/drift/window` from every ready predictor pod matching `labels` (see `_ask_pods`)."""
-        windows, failures, pods = await self._ask_pods(namespace, labels, port, "/v1/drift/window", DriftWindow,
-                                                       timeout_s)
-        return DriftWindowsReport(windows, failures, pods)
+        return await self._ask_pods(namespace, labels, port, "/v1/drift/window", DriftWindow, timeout_s)
 
     async def predictor_stats(self, namespace: str, labels: dict[str, str], port: int, *,
-                              timeout_s: float = 5.0) -> PredictorStatsReport:
+                              timeout_s: float = 5.0) -> PodAnswers[RuntimeStats]:
         """`GET /v1/stats` from every ready predictor pod matching `labels` (see `_ask_pods`)."""
-        stats, failures, pods = await self._ask_pods(namespace, labels, port, "/v1/stats", RuntimeStats, timeout_s)
-        return PredictorStatsReport(stats, failures, pods)
+        return await self._ask_pods(namespace, labels, port, "/v1/stats", RuntimeStats, timeout_s)
 
     async def fetch_profile(self, uri: str, sha256: str | None) -> Profile:
         """The reference profile at `uri` (a path, file://, http(s)://, s3://), its digest checked against

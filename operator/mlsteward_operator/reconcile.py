@@ -184,7 +184,7 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
         # A canary step is in effect: its baseline is taken, or it is judged, on what the routers counted.
         report = await client.router_stats(ns, render.selector_labels(name, "router"), cfg.router_port)
         stats = tuple(Counters(r.replica, r.started, v, s.requests, s.errors, dict(s.latency_buckets))
-                      for r in report.stats for v, s in r.versions.items())
+                      for r in report.answers for v, s in r.versions.items())
     observed = Observed(
         predictor_ready={v: p.ready for v, p in predictors.items()},
         router_on=router_on,

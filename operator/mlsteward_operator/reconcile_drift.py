@@ -143,7 +143,7 @@ async def _observe(dm: DriftMonitor, client: k8s.Client, cfg: OperatorConfig,
         return drift.no_verdict(now, "NoWindows", f"no ready predictor pod of {serving} in ModelDeployment "
                                 f"{dm.spec.deployment}; waiting for pods"), serving
     # A predictor reports its ModelVersion's spec.version (semver); status and the verdict name the ModelVersion.
-    windows = [w.model_copy(update={"version": serving}) for w in report.windows if w.version == mv.spec.version]
+    windows = [w.model_copy(update={"version": serving}) for w in report.answers if w.version == mv.spec.version]
     verdict = drift.analyse(dm, profile, windows, now, version=serving)
     if report.failures and verdict.report is None:
         verdict = dataclasses.replace(verdict, message=f"{verdict.message}; {len(report.failures)} of "
@@ -293,7 +293,7 @@ async def _triggers(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, 
         if serving:
             report = await client.predictor_stats(ns, render.selector_labels(spec.deployment, "predictor", serving),
                                                   cfg.predictor_port, timeout_s=cfg.drift_poll_timeout_seconds)
-            stats = [s for s in report.stats if semver is None or s.version == semver]
+            stats = [s for s in report.answers if semver is None or s.version == semver]
         d, reading = triggers.decide_performance(dm, stats, serving, now, serving=serving,
                                                  active_job=fired.job_name if fired else active)
         update["performance"] = reading

@@ -119,7 +119,7 @@ async def reconcile_experiment(body: Mapping[str, Any], client: k8s.Client, cfg:
     # Running: the split took effect at startedAt; router processes older than that count from their first read.
     since = (prev.started_at or second(now)).timestamp()
     report = await client.router_stats(ns, render.selector_labels(md_name, "router"), cfg.router_port)
-    reports = [metric_view(r, exp.spec.metric.name) for r in report.stats]
+    reports = [metric_view(r, exp.spec.metric.name) for r in report.answers]
     totals, checkpoints = experiment.merge_router_stats(prev, reports, arms=arms, since=since)
     analysis = experiment.analyse(exp, totals, now)
     decision = experiment.decide(exp, analysis, now)

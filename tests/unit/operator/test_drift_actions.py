@@ -252,7 +252,7 @@ async def test_drift_windows_reads_every_ready_pod_and_reports_failures():
         report = await client.drift_windows("ml", {"k": "v"}, port, timeout_s=1.0)
     finally:
         await runner.cleanup()
-    assert report.windows == [window, window] and report.pods == 3
+    assert report.answers == [window, window] and report.pods == 3
     assert len(report.failures) == 1 and report.failures[0].startswith("dead: ")
 
 

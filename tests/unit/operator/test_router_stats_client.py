@@ -61,10 +61,10 @@ async def test_router_stats_reads_every_ready_pod_and_reports_failures():
     finally:
         await runner.cleanup()
     assert client.asked == [("v1", "Pod", "ns", {"mlsteward.io/deployment": "iris"})]
-    assert report.stats == [stats, stats]
+    assert report.answers == [stats, stats]
     assert len(report.failures) == 1 and report.failures[0].startswith("dead: ")
 
 
 async def test_router_stats_without_router_pods_is_empty():
     report = await PodsOnly([]).router_stats("ns", {}, 8080)
-    assert (report.stats, report.failures) == ([], [])
+    assert (report.answers, report.failures) == ([], [])
