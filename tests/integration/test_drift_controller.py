@@ -21,6 +21,7 @@ import json
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,30 +107,28 @@ def serving_deployment(kube: Any, ns: str) -> None:
         "conditions": [{"type": "Ready", "status": "True"}]}})
 
 
-class WindowServer:
-    """`GET /v1/drift/window` of the played predictor pod: x1 shifted by `shift` reference std, x2 not."""
+class PlayedPod:
+    """The HTTP endpoints of a played predictor pod on 127.0.0.1: `routes()` maps a GET path to the JSON body (a
+    pydantic model) it answers; `calls` counts the requests per path."""
 
-    def __init__(self, shift: float) -> None:
-        self.shift = shift
-        self.calls = 0
+    def __init__(self) -> None:
         self.port = free_port()
+        self.calls: dict[str, int] = {}
         self.runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> WindowServer:
-        from mlsteward_runtime.contracts import DriftWindow, FeatureType, FeatureWindow
+    def routes(self) -> dict[str, Callable[[], Any]]:
+        raise NotImplementedError
 
-        rng = np.random.default_rng(11)
-        # As the runtime reports it: the model's name and its ModelVersion's spec.version (semver).
-        window = DriftWindow(name="iris", version="1.0.0", replica=f"{MD}-{V1}-0", seen=1200, features={
-            "x1": FeatureWindow(type=FeatureType.number, values=rng.normal(self.shift, 1, 1200).tolist()),
-            "x2": FeatureWindow(type=FeatureType.number, values=rng.normal(5, 2, 1200).tolist())})
-
-        async def handler(_: web.Request) -> web.Response:
-            self.calls += 1
-            return web.Response(body=window.model_dump_json(), content_type="application/json")
-
+    async def __aenter__(self) -> Any:
         app = web.Application()
-        app.router.add_get("/v1/drift/window", handler)
+        for path, body in self.routes().items():
+            self.calls[path] = 0
+
+            async def handler(_: web.Request, path: str = path, body: Callable[[], Any] = body) -> web.Response:
+                self.calls[path] += 1
+                return web.Response(body=body().model_dump_json(), content_type="application/json")
+
+            app.router.add_get(path, handler)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
@@ -138,6 +137,28 @@ class WindowServer:
     async def __aexit__(self, *exc: Any) -> None:
         assert self.runner is not None
         await self.runner.cleanup()
+
+
+def drift_window(shift: float, rows: int, seed: int) -> Any:
+    """A predictor's window as the runtime reports it (the model's name and its ModelVersion's spec.version, a
+    semver): x1 shifted by `shift` reference standard deviations, x2 not."""
+    from mlsteward_runtime.contracts import DriftWindow, FeatureType, FeatureWindow
+
+    rng = np.random.default_rng(seed)
+    return DriftWindow(name="iris", version="1.0.0", replica=f"{MD}-{V1}-0", seen=rows, features={
+        "x1": FeatureWindow(type=FeatureType.number, values=rng.normal(shift, 1, rows).tolist()),
+        "x2": FeatureWindow(type=FeatureType.number, values=rng.normal(5, 2, rows).tolist())})
+
+
+class WindowServer(PlayedPod):
+    """`GET /v1/drift/window` of the played predictor pod: x1 shifted by `shift` reference std, x2 not."""
+
+    def __init__(self, shift: float) -> None:
+        super().__init__()
+        self.window = drift_window(shift, 1200, seed=11)
+
+    def routes(self) -> dict[str, Callable[[], Any]]:
+        return {"/v1/drift/window": lambda: self.window}
 
 
 def monitor(ns: str, kube: Any, **spec: Any) -> dict[str, Any]:
@@ -207,7 +228,7 @@ async def test_rollback_writes_a_serving_request_for_the_deployment(kube, namesp
         cfg = operator_config(server.port)
         obj = await reconcile(kube, namespace, cfg, k8s.Client(), at=T0)
     st = obj["status"]
-    assert server.calls == 1
+    assert server.calls["/v1/drift/window"] == 1
     assert st["driftDetected"] is True and st["lastReport"]["windowSize"] == 1200
     drifted = {f["name"]: f["drifted"] for f in st["lastReport"]["features"]}
     assert drifted == {"x1": True, "x2": False}
@@ -223,7 +244,7 @@ async def test_rollback_writes_a_serving_request_for_the_deployment(kube, namesp
     # Not due again within the interval: no second poll, nothing changes.
     async with WindowServer(shift=1.5) as server:
         again = await reconcile(kube, namespace, operator_config(server.port), k8s.Client(), at=T0)
-    assert server.calls == 0 and again["status"]["servingRequest"] == req
+    assert server.calls["/v1/drift/window"] == 0 and again["status"]["servingRequest"] == req
 
 
 async def test_alert_posts_to_the_webhook_in_the_secret(kube, namespace, data):

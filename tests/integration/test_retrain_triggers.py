@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Callable
 from typing import Any
-
-import numpy as np
-from aiohttp import web
 
 from .conftest import wait_for
 from .test_controllers import GV, custom
 from .test_drift_controller import (
-    MD,
     V1,
     create_version,
+    PlayedPod,
     data,  # noqa: F401  (a module fixture)
+    drift_window,
     events,
-    free_port,
     monitor,
     operator_config,
     play_train_job,
@@ -33,45 +31,23 @@ from .test_drift_controller import (
 )
 
 
-class PredictorServer:
-    """`GET /v1/stats` and `GET /v1/drift/window` of the played predictor pod."""
+class PredictorServer(PlayedPod):
+    """`GET /v1/stats` and `GET /v1/drift/window` (no shift) of the played predictor pod."""
 
     def __init__(self, accuracy: float, feedback: int) -> None:
+        super().__init__()
         self.accuracy, self.feedback = accuracy, feedback
-        self.calls: dict[str, int] = {"stats": 0, "window": 0}
-        self.port = free_port()
-        self.runner: web.AppRunner | None = None
+        self.window = drift_window(0.0, 600, seed=5)
 
-    async def __aenter__(self) -> PredictorServer:
-        from mlsteward_runtime.contracts import DriftWindow, FeatureType, FeatureWindow, Quantiles, RuntimeStats
+    def routes(self) -> dict[str, Callable[[], Any]]:
+        from mlsteward_runtime.contracts import Quantiles, RuntimeStats
 
-        rng = np.random.default_rng(5)
-        window = DriftWindow(name="iris", version="1.0.0", replica=f"{MD}-{V1}-0", seen=600, features={
-            "x1": FeatureWindow(type=FeatureType.number, values=rng.normal(0, 1, 600).tolist()),
-            "x2": FeatureWindow(type=FeatureType.number, values=rng.normal(5, 2, 600).tolist())})
-
-        async def stats(_: web.Request) -> web.Response:
-            self.calls["stats"] += 1
-            body = RuntimeStats(name="iris", version="1.0.0", window_s=600, count=2000, errors=0, error_rate=0.0,
+        def stats() -> RuntimeStats:
+            return RuntimeStats(name="iris", version="1.0.0", window_s=600, count=2000, errors=0, error_rate=0.0,
                                 throughput_rps=3.3, latency_ms=Quantiles(p50=2.0), feedback=self.feedback,
                                 accuracy=self.accuracy)
-            return web.Response(body=body.model_dump_json(), content_type="application/json")
 
-        async def drift_window(_: web.Request) -> web.Response:
-            self.calls["window"] += 1
-            return web.Response(body=window.model_dump_json(), content_type="application/json")
-
-        app = web.Application()
-        app.router.add_get("/v1/stats", stats)
-        app.router.add_get("/v1/drift/window", drift_window)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        assert self.runner is not None
-        await self.runner.cleanup()
+        return {"/v1/stats": stats, "/v1/drift/window": lambda: self.window}
 
 
 def retrain_jobs(kube: Any, ns: str) -> list[Any]:
@@ -150,7 +126,7 @@ async def test_accuracy_below_the_floor_read_from_the_predictor_makes_one_job(ku
         await reconcile(kube, namespace, cfg, k8s.Client(), at=t0 + dt.timedelta(seconds=4))
         # Still below the floor for `consecutive` more checks, but the retraining it started is active.
         obj = await reconcile(kube, namespace, cfg, k8s.Client(), at=t0 + dt.timedelta(seconds=6))
-        assert server.calls["stats"] == 4
+        assert server.calls["/v1/stats"] == 4
     st = obj["status"]
     stamp = t0.strftime("%Y-%m-%dT%H:%M:%SZ")
     jobs = retrain_jobs(kube, namespace)
