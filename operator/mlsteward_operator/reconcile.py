@@ -29,7 +29,7 @@ from mlsteward_operator.api.experiment import Experiment
 from mlsteward_operator.api.modeldeployment import ModelDeployment, RolloutStatus, ServingOverride
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.conventions import parse_object
+from mlsteward_operator.conventions import parse_object, status_patch
 from mlsteward_operator.plan import (
     Counters,
     Gates,
@@ -233,20 +233,9 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
         )
     if not status.status_changed(md.status, new):
         return None
-    out = _dump(new)
-    if "rollout" in out:
-        # Status is written with a merge patch, which keeps any field it does not name: a step's start time or
-        # baseline left over from an earlier step would be read back as this step's. Unset fields are sent as null.
-        out["rollout"] = {key: None for key in ROLLOUT_FIELDS} | out["rollout"]
-    if "override" in out:
-        out["override"] = {"endedAt": None} | out["override"]
-    for key in CLEARABLE_FIELDS:
-        out.setdefault(key, None)
+    # Merge patch: a step's start time or baseline, or an ended override, must not survive into a new value.
+    out = status_patch(new, md.status, replaced=("rollout", "override"))
     return out
-
-
-# Top-level status fields that can go from set to unset (a merge patch keeps a field it does not name).
-CLEARABLE_FIELDS = ("experiment", "override", "previousVersion", "url", "trafficSummary")
 
 
 def serving_requests(objs: list[dict[str, Any]], kind: str) -> tuple[Request, ...]:
@@ -296,7 +285,6 @@ def _override_status(o: Override | None) -> ServingOverride | None:
                            time=o.time, ended_at=o.ended_at)
 
 
-ROLLOUT_FIELDS = ("phase", "step", "targetVersion", "stepStartedAt", "baseline")
 
 
 def desired_children(md: ModelDeployment, versions: Mapping[str, ModelVersion], plan: Plan,

@@ -37,12 +37,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlsteward_operator import drift, k8s, render, status, triggers
-from mlsteward_operator.api.common import API_VERSION, ConditionType, ServingRequest
+from mlsteward_operator.api.common import API_VERSION, ConditionType
 from mlsteward_operator.api.driftmonitor import (
     Action,
     DriftMonitor,
     DriftMonitorStatus,
-    LastAction,
     OnRetrained,
     RetrainPhase,
     RetrainStatus,
@@ -50,7 +49,7 @@ from mlsteward_operator.api.driftmonitor import (
 from mlsteward_operator.api.modeldeployment import ModelDeployment
 from mlsteward_operator.api.modelversion import ModelVersion, VersionPhase
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.conventions import parse_object, second
+from mlsteward_operator.conventions import parse_object, second, status_patch
 from mlsteward_operator.metrics import drift_metrics
 
 log = logging.getLogger(__name__)
@@ -61,10 +60,8 @@ _locks: dict[str, asyncio.Lock] = {}
 # Background alert deliveries, referenced so that they are not garbage-collected while they run.
 _deliveries: set[asyncio.Task[None]] = set()
 
-# Nested status objects that are replaced whole: a merge patch keeps keys it does not name, so the keys a new
-# value leaves unset are sent as null.
-_REPLACED: dict[str, type[Any]] = {"retrain": RetrainStatus, "servingRequest": ServingRequest,
-                                   "lastAction": LastAction}
+# Nested status objects that are replaced whole (conventions.status_patch).
+_REPLACED = ("retrain", "servingRequest", "lastAction")
 
 
 def _now() -> dt.datetime:
@@ -73,11 +70,7 @@ def _now() -> dt.datetime:
 
 def _wire(new: DriftMonitorStatus) -> dict[str, Any]:
     """The status as a merge patch: nested objects replaced whole (see _REPLACED)."""
-    out = new.to_k8s()
-    for key, model in _REPLACED.items():
-        if key in out:
-            out[key] = {(f.alias or name): None for name, f in model.model_fields.items()} | out[key]
-    return out
+    return status_patch(new, None, _REPLACED)
 
 
 async def reconcile_monitor(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,

@@ -142,10 +142,19 @@ def test_observe_router_table_reads_the_split_once_rolled_out():
 
 
 def test_every_rollout_field_is_sent_so_a_merge_patch_clears_stale_ones():
-    from mlsteward_operator.api.modeldeployment import RolloutStatus
-    from mlsteward_operator.reconcile import ROLLOUT_FIELDS
+    from mlsteward_operator.api.modeldeployment import ModelDeploymentStatus, RolloutStatus
+    from mlsteward_operator.conventions import status_patch
 
-    assert set(ROLLOUT_FIELDS) == {f.alias or n for n, f in RolloutStatus.model_fields.items()}
+    old = ModelDeploymentStatus(serving_version="iris-1", experiment="ab", rollout=RolloutStatus(
+        phase="Progressing", step=1, target_version="iris-2", step_started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))
+    new = ModelDeploymentStatus(serving_version="iris-1", rollout=RolloutStatus(phase="Stable"))
+    patch = status_patch(new, old, replaced=("rollout", "override"))
+    # Every field of the replaced object is named (unset ones as null), so nothing of the old step survives.
+    assert set(patch["rollout"]) == {f.alias or n for n, f in RolloutStatus.model_fields.items()}
+    assert patch["rollout"]["phase"] == "Stable"
+    assert patch["rollout"]["stepStartedAt"] is None and patch["rollout"]["targetVersion"] is None
+    # A top-level field set before and unset now is cleared; one never set is not named.
+    assert patch["experiment"] is None and "override" not in patch and patch["servingVersion"] == "iris-1"
 
 
 def test_the_canary_example_is_a_valid_modeldeployment():
