@@ -32,6 +32,7 @@ MAX_SHORT = 256
 MAX_MESSAGE = 32768
 MAX_CONDITIONS = 16
 MAX_DECISIONS = 20
+MAX_HEALTH_SAMPLES = 240
 
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

@@ -17,6 +17,7 @@ from mlsteward_operator.api.common import (
     AGE,
     DNS_LABEL,
     MAX_DECISIONS,
+    MAX_HEALTH_SAMPLES,
     MAX_MESSAGE,
     MAX_SHORT,
     ApiModel,
@@ -368,6 +369,59 @@ class ServingOverride(ApiModel):
         default=None, description="When a change of spec.version ended it (kept as the record of the last request).")
 
 
+class HealthSample(ApiModel):
+    """One sample of the served version's predictors, pooled over their ready pods (their `GET /v1/stats`)."""
+
+    time: dt.datetime = Field(description="When the predictors were asked.")
+    version: ShortText = Field(description="ModelVersion sampled (the served version).")
+    window_seconds: float = Field(ge=0, description="Sliding window the predictors count over (their stats_window_s).")
+    replicas: int = Field(default=0, ge=0, description="Predictor pods that answered.")
+    requests: int = Field(default=0, ge=0, description="Requests in the window, summed over the pods.")
+    errors: int = Field(default=0, ge=0, description="Of which failed (4xx excluded: 5xx and model errors).")
+    request_rate: float = Field(default=0.0, ge=0, description="Requests per second, summed over the pods.")
+    error_rate: float | None = Field(default=None, ge=0, le=1, description="errors / requests; none without requests.")
+    p50_ms: float | None = Field(default=None, ge=0, description="Median latency (ms), the pods' weighted by requests.")
+    p95_ms: float | None = Field(default=None, ge=0, description="95th percentile latency (ms), the slowest pod's.")
+    p99_ms: float | None = Field(default=None, ge=0, description="99th percentile latency (ms), the slowest pod's.")
+    feedback: int = Field(default=0, ge=0, description="Labels or rewards joined in the window.")
+    accuracy: float | None = Field(default=None, ge=0, le=1, description="Rolling accuracy of the labelled requests.")
+    mean_reward: float | None = Field(default=None, description="Rolling mean reward.")
+
+
+class AlertRule(StrEnum):
+    error_rate = "ErrorRate"
+    p99_latency = "P99Latency"
+    accuracy = "Accuracy"
+    anomaly = "Anomaly"
+
+
+class ActiveAlert(ApiModel):
+    """An alert that fires now."""
+
+    rule: AlertRule = Field(description="ErrorRate, P99Latency, Accuracy (thresholds) or Anomaly (z-score or IQR).")
+    metric: ShortText = Field(description="Sample field judged, e.g. errorRate, p99Ms, accuracy, requestRate.")
+    reason: ShortText = Field(description="CamelCase reason, e.g. ErrorRateAbove, AccuracyBelow, AnomalyDetected.")
+    value: float = Field(description="The latest value of the metric.")
+    threshold: float | None = Field(default=None, description="The threshold or bound it crossed.")
+    since: dt.datetime = Field(description="First sample of the breach that fired it.")
+    message: Annotated[str, Field(max_length=MAX_MESSAGE)] = Field(default="", description="What is wrong, in words.")
+
+
+class HealthStatus(ApiModel):
+    """Recent samples of the served version's traffic and the alerts judged on them."""
+
+    last_sample_time: dt.datetime | None = Field(default=None, description="When the predictors were last sampled.")
+    samples: Annotated[list[HealthSample], Field(max_length=MAX_HEALTH_SAMPLES)] = Field(
+        default_factory=list, description=f"The last samples (at most {MAX_HEALTH_SAMPLES}), oldest first."
+    )
+    breaches: dict[str, int] = Field(
+        default_factory=dict, description="Samples in breach in a row, per rule and metric (e.g. ErrorRate/errorRate)."
+    )
+    alerts: Annotated[list[ActiveAlert], Field(max_length=32)] = Field(
+        default_factory=list, description="Alerts firing now."
+    )
+
+
 class ModelDeploymentStatus(StatusBase):
     """What is served and why."""
 
@@ -389,6 +443,9 @@ class ModelDeploymentStatus(StatusBase):
     experiment: ShortText | None = Field(default=None, description="Experiment currently steering the traffic.")
     decisions: Annotated[list[Decision], Field(max_length=MAX_DECISIONS)] = Field(
         default_factory=list, description=f"The last {MAX_DECISIONS} decisions, oldest first."
+    )
+    health: HealthStatus | None = Field(
+        default=None, description="Samples of the served version's traffic and the alerts on them (spec.alerts)."
     )
 
 
