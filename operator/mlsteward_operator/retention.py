@@ -1,9 +1,11 @@
 """Which ModelVersions retention keeps and which it deletes: a pure planner (no I/O, no clock).
 
-Policy (OperatorConfig `retention_*`, chart values `retention.*`): keep the last N versions of each model, N being
-`keep_last` or the model's entry in `models` (key `model` or `namespace/model`, the namespaced key wins; 0 keeps
-every version of that model). "Last" is semver precedence of spec.version, newest first (1.10.0 after 1.9.0, a
-pre-release before its release, build metadata ignored), ties broken by creation time, then name.
+Policy (OperatorConfig `retention_*`, chart values `retention.*`): keep the last N Ready versions of each model, N
+being `keep_last` or the model's entry in `models` (key `model` or `namespace/model`, the namespaced key wins; 0
+keeps every version of that model). "Last" is semver precedence of spec.version, newest first (1.10.0 after 1.9.0,
+a pre-release before its release, build metadata ignored), ties broken by creation time, then name. Only Ready
+versions fill the N places: a new version still under validation does not push a servable one out (it may fail),
+and a Failed version newer than the N-th Ready one stays for inspection until N newer Ready versions exist.
 
 Whatever the count, a version is kept while something may still need it:
 - Pinned: the label `mlsteward.io/retain: "true"` (labels can change after registration, the spec cannot);
@@ -85,10 +87,10 @@ class Doomed:
     rank: int  # 1 = the model's newest version
 
     def message(self, plan: ModelPlan) -> str:
-        return (f"version {self.version} of model {plan.model} is number {self.rank} by semver, past the last "
-                f"{plan.keep_last} kept ({plan.source}); it is not pinned ({PIN_LABEL}), not referenced by any "
-                f"ModelDeployment, Experiment or DriftMonitor nor in the lineage of a served version, and not under "
-                f"validation")
+        return (f"version {self.version} of model {plan.model} (number {self.rank} by semver) is older than its "
+                f"last {plan.keep_last} Ready versions ({plan.source}); it is not pinned ({PIN_LABEL}), not "
+                f"referenced by any ModelDeployment, Experiment or DriftMonitor nor in the lineage of a served "
+                f"version, and not under validation")
 
 
 @dataclass(frozen=True)
@@ -184,14 +186,19 @@ def plan(namespace: str, versions: Sequence[ModelVersion], deployments: Sequence
         ordered = sorted(models[model], key=precedence, reverse=True)
         kept: dict[str, tuple[Keep, ...]] = {}
         doomed = []
+        ready = 0  # Ready versions seen so far, newest first
         for rank, mv in enumerate(ordered, start=1):
             why = list(refs.get(mv.metadata.name, ()))
-            if rank <= keep_last:
-                why.append(Keep(KeepReason.last_n, f"{rank} of {keep_last}"))
+            phase = mv.status.phase
+            if phase in (VersionPhase.pending, VersionPhase.validating):
+                why.append(Keep(KeepReason.not_yet_validated, str(phase)))
+            elif ready < keep_last:
+                # Within the window of the last N Ready versions; a Failed one there stays for inspection.
+                ready += phase is VersionPhase.ready
+                why.append(Keep(KeepReason.last_n, f"Ready {ready} of {keep_last}" if phase is VersionPhase.ready
+                                else f"{phase}, newer than the last {keep_last} Ready"))
             if mv.metadata.labels.get(PIN_LABEL) == "true":
                 why.append(Keep(KeepReason.pinned, PIN_LABEL))
-            if mv.status.phase in (VersionPhase.pending, VersionPhase.validating):
-                why.append(Keep(KeepReason.not_yet_validated, str(mv.status.phase)))
             if why:
                 kept[mv.metadata.name] = tuple(sorted(set(why)))
             else:

@@ -205,6 +205,21 @@ def test_versions_under_validation_are_kept_and_failed_ones_are_not():
     assert deleted(plan) == {"f", "r"}
 
 
+def test_only_ready_versions_fill_the_last_n_places():
+    # Newest first: 2.0.0 Pending (may still fail), 1.9.0 Failed, 1.8.0 and 1.7.0 Ready, then older ones.
+    versions = [mv("new", "2.0.0", phase="Pending"), mv("bad", "1.9.0", phase="Failed"), mv("r8", "1.8.0"),
+                mv("r7", "1.7.0"), mv("bad-old", "1.6.5", phase="Failed"), mv("r6", "1.6.0")]
+    plan = run(versions, keep=2)["iris"]
+    assert set(plan.kept) == {"new", "bad", "r8", "r7"}
+    assert reasons(plan, "new") == {rt.KeepReason.not_yet_validated}
+    assert reasons(plan, "bad") == {rt.KeepReason.last_n}
+    assert deleted(plan) == {"bad-old", "r6"}
+    # Once the new one is Ready, it takes a place and the oldest Ready one of the window goes.
+    versions[0] = mv("new", "2.0.0")
+    plan = run(versions, keep=2)["iris"]
+    assert set(plan.kept) == {"new", "bad", "r8"} and deleted(plan) == {"r7", "bad-old", "r6"}
+
+
 def test_versions_being_deleted_take_no_part():
     versions = series(4) + [mv("iris-z", "9.0.0", deleting=True)]
     plan = run(versions, keep=2)["iris"]
@@ -227,4 +242,5 @@ def test_doomed_carry_identity_and_a_message():
     doomed = {d.name: d for d in plan.delete}["iris-0"]
     assert (doomed.uid, doomed.resource_version, doomed.version, doomed.rank) == ("uid-iris-0", "7", "1.0.0", 3)
     text = doomed.message(plan)
-    assert "1.0.0" in text and "last 1" in text and "retention.keepLast" in text and rt.PIN_LABEL in text
+    assert "version 1.0.0 of model iris (number 3 by semver) is older than its last 1 Ready versions" in text
+    assert "retention.keepLast" in text and rt.PIN_LABEL in text
