@@ -244,3 +244,29 @@ def test_doomed_carry_identity_and_a_message():
     text = doomed.message(plan)
     assert "version 1.0.0 of model iris (number 3 by semver) is older than its last 1 Ready versions" in text
     assert "retention.keepLast" in text and rt.PIN_LABEL in text
+
+
+def test_the_chart_defaults_turn_retention_off_and_its_env_parses(monkeypatch):
+    import pathlib
+
+    import yaml
+
+    from mlsteward_operator.config import OperatorConfig
+
+    manifests = pathlib.Path(__file__).resolve().parents[3] / "manifests" / "mlsteward.yaml"
+    deployment = next(d for d in yaml.safe_load_all(manifests.read_text()) if d and d["kind"] == "Deployment")
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+           if e["name"].startswith("MLSTEWARD_OPERATOR_RETENTION_")}
+    assert set(env) == {f"MLSTEWARD_OPERATOR_RETENTION_{k}" for k in ("KEEP_LAST", "MODELS", "INTERVAL_SECONDS",
+                                                                        "DRY_RUN")}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cfg = OperatorConfig()
+    assert (cfg.retention_keep_last, cfg.retention_models, cfg.retention_interval_seconds, cfg.retention_dry_run) \
+        == (0, {}, 300, False)
+    assert not rt.Policy(cfg.retention_keep_last, cfg.retention_models).enabled
+    monkeypatch.setenv("MLSTEWARD_OPERATOR_RETENTION_MODELS", '{"iris": 3, "team-a/iris": 0}')
+    assert OperatorConfig().retention_models == {"iris": 3, "team-a/iris": 0}
+    monkeypatch.setenv("MLSTEWARD_OPERATOR_RETENTION_MODELS", '{"iris": -1}')
+    with pytest.raises(ValueError, match="retention_models"):
+        OperatorConfig()
