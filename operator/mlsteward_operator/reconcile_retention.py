@@ -104,7 +104,7 @@ class Retention:
             outcomes: list[Outcome] = []
             try:
                 namespaces = await self._namespaces()
-            except k8s.ApiError as exc:
+            except Exception as exc:  # the API server unreachable, RBAC: the next pass tries again
                 log.warning("Failed to list namespaces with ModelVersions for retention: %s", exc)
                 return outcomes
             for namespace in namespaces:
