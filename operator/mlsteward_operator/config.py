@@ -10,6 +10,9 @@ validation pods mount it read-only at `artifact_mount_path`, so a ModelVersion U
 pod as on the volume. URIs `http(s)://` and `s3://` need no volume; credentials for them come from the optional
 Secret `artifact_env_secret`, injected as environment variables (e.g. AWS_ACCESS_KEY_ID, AWS_ENDPOINT_URL).
 
+Retention (`retention_*`, off by default): retention.py says what is kept and deleted, reconcile_retention.py how
+it is applied.
+
 NetworkPolicy `<md>-predictors` (`network_policy`, on by default): predictor pods accept connections on their port
 only from the router pods of their ModelDeployment and from the operator's pods (`operator_pod_labels` in
 `operator_namespace`; the operator reads drift windows from predictor pods), plus any `network_policy_extra_peers`
@@ -126,6 +129,24 @@ class OperatorConfig(BaseSettings):
         default_factory=list,
         description="More NetworkPolicy peers (`from` entries) allowed to reach predictors, e.g. a Prometheus "
         "namespace (JSON).",
+    )
+
+    retention_keep_last: int = Field(
+        default=0, ge=0, le=10000,
+        description="Keep the last N ModelVersions of each model (by semver) and delete older ones that nothing "
+        "references (see retention.py); 0 turns retention off: nothing is ever deleted.",
+    )
+    retention_models: dict[str, Annotated[int, Field(ge=0, le=10000)]] = Field(
+        default_factory=dict,
+        description="N per model, overriding retention_keep_last (JSON); key `model` or `namespace/model` (the "
+        "namespaced key wins); 0 keeps every version of that model.",
+    )
+    retention_interval_seconds: float = Field(
+        default=300.0, ge=1, le=86400, description="Seconds between two retention passes over all namespaces.",
+    )
+    retention_dry_run: bool = Field(
+        default=False, description="Decide and record what retention would delete (Event RetentionWouldDelete), "
+        "but delete nothing.",
     )
 
     @field_validator("namespaces", mode="before")

@@ -9,11 +9,13 @@ and repairs anything an event missed, including after a restart of the operator.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import kopf
 
-from mlsteward_operator import k8s, metrics, reconcile, reconcile_drift, reconcile_experiment
+from mlsteward_operator import k8s, metrics, reconcile, reconcile_drift, reconcile_experiment, reconcile_retention
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.errors import InvalidSpec, NotReady
 
@@ -40,6 +42,23 @@ async def startup(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     memo.client = k8s.Client()
     memo.config = OperatorConfig()
     logger.info("Started mlsteward operator image=%s", memo.config.image)
+    # Retention runs in its own task, only when the policy can delete something (main.run_async puts the watched
+    # namespaces in the memo).
+    memo.retention = reconcile_retention.Retention(memo.client, memo.config,
+                                                   namespaces=memo.get("watch_namespaces") or ())
+    if memo.retention.enabled:
+        memo.retention_task = asyncio.create_task(memo.retention.loop(), name="mlsteward-retention")
+        logger.info("Started retention keepLast=%d models=%s dryRun=%s", memo.config.retention_keep_last,
+                    memo.config.retention_models, memo.config.retention_dry_run)
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("retention_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _run(fn: Any, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
@@ -69,6 +88,13 @@ async def modelversion_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Me
 @kopf.timer(GROUP, VERSION, "modelversions", interval=VERSION_INTERVAL, when=_version_open)
 async def modelversion_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     await _run(reconcile.reconcile_version, body, patch, memo)
+
+
+@kopf.on.event(GROUP, VERSION, "modelversions", when=lambda status, **_: status.get("phase") == "Ready")
+async def modelversion_ready(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None:
+    """A new Ready version may push an old one past a model's last N: retention passes soon."""
+    if memo.get("retention") is not None:
+        memo.retention.arrived(meta.get("uid"))
 
 
 @kopf.on.create(GROUP, VERSION, "modeldeployments")

@@ -216,13 +216,21 @@ class Client:
         data = await self._acall("GET", kind_of(api_version, kind).path(namespace), query=query)
         return list(data.get("items") or [])
 
-    async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
-        """Delete with foreground-free background propagation; returns False when it was already gone."""
-        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+    async def delete(self, api_version: str, kind: str, namespace: str | None, name: str, *,
+                     uid: str | None = None, resource_version: str | None = None) -> bool:
+        """Delete with foreground-free background propagation; returns False when it was already gone.
+
+        With `uid` and/or `resource_version`, delete only that very object as it was read (DeleteOptions
+        preconditions): a recreated object of the same name or one changed since is not deleted, and False is
+        returned (the API server answers 409 Conflict)."""
+        body: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if preconditions:
+            body["preconditions"] = preconditions
         try:
             await self._acall("DELETE", kind_of(api_version, kind).path(namespace, name), body=body)
         except ApiError as exc:
-            if exc.status == 404:
+            if exc.status == 404 or (exc.status == 409 and preconditions):
                 return False
             raise
         return True

@@ -54,6 +54,8 @@ async def run_async(*, namespaces: Sequence[str] = (), clusterwide: bool = False
         liveness_endpoint=liveness_endpoint,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
+        # The startup handlers read the watched namespaces from here (retention lists those it may touch).
+        memo=kopf.Memo(watch_namespaces=[] if clusterwide else list(namespaces)),
     )
 
 

@@ -1,4 +1,5 @@
-"""The operator's own Prometheus metrics: the drift statistics of every DriftMonitor, per feature (DESIGN §4).
+"""The operator's own Prometheus metrics: the drift statistics of every DriftMonitor, per feature (DESIGN §4), and
+what ModelVersion retention deleted and kept.
 
 Gauges carry the latest check; a feature that a monitor no longer tests, or a monitor that is gone, has its series
 removed (`forget`), so a dashboard never shows a stale verdict as current. `serve(port)` starts the HTTP endpoint
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable
+from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, start_http_server
 
@@ -76,6 +78,18 @@ class DriftMetrics:
             _remove(gauge, (namespace, monitor))
 
 
+class RetentionMetrics:
+    """ModelVersions deleted by retention (a counter, so deletions stay countable after their Events expire) and
+    versions kept per model by the latest pass."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.deletions = Counter("mlsteward_retention_deletions", "ModelVersions deleted by retention.",
+                                 ("namespace", "model"), registry=registry)
+        self.kept = Gauge("mlsteward_retention_kept_versions", "ModelVersions of a model kept by the latest "
+                          "retention pass (the last N, pinned, referenced or under validation).",
+                          ("namespace", "model"), registry=registry)
+
+
 def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
     try:
         gauge.remove(*labels)
@@ -83,18 +97,28 @@ def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
         pass
 
 
-_default: DriftMetrics | None = None
+_instances: dict[type, Any] = {}
 _served: int | None = None
 _guard = threading.Lock()
 
+M = TypeVar("M", DriftMetrics, RetentionMetrics)
+
+
+def _process_wide(cls: type[M]) -> M:
+    with _guard:
+        if cls not in _instances:
+            _instances[cls] = cls()
+        return _instances[cls]  # type: ignore[no-any-return]
+
 
 def drift_metrics() -> DriftMetrics:
-    """The process's metrics (created on first use, not at import)."""
-    global _default
-    with _guard:
-        if _default is None:
-            _default = DriftMetrics()
-        return _default
+    """The process's drift metrics (created on first use, not at import)."""
+    return _process_wide(DriftMetrics)
+
+
+def retention_metrics() -> RetentionMetrics:
+    """The process's retention metrics (created on first use, not at import)."""
+    return _process_wide(RetentionMetrics)
 
 
 def serve(port: int) -> bool:

@@ -136,14 +136,20 @@ def test_modelversion_validates_ready_and_a_wrong_digest_fails(kube, namespace, 
     assert ("tampered", "DigestMismatch") in reasons and ("good", "ValidationStarted") in reasons
 
 
-def ready_version(kube: Any, ns: str, name: str, model: str, version: str) -> None:
-    """A ModelVersion that already holds its verdict (validation is covered by the test above)."""
+def ready_version(kube: Any, ns: str, name: str, model: str, version: str, *, parent: str | None = None,
+                  labels: dict[str, str] | None = None) -> None:
+    """A ModelVersion that already holds its verdict (validation is covered by the test above), optionally with a
+    lineage parent and labels."""
     from mlsteward_operator import render
     from mlsteward_operator.api.modelversion import ModelVersion
 
-    body = {"apiVersion": "mlsteward.io/v1alpha1", "kind": "ModelVersion", "metadata": {"name": name},
-            "spec": {"model": model, "version": version,
-                     "artifact": {"uri": f"file:///models/{name}.skops", "sha256": "c" * 64, "format": "skops"}}}
+    body: dict[str, Any] = {
+        "apiVersion": "mlsteward.io/v1alpha1", "kind": "ModelVersion", "metadata": {"name": name,
+                                                                                  "labels": labels or {}},
+        "spec": {"model": model, "version": version,
+                 "artifact": {"uri": f"file:///models/{name}.skops", "sha256": "c" * 64, "format": "skops"}}}
+    if parent:
+        body["spec"]["lineage"] = {"parent": parent}
     created = custom(kube).create_namespaced_custom_object(*GV, ns, "modelversions", body)
     job = render.validation_job_name(ModelVersion.model_validate(created))
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

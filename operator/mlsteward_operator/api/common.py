@@ -178,6 +178,7 @@ class ObjectMeta(ApiModel):
     labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
     creation_timestamp: dt.datetime | None = Field(default=None, description="When the object was created.")
+    deletion_timestamp: dt.datetime | None = Field(default=None, description="When deletion was requested.")
 
 
 class ConditionStatus(StrEnum):
