@@ -1,7 +1,9 @@
 """A small client of the Prometheus HTTP API for `mlsteward report`: the queries, their answers, clear errors.
 
-It runs instant queries (`POST /api/v1/query` at the end of the range) and returns the answers as they came; the
-arithmetic is in `mlsteward_runtime.report` (pure). The router's metrics are labelled by version only, so the
+It runs instant queries of range vectors (`POST /api/v1/query` of `metric{...}[range]` at the end of the range),
+which return the raw samples, and hands the answers on as they came; the arithmetic is in
+`mlsteward_runtime.report` (pure). Raw samples rather than `increase()`, whose extrapolation to the range's edges
+gives fractions and misses what a series counted before its first scrape. The router's metrics are labelled by version only, so the
 queries select the deployment's versions (`version=~"a|b"`), plus any matchers given (e.g. `namespace="models"`
 when two namespaces serve versions of the same name).
 """
@@ -15,7 +17,7 @@ from typing import Any
 import httpx
 
 from mlsteward_runtime.report import (
-    QUANTILES, ROUTER_ATTEMPTS, ROUTER_BUCKETS, ROUTER_ERRORS, ROUTER_FEEDBACK, PromAnswers,
+    ROUTER_ATTEMPTS, ROUTER_BUCKETS, ROUTER_ERRORS, ROUTER_FEEDBACK, PromAnswers,
 )
 
 __all__ = ["LOOKBACK", "PrometheusError", "fetch", "selector"]
@@ -32,8 +34,11 @@ def selector(versions: list[str], extra: str | None = None) -> str:
     """The label matchers of the queries: the versions (regex-escaped) and the extra matchers, if any."""
     alternatives = "|".join(re.escape(v) for v in versions) or "$^"
     matchers = ['version=~"' + alternatives.replace("\\", "\\\\").replace('"', '\\"') + '"']
-    if extra and extra.strip():
-        matchers.append(extra.strip().strip("{}"))
+    extra = (extra or "").strip()
+    if extra.startswith("{") and extra.endswith("}"):
+        extra = extra[1:-1].strip()
+    if extra:
+        matchers.append(extra)
     return ", ".join(matchers)
 
 
@@ -63,20 +68,12 @@ def _query(client: httpx.Client, url: str, promql: str, at: dt.datetime) -> list
 
 def fetch(url: str, versions: list[str], since: dt.datetime, until: dt.datetime, extra: str | None = None,
           timeout: float = 30.0) -> PromAnswers:
-    """The raw counter samples over [since - LOOKBACK, until] and the latency quantiles over [since, until]."""
+    """The raw samples of the router's counters (and histogram buckets) over [since - LOOKBACK, until]."""
     url = url.rstrip("/")
     sel = selector(versions, extra)
+    window = _ms(until - since + LOOKBACK)
     answers = PromAnswers(url=url)
     with httpx.Client(timeout=timeout) as client:
-        for metric in (ROUTER_ATTEMPTS, ROUTER_ERRORS, ROUTER_FEEDBACK):
-            answers.counters[metric] = _query(client, url, f"{metric}{{{sel}}}[{_ms(until - since + LOOKBACK)}]",
-                                              until)
-        rng = _ms(until - since)
-        for q in QUANTILES:
-            answers.quantiles[q] = _query(
-                client, url, f"histogram_quantile({q}, sum by (le, version) (increase({ROUTER_BUCKETS}{{{sel}}}"
-                f"[{rng}])))", until)
-            answers.quantiles_total[q] = _query(
-                client, url, f"histogram_quantile({q}, sum by (le) (increase({ROUTER_BUCKETS}{{{sel}}}[{rng}])))",
-                until)
+        for metric in (ROUTER_ATTEMPTS, ROUTER_ERRORS, ROUTER_FEEDBACK, ROUTER_BUCKETS):
+            answers.counters[metric] = _query(client, url, f"{metric}{{{sel}}}[{window}]", until)
     return answers

@@ -13,8 +13,8 @@ one of two sources, and the report names it for every figure:
   samples over the range: each series from its last sample at or before the start (or from zero when it appears
   inside the range: prometheus_client creates a labelled series at its first increment), a drop counted as a
   restart of the process. PromQL's `increase()` would extrapolate to the range's edges and give fractions.
-  Latency percentiles are `histogram_quantile` over the router's buckets summed by version (interpolated inside a
-  bucket, so as exact as the buckets).
+  Latency percentiles come from the increase of the router's histogram buckets (counted the same way), summed by
+  version and interpolated inside a bucket as PromQL's `histogram_quantile` does (so as exact as the buckets).
 - **status** (otherwise): `status.health.samples` of the ModelDeployment, one every `spec.alerts.interval`, each
   the predictors' sliding-window numbers for the version served then. Requests are estimated as the sum of
   requestRate x the time since the previous sample, errors likewise with errorRate, feedback as
@@ -41,8 +41,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 __all__ = [
-    "PromAnswers", "Report", "ReportError", "build_report", "counter_increase", "parse_duration", "parse_time",
-    "render", "versions_of",
+    "PromAnswers", "Report", "ReportError", "build_report", "counter_increase", "histogram_quantile",
+    "parse_duration", "parse_time", "render", "versions_of",
 ]
 
 GROUP = "mlsteward.io"
@@ -161,17 +161,11 @@ def versions_of(md: Mapping[str, Any]) -> list[str]:
 
 
 class PromAnswers(BaseModel):
-    """What the Prometheus client fetched, as the HTTP API answered (`data.result` of each query).
-
-    `counters`: metric name -> the range-vector answer (`[{metric: {...}, values: [[t, "v"], ...]}, ...]`) over
-    [since - lookback, until]. `quantiles`: q -> the instant answer of `histogram_quantile` by version, and
-    `quantiles_total`: q -> the same summed over versions.
-    """
+    """What the Prometheus client fetched: metric name -> the range-vector answer of the HTTP API (`data.result`:
+    `[{metric: {...}, values: [[t, "v"], ...]}, ...]`) over [since - lookback, until]."""
 
     url: str
     counters: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
-    quantiles: dict[float, list[dict[str, Any]]] = Field(default_factory=dict)
-    quantiles_total: dict[float, list[dict[str, Any]]] = Field(default_factory=dict)
 
 
 def counter_increase(values: Sequence[tuple[float, float]], since: float) -> float:
@@ -191,20 +185,51 @@ def counter_increase(values: Sequence[tuple[float, float]], since: float) -> flo
     return total
 
 
-def _sum_counter(series: list[dict[str, Any]], since: float) -> dict[str, float]:
-    out: dict[str, float] = {}
+def _sum_counter(series: list[dict[str, Any]], since: float, *by: str) -> dict[tuple[str, ...], float]:
+    """The increase of every series after `since`, summed by the labels `by`."""
+    out: dict[tuple[str, ...], float] = {}
     for s in series:
-        version = str((s.get("metric") or {}).get("version", ""))
+        labels = s.get("metric") or {}
+        key = tuple(str(labels.get(b, "")) for b in by)
         vals = sorted((float(t), float(v)) for t, v in s.get("values") or [])
-        out[version] = out.get(version, 0.0) + counter_increase(vals, since)
+        out[key] = out.get(key, 0.0) + counter_increase(vals, since)
     return out
 
 
-def _quantile_by_version(answer: list[dict[str, Any]]) -> dict[str, float | None]:
-    out: dict[str, float | None] = {}
-    for s in answer:
-        value = float((s.get("value") or [0, "NaN"])[1])
-        out[str((s.get("metric") or {}).get("version", ""))] = value * 1000.0 if math.isfinite(value) else None
+def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """The q-quantile of cumulative bucket counts (upper bound -> count, +Inf included), as PromQL's
+    histogram_quantile computes it: linear interpolation inside the bucket where the rank falls, the lowest
+    bucket starting at 0, the highest finite bound when the rank falls in +Inf. None without observations."""
+    bounds = sorted(buckets)
+    if not bounds or not math.isinf(bounds[-1]):
+        return None
+    counts, running = [], 0.0
+    for b in bounds:  # non-monotonic counts (a scrape between bucket updates) are raised, as PromQL does
+        running = max(running, buckets[b])
+        counts.append(running)
+    total = counts[-1]
+    if total <= 0:
+        return None
+    rank = q * total
+    i = next(i for i, c in enumerate(counts) if c >= rank)
+    if i == len(bounds) - 1:
+        return bounds[-2] if len(bounds) > 1 else None
+    start, prev = (0.0, 0.0) if i == 0 else (bounds[i - 1], counts[i - 1])
+    if i == 0 and bounds[0] <= 0:
+        return bounds[0]
+    return start + (bounds[i] - start) * (rank - prev) / (counts[i] - prev)
+
+
+def _quantiles(increase: dict[tuple[str, ...], float], version: str | None) -> dict[float, float | None]:
+    """p50/p95/p99 in ms of the bucket increases (keys (version, le)) of one version, or of all with None."""
+    buckets: dict[float, float] = {}
+    for (v, le), n in increase.items():
+        if version is None or v == version:
+            buckets[float(le)] = buckets.get(float(le), 0.0) + n
+    out: dict[float, float | None] = {}
+    for q in QUANTILES:
+        value = histogram_quantile(q, buckets)
+        out[q] = None if value is None else value * 1000.0
     return out
 
 
@@ -330,25 +355,24 @@ def _status_figures(samples: list[dict[str, Any]]) -> tuple[list[Traffic], Traff
 def _prom_figures(prom: PromAnswers, samples: list[dict[str, Any]], since: dt.datetime,
                   wanted: list[str]) -> tuple[list[Traffic], Traffic]:
     t0 = since.timestamp()
-    req = _sum_counter(prom.counters.get(ROUTER_ATTEMPTS, []), t0)
-    err = _sum_counter(prom.counters.get(ROUTER_ERRORS, []), t0)
-    fb = _sum_counter(prom.counters.get(ROUTER_FEEDBACK, []), t0)
-    qs = {q: _quantile_by_version(prom.quantiles.get(q, [])) for q in QUANTILES}
-    qt = {q: next(iter(_quantile_by_version(prom.quantiles_total.get(q, [])).values()), None) for q in QUANTILES}
-    seen = sorted(v for v in set(req) | set(err) | set(fb) if v in wanted)
+    req = {k[0]: n for k, n in _sum_counter(prom.counters.get(ROUTER_ATTEMPTS, []), t0, "version").items()}
+    err = {k[0]: n for k, n in _sum_counter(prom.counters.get(ROUTER_ERRORS, []), t0, "version").items()}
+    fb = {k[0]: n for k, n in _sum_counter(prom.counters.get(ROUTER_FEEDBACK, []), t0, "version").items()}
+    buckets = {k: n for k, n in _sum_counter(prom.counters.get(ROUTER_BUCKETS, []), t0, "version", "le").items()
+               if k[0] in wanted}
     versions = []
-    for v in seen:
-        r, e = req.get(v, 0.0), err.get(v, 0.0)
+    for v in sorted(x for x in set(req) | set(err) | set(fb) if x in wanted):
+        r, e, qs = req.get(v, 0.0), err.get(v, 0.0), _quantiles(buckets, v)
+        mine = [s for s in samples if s.get("version") == v]
         versions.append(Traffic(
-            version=v, requests=r, errors=e, error_rate=e / r if r > 0 else None,
-            p50_ms=qs[0.5].get(v), p95_ms=qs[0.95].get(v), p99_ms=qs[0.99].get(v), feedback=fb.get(v, 0.0),
-            samples=sum(1 for s in samples if s.get("version") == v),
-            **_outcomes([s for s in samples if s.get("version") == v]),
+            version=v, requests=r, errors=e, error_rate=e / r if r > 0 else None, p50_ms=qs[0.5],
+            p95_ms=qs[0.95], p99_ms=qs[0.99], feedback=fb.get(v, 0.0), samples=len(mine), **_outcomes(mine),
         ))
-    r, e = sum(t.requests or 0.0 for t in versions), sum(t.errors or 0.0 for t in versions)
-    total = Traffic(version="total", requests=r, errors=e, error_rate=e / r if r > 0 else None,
-                    p50_ms=qt[0.5], p95_ms=qt[0.95], p99_ms=qt[0.99],
-                    feedback=sum(t.feedback or 0.0 for t in versions), samples=len(samples), **_outcomes(samples))
+    r, e, qs = sum(t.requests or 0.0 for t in versions), sum(t.errors or 0.0 for t in versions), _quantiles(
+        buckets, None)
+    total = Traffic(version="total", requests=r, errors=e, error_rate=e / r if r > 0 else None, p50_ms=qs[0.5],
+                    p95_ms=qs[0.95], p99_ms=qs[0.99], feedback=sum(t.feedback or 0.0 for t in versions),
+                    samples=len(samples), **_outcomes(samples))
     return versions, total
 
 
@@ -365,8 +389,8 @@ _SOURCES_PROM = {
     "requests": f"prometheus: increase of {ROUTER_ATTEMPTS} over the range, from raw samples (router to backend "
                 "attempts)",
     "errors": f"prometheus: increase of {ROUTER_ERRORS} over the range (connect errors, timeouts, 5xx)",
-    "latency": f"prometheus: histogram_quantile over increase of {ROUTER_BUCKETS} (router to backend round trip, "
-               "interpolated within a bucket)",
+    "latency": f"prometheus: quantiles of the increase of {ROUTER_BUCKETS} summed by version, interpolated "
+               "within a bucket as histogram_quantile does (router to backend round trip)",
     "feedback": f"prometheus: increase of {ROUTER_FEEDBACK} over the range",
 }
 _SOURCE_OUTCOMES = "status.health.samples: feedback-weighted mean of the sampled windows' values"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import socket
 
 import numpy as np
@@ -13,8 +14,8 @@ import yaml
 
 from mlsteward_runtime.cli import main
 from mlsteward_runtime.report import (
-    ROUTER_ATTEMPTS, ROUTER_ERRORS, ROUTER_FEEDBACK, PromAnswers, Report, ReportError, build_report,
-    counter_increase, parse_duration, render,
+    ROUTER_ATTEMPTS, ROUTER_BUCKETS, ROUTER_ERRORS, ROUTER_FEEDBACK, PromAnswers, Report, ReportError, build_report,
+    counter_increase, histogram_quantile, parse_duration, render,
 )
 
 UNTIL = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.timezone.utc)
@@ -209,9 +210,11 @@ def test_prometheus_answers_give_the_traffic_and_samples_the_outcomes():
                           series("not-ours", [(t0 + 10, 1000)])],
         ROUTER_ERRORS: [series("iris-v2", [(t0 - 10, 2), (t0 + 10, 3)], reason="timeout")],
         ROUTER_FEEDBACK: [],
-    }, quantiles={0.5: [{"metric": {"version": "iris-v1"}, "value": [0, "0.004"]},
-                        {"metric": {"version": "iris-v2"}, "value": [0, "NaN"]}]},
-        quantiles_total={0.99: [{"metric": {}, "value": [0, "0.25"]}]})
+        # iris-v1: 10 observations <= 2.5 ms and 10 in (2.5, 5] ms, in range; iris-v2: none.
+        ROUTER_BUCKETS: [series("iris-v1", [(t0 - 5, 50), (t0 + 5, 60)], le="0.0025"),
+                         series("iris-v1", [(t0 - 5, 50), (t0 + 5, 70)], le="0.005"),
+                         series("iris-v1", [(t0 - 5, 50), (t0 + 5, 70)], le="+Inf")],
+    })
     rng = np.random.default_rng(1)
     samples = in_range(make_samples(rng, SINCE, 60, "iris-v1"))
     md = deployment(samples)
@@ -222,10 +225,38 @@ def test_prometheus_answers_give_the_traffic_and_samples_the_outcomes():
     # pod a: 30 after the start, then a restart counting 40; pod b appears in range: 25.
     assert by["iris-v1"].requests == 30 + 40 + 25
     assert (by["iris-v2"].requests, by["iris-v2"].errors, by["iris-v2"].error_rate) == (7, 1, pytest.approx(1 / 7))
-    assert by["iris-v1"].p50_ms == pytest.approx(4.0) and by["iris-v2"].p50_ms is None
-    assert report.total.requests == 102 and report.total.p99_ms == pytest.approx(250.0)
+    # The median (rank 10 of 20) is the top of the first bucket; p95 (rank 19) 90% into the second.
+    assert by["iris-v1"].p50_ms == pytest.approx(2.5) and by["iris-v1"].p95_ms == pytest.approx(4.75)
+    assert by["iris-v2"].p50_ms is None
+    assert report.total.requests == 102 and report.total.p95_ms == pytest.approx(4.75)
     assert by["iris-v1"].accuracy == pytest.approx(oracle(samples)["accuracy"])
     assert report.source == "prometheus" and report.sources["requests"].startswith("prometheus")
+
+
+@pytest.mark.parametrize("q", [0.5, 0.9, 0.95, 0.99])
+def test_histogram_quantile_lies_in_the_bucket_of_the_true_quantile(q):
+    rng = np.random.default_rng(int(q * 100))
+    data = rng.lognormal(mean=-5, sigma=1.2, size=5000)  # latencies in seconds
+    bounds = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, math.inf]
+    buckets = {b: float((data <= b).sum()) for b in bounds}
+    got = histogram_quantile(q, buckets)
+    # The rank-th smallest observation (the rank PromQL looks for) decides the bucket.
+    truth = np.sort(data)[int(math.ceil(q * len(data))) - 1]
+    i = int(np.searchsorted(bounds, truth))
+    lo, hi = (0.0 if i == 0 else bounds[i - 1]), bounds[i]
+    assert lo <= got <= hi
+    # Inside the bucket it interpolates linearly by rank.
+    below = buckets[lo] if lo else 0.0
+    assert got == pytest.approx(lo + (hi - lo) * (q * len(data) - below) / (buckets[hi] - below))
+
+
+def test_histogram_quantile_edges():
+    assert histogram_quantile(0.5, {1.0: 0, math.inf: 0}) is None
+    assert histogram_quantile(0.5, {1.0: 5}) is None  # no +Inf bucket
+    assert histogram_quantile(0.99, {1.0: 1, 2.0: 1, math.inf: 10}) == 2.0  # rank in +Inf: highest finite bound
+    # A bucket lower than the one below it (scraped between updates) is raised to it.
+    # Raised: counts 2, 5, 5, 6, 8; rank 5.6 falls in (3, 4] with 5 below it.
+    assert histogram_quantile(0.7, {1.0: 2, 2.0: 5, 3.0: 4, 4.0: 6, math.inf: 8}) == pytest.approx(3.6)
 
 
 def test_markdown_text_and_json_render_the_same_figures():
