@@ -40,8 +40,10 @@ def read_files(paths: list[str]) -> list[Any]:
     return docs
 
 
-def read_cluster(kubeconfig: str | None, namespace: str | None) -> tuple[list[dict[str, Any]], str]:
-    """The four kinds in `namespace` (default: the context's), through the kubernetes client; read only."""
+def read_cluster(kubeconfig: str | None, namespace: str | None,
+                 kinds: tuple[str, ...] = tuple(PLURALS)) -> tuple[list[dict[str, Any]], str]:
+    """The objects of `kinds` (default: all four) in `namespace` (default: the context's), through the kubernetes
+    client; read only (RBAC `list` on those kinds is enough)."""
     import urllib3
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
@@ -70,7 +72,8 @@ def read_cluster(kubeconfig: str | None, namespace: str | None) -> tuple[list[di
     api = client.ApiClient(configuration=cfg)
     custom = client.CustomObjectsApi(api)
     out: list[dict[str, Any]] = []
-    for kind, plural in PLURALS.items():
+    for kind in kinds:
+        plural = PLURALS[kind]
         try:
             answer = custom.list_namespaced_custom_object("mlsteward.io", "v1alpha1", namespace, plural,
                                                            _request_timeout=(5, 30))

@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if args.file:
         objects, namespace = read_files(args.file), args.namespace
     else:
-        objects, namespace = read_cluster(args.kubeconfig, args.namespace)
+        objects, namespace = read_cluster(args.kubeconfig, args.namespace,
+                                          ("ModelDeployment", "Experiment", "DriftMonitor"))
     source = ", ".join(args.file) if args.file else "the cluster"
     try:
         prom = None
