@@ -24,8 +24,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
-bins: ## Build etcd, the Kubernetes components and helm from Go modules (cached; a second run builds nothing).
+bins: ## Build etcd, the Kubernetes components, helm and Prometheus from Go modules (cached; a second run builds nothing).
 	hack/build-bins.sh
+	hack/build-prometheus.sh
 
 crds: venv ## Regenerate crds/ (and the chart's copy) from the operator's API models.
 	$(BIN)/python -m mlsteward_operator.crdgen --out crds --chart charts/mlsteward

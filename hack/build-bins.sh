@@ -10,52 +10,9 @@ set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-print_path=false
-for arg in "$@"; do
-  case "$arg" in
-    --print-path) print_path=true ;;
-    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
-    *) die "unknown argument: $arg" ;;
-  esac
-done
+bins_args "$0" "$@"
 
-command -v "$GO" >/dev/null 2>&1 || die "Go not found (set GO=/path/to/go); Go >= 1.26 is needed for etcd $ETCD_VERSION"
-go_version="$("$GO" env GOVERSION)"
-mkdir -p "$MLS_BIN_ROOT"
-
-# One build at a time per machine: the machine has few cores, and two builds of the same directory would race.
-exec 9>"$MLS_BIN_ROOT/.lock"
-if ! flock -n 9; then
-  log "Another build-bins.sh is running; waiting for it (up to 60 minutes)"
-  flock -w 3600 9 || die "timed out waiting for the other build"
-fi
-
-# Flags as in kubernetes/kubernetes:hack/lib/golang.sh: static (no cgo), trimmed paths, stripped.
-GOBUILD_FLAGS=(-trimpath -buildvcs=false)
-export CGO_ENABLED=0
-
-# stamp_of NAME INPUTS...: a hash of what determines the output (versions, toolchain, flags, go.mod/go.sum).
-stamp_of() {
-  local name=$1; shift
-  { echo "$name $go_version ${GOBUILD_FLAGS[*]}"; for x in "$@"; do if [ -f "$x" ]; then cat "$x"; else echo "$x"; fi; done; } \
-    | sha256sum | cut -d' ' -f1
-}
-
-# up_to_date DIR STAMP BINARIES...: true when DIR holds every binary and the stamp matches.
-up_to_date() {
-  local dir=$1 stamp=$2; shift 2
-  [ -f "$dir/.stamp" ] && [ "$(cat "$dir/.stamp")" = "$stamp" ] || return 1
-  for b in "$@"; do [ -x "$dir/$b" ] || return 1; done
-}
-
-# finish DIR TMPDIR STAMP START: moves a finished build into place in one step and records its stamp.
-finish() {
-  local dir=$1 tmp=$2 stamp=$3 start=$4
-  echo "$stamp" >"$tmp/.stamp"
-  rm -rf "$dir"
-  mv "$tmp" "$dir"
-  log "Built $(basename "$dir") in $(( $(date +%s) - start ))s: $(cd "$dir" && echo *)"
-}
+bins_build_setup .lock "etcd $ETCD_VERSION"
 
 built=0
 

@@ -26,6 +26,7 @@ VERBS: dict[str, str] = {
     "drift": "drift",
     "ab": "ab",
     "card": "card",
+    "report": "report",
     "operator": "operator",
 }
 
