@@ -293,7 +293,11 @@ def _message(verdict: Verdict, run: int) -> str:
     return f"{verdict.message}; {run} sample(s) in a row"[:4096]
 
 
-def webhook_payload(namespace: str, deployment: str, alert: ActiveAlert, state: str) -> dict[str, object]:
-    """The JSON posted to spec.alerts.notify for an alert that fired (`firing`) or resolved (`resolved`)."""
-    return {"kind": "ModelDeploymentAlert", "state": state, "namespace": namespace, "deployment": deployment,
+def webhook_payload(namespace: str, deployment: str, version: str | None, alert: ActiveAlert,
+                    state: str) -> dict[str, object]:
+    """The JSON posted to spec.alerts.notify for an alert that fired (`firing`) or resolved (`resolved`):
+    Slack-compatible (`text`) plus the alert's fields for a receiver to route on."""
+    text = (f"[{state}] {alert.rule.value} alert on {alert.metric} of ModelDeployment {namespace}/{deployment}"
+            f"{' (version ' + version + ')' if version else ''}: {alert.message}")
+    return {"text": text, "state": state, "namespace": namespace, "deployment": deployment, "version": version,
             **alert.to_k8s()}

@@ -97,9 +97,9 @@ async def _deliver(md: ModelDeployment, body: dict[str, Any], client: k8s.Client
     assert md.spec.alerts is not None and md.spec.alerts.notify is not None
     ref = md.spec.alerts.notify.webhook_secret_ref
     ns = md.metadata.namespace or ""
-    failure = await client.post_webhook_in_secret(
-        ns, ref.name, ref.key, health.webhook_payload(ns, md.metadata.name, alert, state),
-        attempts=cfg.webhook_attempts, backoff_s=cfg.webhook_backoff_seconds)
+    payload = health.webhook_payload(ns, md.metadata.name, md.status.serving_version, alert, state)
+    failure = await client.post_webhook_in_secret(ns, ref.name, ref.key, payload, attempts=cfg.webhook_attempts,
+                                                  backoff_s=cfg.webhook_backoff_seconds)
     if failure is None:
         await client.event(body, reason="AlertSent", type_="Normal",
                            message=f"Posted the {alert.rule.value} alert on {alert.metric} ({state}) to the webhook "

@@ -590,6 +590,8 @@ INFO = KindInfo(
         ready_column(),
         PrinterColumn("URL", ".status.url", "string", "In-cluster URL."),
         PrinterColumn("Wanted", ".spec.version", "string", "spec.version.", priority=1),
+        PrinterColumn("Alerting", '.status.conditions[?(@.type=="Alerting")].status', "string",
+                      "Whether a metric alert (spec.alerts) fires.", priority=1),
         AGE,
     ),
     root_rules=(

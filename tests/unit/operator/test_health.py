@@ -273,8 +273,9 @@ def test_steady_noisy_series_rarely_fire(method: str) -> None:
 def test_webhook_payload_names_the_deployment_and_the_state() -> None:
     alert = ActiveAlert(rule=AlertRule.error_rate, metric="errorRate", reason="ErrorRateAbove", value=0.3,
                         threshold=0.05, since=T0, message="high")
-    body = health.webhook_payload("ml", "iris", alert, health.FIRING)
+    body = health.webhook_payload("ml", "iris", "iris-v1", alert, health.FIRING)
     assert body["deployment"] == "iris" and body["namespace"] == "ml" and body["state"] == "firing"
+    assert body["version"] == "iris-v1" and "ml/iris" in str(body["text"]) and "[firing]" in str(body["text"])
     assert (body["rule"], body["metric"], body["value"], body["threshold"]) == ("ErrorRate", "errorRate", 0.3, 0.05)
     assert body["since"] == "2026-03-01T12:00:00Z"
 
@@ -302,3 +303,17 @@ def test_alert_gauge_follows_the_configured_rules() -> None:
     assert (value("ErrorRate", "errorRate"), value("Anomaly", "p99Ms")) == (None, 0.0)
     m.forget("ml", "iris")
     assert value("Anomaly", "p99Ms") is None
+
+
+def test_the_main_reconcile_patch_leaves_health_to_the_health_timer() -> None:
+    """status_patch(others=("health",)): neither a stale copy of status.health nor a null for it is sent."""
+    from mlsteward_operator.api.modeldeployment import ModelDeploymentStatus
+    from mlsteward_operator.conventions import status_patch
+
+    old = ModelDeploymentStatus(serving_version="iris-v1", health=HealthStatus(samples=[sample(0)]))
+    stale = ModelDeploymentStatus(serving_version="iris-v2", health=HealthStatus())
+    gone = ModelDeploymentStatus(serving_version="iris-v2")
+    for new in (stale, gone):
+        out = status_patch(new, old, replaced=("rollout",), others=("health",))
+        assert "health" not in out and out["servingVersion"] == "iris-v2"
+    assert status_patch(gone, old, replaced=())["health"] is None  # what a merge patch would do without it
