@@ -108,8 +108,8 @@ def pool_sample(stats: Sequence[RuntimeStats], version: str, now: dt.datetime) -
         time=second(now), version=version, window_seconds=max(s.window_s for s in stats), replicas=len(stats),
         requests=requests, errors=errors, request_rate=sum(s.throughput_rps for s in stats),
         error_rate=errors / requests if requests else None, p50_ms=p50 if requests else None,
-        p95_ms=_slowest(s.latency_ms.p95 for s in stats if s.count), p99_ms=_slowest(
-            s.latency_ms.p99 for s in stats if s.count),
+        p95_ms=_slowest(s.latency_ms.p95 for s in stats if s.count),
+        p99_ms=_slowest(s.latency_ms.p99 for s in stats if s.count),
         feedback=sum(s.feedback for s in stats), accuracy=accuracy, mean_reward=reward,
     )
 
