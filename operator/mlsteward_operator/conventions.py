@@ -73,17 +73,22 @@ def parse_object(model: type[M], body: Mapping[str, Any]) -> M:
         raise InvalidSpec(f"{where}: {first.get('msg')}", field=where) from None
 
 
-def status_patch(new: BaseModel, old: BaseModel | None, replaced: Sequence[str]) -> dict[str, Any]:
+def status_patch(new: BaseModel, old: BaseModel | None, replaced: Sequence[str],
+                 others: Sequence[str] = ()) -> dict[str, Any]:
     """`new` (a status model) as a JSON merge patch that leaves nothing stale behind.
 
     A merge patch keeps every key it does not name, so a field `new` leaves unset is sent as null when `old` had it,
     and the nested objects named in `replaced` (by wire name) are replaced whole: their unset fields are sent as null
     too (a step's start time or a request's version from an earlier value would otherwise be read back as current).
+    The top-level fields named in `others` belong to another writer: they are left out of the patch altogether
+    (neither written from a possibly older copy nor cleared).
     """
     out: dict[str, Any] = new.model_dump(mode="json", by_alias=True, exclude_none=True)
     before = old.model_dump(mode="json", by_alias=True, exclude_none=True) if old is not None else {}
     for key in before.keys() - out.keys():
         out[key] = None
+    for key in others:
+        out.pop(key, None)
     for name, f in type(new).model_fields.items():
         key, value = f.alias or name, getattr(new, name)
         if key in replaced and isinstance(value, BaseModel):

@@ -15,7 +15,15 @@ from typing import Any
 
 import kopf
 
-from mlsteward_operator import k8s, metrics, reconcile, reconcile_drift, reconcile_experiment, reconcile_retention
+from mlsteward_operator import (
+    k8s,
+    metrics,
+    reconcile,
+    reconcile_drift,
+    reconcile_experiment,
+    reconcile_health,
+    reconcile_retention,
+)
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.errors import InvalidSpec, NotReady
 
@@ -28,6 +36,10 @@ EXPERIMENT_INTERVAL = 5.0
 # A DriftMonitor checks every spec.interval (the reconcile decides from status when a check is due); the timer
 # only needs to be finer than the shortest interval anyone sets, and moves an active retraining on.
 DRIFTMONITOR_INTERVAL = 3.0
+# A ModelDeployment's health is sampled every spec.alerts.interval (default 1m) by a timer of its own, the only writer
+# of status.health. A tick with no sample due is decided from kopf's copy of the object and costs no request, so the
+# timer can be as fine as the shortest interval anyone sets.
+HEALTH_INTERVAL = 1.0
 
 
 @kopf.on.login()
@@ -107,6 +119,17 @@ async def modeldeployment_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf
 @kopf.timer(GROUP, VERSION, "modeldeployments", interval=DEPLOYMENT_INTERVAL)
 async def modeldeployment_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     await _run(reconcile.reconcile_deployment, body, patch, memo)
+
+
+@kopf.timer(GROUP, VERSION, "modeldeployments", interval=HEALTH_INTERVAL)
+async def modeldeployment_health(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    await _run(reconcile_health.reconcile_health, body, patch, memo)
+
+
+@kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
+async def modeldeployment_deleted(meta: kopf.Meta, **_: Any) -> None:
+    """Drops the deployment's alert series (optional: no finalizer; a deletion missed while down leaves them)."""
+    metrics.alert_metrics().forget(meta.get("namespace") or "", meta.get("name") or "")
 
 
 def _experiment_open(status: kopf.Status, **_: Any) -> bool:

@@ -343,6 +343,19 @@ class Client:
             return None
         return base64.b64decode(raw).decode("utf-8").strip()
 
+    async def post_webhook_in_secret(self, namespace: str, name: str, key: str, payload: dict[str, Any], *,
+                                     attempts: int = 5, backoff_s: float = 1.0) -> str | None:
+        """`post_webhook` to the URL held by key `key` of Secret `name` (a `notify.webhookSecretRef`). Returns None
+        once posted, else why not, in words (never raises)."""
+        try:
+            url = await self.secret_value(namespace, name, key)
+        except ApiError as exc:
+            return f"could not read Secret {name}: {exc}"
+        if not url:
+            return f"Secret {name} has no key {key} (notify.webhookSecretRef)"
+        failure = await self.post_webhook(url, payload, attempts=attempts, backoff_s=backoff_s)
+        return None if failure is None else f"webhook in Secret {name}: {failure}"
+
     async def post_webhook(self, url: str, payload: dict[str, Any], *, attempts: int = 5,
                            backoff_s: float = 1.0, timeout_s: float = 10.0) -> str | None:
         """POST `payload` as JSON to `url`, retrying connection errors and 5xx/429 answers up to `attempts` times,

@@ -1,5 +1,6 @@
 """The operator's own Prometheus metrics: the drift statistics of every DriftMonitor, per feature (DESIGN §4), and
-what ModelVersion retention deleted and kept.
+what ModelVersion retention deleted and kept, and whether each metric alert of a ModelDeployment (spec.alerts)
+fires.
 
 Gauges carry the latest check; a feature that a monitor no longer tests, or a monitor that is gone, has its series
 removed (`forget`), so a dashboard never shows a stale verdict as current. `serve(port)` starts the HTTP endpoint
@@ -97,28 +98,65 @@ def _remove(gauge: Gauge, labels: tuple[str, ...]) -> None:
         pass
 
 
-_instances: dict[type, Any] = {}
+_ALERT_LABELS = ("namespace", "deployment", "rule", "metric")
+
+
+class AlertMetrics:
+    """`mlsteward_deployment_alert_firing`: 1 per configured rule of a ModelDeployment that fires, 0 per one that
+    does not; a rule removed from the spec, or a deployment deleted, has its series removed."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.firing = Gauge("mlsteward_deployment_alert_firing", "1 while the metric alert (spec.alerts) of a "
+                            "ModelDeployment fires, else 0.", _ALERT_LABELS, registry=registry)
+        self._rules: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self._lock = threading.Lock()
+
+    def record(self, namespace: str, deployment: str, rules: Iterable[tuple[str, str]],
+               firing: Iterable[tuple[str, str]]) -> None:
+        """Set the gauge of every configured (rule, metric) in `rules`; those in `firing` are 1."""
+        seen, on = set(rules), set(firing)
+        for rule, metric in seen:
+            self.firing.labels(namespace, deployment, rule, metric).set(1.0 if (rule, metric) in on else 0.0)
+        with self._lock:
+            gone = self._rules.get((namespace, deployment), set()) - seen
+            self._rules[(namespace, deployment)] = seen
+        for rule, metric in gone:
+            _remove(self.firing, (namespace, deployment, rule, metric))
+
+    def forget(self, namespace: str, deployment: str) -> None:
+        self.record(namespace, deployment, (), ())
+        with self._lock:
+            self._rules.pop((namespace, deployment), None)
+
+
+# The process's metric sets, by class, each created on first use (not at import).
+_sets: dict[type, Any] = {}
 _served: int | None = None
 _guard = threading.Lock()
 
-M = TypeVar("M", DriftMetrics, RetentionMetrics)
+S = TypeVar("S")
 
 
-def _process_wide(cls: type[M]) -> M:
+def _process_set(cls: type[S]) -> S:
     with _guard:
-        if cls not in _instances:
-            _instances[cls] = cls()
-        return _instances[cls]  # type: ignore[no-any-return]
+        if cls not in _sets:
+            _sets[cls] = cls()
+        return _sets[cls]  # type: ignore[no-any-return]
 
 
 def drift_metrics() -> DriftMetrics:
-    """The process's drift metrics (created on first use, not at import)."""
-    return _process_wide(DriftMetrics)
+    """The process's drift metrics."""
+    return _process_set(DriftMetrics)
 
 
 def retention_metrics() -> RetentionMetrics:
-    """The process's retention metrics (created on first use, not at import)."""
-    return _process_wide(RetentionMetrics)
+    """The process's retention metrics."""
+    return _process_set(RetentionMetrics)
+
+
+def alert_metrics() -> AlertMetrics:
+    """The process's alert gauge."""
+    return _process_set(AlertMetrics)
 
 
 def serve(port: int) -> bool:

@@ -228,21 +228,12 @@ async def _deliver(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, c
                    payload: dict[str, Any]) -> None:
     assert dm.spec.notify is not None
     ref = dm.spec.notify.webhook_secret_ref
-    try:
-        url = await client.secret_value(dm.metadata.namespace or "", ref.name, ref.key)
-    except k8s.ApiError as exc:
-        await _event(client, body, "AlertNotSent", f"could not read Secret {ref.name}: {exc}", warning=True)
-        return
-    if not url:
-        await _event(client, body, "AlertNotSent", f"Secret {ref.name} has no key {ref.key} (spec.notify.webhookSecretRef)",
-                     warning=True)
-        return
-    failure = await client.post_webhook(url, payload, attempts=cfg.webhook_attempts,
-                                        backoff_s=cfg.webhook_backoff_seconds)
+    failure = await client.post_webhook_in_secret(dm.metadata.namespace or "", ref.name, ref.key, payload,
+                                                  attempts=cfg.webhook_attempts, backoff_s=cfg.webhook_backoff_seconds)
     if failure is None:
         await _event(client, body, "AlertSent", f"Posted the drift alert to the webhook in Secret {ref.name}", warning=False)
     else:
-        await _event(client, body, "AlertNotSent", f"webhook in Secret {ref.name}: {failure}", warning=True)
+        await _event(client, body, "AlertNotSent", failure, warning=True)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from mlsteward_operator.api.common import MAX_DECISIONS, Condition, ConditionTyp
 from mlsteward_operator.api.modeldeployment import (
     Decision,
     DecisionKind,
+    HealthStatus,
     ModelDeployment,
     ModelDeploymentStatus,
     ReplicaBaseline,
@@ -446,6 +447,8 @@ def compute_deployment_status(
     else:
         degraded = (False, "AsExpected", f"spec.version {wanted} is the version being served or rolled out")
     conds = set_condition(conds, ConditionType.degraded, *degraded, generation=generation, now=now)
+    conds = set_condition(conds, ConditionType.alerting, *alerting_condition(prev.health), generation=generation,
+                          now=now)
 
     if planned is not None:
         rollout = RolloutStatus(
@@ -482,7 +485,20 @@ def compute_deployment_status(
         override=override,
         experiment=experiment,
         decisions=decisions,
+        # Written by the health timer only (reconcile_health.py); carried so that the status here is whole, and
+        # left out of this reconcile's patch (reconcile.py).
+        health=prev.health,
     )
+
+
+def alerting_condition(health: HealthStatus | None) -> tuple[bool, str, str]:
+    """The Alerting condition from status.health.alerts: True with the first alert's reason and every firing alert
+    in the message, else False/NoAlerts."""
+    alerts = health.alerts if health is not None else []
+    if not alerts:
+        return False, "NoAlerts", "no metric alert fires"
+    listed = "; ".join(f"{a.rule.value} on {a.metric}: {a.message}" for a in alerts)
+    return True, alerts[0].reason, f"{len(alerts)} alert(s) firing: {listed}"[:4096]
 
 
 def _model_of(versions: Mapping[str, ModelVersion], name: str | None) -> str | None:

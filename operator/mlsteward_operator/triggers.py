@@ -43,6 +43,7 @@ from mlsteward_operator.api.driftmonitor import (
     RetrainStatus,
 )
 from mlsteward_operator.conventions import second
+from mlsteward_operator.pooling import pool_feedback
 from mlsteward_operator.render import dns_name
 
 SCHEDULE = "schedule"
@@ -181,18 +182,9 @@ def decide_schedule(dm: DriftMonitor, now: dt.datetime, *, serving: str | None,
 
 
 def pool_performance(stats: Sequence[RuntimeStats], metric: PerformanceMetric) -> tuple[float | None, int]:
-    """The metric over the replicas, each weighed by its feedback count, and the pooled feedback behind it.
-
-    A replica without the metric (no labelled feedback for accuracy, no reward for reward) adds nothing.
-    """
-    total, weight = 0.0, 0
-    for s in stats:
-        value = s.accuracy if metric == PerformanceMetric.accuracy else s.mean_reward
-        if value is None or s.feedback <= 0 or value != value:
-            continue
-        total += value * s.feedback
-        weight += s.feedback
-    return (total / weight if weight else None), weight
+    """The metric over the replicas, each weighed by its feedback count, and the pooled feedback behind it
+    (pooling.pool_feedback)."""
+    return pool_feedback(stats, reward=metric == PerformanceMetric.reward)
 
 
 def decide_performance(dm: DriftMonitor, stats: Sequence[RuntimeStats], version: str | None, now: dt.datetime,

@@ -7,6 +7,7 @@ tests want (they check objects, status and garbage collection, not running conta
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import tempfile
@@ -24,21 +25,42 @@ API_PORT = int(os.environ.get("MLSTEWARD_IT_API_PORT", "16443"))
 ETCD_PORT = int(os.environ.get("MLSTEWARD_IT_ETCD_PORT", "12379"))
 
 
+class _Poll:
+    """One deadline for polling `predicate`: `done()` is True once it returns a truthy value (kept in `last`); past
+    the deadline it fails the test with the last value observed."""
+
+    def __init__(self, predicate: Callable[[], Any], timeout: float, what: str) -> None:
+        self.predicate, self.timeout, self.what = predicate, timeout, what
+        self.deadline = time.monotonic() + timeout
+        self.last: Any = None
+
+    def done(self) -> bool:
+        try:
+            self.last = self.predicate()
+        except Exception as exc:  # the last error is part of the failure message
+            self.last = exc
+        else:
+            if self.last:
+                return True
+        if time.monotonic() > self.deadline:
+            pytest.fail(f"timed out after {self.timeout}s waiting for {self.what}; last observed: {self.last!r}")
+        return False
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.25) -> Any:
     """Polls `predicate` until it returns a truthy value; on timeout fails with the last value observed."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-        except Exception as exc:  # the last error is part of the failure message
-            last = exc
-        else:
-            if last:
-                return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}; last observed: {last!r}")
+    poll = _Poll(predicate, timeout, what)
+    while not poll.done():
         time.sleep(interval)
+    return poll.last
+
+
+async def wait_for_async(predicate: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.25) -> Any:
+    """`wait_for` that yields to the event loop between polls (a test that serves HTTP from that loop)."""
+    poll = _Poll(predicate, timeout, what)
+    while not poll.done():
+        await asyncio.sleep(interval)
+    return poll.last
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import csv
 import datetime as dt
 import hashlib
@@ -21,7 +22,7 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,27 @@ class PlayedPod:
     async def __aexit__(self, *exc: Any) -> None:
         assert self.runner is not None
         await self.runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def webhook_in_secret(kube: Any, ns: str, secret: str,
+                            hook: Callable[[web.Request], Awaitable[web.Response]]) -> AsyncIterator[str]:
+    """A real HTTP server on 127.0.0.1 that answers POST /hook with `hook`; its URL is key `url` of Secret `secret`."""
+    from kubernetes import client
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    url = f"http://127.0.0.1:{port}/hook"
+    client.CoreV1Api(kube).create_namespaced_secret(ns, {
+        "metadata": {"name": secret}, "data": {"url": base64.b64encode(url.encode()).decode()}})
+    try:
+        yield url
+    finally:
+        await runner.cleanup()
 
 
 def drift_window(shift: float, rows: int, seed: int) -> Any:
@@ -266,22 +288,11 @@ async def test_alert_posts_to_the_webhook_in_the_secret(kube, namespace, data):
         got.set()
         return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_post("/hooks/drift", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    hook_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", hook_port).start()
-    url = f"http://127.0.0.1:{hook_port}/hooks/drift"
-    client.CoreV1Api(kube).create_namespaced_secret(namespace, {
-        "metadata": {"name": "slack"}, "data": {"url": base64.b64encode(url.encode()).decode()}})
-    monitor(namespace, kube, actions=["Alert"], notify={"webhookSecretRef": {"name": "slack", "key": "url"}})
-    try:
+    async with webhook_in_secret(kube, namespace, "slack", hook):
+        monitor(namespace, kube, actions=["Alert"], notify={"webhookSecretRef": {"name": "slack", "key": "url"}})
         async with WindowServer(shift=1.5) as server:
             obj = await reconcile(kube, namespace, operator_config(server.port), k8s.Client(), at=T0)
             await asyncio.wait_for(got.wait(), timeout=20)
-    finally:
-        await runner.cleanup()
     assert obj["status"]["lastAction"]["type"] == "Alert" and "servingRequest" not in obj["status"]
     (payload,) = received
     assert attempts["n"] == 2

@@ -191,13 +191,15 @@ class ConditionType(StrEnum):
     ready = "Ready"
     progressing = "Progressing"
     degraded = "Degraded"
+    # ModelDeployment: whether a metric alert (spec.alerts) fires on the served version.
+    alerting = "Alerting"
 
 
 class Condition(ApiModel):
     """A standard Kubernetes condition (the shape of metav1.Condition)."""
 
     type: str = Field(
-        description="Condition type: Ready, Progressing or Degraded.", min_length=1, max_length=316
+        description="Condition type: Ready, Progressing, Degraded (and Alerting on a ModelDeployment).", min_length=1, max_length=316
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(
@@ -243,6 +245,12 @@ class SecretKeyRef(ApiModel):
 
     name: ObjectName = Field(description="Secret name, in the same namespace.")
     key: Annotated[str, Field(min_length=1, max_length=MAX_SHORT)] = Field(description="Key within the Secret.")
+
+
+class Notify(ApiModel):
+    """Where alerts are posted."""
+
+    webhook_secret_ref: SecretKeyRef = Field(description="Secret key holding the webhook URL.")
 
 
 class ServingRequestKind(StrEnum):

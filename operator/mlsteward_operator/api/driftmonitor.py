@@ -26,10 +26,10 @@ from mlsteward_operator.api.common import (
     ApiModel,
     Duration,
     KindInfo,
+    Notify,
     ObjectMeta,
     ObjectName,
     PrinterColumn,
-    SecretKeyRef,
     ServingRequest,
     ShortText,
     StatusBase,
@@ -171,12 +171,6 @@ class OnRetrained(StrEnum):
     experiment = "Experiment"
     promote = "Promote"
     register = "Register"
-
-
-class Notify(ApiModel):
-    """Where alerts are posted."""
-
-    webhook_secret_ref: SecretKeyRef = Field(description="Secret key holding the webhook URL.")
 
 
 class DriftMonitorSpec(ApiModel):

@@ -23,6 +23,7 @@ from mlsteward_operator.api.common import (
     ApiModel,
     Duration,
     KindInfo,
+    Notify,
     ObjectMeta,
     ObjectName,
     Percent,
@@ -232,6 +233,113 @@ class RouterSpec(ApiModel):
     resources: Resources | None = Field(default=None, description="Router container resources.")
 
 
+class HealthMetric(StrEnum):
+    """A field of status.health.samples that anomaly detection can watch."""
+
+    request_rate = "requestRate"
+    error_rate = "errorRate"
+    p99_ms = "p99Ms"
+    accuracy = "accuracy"
+
+
+class AnomalyMethod(StrEnum):
+    z_score = "ZScore"
+    iqr = "IQR"
+
+
+# Effective anomaly thresholds when spec.alerts.anomaly.threshold is unset. For IQR, 2.2 rather than Tukey's 1.5:
+# the fences at 1.5 label about 0.7% of Gaussian samples, and since consecutive samples are judged against nearly
+# the same history they breach together, so about one steady noisy series in ten raised an alert within a hundred
+# samples (tests/unit/operator/test_health.py); 2.2 (Hoaglin and Iglewicz, 1987) sits near the z-score's 3 sigma.
+DEFAULT_ANOMALY_THRESHOLD = {AnomalyMethod.z_score: 3.0, AnomalyMethod.iqr: 2.2}
+DEFAULT_MIN_FEEDBACK = 30
+
+
+class Anomaly(ApiModel):
+    """Anomaly detection: the latest sample of each metric judged against the samples before it."""
+
+    method: AnomalyMethod = Field(
+        default=AnomalyMethod.z_score,
+        description="ZScore: |x - mean| / std (sample std) of the previous samples above `threshold`. IQR: x outside "
+        "[Q1 - k*IQR, Q3 + k*IQR] of the previous samples, k being `threshold` (Tukey's fences).",
+    )
+    threshold: Annotated[
+        float, *ranged(0, 100, "alerts.anomaly.threshold must be above 0 and at most 100", lo_open=True)
+    ] | None = Field(
+        default=None,
+        description="ZScore: the z-score beyond which a sample is anomalous (default 3). IQR: the fence "
+        "multiplier k (default 2.2; Tukey's 1.5 raises too many alerts on steady noisy traffic).",
+    )
+    min_history: int = Field(
+        default=20, ge=5, le=MAX_HEALTH_SAMPLES,
+        description="Previous samples with the metric needed before a sample gets a verdict; fewer: no verdict.",
+    )
+    metrics: Annotated[list[HealthMetric], Field(
+        min_length=1, max_length=4, json_schema_extra={"x-kubernetes-list-type": "set"})] = Field(
+        default=[HealthMetric.error_rate, HealthMetric.p99_ms],
+        description="Sample fields watched: requestRate, errorRate, p99Ms, accuracy.",
+    )
+
+    @property
+    def effective_threshold(self) -> float:
+        return self.threshold if self.threshold is not None else DEFAULT_ANOMALY_THRESHOLD[self.method]
+
+
+MIN_FEEDBACK_MESSAGE = "alerts.minFeedback applies to alerts.minAccuracy: set minAccuracy too"
+MIN_HISTORY_MESSAGE = "alerts.anomaly.minHistory must be less than alerts.history (the samples kept)"
+
+
+class Alerts(ApiModel):
+    """Alerts on the served version's traffic, judged on every sample of status.health."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            cel("!has(self.minFeedback) || has(self.minAccuracy)", MIN_FEEDBACK_MESSAGE),
+            cel("!has(self.anomaly) || self.anomaly.minHistory < self.history", MIN_HISTORY_MESSAGE),
+        )
+    }
+
+    interval: Duration = Field(default="1m", description="Time between two samples of the predictors, e.g. 30s.")
+    history: int = Field(
+        default=60, ge=10, le=MAX_HEALTH_SAMPLES,
+        description=f"Samples kept in status.health.samples (10..{MAX_HEALTH_SAMPLES}); anomaly detection looks back "
+        "this far.",
+    )
+    consecutive: int = Field(default=2, ge=1, le=100, description="Samples in breach in a row before an alert fires.")
+    min_requests: int = Field(
+        default=20, ge=0, le=10_000_000,
+        description="Requests in the predictors' window before errorRate and p99 get a verdict; fewer: no verdict "
+        "(the run of breaches neither grows nor breaks).",
+    )
+    max_error_rate: Annotated[float, *ranged(0, 1, "alerts.maxErrorRate must be between 0 and 1")] | None = Field(
+        default=None, description="Fire ErrorRate when errors / requests is above this (0..1), e.g. 0.05.")
+    max_p99_latency_ms: Annotated[
+        float, *ranged(0, None, "alerts.maxP99LatencyMs must be greater than 0", lo_open=True)
+    ] | None = Field(default=None, alias="maxP99LatencyMs", description="Fire P99Latency when p99 (ms) is above this.")
+    min_accuracy: Annotated[float, *ranged(0, 1, "alerts.minAccuracy must be between 0 and 1")] | None = Field(
+        default=None, description="Fire Accuracy when the rolling accuracy of labelled requests is below this (0..1).")
+    min_feedback: int | None = Field(
+        default=None, ge=1, le=10_000_000,
+        description=f"Labelled requests in the window before accuracy gets a verdict (default {DEFAULT_MIN_FEEDBACK}); "
+        "only with minAccuracy.",
+    )
+    anomaly: Anomaly | None = Field(default=None, description="Anomaly detection on the samples (z-score or IQR).")
+    notify: Notify | None = Field(
+        default=None, description="Webhook that receives every alert that fires or resolves (JSON POST).")
+
+    @model_validator(mode="after")
+    def _check(self) -> Alerts:
+        if self.min_feedback is not None and self.min_accuracy is None:
+            raise ValueError(MIN_FEEDBACK_MESSAGE)
+        if self.anomaly is not None and self.anomaly.min_history >= self.history:
+            raise ValueError(MIN_HISTORY_MESSAGE)
+        return self
+
+    @property
+    def effective_min_feedback(self) -> int:
+        return self.min_feedback if self.min_feedback is not None else DEFAULT_MIN_FEEDBACK
+
+
 class ModelDeploymentSpec(ApiModel):
     """A model served behind the stable Service `<name>`."""
 
@@ -270,6 +378,12 @@ class ModelDeploymentSpec(ApiModel):
     cache: Cache | None = Field(default=None, description="Cache predictions in the router.")
     router: RouterSpec = Field(
         default_factory=RouterSpec, json_schema_extra=defaulted(RouterSpec), description="Router pods.")
+    alerts: Alerts | None = Field(
+        default=None,
+        description="Thresholds and anomaly detection on the served version's traffic (status.health); alerts are "
+        "the Alerting condition, Events and an optional webhook. Without it the predictors are still sampled every "
+        "minute (60 kept), with no alerts.",
+    )
 
     @model_validator(mode="after")
     def _replicas_xor_autoscaling(self) -> ModelDeploymentSpec:
@@ -476,6 +590,8 @@ INFO = KindInfo(
         ready_column(),
         PrinterColumn("URL", ".status.url", "string", "In-cluster URL."),
         PrinterColumn("Wanted", ".spec.version", "string", "spec.version.", priority=1),
+        PrinterColumn("Alerting", '.status.conditions[?(@.type=="Alerting")].status', "string",
+                      "Whether a metric alert (spec.alerts) fires.", priority=1),
         AGE,
     ),
     root_rules=(

@@ -27,13 +27,14 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
 
 def exported_series() -> dict[str, str]:
     """Series name as scraped -> family name, for every metric the three metrics modules register."""
-    from mlsteward_operator.metrics import DriftMetrics
+    from mlsteward_operator.metrics import AlertMetrics, DriftMetrics
     from mlsteward_runtime.metrics import Metrics
     from mlsteward_runtime.router.metrics import RouterMetrics
 
     registries = [Metrics("1.0.0").registry, RouterMetrics().registry]
     operator_registry = CollectorRegistry()
     DriftMetrics(operator_registry)
+    AlertMetrics(operator_registry)
     registries.append(operator_registry)
     out: dict[str, str] = {}
     for registry in registries:
@@ -123,4 +124,5 @@ def test_the_dashboard_covers_every_area():
             "mlsteward_request_duration_seconds", "mlsteward_router_feedback", "mlsteward_drift_effect_size",
             "mlsteward_drift_drifted"} <= used
     alerts = {where.split(" ", 1)[1] for where, _ in rule_exprs()}
-    assert alerts == {"MlstewardHighErrorRate", "MlstewardHighP99Latency", "MlstewardDriftDetected"}
+    assert alerts == {"MlstewardHighErrorRate", "MlstewardHighP99Latency", "MlstewardDriftDetected",
+                      "MlstewardDeploymentAlertFiring"}
