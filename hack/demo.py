@@ -167,6 +167,7 @@ def main() -> int:
     md = yaml.safe_load((ROOT / "examples" / "modeldeployment.yaml").read_text())
     md["metadata"]["namespace"] = NS
     md["spec"]["version"] = mvs[0]["metadata"]["name"]
+    md["spec"]["alerts"]["interval"] = "15s"  # samples often enough for the report at the end of a short demo
     apply([md])
     wait(f"{MD} serving 1.0.0", lambda: ready(MD, mvs[0]["metadata"]["name"]), 300)
 
@@ -222,6 +223,11 @@ def main() -> int:
     wait("the override to end",
          lambda: bool((get("modeldeployment", MD)["status"].get("override") or {}).get("endedAt")), 60)
     wait(f"{MD} serving {v2}", lambda: ready(MD, v2), 120)
+
+    step(f"The performance report: mlsteward report {MD} -n {NS} --since 30m (from status.health; with "
+         "--prometheus URL from Prometheus)")
+    print(sh(sys.executable, "-m", "mlsteward_runtime.cli", "report", MD, "-n", NS, "--since", "30m",
+             "--prometheus", ""))
 
     step("kubectl get mlsteward")
     print(sh("kubectl", "get", "mlsteward", "-n", NS))

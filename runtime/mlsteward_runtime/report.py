@@ -17,8 +17,8 @@ one of two sources, and the report names it for every figure:
   version and interpolated inside a bucket as PromQL's `histogram_quantile` does (so as exact as the buckets).
 - **status** (otherwise): `status.health.samples` of the ModelDeployment, one every `spec.alerts.interval`, each
   the predictors' sliding-window numbers for the version served then. Requests are estimated as the sum of
-  requestRate x the time since the previous sample, errors likewise with errorRate, feedback as
-  feedback / windowSeconds x that time; p50 is the median of the sampled windows' p50, p95 and p99 the largest
+  requests / windowSeconds x the time since the previous sample (over time, a sliding window's count divided by its
+  length adds up to what it saw), errors and feedback likewise; p50 is the median of the sampled windows' p50, p95 and p99 the largest
   sampled value. These are estimates, and the report says so; it also gives the range the samples cover when it
   is shorter than asked (at most 240 samples are kept).
 
@@ -312,11 +312,12 @@ def _samples_in(md: Mapping[str, Any], since: dt.datetime, until: dt.datetime) -
 
 def _status_traffic(version: str, samples: list[dict[str, Any]], gaps: list[float]) -> Traffic:
     """Figures of `samples` (each with the seconds since the previous sample in `gaps`; 0 for the first)."""
-    req = sum((_fnum(s.get("requestRate")) or 0.0) * g for s, g in zip(samples, gaps))
-    err = sum((_fnum(s.get("requestRate")) or 0.0) * (_fnum(s.get("errorRate")) or 0.0) * g
-              for s, g in zip(samples, gaps))
-    fb = sum((_fnum(s.get("feedback")) or 0.0) / w * g for s, g in zip(samples, gaps)
-             if (w := _fnum(s.get("windowSeconds")) or 0.0) > 0)
+    # A window's count over its length, times the time it stands for: integrated over time, a sliding window's
+    # count divided by its length adds up to the requests it saw, also while a young pod's window is not yet full
+    # (requestRate divides by the pod's uptime then, and would overcount).
+    req, err, fb = (sum((_fnum(s.get(key)) or 0.0) / w * g for s, g in zip(samples, gaps)
+                        if (w := _fnum(s.get("windowSeconds")) or 0.0) > 0)
+                    for key in ("requests", "errors", "feedback"))
     p50 = [v for s in samples if (v := _fnum(s.get("p50Ms"))) is not None]
     p95 = [v for s in samples if (v := _fnum(s.get("p95Ms"))) is not None]
     p99 = [v for s in samples if (v := _fnum(s.get("p99Ms"))) is not None]
@@ -377,8 +378,9 @@ def _prom_figures(prom: PromAnswers, samples: list[dict[str, Any]], since: dt.da
 
 
 _SOURCES_STATUS = {
-    "requests": "status.health.samples: sum of requestRate x seconds since the previous sample (estimate)",
-    "errors": "status.health.samples: sum of requestRate x errorRate x seconds since the previous sample "
+    "requests": "status.health.samples: sum of requests / windowSeconds x seconds since the previous sample "
+                "(estimate)",
+    "errors": "status.health.samples: sum of errors / windowSeconds x seconds since the previous sample "
               "(estimate; 5xx and model errors, 4xx excluded)",
     "latency": "status.health.samples: p50 = median of the sampled windows' p50, p95/p99 = largest sampled "
                "window value (predictor latency)",

@@ -247,9 +247,10 @@ def samples_around(start: dt.datetime, n: int, rng: np.random.Generator) -> list
     out, t = [], start
     for i in range(n):
         t += dt.timedelta(seconds=float(rng.uniform(50, 70)))
-        fb = int(rng.integers(1, 40))
+        fb, requests = int(rng.integers(1, 40)), int(rng.integers(60, 1800))
         out.append({"time": t.strftime("%Y-%m-%dT%H:%M:%SZ"), "version": "iris-v1" if i < n // 2 else "iris-v2",
-                    "windowSeconds": 60.0, "replicas": 2, "requests": 0, "errors": 0,
+                    "windowSeconds": 60.0, "replicas": 2, "requests": requests,
+                    "errors": int(rng.integers(0, requests // 10 + 1)),
                     "requestRate": round(float(rng.uniform(1, 30)), 3),
                     "errorRate": round(float(rng.uniform(0, 0.1)), 4), "p50Ms": round(float(rng.uniform(1, 4)), 3),
                     "p95Ms": round(float(rng.uniform(4, 30)), 3), "p99Ms": round(float(rng.uniform(30, 90)), 3),
@@ -300,22 +301,23 @@ def test_report_from_status_in_the_cluster(kube, namespace, control_plane):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
 
-    # The oracle: the samples of the range, rate x seconds since the previous sample in the range, with numpy.
+    # The oracle: the samples of the range, window count / window length x seconds since the previous sample in the
+    # range, with numpy.
     times = np.array([dt.datetime.strptime(s["time"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.timezone.utc)
                       .timestamp() for s in samples])
     keep = (times >= since.timestamp()) & (times <= until.timestamp())
     assert 0 < keep.sum() < len(samples)
     kept = [s for s, k in zip(samples, keep) if k]
     gaps = np.concatenate([[0.0], np.diff(times[keep])])
-    rate = np.array([s["requestRate"] for s in kept])
-    err = np.array([s["errorRate"] for s in kept])
+    rate = np.array([s["requests"] / s["windowSeconds"] for s in kept])
+    err = np.array([s["errors"] / s["windowSeconds"] for s in kept])
     version = np.array([s["version"] for s in kept])
     by = {t["version"]: t for t in report["versions"]}
     assert sorted(by) == ["iris-v1", "iris-v2"]
     for v in by:
         m = version == v
         assert by[v]["requests"] == pytest.approx(float(rate[m] @ gaps[m]))
-        assert by[v]["errors"] == pytest.approx(float((rate * err)[m] @ gaps[m]))
+        assert by[v]["errors"] == pytest.approx(float(err[m] @ gaps[m]))
         assert by[v]["p50_ms"] == pytest.approx(float(np.median([s["p50Ms"] for s, mm in zip(kept, m) if mm])))
         assert by[v]["p99_ms"] == pytest.approx(max(s["p99Ms"] for s, mm in zip(kept, m) if mm))
         assert by[v]["accuracy"] == pytest.approx(float(np.average(

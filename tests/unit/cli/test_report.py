@@ -31,9 +31,10 @@ def make_samples(rng: np.random.Generator, start: dt.datetime, n: int, version: 
     out, t = [], start
     for _ in range(n):
         t += dt.timedelta(seconds=float(rng.uniform(40, 80)))
-        fb = int(rng.integers(0, 50))
+        fb, requests = int(rng.integers(0, 50)), int(rng.integers(0, 1200))
         out.append({"time": iso(t), "version": version, "windowSeconds": 60.0, "replicas": 2,
-                    "requests": 0, "errors": 0, "requestRate": float(rng.uniform(0, 20)),
+                    "requests": requests, "errors": int(rng.integers(0, requests // 5 + 1)),
+                    "requestRate": float(rng.uniform(0, 20)),
                     "errorRate": float(rng.uniform(0, 0.2)), "p50Ms": float(rng.uniform(1, 5)),
                     "p95Ms": float(rng.uniform(5, 20)), "p99Ms": float(rng.uniform(20, 90)), "feedback": fb,
                     "accuracy": float(rng.uniform(0.6, 1.0)) if fb else None, "meanReward": None})
@@ -51,14 +52,15 @@ def in_range(samples: list[dict], since=SINCE, until=UNTIL) -> list[dict]:
 
 
 def oracle(samples: list[dict]) -> dict:
-    """The status estimates computed independently with numpy: rate x seconds since the previous sample."""
+    """The status estimates computed independently with numpy: window count / window length x seconds since the
+    previous sample (requestRate, the pods' count over their uptime while young, is not used)."""
     t = np.array([dt.datetime.fromisoformat(s["time"].replace("Z", "+00:00")).timestamp() for s in samples])
     dt_s = np.concatenate([[0.0], np.diff(t)])
-    rate = np.array([s["requestRate"] for s in samples])
-    err = np.array([s["errorRate"] for s in samples])
+    rate = np.array([s["requests"] / s["windowSeconds"] for s in samples])
+    err = np.array([s["errors"] / s["windowSeconds"] for s in samples])
     fb = np.array([s["feedback"] for s in samples], dtype=float)
     acc = [(s["accuracy"], s["feedback"]) for s in samples if s["accuracy"] is not None]
-    return {"requests": float(rate @ dt_s), "errors": float((rate * err) @ dt_s), "feedback": float(fb / 60.0 @ dt_s),
+    return {"requests": float(rate @ dt_s), "errors": float(err @ dt_s), "feedback": float(fb / 60.0 @ dt_s),
             "p50": float(np.median([s["p50Ms"] for s in samples])), "p95": max(s["p95Ms"] for s in samples),
             "p99": max(s["p99Ms"] for s in samples),
             "accuracy": float(np.average([a for a, _ in acc], weights=[w for _, w in acc]))}
@@ -98,7 +100,7 @@ def test_versions_are_split_by_the_version_sampled():
     # The first iris-v2 sample counts the span since the last iris-v1 sample: it served that span.
     t = np.array([dt.datetime.fromisoformat(s["time"].replace("Z", "+00:00")).timestamp() for s in samples])
     gaps = np.concatenate([[0.0], np.diff(t)])
-    rate = np.array([s["requestRate"] for s in samples])
+    rate = np.array([s["requests"] / s["windowSeconds"] for s in samples])
     is_v1 = np.array([s["version"] == "iris-v1" for s in samples])
     assert by["iris-v1"].requests == pytest.approx(float(rate[is_v1] @ gaps[is_v1]))
     assert by["iris-v2"].requests == pytest.approx(float(rate[~is_v1] @ gaps[~is_v1]))
