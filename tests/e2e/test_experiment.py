@@ -144,6 +144,14 @@ def test_experiment_concludes_for_the_better_version_and_promotes_it_across_an_o
     assert promote["gitChange"] == f"set spec.version: {v2} in ModelDeployment {namespace}/{md}"
     assert promote["numbers"]["pValue"] < 0.05
 
+    # The old router pods still run the split while they terminate, and a request can reach one before the Service
+    # drops it: the requests counted below start once only the promoted router pod is left.
+    def one_router_left() -> bool:
+        pods = json.loads(kubectl("get", "pods", "-n", namespace, "-l",
+                                  f"mlsteward.io/deployment={md},app.kubernetes.io/component=router", "-o", "json"))
+        return len(pods["items"]) == 1 and not pods["items"][0]["metadata"].get("deletionTimestamp")
+
+    wait_for(one_router_left, timeout=120, what="the old router pods gone")
     # Totals read after the conclusion: every outcome the operator counted was accepted by then.
     result = client_totals(namespace, "ab-client")
     assert result["failed"] == 0, result  # no prediction failed, through the split and the promotion
