@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KINDS", "CardError", "Inventory", "flatten", "render_card"]
+__all__ = ["KINDS", "CardError", "Inventory", "dig", "flatten", "render_card"]
 
 GROUP = "mlsteward.io"
 KINDS = ("ModelVersion", "ModelDeployment", "Experiment", "DriftMonitor")
@@ -68,7 +68,7 @@ def _name(obj: dict[str, Any]) -> str:
     return str(_meta(obj).get("name", ""))
 
 
-def _d(obj: Any, *keys: str) -> Any:
+def dig(obj: Any, *keys: str) -> Any:
     """obj[k1][k2]... or None when any level is missing or not a mapping."""
     for k in keys:
         if not isinstance(obj, dict):
@@ -254,7 +254,7 @@ def _lineage(mv: dict[str, Any], inv: Inventory) -> list[str]:
     seen = {_name(mv)}
     end = ""
     while True:
-        parent = _d(chain[-1], "spec", "lineage", "parent")
+        parent = dig(chain[-1], "spec", "lineage", "parent")
         if not parent:
             break
         if parent in seen:
@@ -270,14 +270,14 @@ def _lineage(mv: dict[str, Any], inv: Inventory) -> list[str]:
     for depth, obj in enumerate(chain, start=1):
         s = obj.get("spec") or {}
         lin_ = s.get("lineage") or {}
-        bits = [f"version {s.get('version', '?')}", f"phase {_d(obj, 'status', 'phase') or 'Pending'}"]
+        bits = [f"version {s.get('version', '?')}", f"phase {dig(obj, 'status', 'phase') or 'Pending'}"]
         if lin_.get("trigger"):
             bits.append(f"trigger {lin_['trigger']}")
         if lin_.get("dataset"):
             bits.append(f"data {lin_['dataset']}")
         lines.append(f"{depth}. `{_name(obj)}` ({', '.join(bits)})")
     lines += ["", f"The chain ends here: {end}." if end else "The oldest version above has no parent.", ""]
-    children = [o for o in inv.all("ModelVersion") if _d(o, "spec", "lineage", "parent") == _name(mv)]
+    children = [o for o in inv.all("ModelVersion") if dig(o, "spec", "lineage", "parent") == _name(mv)]
     if children:
         lines += ["Retrained into: " + ", ".join(f"`{_name(c)}`" for c in children) + ".", ""]
     return lines
@@ -292,7 +292,7 @@ def threshold_results(mv: dict[str, Any]) -> list[tuple[str, float | None, str, 
     validated = status.get("metrics") or {}
     trained = spec.get("metrics") or {}
     out = []
-    for text in _d(spec, "validation", "thresholds") or []:
+    for text in dig(spec, "validation", "thresholds") or []:
         try:
             t = parse_threshold(str(text))
         except ValueError:
@@ -342,7 +342,7 @@ def _roles(md: dict[str, Any], name: str) -> list[str]:
         roles.append("stable")
     if status.get("previousVersion") == name:
         roles.append("previous stable")
-    if _d(spec, "shadow", "version") == name:
+    if dig(spec, "shadow", "version") == name:
         roles.append("shadow")
     return roles
 
@@ -354,8 +354,8 @@ def _serving(mv: dict[str, Any], inv: Inventory) -> tuple[list[str], list[str]]:
         roles = _roles(md, name)
         if roles:
             mds.append(_name(md))
-            rows.append([f"`{_name(md)}`", _cell(", ".join(roles)), _cell(_d(md, "status", "servingVersion")),
-                         _cell(_d(md, "status", "url"))])
+            rows.append([f"`{_name(md)}`", _cell(", ".join(roles)), _cell(dig(md, "status", "servingVersion")),
+                         _cell(dig(md, "status", "url"))])
     lines = ["## Deployments", ""]
     if rows:
         lines += _table(["ModelDeployment", "Role of this version", "Serving now", "URL"], rows) + [""]
@@ -367,10 +367,10 @@ def _serving(mv: dict[str, Any], inv: Inventory) -> tuple[list[str], list[str]]:
 def _drift(mv: dict[str, Any], inv: Inventory, deployments: list[str]) -> list[str]:
     name = _name(mv)
     monitors = [dm for dm in inv.all("DriftMonitor")
-                if _d(dm, "spec", "deployment") in deployments
-                or _d(dm, "status", "lastReport", "version") == name
-                or _d(dm, "status", "retrain", "parent") == name
-                or _d(dm, "status", "retrain", "modelVersion") == name]
+                if dig(dm, "spec", "deployment") in deployments
+                or dig(dm, "status", "lastReport", "version") == name
+                or dig(dm, "status", "retrain", "parent") == name
+                or dig(dm, "status", "retrain", "modelVersion") == name]
     lines = ["## Drift", ""]
     if not monitors:
         return lines + ["No DriftMonitor watches a ModelDeployment of this version.", ""]
@@ -420,7 +420,7 @@ def _drift(mv: dict[str, Any], inv: Inventory, deployments: list[str]) -> list[s
 def _experiments(mv: dict[str, Any], inv: Inventory) -> list[str]:
     name = _name(mv)
     exps = [e for e in inv.all("Experiment")
-            if any(v.get("version") == name for v in _d(e, "spec", "variants") or [])]
+            if any(v.get("version") == name for v in dig(e, "spec", "variants") or [])]
     lines = ["## Experiments", ""]
     if not exps:
         return lines + ["This version took part in no Experiment.", ""]

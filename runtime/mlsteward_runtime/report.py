@@ -40,6 +40,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from mlsteward_runtime.card import dig
+
 __all__ = [
     "PromAnswers", "Report", "ReportError", "build_report", "counter_increase", "histogram_quantile",
     "parse_duration", "parse_time", "render", "versions_of",
@@ -99,18 +101,12 @@ def parse_time(value: Any) -> dt.datetime | None:
     return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
 
 
-def _d(obj: Any, *keys: str) -> Any:
-    for k in keys:
-        obj = obj.get(k) if isinstance(obj, dict) else None
-    return obj
-
-
 def _name(obj: Mapping[str, Any]) -> str:
-    return str(_d(obj, "metadata", "name") or "")
+    return str(dig(obj, "metadata", "name") or "")
 
 
 def _ns(obj: Mapping[str, Any]) -> str | None:
-    return _d(obj, "metadata", "namespace") or None
+    return dig(obj, "metadata", "namespace") or None
 
 
 def _of_kind(objects: Iterable[Any], kind: str) -> list[dict[str, Any]]:
@@ -145,10 +141,10 @@ def versions_of(md: Mapping[str, Any]) -> list[str]:
     """Every version the deployment names: wanted, served, stable, previous, in its traffic table, shadow, samples
     and decisions. The Prometheus queries select these (the router's metrics are labelled by version only)."""
     status = md.get("status") or {}
-    names = [_d(md, "spec", "version"), _d(md, "spec", "shadow", "version"), status.get("servingVersion"),
+    names = [dig(md, "spec", "version"), dig(md, "spec", "shadow", "version"), status.get("servingVersion"),
              status.get("stableVersion"), status.get("previousVersion")]
     names += [t.get("version") for t in status.get("traffic") or [] if isinstance(t, dict)]
-    names += [s.get("version") for s in _d(status, "health", "samples") or [] if isinstance(s, dict)]
+    names += [s.get("version") for s in dig(status, "health", "samples") or [] if isinstance(s, dict)]
     for d in status.get("decisions") or []:
         if isinstance(d, dict):
             names += [d.get("from"), d.get("to")]
@@ -304,7 +300,7 @@ def _fnum(x: Any) -> float | None:
 
 def _samples_in(md: Mapping[str, Any], since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
     out = []
-    for s in _d(md, "status", "health", "samples") or []:
+    for s in dig(md, "status", "health", "samples") or []:
         if isinstance(s, dict) and _in(parse_time(s.get("time")), since, until):
             out.append(s)
     return sorted(out, key=lambda s: parse_time(s.get("time")))  # type: ignore[arg-type,return-value]
@@ -434,15 +430,15 @@ def build_report(objects: Sequence[Any], deployment: str, *, since: dt.datetime,
                          "(status keeps the last 240 samples, one per spec.alerts.interval).")
 
     def ours(o: dict[str, Any]) -> bool:
-        return _d(o, "spec", "deployment") == deployment and (ns is None or _ns(o) in (None, ns))
+        return dig(o, "spec", "deployment") == deployment and (ns is None or _ns(o) in (None, ns))
 
-    decisions = [d for d in _d(md, "status", "decisions") or []
+    decisions = [d for d in dig(md, "status", "decisions") or []
                  if isinstance(d, dict) and _in(parse_time(d.get("time")), since, until)]
     drift = []
     for dm in sorted(filter(ours, _of_kind(objects, "DriftMonitor")), key=_name):
-        hist = [h for h in _d(dm, "status", "history") or []
+        hist = [h for h in dig(dm, "status", "history") or []
                 if isinstance(h, dict) and _in(parse_time(h.get("time")), since, until)]
-        act = _d(dm, "status", "lastAction")
+        act = dig(dm, "status", "lastAction")
         drift.append(DriftSummary(
             monitor=_name(dm), checks=len(hist), drifted=sum(1 for h in hist if h.get("drifted")),
             max_drifted_features=max((int(h.get("driftedFeatures") or 0) for h in hist), default=0),
@@ -457,14 +453,14 @@ def build_report(objects: Sequence[Any], deployment: str, *, since: dt.datetime,
         experiments.append(ExperimentSummary(
             name=_name(exp), phase=st.get("phase"), started_at=started, concluded_at=concluded,
             winner=st.get("winner"),
-            variants=[str(v.get("name")) for v in _d(exp, "spec", "variants") or [] if isinstance(v, dict)],
+            variants=[str(v.get("name")) for v in dig(exp, "spec", "variants") or [] if isinstance(v, dict)],
         ))
     return Report(
         deployment=deployment, namespace=ns, since=since, until=until,
         source="prometheus" if prometheus is not None else "status",
         covered_since=covered_since, covered_until=covered_until,
-        serving_version=_d(md, "status", "servingVersion"), versions=versions, total=total, sources=sources,
-        decisions=decisions, alerts=[a for a in _d(md, "status", "health", "alerts") or [] if isinstance(a, dict)],
+        serving_version=dig(md, "status", "servingVersion"), versions=versions, total=total, sources=sources,
+        decisions=decisions, alerts=[a for a in dig(md, "status", "health", "alerts") or [] if isinstance(a, dict)],
         drift=drift, experiments=experiments, notes=notes,
     )
 
