@@ -15,7 +15,7 @@ from mlsteward_runtime.contracts import DriftWindow, FeatureType, FeatureWindow,
 from mlsteward_runtime.stats.profile import build_profile
 from scipy import stats as sps
 
-from mlsteward_operator import drift as dr
+from mlsteward_operator.driftmonitor import decide as dr
 from mlsteward_operator.api.common import ObjectMeta
 from mlsteward_operator.api.driftmonitor import (
     MAX_HISTORY,

@@ -19,8 +19,8 @@ from statsmodels.stats.proportion import (
 )
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttest_ind
 
-from mlsteward_operator import experiment as ex
-from mlsteward_operator import status as st
+from mlsteward_operator.experiment import decide as ex
+from mlsteward_operator.modeldeployment import status as st
 from mlsteward_operator.api import Experiment, ModelDeployment
 from mlsteward_operator.api.experiment import ExperimentPhase, ExperimentStatus
 from mlsteward_operator.api.modeldeployment import DecisionKind
@@ -460,7 +460,7 @@ def test_metric_view_puts_errors_or_latency_in_the_outcome_fields() -> None:
     from mlsteward_runtime.router.stats import StatsStore
 
     from mlsteward_operator.api.experiment import MetricName
-    from mlsteward_operator.reconcile_experiment import metric_view
+    from mlsteward_operator.experiment.reconcile import metric_view
 
     # The router's own counters produce the report, so the sums are the ones a real router exports.
     counters = StatsStore("iris", "router-0", 1.0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mlsteward_operator.plan import Observed, VersionFacts, plan_deployment
+from mlsteward_operator.modeldeployment.decide import Observed, VersionFacts, plan_deployment
 
 V1 = VersionFacts("iris-1", exists=True, model="iris", phase="Ready")
 V2 = VersionFacts("iris-2", exists=True, model="iris", phase="Ready")
@@ -74,7 +74,7 @@ def test_spec_model_guards_the_first_deployment_too():
 
 import datetime as _dt  # noqa: E402
 
-from mlsteward_operator.plan import (  # noqa: E402
+from mlsteward_operator.modeldeployment.decide import (  # noqa: E402
     Override,
     Plan,
     Problem,

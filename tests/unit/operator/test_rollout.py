@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from mlsteward_operator.plan import (
+from mlsteward_operator.modeldeployment.decide import (
     MAX_STEP_INTERVALS,
     Counters,
     Gates,

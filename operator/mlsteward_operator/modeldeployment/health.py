@@ -44,8 +44,8 @@ from mlsteward_operator.api.modeldeployment import (
     HealthSample,
     HealthStatus,
 )
-from mlsteward_operator.conventions import second
-from mlsteward_operator.pooling import pool_feedback, weighted_mean
+from mlsteward_operator.kernel.conditions import second
+from mlsteward_operator.kernel.pooling import pool_feedback, weighted_mean
 
 DEFAULT_INTERVAL = "1m"
 DEFAULT_HISTORY = 60

@@ -36,7 +36,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from mlsteward_operator import drift, k8s, render, status, triggers
+from mlsteward_operator import kube
 from mlsteward_operator.api.common import API_VERSION, ConditionType
 from mlsteward_operator.api.driftmonitor import (
     Action,
@@ -49,8 +49,13 @@ from mlsteward_operator.api.driftmonitor import (
 from mlsteward_operator.api.modeldeployment import ModelDeployment
 from mlsteward_operator.api.modelversion import ModelVersion, VersionPhase
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.conventions import parse_object, second, status_patch
-from mlsteward_operator.metrics import drift_metrics
+from mlsteward_operator.driftmonitor import decide as drift
+from mlsteward_operator.kernel import names, pods
+from mlsteward_operator.kernel.conditions import second
+from mlsteward_operator.kernel.metrics import drift_metrics
+from mlsteward_operator.kernel.status import parse_object, status_changed, status_patch
+from mlsteward_operator.retraining import decide as triggers
+from mlsteward_operator.retraining import render as retrain_render
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,7 @@ def _wire(new: DriftMonitorStatus) -> dict[str, Any]:
     return status_patch(new, None, _REPLACED)
 
 
-async def reconcile_monitor(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,
+async def reconcile_monitor(body: Mapping[str, Any], client: kube.Client, cfg: OperatorConfig,
                             now: dt.datetime | None = None) -> dict[str, Any] | None:
     """Checks drift when due, records and runs the actions, and moves an active retraining on by one step."""
     now = second(now or _now())
@@ -93,9 +98,9 @@ async def reconcile_monitor(body: Mapping[str, Any], client: k8s.Client, cfg: Op
             new = await _check(dm, fresh, client, cfg, now)
         if dm.spec.schedule is not None or (due and dm.spec.performance is not None):
             new = await _triggers(dm.model_copy(update={"status": new}), fresh, client, cfg, now, check=due)
-        if drift.retrain_active(new):
+        if triggers.retrain_active(new):
             new = await _follow_retrain(dm.model_copy(update={"status": new}), fresh, client, now)
-        if not status.status_changed(dm.status, new):
+        if not status_changed(dm.status, new):
             return None
         return _wire(new)
 
@@ -105,7 +110,7 @@ async def reconcile_monitor(body: Mapping[str, Any], client: k8s.Client, cfg: Op
 # --------------------------------------------------------------------------------------------------------------
 
 
-async def _observe(dm: DriftMonitor, client: k8s.Client, cfg: OperatorConfig,
+async def _observe(dm: DriftMonitor, client: kube.Client, cfg: OperatorConfig,
                    now: dt.datetime) -> tuple[drift.DriftVerdict, str | None]:
     """The verdict of this check and the version served, reading the deployment, the profile and the windows."""
     ns = dm.metadata.namespace
@@ -128,9 +133,9 @@ async def _observe(dm: DriftMonitor, client: k8s.Client, cfg: OperatorConfig,
                                 "spec.reference nor one computed by its validation)"), serving
     try:
         profile = await client.fetch_profile(ref.uri, ref.sha256)
-    except k8s.ProfileError as exc:
+    except kube.ProfileError as exc:
         return drift.no_verdict(now, f"Reference{exc.reason}", exc.message), serving
-    report = await client.drift_windows(ns, render.selector_labels(dm.spec.deployment, "predictor", serving),
+    report = await client.drift_windows(ns, names.selector_labels(dm.spec.deployment, "predictor", serving),
                                         cfg.predictor_port, timeout_s=cfg.drift_poll_timeout_seconds)
     if report.pods == 0:
         return drift.no_verdict(now, "NoWindows", f"no ready predictor pod of {serving} in ModelDeployment "
@@ -144,12 +149,12 @@ async def _observe(dm: DriftMonitor, client: k8s.Client, cfg: OperatorConfig,
     return verdict, serving
 
 
-async def _check(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg: OperatorConfig,
+async def _check(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, cfg: OperatorConfig,
                  now: dt.datetime) -> DriftMonitorStatus:
     ns, name = dm.metadata.namespace or "", dm.metadata.name
     verdict, serving = await _observe(dm, client, cfg, now)
     decision = drift.decide(dm, verdict, now)
-    if decision.act and Action.retrain in decision.actions and drift.retrain_active(dm.status):
+    if decision.act and Action.retrain in decision.actions and triggers.retrain_active(dm.status):
         # At most one retraining per monitor: the one running keeps going and this breach starts none.
         assert dm.status.retrain is not None
         others = tuple(a for a in decision.actions if a != Action.retrain)
@@ -183,7 +188,7 @@ async def _check(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg
     return new
 
 
-async def _verdict_event(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, verdict: drift.DriftVerdict,
+async def _verdict_event(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, verdict: drift.DriftVerdict,
                          decision: drift.DriftDecision) -> None:
     """One Event per verdict; a check without a verdict posts one only when its reason is new."""
     if verdict.report is None:
@@ -197,7 +202,7 @@ async def _verdict_event(dm: DriftMonitor, body: dict[str, Any], client: k8s.Cli
     await _event(client, body, verdict.reason, text, warning=verdict.drifted)
 
 
-async def _act(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg: OperatorConfig,
+async def _act(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, cfg: OperatorConfig,
                verdict: drift.DriftVerdict, decision: drift.DriftDecision, new: DriftMonitorStatus) -> None:
     ns, name = dm.metadata.namespace or "", dm.metadata.name
     await _event(client, body, "DriftConfirmed", decision.message, warning=True)
@@ -224,7 +229,7 @@ async def _act(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg: 
                      f"{new.retrain.job} ({new.retrain.trigger})", warning=False)
 
 
-async def _deliver(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg: OperatorConfig,
+async def _deliver(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, cfg: OperatorConfig,
                    payload: dict[str, Any]) -> None:
     assert dm.spec.notify is not None
     ref = dm.spec.notify.webhook_secret_ref
@@ -241,7 +246,7 @@ async def _deliver(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, c
 # --------------------------------------------------------------------------------------------------------------
 
 
-async def _served(dm: DriftMonitor, client: k8s.Client) -> tuple[str | None, str | None]:
+async def _served(dm: DriftMonitor, client: kube.Client) -> tuple[str | None, str | None]:
     """The ModelVersion the ModelDeployment serves and its spec.version (what its predictors report), or None."""
     ns = dm.metadata.namespace
     md_obj = await client.get(API_VERSION, "ModelDeployment", ns, dm.spec.deployment)
@@ -252,12 +257,12 @@ async def _served(dm: DriftMonitor, client: k8s.Client) -> tuple[str | None, str
     return serving, ModelVersion.model_validate(mv_obj).spec.version if mv_obj else None
 
 
-async def _triggers(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, cfg: OperatorConfig,
+async def _triggers(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, cfg: OperatorConfig,
                     now: dt.datetime, *, check: bool) -> DriftMonitorStatus:
     """spec.schedule (every call) and spec.performance (when `check`): record, then start at most one retraining."""
     spec, st = dm.spec, dm.status
     ns, name = dm.metadata.namespace or "", dm.metadata.name
-    active = st.retrain.job if drift.retrain_active(st) and st.retrain is not None else None
+    active = st.retrain.job if triggers.retrain_active(st) and st.retrain is not None else None
     schedule_due = spec.schedule is not None and \
         triggers.due_run(spec.schedule, triggers.schedule_since(dm, now), now) is not None
     serving, semver = await _served(dm, client) if schedule_due or (check and spec.performance) else (None, None)
@@ -275,7 +280,7 @@ async def _triggers(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, 
     if check and spec.performance is not None:
         stats: list[Any] = []
         if serving:
-            report = await client.predictor_stats(ns, render.selector_labels(spec.deployment, "predictor", serving),
+            report = await client.predictor_stats(ns, names.selector_labels(spec.deployment, "predictor", serving),
                                                   cfg.predictor_port, timeout_s=cfg.drift_poll_timeout_seconds)
             stats = [s for s in report.answers if semver is None or s.version == semver]
         d, reading = triggers.decide_performance(dm, stats, serving, now, serving=serving,
@@ -308,7 +313,7 @@ async def _triggers(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client, 
 # --------------------------------------------------------------------------------------------------------------
 
 
-async def _follow_retrain(dm: DriftMonitor, body: dict[str, Any], client: k8s.Client,
+async def _follow_retrain(dm: DriftMonitor, body: dict[str, Any], client: kube.Client,
                           now: dt.datetime) -> DriftMonitorStatus:
     st = dm.status
     r = st.retrain
@@ -318,7 +323,7 @@ async def _follow_retrain(dm: DriftMonitor, body: dict[str, Any], client: k8s.Cl
     async def step(name: str, message: str, *, warning: bool = False, **update: Any) -> None:
         nonlocal r
         assert r is not None
-        r = drift.add_step(r, name, message, now, **update)
+        r = triggers.add_step(r, name, message, now, **update)
         await _event(client, body, name, message, warning=warning)
 
     if r.phase == RetrainPhase.running:
@@ -331,11 +336,11 @@ async def _follow_retrain(dm: DriftMonitor, body: dict[str, Any], client: k8s.Cl
                 await step("JobFailed", "spec.retrain was removed before the Job was created", warning=True,
                            phase=RetrainPhase.failed)
             else:
-                await client.create(drift.render_retrain_job(dm, r))  # None on 409: it exists already
+                await client.create(retrain_render.render_retrain_job(dm, r))  # None on 409: it exists already
                 await step("JobCreated", f"Created retraining Job {r.job} (parent {r.parent})")
         else:
             pods = await client.list("v1", "Pod", ns, labels={"job-name": r.job})
-            js = status.observe_job(job, pods)
+            js = pods.observe_job(job, pods)
             if js.succeeded or js.failed:
                 await _job_done(dm, client, r, js, step)
     elif r.phase == RetrainPhase.validating and r.model_version:
@@ -357,8 +362,8 @@ async def _follow_retrain(dm: DriftMonitor, body: dict[str, Any], client: k8s.Cl
     return st.model_copy(update={"retrain": r})
 
 
-async def _job_done(dm: DriftMonitor, client: k8s.Client, r: RetrainStatus, js: status.JobState, step: Any) -> None:
-    result = drift.parse_train_result(js.termination_message)
+async def _job_done(dm: DriftMonitor, client: kube.Client, r: RetrainStatus, js: pods.JobState, step: Any) -> None:
+    result = retrain_render.parse_train_result(js.termination_message)
     if js.failed or result is None or result.phase != "Succeeded" or result.artifact is None \
             or result.artifact.sha256 is None:
         why = (f"{result.reason}: {result.message}" if result is not None and result.phase != "Succeeded" else
@@ -374,7 +379,7 @@ async def _job_done(dm: DriftMonitor, client: k8s.Client, r: RetrainStatus, js: 
         return
     parent = ModelVersion.model_validate(parent_obj)
     await step("JobSucceeded", f"Job {r.job} succeeded: {result.message}")
-    mv = drift.render_retrained_version(parent, result, r, dm.metadata.name)
+    mv = retrain_render.render_retrained_version(parent, result, r, dm.metadata.name)
     created = await client.create(mv)
     name = mv["metadata"]["name"]
     await step("VersionRegistered", f"Registered ModelVersion {name} (version {mv['spec']['version']}, parent "
@@ -382,7 +387,7 @@ async def _job_done(dm: DriftMonitor, client: k8s.Client, r: RetrainStatus, js: 
                phase=RetrainPhase.validating, model_version=name)
 
 
-async def _on_retrained(dm: DriftMonitor, client: k8s.Client, mv: ModelVersion, r: RetrainStatus, step: Any,
+async def _on_retrained(dm: DriftMonitor, client: kube.Client, mv: ModelVersion, r: RetrainStatus, step: Any,
                         now: dt.datetime) -> Any:
     """spec.onRetrained for the validated `mv`; returns a ServingRequest for Promote, else None."""
     ns = dm.metadata.namespace
@@ -399,7 +404,7 @@ async def _on_retrained(dm: DriftMonitor, client: k8s.Client, mv: ModelVersion, 
             await step("ExperimentSkipped", "no champion version to compare with", warning=True,
                        phase=RetrainPhase.failed)
             return None
-        exp = drift.render_experiment(dm, champion, mv.metadata.name)
+        exp = retrain_render.render_experiment(dm, champion, mv.metadata.name)
         created = await client.create(exp)
         await step("ExperimentCreated", f"Created Experiment {exp['metadata']['name']}: {champion} against "
                    f"{mv.metadata.name}, 50/50, onSuccess Promote{'' if created is not None else ' (it existed)'}",
@@ -407,19 +412,19 @@ async def _on_retrained(dm: DriftMonitor, client: k8s.Client, mv: ModelVersion, 
         return None
     champ_obj = await client.get(API_VERSION, "ModelVersion", ns, champion) if champion else None
     champ_metrics = ModelVersion.model_validate(champ_obj).status.metrics if champ_obj else {}
-    better, why = drift.compare_metrics(mv.status.metrics, champ_metrics)
+    better, why = triggers.compare_metrics(mv.status.metrics, champ_metrics)
     if not better or not serving:
         await step("PromotionSkipped", f"{mv.metadata.name} is not promoted over {champion}: "
                    f"{why if serving else 'the ModelDeployment serves no version'}", phase=RetrainPhase.succeeded)
         return None
     await step("PromotionRequested", f"Asked ModelDeployment {dm.spec.deployment} to serve {mv.metadata.name} "
                f"instead of {serving}: {why}", phase=RetrainPhase.succeeded)
-    return drift.promote_request(mv.metadata.name, serving, why, mv.status.metrics, champ_metrics, now)
+    return retrain_render.promote_request(mv.metadata.name, serving, why, mv.status.metrics, champ_metrics, now)
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------
 
-async def _event(client: k8s.Client, body: Mapping[str, Any], reason: str, message: str, *, warning: bool) -> None:
+async def _event(client: kube.Client, body: Mapping[str, Any], reason: str, message: str, *, warning: bool) -> None:
     await client.event(dict(body), reason=reason, message=message, type_="Warning" if warning else "Normal")

@@ -68,7 +68,7 @@ from mlsteward_operator.api.experiment import (
     VariantStatus,
 )
 from mlsteward_operator.api.modeldeployment import Decision, DecisionKind
-from mlsteward_operator.conventions import second, set_condition
+from mlsteward_operator.kernel.conditions import second, set_condition
 
 SRM_ALPHA = 0.001  # the customary alarm level: a mismatch means broken assignment, not a chance imbalance
 TAU_STD = 0.1  # mSPRT mixing scale in standard deviations of the metric (mlsteward_runtime.stats.ab.msprt)

@@ -1,0 +1,10 @@
+"""The API client: the only package that talks to the API server (STYLE §3)."""
+
+from mlsteward_operator.kube.client import (
+    ApiError,
+    Client,
+    ProfileError,
+    load_config,
+)
+
+__all__ = ["ApiError", "Client", "ProfileError", "load_config"]
