@@ -29,7 +29,6 @@ from typing import Any
 from mlsteward_runtime.contracts import RouterStats, VersionStats
 
 from mlsteward_operator import kube
-from mlsteward_operator.experiment import decide
 from mlsteward_operator.kernel import names, pods
 from mlsteward_operator.api.common import MAX_MESSAGE, ConditionType, ServingRequest, ServingRequestKind
 from mlsteward_operator.api.experiment import Experiment, ExperimentPhase, ExperimentStatus, MetricName
@@ -118,6 +117,10 @@ async def reconcile_experiment(body: Mapping[str, Any], client: kube.Client, cfg
             new = _pending(exp, "WarmingUp", f"ModelDeployment {md_name} is starting the arms' predictors and "
                            "moving the router to the split", now)
             return await _write(body, exp, new, client)
+
+    # Imported on the first running Experiment rather than with the operator: the analysis needs scipy, which is
+    # slow to import, and an operator with no Experiment never pays for it.
+    from mlsteward_operator.experiment import decide
 
     # Running: the split took effect at startedAt; router processes older than that count from their first read.
     since = (prev.started_at or second(now)).timestamp()
