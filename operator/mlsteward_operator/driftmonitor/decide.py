@@ -53,7 +53,7 @@ from mlsteward_operator.kernel.conditions import second, set_condition
 from mlsteward_operator.kernel.names import dns_name
 
 if TYPE_CHECKING:
-    from mlsteward_runtime.stats.drift import DriftReport, DriftThresholds, FeatureDrift
+    from mlsteward_runtime.stats.drift import DriftReport, DriftThresholds
 
 # Multiple-testing correction across features. Holm controls the family-wise error, which is what bounds the rate
 # of windows in breach when nothing shifted; the spec has no field to choose Benjamini-Hochberg.
@@ -133,10 +133,8 @@ class DriftDecision:
 
 
 def thresholds_of(dm: DriftMonitor) -> DriftThresholds:
-    """spec.thresholds and spec.window.minSamples as the runtime's DriftThresholds.
-
-    `thresholds.ks` has no counterpart there; `analyse` applies it on top (see `_drifted`).
-    """
+    """spec.thresholds and spec.window.minSamples as the runtime's DriftThresholds: the decision rule, KS included,
+    is the runtime's (the one `mlsteward drift` applies), never re-implemented here."""
     from mlsteward_runtime.stats.drift import DriftThresholds
 
     t = dm.spec.thresholds
@@ -147,6 +145,7 @@ def thresholds_of(dm: DriftMonitor) -> DriftThresholds:
         psi=t.psi,
         wasserstein=t.wasserstein,
         jensen_shannon=t.jensen_shannon,
+        ks=t.ks,
     )
 
 
@@ -209,7 +208,7 @@ def analyse(
     thresholds = thresholds_of(dm)
     types: dict[str, FeatureType] = {n: reference.features[n].type for n in selected}
     report = drift_report(reference, current, thresholds=thresholds, features=selected, types=types)
-    results, reasons = _results(report, dm.spec.thresholds.ks, thresholds)
+    results, reasons = _results(report)
     drifted = [r.name for r in results if r.drifted]
     out = Report(time=time, window_size=size, version=version, features=results, drifted=bool(drifted))
     if drifted:
@@ -223,13 +222,11 @@ def analyse(
     )
 
 
-def _results(
-    report: DriftReport, ks: float, t: DriftThresholds
-) -> tuple[list[FeatureResult], dict[str, str]]:
+def _results(report: DriftReport) -> tuple[list[FeatureResult], dict[str, str]]:
     results: list[FeatureResult] = []
     reasons: dict[str, str] = {}
     for name, f in report.features.items():
-        drifted, reason = _drifted(f, ks, t)
+        drifted, reason = f.drift, f.reason
         results.append(FeatureResult(
             name=name,
             method="ks" if f.kind == "numeric" else "chi-square",
@@ -240,21 +237,6 @@ def _results(
         ))
         reasons[name] = reason
     return results, reasons
-
-
-def _drifted(f: FeatureDrift, ks: float, t: DriftThresholds) -> tuple[bool, str]:
-    """The runtime's verdict, with spec.thresholds.ks as one more effect size for numeric features.
-
-    A KS statistic at or past `ks` counts as a material effect like PSI or Wasserstein do; significance after
-    correction is still required, so this widens what counts as large enough, never what counts as real.
-    """
-    if f.drift or f.kind != "numeric" or f.effect_passed or f.p_adjusted is None:
-        return f.drift, f.reason
-    if f.statistic is not None and f.statistic >= ks:
-        if f.p_adjusted < t.alpha:
-            return True, "drift"
-        return False, f"not significant after {t.correction} correction"
-    return False, f.reason
 
 
 def _describe(r: FeatureResult) -> str:
