@@ -32,20 +32,22 @@ from mlsteward_operator.kernel import names, pods
 from mlsteward_operator.kernel.status import parse_object, status_changed, status_patch
 from mlsteward_operator.modeldeployment import render, status
 from mlsteward_operator.modeldeployment.decide import (
-    Counters,
-    Gates,
-    Observed,
     Override,
-    Plan,
     Request,
-    RolloutSpec,
-    RolloutState,
-    VersionFacts,
     effective_version,
     experiment_blocker,
     plan_rollout,
     resolve_override,
     with_experiment,
+)
+from mlsteward_operator.modeldeployment.rollout.base import (
+    Counters,
+    Gates,
+    Observed,
+    Plan,
+    RolloutSpec,
+    RolloutState,
+    VersionFacts,
 )
 
 log = logging.getLogger(__name__)

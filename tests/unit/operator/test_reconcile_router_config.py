@@ -6,7 +6,8 @@ from mlsteward_operator.modeldeployment import render
 from mlsteward_operator.api.modeldeployment import ModelDeployment
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.modeldeployment.decide import Observed, VersionFacts, plan_deployment
+from mlsteward_operator.modeldeployment.rollout.base import Observed, VersionFacts
+from mlsteward_operator.modeldeployment.rollout.immediate import plan_deployment
 from mlsteward_operator.modeldeployment.reconcile import desired_children
 from mlsteward_runtime.router.config import parse_config
 

@@ -7,21 +7,23 @@ import datetime as dt
 
 import pytest
 
-from mlsteward_operator.modeldeployment.decide import (
-    MAX_STEP_INTERVALS,
+from mlsteward_operator.modeldeployment.rollout.canary import MAX_STEP_INTERVALS
+from mlsteward_operator.modeldeployment.rollout.base import (
     Counters,
     Gates,
-    Measurement,
     Observed,
     RolloutSpec,
     RolloutState,
     VersionFacts,
+)
+from mlsteward_operator.modeldeployment.rollout.analysis import (
+    Measurement,
     histogram_quantile,
     judge,
     measure,
     merge_counters,
-    plan_rollout,
 )
+from mlsteward_operator.modeldeployment.decide import plan_rollout
 
 V1 = VersionFacts("iris-1", exists=True, model="iris", phase="Ready")
 V2 = VersionFacts("iris-2", exists=True, model="iris", phase="Ready")

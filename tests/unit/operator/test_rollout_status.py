@@ -11,7 +11,8 @@ from mlsteward_operator.kernel import pods
 from mlsteward_operator.kernel import status as kstatus
 from mlsteward_operator.api import ModelDeployment, ModelVersion
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.modeldeployment.decide import Counters, Observed, RolloutState, VersionFacts, plan_rollout
+from mlsteward_operator.modeldeployment.rollout.base import Counters, Observed, RolloutState, VersionFacts
+from mlsteward_operator.modeldeployment.decide import plan_rollout
 from mlsteward_operator.modeldeployment.reconcile import desired_children, rollout_spec, rollout_state
 from mlsteward_runtime.router.config import parse_config
 

@@ -1,0 +1,1 @@
+"""Rollout strategies behind one interface (base.Strategy), one module each."""
