@@ -15,7 +15,7 @@ The switch to a new version (strategy Immediate) never drops a request:
 A spec.version that is missing, not Ready, or of another model leaves the serving version in place and reports
 Degraded (the operator never edits spec: status says what Git should change).
 
-Strategies Canary and BlueGreen (`plan_rollout`) move traffic in steps and judge each step on the router's
+Strategies Canary and BlueGreen (rollout/canary.py, rollout/bluegreen.py) move traffic in steps and judge each step on the router's
 statistics of the new version. BlueGreen is a canary with the single step 100 whose new version must first be
 warm on every replica; its analysis, when set, is judged after the switch while the old version stays warm, so a
 failure goes back at once. A rollout stands on what status.rollout remembers (target, step, when the step began,
@@ -55,7 +55,7 @@ from mlsteward_operator.modeldeployment.rollout.base import (
     _rolled_back,
     _whole,
 )
-from mlsteward_operator.modeldeployment.rollout.canary import _canary
+from mlsteward_operator.modeldeployment.rollout import strategy_for
 from mlsteward_operator.modeldeployment.rollout.immediate import _why_not, plan_deployment
 
 
@@ -69,11 +69,10 @@ def plan_rollout(desired: VersionFacts, serving: VersionFacts | None, observed: 
     serving_name = serving.name if serving is not None else None
     if prev.phase == "RolledBack" and prev.target == desired.name and serving_name not in (None, desired.name):
         return _rolled_back(serving_name, desired.name, observed, prev)
-    if (spec.strategy not in ("Canary", "BlueGreen") or serving_name in (None, desired.name)
-            or _why_not(desired, serving, model) is not None):
+    if serving_name in (None, desired.name) or _why_not(desired, serving, model) is not None:
         return plan_deployment(desired, serving, observed, model=model)
     assert serving_name is not None
-    return _canary(serving_name, desired.name, observed, spec, prev, now)
+    return strategy_for(spec.strategy).plan(serving_name, desired.name, observed, spec, prev, now)
 
 
 # --------------------------------------------------------------------------------------------------------------

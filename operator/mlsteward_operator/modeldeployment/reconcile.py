@@ -40,6 +40,7 @@ from mlsteward_operator.modeldeployment.decide import (
     resolve_override,
     with_experiment,
 )
+from mlsteward_operator.modeldeployment.rollout import strategy_for
 from mlsteward_operator.modeldeployment.rollout.base import (
     Counters,
     Gates,
@@ -153,7 +154,8 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
     if override is not None and override.holds(md.spec.version):
         spec = RolloutSpec(strategy="Immediate")  # a promoted version is warm; a rollback must be quick
     stats = None
-    if spec.strategy != "Immediate" and serving_name not in (None, wanted) and table and len(table) > 1:
+    if strategy_for(spec.strategy).measures_traffic and serving_name not in (None, wanted) and table \
+            and len(table) > 1:
         # A canary step is in effect: its baseline is taken, or it is judged, on what the routers counted.
         report = await client.router_stats(ns, names.selector_labels(name, "router"), cfg.router_port)
         stats = tuple(Counters(r.replica, r.started, v, s.requests, s.errors, dict(s.latency_buckets))

@@ -298,3 +298,16 @@ def test_a_version_that_cannot_be_served_is_not_canaried():
                      RolloutState("Stable"), T0)
     assert (p.live, p.router_target, p.traffic, p.rollout) == (("iris-1",), "iris-1", None, None)
     assert p.degraded.reason == "VersionNotReady"
+
+
+def test_every_strategy_of_the_api_has_its_module_behind_one_interface():
+    from mlsteward_operator.api.modeldeployment import RolloutStrategy
+    from mlsteward_operator.modeldeployment.rollout import strategy_for
+    from mlsteward_operator.modeldeployment.rollout.base import Strategy
+
+    for value in RolloutStrategy:
+        strategy = strategy_for(value.value)
+        assert isinstance(strategy, Strategy) and strategy.name == value.value
+        assert type(strategy).__module__.rsplit(".", 1)[1] == value.value.lower()
+    assert [strategy_for(v.value).measures_traffic for v in RolloutStrategy] == [
+        v.value != "Immediate" for v in RolloutStrategy]

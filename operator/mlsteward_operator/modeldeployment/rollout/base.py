@@ -4,8 +4,10 @@ status.rollout remembers, spec.rollout as read, and the Plan a strategy decides.
 from __future__ import annotations
 
 import datetime as dt
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -127,3 +129,28 @@ def _whole(now: dt.datetime) -> dt.datetime:
     if now.tzinfo is None:
         now = now.replace(tzinfo=dt.UTC)
     return now.astimezone(dt.UTC).replace(microsecond=0)
+
+
+class Strategy(ABC):
+    """One way of moving the traffic of a ModelDeployment from its stable version to a new one (spec.rollout).
+
+    A strategy is asked only about a switch between two servable versions: the first deployment, a spec.version
+    that cannot be served and a version rolled back are decided before it (decide.plan_rollout). Subclasses
+    register themselves under `name`, so a new strategy is one new module in this package (and its value in the
+    API's RolloutStrategy enum).
+    """
+
+    name: ClassVar[str]
+    # Whether a step is judged on the router's statistics: the reconcile reads them only for such a strategy.
+    measures_traffic: ClassVar[bool] = False
+    registry: ClassVar[dict[str, Strategy]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            Strategy.registry[cls.name] = cls()
+
+    @abstractmethod
+    def plan(self, stable: str, new: str, observed: Observed, spec: RolloutSpec, prev: RolloutState,
+             now: dt.datetime) -> Plan:
+        """The plan of this reconcile of a switch from `stable` (serving) to `new` (Ready, same model)."""

@@ -3,7 +3,17 @@ one switch that drops no request (modeldeployment/decide.py's docstring has the 
 
 from __future__ import annotations
 
-from mlsteward_operator.modeldeployment.rollout.base import Observed, Plan, Problem, VersionFacts
+import datetime as dt
+
+from mlsteward_operator.modeldeployment.rollout.base import (
+    Observed,
+    Plan,
+    Problem,
+    RolloutSpec,
+    RolloutState,
+    Strategy,
+    VersionFacts,
+)
 
 
 def _why_not(desired: VersionFacts, serving: VersionFacts | None, model: str | None) -> Problem | None:
@@ -57,3 +67,12 @@ def plan_deployment(desired: VersionFacts, serving: VersionFacts | None, observe
                     progressing=Problem("WarmingUp", f"waiting for {new} to pass its readiness check"))
     return Plan(live=(serving_name, new), router_target=new, serving=serving_name, stable=serving_name,
                 progressing=Problem("Switching", f"router moving traffic from {serving_name} to {new}"))
+
+
+class Immediate(Strategy):
+    name = "Immediate"
+
+    def plan(self, stable: str, new: str, observed: Observed, spec: RolloutSpec, prev: RolloutState,
+             now: dt.datetime) -> Plan:
+        return plan_deployment(VersionFacts(new, exists=True, phase="Ready"), VersionFacts(stable, exists=True),
+                               observed)
