@@ -95,9 +95,9 @@ def _facts(name: str, mv: ModelVersion | None) -> VersionFacts:
                         reason=mv.status.reason)
 
 
-async def _versions(client: kube.Client, ns: str, names: set[str]) -> dict[str, ModelVersion]:
+async def _versions(client: kube.Client, ns: str, wanted: set[str]) -> dict[str, ModelVersion]:
     out: dict[str, ModelVersion] = {}
-    for name in sorted(names):
+    for name in sorted(wanted):
         obj = await client.get(GROUP_VERSION, "ModelVersion", ns, name)
         if obj is not None:
             out[name] = ModelVersion.model_validate(obj)
@@ -130,9 +130,9 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
     s = md.status
     rollout_target = s.rollout.target_version if s.rollout is not None and s.rollout.phase.value == "Progressing" \
         else None
-    names = {md.spec.version, *(n for n in (serving_name, s.stable_version, s.previous_version) if n),
-             *([prev_override.version] if prev_override else []), *(r.version for r in requests if r.version), *arms}
-    versions = await _versions(client, ns, names)
+    version_names = {md.spec.version, *(n for n in (serving_name, s.stable_version, s.previous_version) if n),
+                     *([prev_override.version] if prev_override else []), *(r.version for r in requests if r.version), *arms}
+    versions = await _versions(client, ns, version_names)
     ready = {n: mv.status.phase.value == "Ready" for n, mv in versions.items()}
     override, applied = resolve_override(md.spec.version, serving_name, s.stable_version, s.previous_version,
                                          rollout_target, prev_override, requests, ready, now)
