@@ -23,6 +23,7 @@ from mlsteward_operator.modeldeployment import reconcile as reconcile_deployment
 from mlsteward_operator.modeldeployment import reconcile_health
 from mlsteward_operator.modelversion import reconcile as reconcile_version
 from mlsteward_operator.retention import reconcile as reconcile_retention
+from mlsteward_operator.retraining.reconcile import Retraining
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.errors import InvalidSpec, NotReady
 
@@ -52,6 +53,10 @@ async def startup(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     kube.load_config()
     memo.client = kube.Client()
     memo.config = OperatorConfig()
+    # Controllers with state of their own (locks, background deliveries, the retraining workflow): one each per
+    # operator run, owned here rather than by their modules.
+    memo.driftmonitors = reconcile_drift.DriftMonitors(Retraining())
+    memo.health = reconcile_health.Health()
     logger.info("Started mlsteward operator image=%s", memo.config.image)
     # Retention runs in its own task, only when the policy can delete something (main.run_async puts the watched
     # namespaces in the memo).
@@ -122,7 +127,7 @@ async def modeldeployment_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.M
 
 @kopf.timer(GROUP, VERSION, "modeldeployments", interval=HEALTH_INTERVAL)
 async def modeldeployment_health(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_health.reconcile_health, body, patch, memo)
+    await _run(memo.health.reconcile, body, patch, memo)
 
 
 @kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
@@ -158,12 +163,12 @@ async def serve_metrics(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, "driftmonitors", field="spec")
 @kopf.on.resume(GROUP, VERSION, "driftmonitors")
 async def driftmonitor_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_drift.reconcile_monitor, body, patch, memo)
+    await _run(memo.driftmonitors.reconcile, body, patch, memo)
 
 
 @kopf.timer(GROUP, VERSION, "driftmonitors", interval=DRIFTMONITOR_INTERVAL)
 async def driftmonitor_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_drift.reconcile_monitor, body, patch, memo)
+    await _run(memo.driftmonitors.reconcile, body, patch, memo)
 
 
 @kopf.on.delete(GROUP, VERSION, "driftmonitors", optional=True)

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import csv
 import datetime as dt
+import functools
 import hashlib
 import json
 import socket
@@ -190,13 +191,20 @@ def monitor(ns: str, kube: Any, **spec: Any) -> dict[str, Any]:
     return custom(kube).create_namespaced_custom_object(*GV, ns, "driftmonitors", body)
 
 
+@functools.cache
+def controller() -> Any:
+    """The DriftMonitor controller, one for the session as the operator keeps one (its alert deliveries stay
+    referenced while they run)."""
+    from mlsteward_operator.driftmonitor.reconcile import DriftMonitors
+
+    return DriftMonitors()
+
+
 async def reconcile(kube: Any, ns: str, cfg: Any, client: Any, *, at: dt.datetime) -> dict[str, Any]:
     """One call of the reconcile on the object as the API server has it, its returned status patched as kopf
     would; returns the object afterwards."""
-    from mlsteward_operator.driftmonitor.reconcile import reconcile_monitor
-
     body = get(kube, ns, "driftmonitors", "iris-drift")
-    out = await reconcile_monitor(body, client, cfg, now=at)
+    out = await controller().reconcile(body, client, cfg, now=at)
     if out is not None:
         custom(kube).patch_namespaced_custom_object_status(*GV, ns, "driftmonitors", "iris-drift", {"status": out})
     return get(kube, ns, "driftmonitors", "iris-drift")

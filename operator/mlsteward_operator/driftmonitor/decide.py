@@ -50,7 +50,8 @@ from mlsteward_operator.api.driftmonitor import (
     RetrainStatus,
 )
 from mlsteward_operator.kernel.conditions import second, set_condition
-from mlsteward_operator.kernel.names import dns_name
+# The retraining workflow names (and runs) the Job; the monitor only says when to retrain and why.
+from mlsteward_operator.retraining.decide import retrain_job_name
 
 if TYPE_CHECKING:
     from mlsteward_runtime.stats.drift import DriftReport, DriftThresholds
@@ -375,15 +376,6 @@ def decide(dm: DriftMonitor, verdict: DriftVerdict, now: dt.datetime) -> DriftDe
         act=bool(actions), reason="DriftConfirmed", message=message, actions=actions, job_name=job,
         trigger=trigger, **common,
     )
-
-
-def retrain_job_name(monitor: str, breach_started: dt.datetime) -> str:
-    """`<monitor>-retrain-<UTC time of the breach's first window>`, a valid Job name of at most 63 characters.
-
-    The breach, not the time of the decision, names the Job: a restarted operator that decides again on the same
-    breach derives the same name, and applying it finds the Job already there.
-    """
-    return dns_name(monitor, "retrain", second(breach_started).strftime("%Y%m%d%H%M%S"))
 
 
 def _evidence(dm: DriftMonitor, verdict: DriftVerdict, streak: int, since_action: int) -> dict[str, Any]:

@@ -1,35 +1,33 @@
-"""The DriftMonitor reconcile: read the world through k8s, judge with drift.py, record, then act.
+"""The DriftMonitor reconcile: read the world through kube, judge with decide.py, record, then act.
 
-`reconcile_monitor(body, client, cfg, now)` follows the conventions of reconcile.py: it parses the object, raises
-only `InvalidSpec` and `NotReady`, and returns the status to patch (or None when nothing changed). The kopf timer
-calls it more often than `spec.interval`; a check runs only when one is due (`drift.check_due`).
+`DriftMonitors.reconcile(body, client, cfg, now)` follows the conventions of every reconcile: it parses the object,
+raises only `InvalidSpec` and `NotReady`, and returns the status to patch (or None when nothing changed). The kopf
+timer calls it more often than `spec.interval`; a check runs only when one is due (`drift.check_due`). One
+`DriftMonitors` belongs to the composition root: it holds the per-monitor locks, the background alert deliveries
+and the retraining workflow, so nothing here is module state.
 
 A check: the ModelDeployment's `status.servingVersion`, that ModelVersion's reference profile (spec.reference, else
 the one its validation computed; digest checked, cached by sha256), and `GET /v1/drift/window` of every ready
 predictor pod of that version. Then `drift.analyse`, `drift.decide`, `drift.compute_status`, metrics and an Event.
 
 Record before acting. When a check decides to act, the new status (lastAction, servingRequest, retrain with the
-Job's deterministic name) is written to the API server first, then the actions run: an operator that restarts in
-between finds the action recorded and never runs it twice (the retraining Job is created by the level-based
-follow-up below, once, under the recorded name; a 409 means it exists).
+Job's deterministic name, which the retraining package derives) is written to the API server first, then the
+actions run: an operator that restarts in between finds the action recorded and never runs it twice.
 
-The retraining follow-up runs on every call while a retraining is active: create the Job if it was never
-created; on its success read the TrainResult from the pod's termination message and register the new ModelVersion
-(deterministic name; a 409 means it exists); once that version is validated, do what spec.onRetrained says. Each
-step is appended to status.retrain.steps and posted as an Event.
+The monitor says "retrain"; the retraining package (retraining/reconcile.py) runs it: while a retraining is active,
+every call hands the status to `Retraining.follow`, which creates the Job once under the recorded name, registers
+the retrained ModelVersion and does what spec.onRetrained says, one step at a time.
 
-The other retraining triggers (triggers.py) run after the check: spec.schedule on every call (its cron times are
-finer than the interval), spec.performance with the check (`GET /v1/stats` of every ready predictor pod of the
-served version). A trigger that fires records status.lastAction, status.retrain and its own status field
-(lastScheduledRun, performance) first, like a drift action, and the follow-up below creates the Job.
+The other retraining triggers (retraining/decide.py) run after the check: spec.schedule on every call (its cron
+times are finer than the interval), spec.performance with the check (`GET /v1/stats` of every ready predictor pod
+of the served version). A trigger that fires records status.lastAction, status.retrain and its own status field
+(lastScheduledRun, performance) first, like a drift action.
 
 Alerts post to the webhook in a background task with bounded retries, so a slow receiver never holds up a reconcile;
-a final failure is an Event.
-"""
+a final failure is an Event."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import datetime as dt
 import logging
@@ -42,28 +40,20 @@ from mlsteward_operator.api.driftmonitor import (
     Action,
     DriftMonitor,
     DriftMonitorStatus,
-    OnRetrained,
-    RetrainPhase,
-    RetrainStatus,
 )
 from mlsteward_operator.api.modeldeployment import ModelDeployment
-from mlsteward_operator.api.modelversion import ModelVersion, VersionPhase
+from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.driftmonitor import decide as drift
-from mlsteward_operator.kernel import names, pods
+from mlsteward_operator.kernel import names
 from mlsteward_operator.kernel.conditions import second
 from mlsteward_operator.kernel.metrics import drift_metrics
 from mlsteward_operator.kernel.status import parse_object, status_changed, status_patch
+from mlsteward_operator.kernel.tasks import Background, KeyedLocks
 from mlsteward_operator.retraining import decide as triggers
-from mlsteward_operator.retraining import render as retrain_render
+from mlsteward_operator.retraining.reconcile import Retraining
 
 log = logging.getLogger(__name__)
-
-# One reconcile at a time per monitor: the timer and a spec change may fire together, and two concurrent checks
-# would both decide on the same status.
-_locks: dict[str, asyncio.Lock] = {}
-# Background alert deliveries, referenced so that they are not garbage-collected while they run.
-_deliveries: set[asyncio.Task[None]] = set()
 
 # Nested status objects that are replaced whole (conventions.status_patch).
 _REPLACED = ("retrain", "servingRequest", "lastAction")
@@ -78,31 +68,39 @@ def _wire(new: DriftMonitorStatus) -> dict[str, Any]:
     return status_patch(new, None, _REPLACED)
 
 
-async def reconcile_monitor(body: Mapping[str, Any], client: kube.Client, cfg: OperatorConfig,
-                            now: dt.datetime | None = None) -> dict[str, Any] | None:
-    """Checks drift when due, records and runs the actions, and moves an active retraining on by one step."""
-    now = second(now or _now())
-    dm: DriftMonitor = parse_object(DriftMonitor, body)
-    key = dm.metadata.uid or f"{dm.metadata.namespace}/{dm.metadata.name}"
-    lock = _locks.setdefault(key, asyncio.Lock())
-    async with lock:
-        # The newest status, not the one in the event that woke us: a status written a moment ago by this reconcile
-        # may not have reached kopf's copy yet, and deciding on an older one could act twice.
-        fresh = await client.get(API_VERSION, "DriftMonitor", dm.metadata.namespace, dm.metadata.name)
-        if fresh is None:
-            return None
-        dm = parse_object(DriftMonitor, fresh)
-        new = dm.status
-        due = drift.check_due(dm, now)
-        if due:
-            new = await _check(dm, fresh, client, cfg, now)
-        if dm.spec.schedule is not None or (due and dm.spec.performance is not None):
-            new = await _triggers(dm.model_copy(update={"status": new}), fresh, client, cfg, now, check=due)
-        if triggers.retrain_active(new):
-            new = await _follow_retrain(dm.model_copy(update={"status": new}), fresh, client, now)
-        if not status_changed(dm.status, new):
-            return None
-        return _wire(new)
+class DriftMonitors:
+    """The DriftMonitor controller's state, owned by the composition root (see the module docstring)."""
+
+    def __init__(self, retraining: Retraining | None = None) -> None:
+        self.retraining = retraining or Retraining()
+        # One reconcile at a time per monitor: the timer and a spec change may fire together, and two concurrent
+        # checks would both decide on the same status.
+        self.locks = KeyedLocks()
+        self.deliveries = Background()
+
+    async def reconcile(self, body: Mapping[str, Any], client: kube.Client, cfg: OperatorConfig,
+                        now: dt.datetime | None = None) -> dict[str, Any] | None:
+        """Checks drift when due, records and runs the actions, and moves an active retraining on by one step."""
+        now = second(now or _now())
+        dm: DriftMonitor = parse_object(DriftMonitor, body)
+        async with self.locks.hold(dm.metadata.uid or f"{dm.metadata.namespace}/{dm.metadata.name}"):
+            # The newest status, not the one in the event that woke us: a status written a moment ago by this
+            # reconcile may not have reached kopf's copy yet, and deciding on an older one could act twice.
+            fresh = await client.get(API_VERSION, "DriftMonitor", dm.metadata.namespace, dm.metadata.name)
+            if fresh is None:
+                return None
+            dm = parse_object(DriftMonitor, fresh)
+            new = dm.status
+            due = drift.check_due(dm, now)
+            if due:
+                new = await _check(dm, fresh, client, cfg, now, self.deliveries)
+            if dm.spec.schedule is not None or (due and dm.spec.performance is not None):
+                new = await _triggers(dm.model_copy(update={"status": new}), fresh, client, cfg, now, check=due)
+            if triggers.retrain_active(new):
+                new = await self.retraining.follow(dm.model_copy(update={"status": new}), fresh, client, now)
+            if not status_changed(dm.status, new):
+                return None
+            return _wire(new)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -150,7 +148,7 @@ async def _observe(dm: DriftMonitor, client: kube.Client, cfg: OperatorConfig,
 
 
 async def _check(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, cfg: OperatorConfig,
-                 now: dt.datetime) -> DriftMonitorStatus:
+                 now: dt.datetime, deliveries: Background) -> DriftMonitorStatus:
     ns, name = dm.metadata.namespace or "", dm.metadata.name
     verdict, serving = await _observe(dm, client, cfg, now)
     decision = drift.decide(dm, verdict, now)
@@ -184,7 +182,7 @@ async def _check(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, cf
 
     await _verdict_event(dm, body, client, verdict, decision)
     if decision.act:
-        await _act(dm, body, client, cfg, verdict, decision, new)
+        await _act(dm, body, client, cfg, verdict, decision, new, deliveries)
     return new
 
 
@@ -203,16 +201,16 @@ async def _verdict_event(dm: DriftMonitor, body: dict[str, Any], client: kube.Cl
 
 
 async def _act(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, cfg: OperatorConfig,
-               verdict: drift.DriftVerdict, decision: drift.DriftDecision, new: DriftMonitorStatus) -> None:
+               verdict: drift.DriftVerdict, decision: drift.DriftDecision, new: DriftMonitorStatus,
+               deliveries: Background) -> None:
     ns, name = dm.metadata.namespace or "", dm.metadata.name
     await _event(client, body, "DriftConfirmed", decision.message, warning=True)
     for action in decision.actions:
         drift_metrics().actions.labels(ns, name, action.value).inc()
     if Action.alert in decision.actions:
         if dm.spec.notify is not None:
-            task = asyncio.create_task(_deliver(dm, body, client, cfg, drift.alert_payload(dm, verdict, decision)))
-            _deliveries.add(task)
-            task.add_done_callback(_deliveries.discard)
+            deliveries.start(_deliver(dm, body, client, cfg, drift.alert_payload(dm, verdict, decision)),
+                             name=f"mlsteward-alert-{dm.metadata.name}")
         else:
             await _event(client, body, "AlertRecorded", "Alert: no spec.notify webhook; this Event is the alert",
                          warning=True)
@@ -306,120 +304,6 @@ async def _triggers(dm: DriftMonitor, body: dict[str, Any], client: kube.Client,
         await _event(client, body, "RetrainDecided", f"Retraining {new.retrain.parent or 'the model'} in Job "
                      f"{new.retrain.job} ({new.retrain.trigger})", warning=False)
     return new
-
-
-# --------------------------------------------------------------------------------------------------------------
-# The retraining, step by step
-# --------------------------------------------------------------------------------------------------------------
-
-
-async def _follow_retrain(dm: DriftMonitor, body: dict[str, Any], client: kube.Client,
-                          now: dt.datetime) -> DriftMonitorStatus:
-    st = dm.status
-    r = st.retrain
-    assert r is not None
-    ns = dm.metadata.namespace
-
-    async def step(name: str, message: str, *, warning: bool = False, **update: Any) -> None:
-        nonlocal r
-        assert r is not None
-        r = triggers.add_step(r, name, message, now, **update)
-        await _event(client, body, name, message, warning=warning)
-
-    if r.phase == RetrainPhase.running:
-        job = await client.get("batch/v1", "Job", ns, r.job)
-        if job is None:
-            if any(s.step == "JobCreated" for s in r.steps):
-                await step("JobFailed", f"Job {r.job} was deleted before it finished; not run again",
-                           warning=True, phase=RetrainPhase.failed)
-            elif dm.spec.retrain is None:
-                await step("JobFailed", "spec.retrain was removed before the Job was created", warning=True,
-                           phase=RetrainPhase.failed)
-            else:
-                await client.create(retrain_render.render_retrain_job(dm, r))  # None on 409: it exists already
-                await step("JobCreated", f"Created retraining Job {r.job} (parent {r.parent})")
-        else:
-            job_pods = await client.list("v1", "Pod", ns, labels={"job-name": r.job})
-            js = pods.observe_job(job, job_pods)
-            if js.succeeded or js.failed:
-                await _job_done(dm, client, r, js, step)
-    elif r.phase == RetrainPhase.validating and r.model_version:
-        mv_obj = await client.get(API_VERSION, "ModelVersion", ns, r.model_version)
-        if mv_obj is None:
-            await step("VersionFailed", f"ModelVersion {r.model_version} was deleted before it was validated",
-                       warning=True, phase=RetrainPhase.failed)
-        else:
-            mv = ModelVersion.model_validate(mv_obj)
-            if mv.status.phase == VersionPhase.failed:
-                await step("VersionFailed", f"ModelVersion {mv.metadata.name} failed validation: "
-                           f"{mv.status.reason}: {mv.status.message or ''}", warning=True, phase=RetrainPhase.failed)
-            elif mv.status.phase == VersionPhase.ready:
-                await step("VersionReady", f"ModelVersion {mv.metadata.name} is validated: "
-                           + ", ".join(f"{k}={v:.4g}" for k, v in sorted(mv.status.metrics.items())))
-                request = await _on_retrained(dm, client, mv, r, step, now)
-                if request is not None:
-                    st = st.model_copy(update={"serving_request": request})
-    return st.model_copy(update={"retrain": r})
-
-
-async def _job_done(dm: DriftMonitor, client: kube.Client, r: RetrainStatus, js: pods.JobState, step: Any) -> None:
-    result = retrain_render.parse_train_result(js.termination_message)
-    if js.failed or result is None or result.phase != "Succeeded" or result.artifact is None \
-            or result.artifact.sha256 is None:
-        why = (f"{result.reason}: {result.message}" if result is not None and result.phase != "Succeeded" else
-               "its termination message holds no TrainResult with an artifact and its sha256" if js.succeeded else
-               f"{js.failure_reason or 'Failed'}: {js.failure_message or ''}")
-        await step("JobFailed", f"Job {r.job} failed: {why}".rstrip(": "), warning=True, phase=RetrainPhase.failed)
-        return
-    ns = dm.metadata.namespace
-    parent_obj = await client.get(API_VERSION, "ModelVersion", ns, r.parent) if r.parent else None
-    if parent_obj is None:
-        await step("JobFailed", f"Job {r.job} succeeded but its parent ModelVersion {r.parent} is gone; nothing "
-                   "to register against", warning=True, phase=RetrainPhase.failed)
-        return
-    parent = ModelVersion.model_validate(parent_obj)
-    await step("JobSucceeded", f"Job {r.job} succeeded: {result.message}")
-    mv = retrain_render.render_retrained_version(parent, result, r, dm.metadata.name)
-    created = await client.create(mv)
-    name = mv["metadata"]["name"]
-    await step("VersionRegistered", f"Registered ModelVersion {name} (version {mv['spec']['version']}, parent "
-               f"{parent.metadata.name}){'' if created is not None else '; it existed already'}",
-               phase=RetrainPhase.validating, model_version=name)
-
-
-async def _on_retrained(dm: DriftMonitor, client: kube.Client, mv: ModelVersion, r: RetrainStatus, step: Any,
-                        now: dt.datetime) -> Any:
-    """spec.onRetrained for the validated `mv`; returns a ServingRequest for Promote, else None."""
-    ns = dm.metadata.namespace
-    how = dm.spec.on_retrained
-    if how == OnRetrained.register:
-        await step("Registered", f"ModelVersion {mv.metadata.name} is registered and validated (onRetrained "
-                   "Register): serve it by setting spec.version in Git", phase=RetrainPhase.succeeded)
-        return None
-    md_obj = await client.get(API_VERSION, "ModelDeployment", ns, dm.spec.deployment)
-    serving = ModelDeployment.model_validate(md_obj).status.serving_version if md_obj else None
-    champion = serving or r.parent
-    if how == OnRetrained.experiment:
-        if not champion:
-            await step("ExperimentSkipped", "no champion version to compare with", warning=True,
-                       phase=RetrainPhase.failed)
-            return None
-        exp = retrain_render.render_experiment(dm, champion, mv.metadata.name)
-        created = await client.create(exp)
-        await step("ExperimentCreated", f"Created Experiment {exp['metadata']['name']}: {champion} against "
-                   f"{mv.metadata.name}, 50/50, onSuccess Promote{'' if created is not None else ' (it existed)'}",
-                   phase=RetrainPhase.succeeded, experiment=exp["metadata"]["name"])
-        return None
-    champ_obj = await client.get(API_VERSION, "ModelVersion", ns, champion) if champion else None
-    champ_metrics = ModelVersion.model_validate(champ_obj).status.metrics if champ_obj else {}
-    better, why = triggers.compare_metrics(mv.status.metrics, champ_metrics)
-    if not better or not serving:
-        await step("PromotionSkipped", f"{mv.metadata.name} is not promoted over {champion}: "
-                   f"{why if serving else 'the ModelDeployment serves no version'}", phase=RetrainPhase.succeeded)
-        return None
-    await step("PromotionRequested", f"Asked ModelDeployment {dm.spec.deployment} to serve {mv.metadata.name} "
-               f"instead of {serving}: {why}", phase=RetrainPhase.succeeded)
-    return retrain_render.promote_request(mv.metadata.name, serving, why, mv.status.metrics, champ_metrics, now)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ A spec.version that is missing, not Ready, or of another model leaves the servin
 Degraded (the operator never edits spec: status says what Git should change).
 
 Strategies Canary and BlueGreen (rollout/canary.py, rollout/bluegreen.py) move traffic in steps and judge each step
-on the router's statistics of the new version. BlueGreen is a canary with the single step 100 whose new version must first be
-warm on every replica; its analysis, when set, is judged after the switch while the old version stays warm, so a
+on the router's statistics of the new version. BlueGreen is a canary with the single step 100 whose new version
+must first be warm on every replica; its analysis, when set, is judged after the switch while the old version stays warm, so a
 failure goes back at once. A rollout stands on what status.rollout remembers (target, step, when the step began,
 each router replica's counters at that moment) and on observations, never on memory, so an operator restarted in
 the middle of a step finishes the same step at the same time:

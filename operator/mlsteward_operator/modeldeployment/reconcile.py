@@ -131,7 +131,8 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
     rollout_target = s.rollout.target_version if s.rollout is not None and s.rollout.phase.value == "Progressing" \
         else None
     version_names = {md.spec.version, *(n for n in (serving_name, s.stable_version, s.previous_version) if n),
-                     *([prev_override.version] if prev_override else []), *(r.version for r in requests if r.version), *arms}
+                     *([prev_override.version] if prev_override else []),
+                     *(r.version for r in requests if r.version), *arms}
     versions = await _versions(client, ns, version_names)
     ready = {n: mv.status.phase.value == "Ready" for n, mv in versions.items()}
     override, applied = resolve_override(md.spec.version, serving_name, s.stable_version, s.previous_version,

@@ -17,7 +17,6 @@ status, so an operator stopped in between sends them again after a restart: at l
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -32,10 +31,7 @@ from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.kernel.conditions import second
 from mlsteward_operator.kernel.status import parse_object
 from mlsteward_operator.kernel.metrics import alert_metrics
-
-# Background webhook deliveries, referenced so that they are not garbage-collected while they run.
-_deliveries: set[asyncio.Task[None]] = set()
-
+from mlsteward_operator.kernel.tasks import Background
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -50,8 +46,19 @@ def health_patch(new: HealthStatus, old: HealthStatus | None) -> dict[str, Any]:
     return out
 
 
+class Health:
+    """The health timer's state, owned by the composition root: the webhook deliveries still running."""
+
+    def __init__(self) -> None:
+        self.deliveries = Background()
+
+    async def reconcile(self, body: Mapping[str, Any], client: kube.Client, cfg: OperatorConfig,
+                        now: dt.datetime | None = None) -> dict[str, Any] | None:
+        return await reconcile_health(body, client, cfg, now, deliveries=self.deliveries)
+
+
 async def reconcile_health(body: Mapping[str, Any], client: kube.Client, cfg: OperatorConfig,
-                           now: dt.datetime | None = None) -> dict[str, Any] | None:
+                           now: dt.datetime | None = None, *, deliveries: Background) -> dict[str, Any] | None:
     """Takes a sample when one is due and returns `{"health": ...}`, else None."""
     now = second(now or _now())
     md: ModelDeployment = parse_object(ModelDeployment, body)
@@ -89,9 +96,7 @@ async def reconcile_health(body: Mapping[str, Any], client: kube.Client, cfg: Op
     if md.spec.alerts is not None and md.spec.alerts.notify is not None:
         changes = [(a, health.FIRING) for a in outcome.fired] + [(a, health.RESOLVED) for a in outcome.resolved]
         for alert, state in changes:
-            task = asyncio.create_task(_deliver(md, fresh, client, cfg, alert, state))
-            _deliveries.add(task)
-            task.add_done_callback(_deliveries.discard)
+            deliveries.start(_deliver(md, fresh, client, cfg, alert, state), name=f"mlsteward-alert-{name}")
     return {"health": health_patch(outcome.status, md.status.health)}
 
 

@@ -1,6 +1,6 @@
 """Pure retraining triggers of a DriftMonitor besides drift: `spec.schedule` and `spec.performance`.
 
-Like drift.py, nothing here reads a clock, the network or the API server: the controller (reconcile_drift.py) passes
+Like driftmonitor/decide.py, nothing here reads a clock, the network or the API server: the reconciles pass
 `now`, the predictors' `GET /v1/stats` answers and whether a retraining is active, and gets back a decision as data
 and the status fields to record before it acts.
 
@@ -78,6 +78,15 @@ class TriggerDecision:
 # --------------------------------------------------------------------------------------------------------------
 # Shared rules
 # --------------------------------------------------------------------------------------------------------------
+
+
+def retrain_job_name(monitor: str, breach_started: dt.datetime) -> str:
+    """`<monitor>-retrain-<UTC time of the breach's first window>`, a valid Job name of at most 63 characters.
+
+    The breach, not the time of the decision, names the Job: a restarted operator that decides again on the same
+    breach derives the same name, and applying it finds the Job already there.
+    """
+    return dns_name(monitor, "retrain", second(breach_started).strftime("%Y%m%d%H%M%S"))
 
 
 def trigger_job_name(monitor: str, kind: str, time: dt.datetime) -> str:

@@ -16,6 +16,7 @@ from mlsteward_runtime.stats.profile import build_profile
 from scipy import stats as sps
 
 from mlsteward_operator.driftmonitor import decide as dr
+from mlsteward_operator.retraining import decide as retraining
 from mlsteward_operator.api.common import ObjectMeta
 from mlsteward_operator.api.driftmonitor import (
     MAX_HISTORY,
@@ -282,13 +283,13 @@ def test_streak_longer_than_the_history_carries_on(reference: Profile) -> None:
 
 def test_retrain_job_name_is_deterministic_and_valid() -> None:
     t = dt.datetime(2026, 3, 1, 12, 5, 0, 900_000, tzinfo=dt.UTC)
-    assert dr.retrain_job_name("iris-drift", t) == "iris-drift-retrain-20260301120500"
-    assert dr.retrain_job_name("iris-drift", t) == dr.retrain_job_name("iris-drift", t.replace(microsecond=0))
-    other = dr.retrain_job_name("iris-drift", t + INTERVAL)
-    assert other != dr.retrain_job_name("iris-drift", t)
-    long = dr.retrain_job_name("a" * 60 + ".watch", t)
-    assert len(long) <= 63 and long == dr.retrain_job_name("a" * 60 + ".watch", t)
-    assert long != dr.retrain_job_name("a" * 60 + ".other", t)
+    assert retraining.retrain_job_name("iris-drift", t) == "iris-drift-retrain-20260301120500"
+    assert retraining.retrain_job_name("iris-drift", t) == retraining.retrain_job_name("iris-drift", t.replace(microsecond=0))
+    other = retraining.retrain_job_name("iris-drift", t + INTERVAL)
+    assert other != retraining.retrain_job_name("iris-drift", t)
+    long = retraining.retrain_job_name("a" * 60 + ".watch", t)
+    assert len(long) <= 63 and long == retraining.retrain_job_name("a" * 60 + ".watch", t)
+    assert long != retraining.retrain_job_name("a" * 60 + ".other", t)
     assert all(c.isalnum() or c == "-" for c in long) and long[0].isalnum() and long[-1].isalnum()
 
 

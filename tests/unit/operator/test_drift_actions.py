@@ -99,7 +99,7 @@ def test_retrain_job_is_named_after_the_breach_owned_and_carries_the_report():
     dm0 = monitor(consecutive=2, actions=[Action.retrain], retrain={"template": RETRAIN_TEMPLATE})
     verdict, decision, dm = confirmed(dm0)
     r = dr.start_retrain(decision, "iris-v1", T0 + dt.timedelta(minutes=5))
-    assert r.job == dr.retrain_job_name("iris-drift", T0) == "iris-drift-retrain-20260301120000"
+    assert r.job == retraining.retrain_job_name("iris-drift", T0) == "iris-drift-retrain-20260301120000"
     status = dr.compute_status(dm, verdict, decision, T0 + dt.timedelta(minutes=5))
     job = retrain_render.render_retrain_job(dm.model_copy(update={"status": status}), r)
     assert job["metadata"]["name"] == r.job and job["metadata"]["namespace"] == "ml"
