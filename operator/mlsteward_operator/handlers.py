@@ -51,7 +51,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.startup()
 async def startup(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     kube.load_config()
-    memo.client = kube.Client()
+    memo.client = kube.ApiServerClient()
     memo.config = OperatorConfig()
     # Controllers with state of their own (locks, background deliveries, the retraining workflow): one each per
     # operator run, owned here rather than by their modules.

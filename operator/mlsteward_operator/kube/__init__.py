@@ -1,10 +1,11 @@
-"""The API client: the only package that talks to the API server (STYLE §3)."""
+"""The API client: the only package that talks to the API server (STYLE §3).
 
-from mlsteward_operator.kube.client import (
-    ApiError,
-    Client,
-    ProfileError,
-    load_config,
-)
+`Client` is the Protocol the reconciles depend on; `ApiServerClient` the real one (client.py); kube/fake.py has the
+in-memory one the unit tests run reconciles on.
+"""
 
-__all__ = ["ApiError", "Client", "ProfileError", "load_config"]
+from mlsteward_operator.kube.client import ApiError, PodAnswers, ProfileError, load_config
+from mlsteward_operator.kube.client import Client as ApiServerClient
+from mlsteward_operator.kube.protocol import Client
+
+__all__ = ["ApiError", "ApiServerClient", "Client", "PodAnswers", "ProfileError", "load_config"]
