@@ -8,7 +8,7 @@ reconcile waits for that (phase Pending, with the reason), then on every look:
 1. reads `/v1/router/stats` from every ready router pod (`kube.Client.router_stats`);
 2. adds what each router process counted since the last look to the running totals in status
    (`decide.merge_router_stats`: restart-safe for routers and for the operator);
-3. analyses and decides (`decide.analyse`, `decide.decide`) and writes the whole status once;
+3. analyses and decides (`analysis.analyse`, `decide.decide`) and writes the whole status once;
 4. on a conclusive winner with `onSuccess: Promote`, puts a ServingRequest in the same status write. The
    ModelDeployment's reconcile applies it (status.override and a Promote decision); nothing writes a spec.
 
@@ -121,13 +121,14 @@ async def reconcile_experiment(body: Mapping[str, Any], client: kube.Client, cfg
     # Imported on the first running Experiment rather than with the operator: the analysis needs scipy, which is
     # slow to import, and an operator with no Experiment never pays for it.
     from mlsteward_operator.experiment import decide
+    from mlsteward_operator.experiment.analysis import analyse
 
     # Running: the split took effect at startedAt; router processes older than that count from their first read.
     since = (prev.started_at or second(now)).timestamp()
     report = await client.router_stats(ns, names.selector_labels(md_name, "router"), cfg.router_port)
     reports = [metric_view(r, exp.spec.metric.name) for r in report.answers]
     totals, checkpoints = decide.merge_router_stats(prev, reports, arms=arms, since=since)
-    analysis = decide.analyse(exp, totals, now)
+    analysis = analyse(exp, totals, now)
     decision = decide.decide(exp, analysis, now)
     new = decide.compute_status(exp, analysis, decision, now, checkpoints=checkpoints)
     if report.failures and decision.phase == ExperimentPhase.running:
