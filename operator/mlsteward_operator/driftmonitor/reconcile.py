@@ -8,7 +8,7 @@ and the retraining workflow, so nothing here is module state.
 
 A check: the ModelDeployment's `status.servingVersion`, that ModelVersion's reference profile (spec.reference, else
 the one its validation computed; digest checked, cached by sha256), and `GET /v1/drift/window` of every ready
-predictor pod of that version. Then `drift.analyse`, `drift.decide`, `drift.compute_status`, metrics and an Event.
+predictor pod of that version. Then `analysis.analyse`, `drift.decide`, `drift.compute_status`, metrics and an Event.
 
 Record before acting. When a check decides to act, the new status (lastAction, servingRequest, retrain with the
 Job's deterministic name, which the retraining package derives) is written to the API server first, then the
@@ -44,6 +44,7 @@ from mlsteward_operator.api.driftmonitor import (
 from mlsteward_operator.api.modeldeployment import ModelDeployment
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
+from mlsteward_operator.driftmonitor import analysis
 from mlsteward_operator.driftmonitor import decide as drift
 from mlsteward_operator.kernel import names
 from mlsteward_operator.kernel.conditions import second
@@ -109,38 +110,38 @@ class DriftMonitors:
 
 
 async def _observe(dm: DriftMonitor, client: kube.Client, cfg: OperatorConfig,
-                   now: dt.datetime) -> tuple[drift.DriftVerdict, str | None]:
+                   now: dt.datetime) -> tuple[analysis.DriftVerdict, str | None]:
     """The verdict of this check and the version served, reading the deployment, the profile and the windows."""
     ns = dm.metadata.namespace
     md_obj = await client.get(API_VERSION, "ModelDeployment", ns, dm.spec.deployment)
     if md_obj is None:
-        return drift.no_verdict(now, "DeploymentNotFound",
+        return analysis.no_verdict(now, "DeploymentNotFound",
                                 f"ModelDeployment {dm.spec.deployment} (spec.deployment) does not exist"), None
     md = ModelDeployment.model_validate(md_obj)
     serving = md.status.serving_version
     if not serving:
-        return drift.no_verdict(now, "NotServing", f"ModelDeployment {dm.spec.deployment} serves no version yet; "
+        return analysis.no_verdict(now, "NotServing", f"ModelDeployment {dm.spec.deployment} serves no version yet; "
                                 "waiting for it to serve"), None
     mv_obj = await client.get(API_VERSION, "ModelVersion", ns, serving)
     if mv_obj is None:
-        return drift.no_verdict(now, "VersionNotFound", f"ModelVersion {serving} does not exist"), serving
+        return analysis.no_verdict(now, "VersionNotFound", f"ModelVersion {serving} does not exist"), serving
     mv = ModelVersion.model_validate(mv_obj)
     ref = mv.spec.reference or mv.status.reference
     if ref is None:
-        return drift.no_verdict(now, "NoReference", f"ModelVersion {serving} has no reference profile (neither "
+        return analysis.no_verdict(now, "NoReference", f"ModelVersion {serving} has no reference profile (neither "
                                 "spec.reference nor one computed by its validation)"), serving
     try:
         profile = await client.fetch_profile(ref.uri, ref.sha256)
     except kube.ProfileError as exc:
-        return drift.no_verdict(now, f"Reference{exc.reason}", exc.message), serving
+        return analysis.no_verdict(now, f"Reference{exc.reason}", exc.message), serving
     report = await client.drift_windows(ns, names.selector_labels(dm.spec.deployment, "predictor", serving),
                                         cfg.predictor_port, timeout_s=cfg.drift_poll_timeout_seconds)
     if report.pods == 0:
-        return drift.no_verdict(now, "NoWindows", f"no ready predictor pod of {serving} in ModelDeployment "
+        return analysis.no_verdict(now, "NoWindows", f"no ready predictor pod of {serving} in ModelDeployment "
                                 f"{dm.spec.deployment}; waiting for pods"), serving
     # A predictor reports its ModelVersion's spec.version (semver); status and the verdict name the ModelVersion.
     windows = [w.model_copy(update={"version": serving}) for w in report.answers if w.version == mv.spec.version]
-    verdict = drift.analyse(dm, profile, windows, now, version=serving)
+    verdict = analysis.analyse(dm, profile, windows, now, version=serving)
     if report.failures and verdict.report is None:
         verdict = dataclasses.replace(verdict, message=f"{verdict.message}; {len(report.failures)} of "
                                       f"{report.pods} pod(s) did not answer: {'; '.join(report.failures)[:512]}")
@@ -186,7 +187,7 @@ async def _check(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, cf
     return new
 
 
-async def _verdict_event(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, verdict: drift.DriftVerdict,
+async def _verdict_event(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, verdict: analysis.DriftVerdict,
                          decision: drift.DriftDecision) -> None:
     """One Event per verdict; a check without a verdict posts one only when its reason is new."""
     if verdict.report is None:
@@ -201,7 +202,7 @@ async def _verdict_event(dm: DriftMonitor, body: dict[str, Any], client: kube.Cl
 
 
 async def _act(dm: DriftMonitor, body: dict[str, Any], client: kube.Client, cfg: OperatorConfig,
-               verdict: drift.DriftVerdict, decision: drift.DriftDecision, new: DriftMonitorStatus,
+               verdict: analysis.DriftVerdict, decision: drift.DriftDecision, new: DriftMonitorStatus,
                deliveries: Background) -> None:
     ns, name = dm.metadata.namespace or "", dm.metadata.name
     await _event(client, body, "DriftConfirmed", decision.message, warning=True)

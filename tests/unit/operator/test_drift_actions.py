@@ -17,6 +17,7 @@ from mlsteward_runtime.contracts import ArtifactRef, DriftWindow, FeatureType, F
 from mlsteward_runtime.stats.profile import build_profile
 from prometheus_client import CollectorRegistry
 
+from mlsteward_operator.driftmonitor import analysis as dra
 from mlsteward_operator.driftmonitor import decide as dr
 from mlsteward_operator.retraining import render as retrain_render
 from mlsteward_operator.retraining import decide as retraining
@@ -45,7 +46,7 @@ def monitor(status: DriftMonitorStatus | None = None, **spec: Any) -> DriftMonit
                         spec=DriftMonitorSpec(deployment="iris", **spec), status=status or DriftMonitorStatus())
 
 
-def confirmed(dm: DriftMonitor, shift: float = 1.0) -> tuple[dr.DriftVerdict, dr.DriftDecision, DriftMonitor]:
+def confirmed(dm: DriftMonitor, shift: float = 1.0) -> tuple[dra.DriftVerdict, dr.DriftDecision, DriftMonitor]:
     """Checks on shifted windows until the monitor acts; returns the acting check and the monitor before it."""
     rng = np.random.default_rng(3)
     reference = build_profile({"x": rng.normal(0, 1, 5000).tolist()}, types={"x": FeatureType.number}, seed=0)
@@ -54,7 +55,7 @@ def confirmed(dm: DriftMonitor, shift: float = 1.0) -> tuple[dr.DriftVerdict, dr
         w = DriftWindow(name="iris", version="iris-v1", replica="p", seen=800,
                         features={"x": FeatureWindow(type=FeatureType.number,
                                                      values=rng.normal(shift, 1, 800).tolist())})
-        verdict = dr.analyse(dm, reference, [w], now)
+        verdict = dra.analyse(dm, reference, [w], now)
         decision = dr.decide(dm, verdict, now)
         if decision.act:
             return verdict, decision, dm
