@@ -13,8 +13,8 @@ from mlsteward_operator import kube
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.kernel.pods import observe_job
-from mlsteward_operator.kernel.status import parse_object, status_changed
-from mlsteward_operator.modelversion import render, status
+from mlsteward_operator.kernel.status import parse_object
+from mlsteward_operator.modelversion import decide, render, status
 
 
 def _now() -> dt.datetime:
@@ -33,19 +33,17 @@ async def reconcile_version(body: Mapping[str, Any], client: kube.Client, cfg: O
         return None
 
     existing = await client.get("batch/v1", "Job", ns, job_name)
-    if existing is None:
-        # Create, not apply: a Job's template is immutable, and a Job whose name is derived from the spec is
-        # never changed, only created once. A 409 means a previous run of this reconcile created it.
-        await client.create(job)
+    started = decide.decide_job(job, existing)
+    if started.create is not None:
+        await client.create(dict(started.create))  # None on 409: a previous run of this reconcile created it
         existing = await client.get("batch/v1", "Job", ns, job_name)
-        await client.event(body, reason="ValidationStarted", message=f"Created validation Job {job_name}")
-    pods = await client.list("v1", "Pod", ns, labels={"job-name": job_name}) if existing else []
-    new = status.compute_version_status(mv, job_name, observe_job(existing, pods), now)
-    if not status_changed(mv.status, new):
-        return None
-    if new.phase != mv.status.phase and new.phase.value in ("Ready", "Failed"):
-        await client.event(
-            body, reason=new.reason or new.phase.value, type_="Normal" if new.phase.value == "Ready" else "Warning",
-            message=f"ModelVersion {mv.metadata.name} is {new.phase.value}: {new.message or ''}".strip(": "),
-        )
-    return new.to_k8s()
+        await _post(client, body, started.events)
+    job_pods = await client.list("v1", "Pod", ns, labels={"job-name": job_name}) if existing else []
+    verdict = decide.decide(mv, job_name, observe_job(existing, job_pods), now)
+    await _post(client, body, verdict.events)
+    return verdict.status.to_k8s() if verdict.status is not None else None
+
+
+async def _post(client: kube.Client, body: Mapping[str, Any], events: tuple[decide.Event, ...]) -> None:
+    for e in events:
+        await client.event(dict(body), reason=e.reason, message=e.message, type_=e.type_)
