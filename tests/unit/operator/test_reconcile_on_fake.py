@@ -108,3 +108,45 @@ async def test_the_fake_keeps_the_api_servers_rules():
     out = await fake.patch_status(GV, "Experiment", "ml", "e", {"winner": {"p": None}, "phase": None})
     assert out is not None and out["status"] == {"winner": {"name": "a"}}
     assert await fake.patch_status(GV, "Experiment", "ml", "gone", {"phase": "x"}) is None
+
+
+async def test_a_recorded_retraining_is_run_by_the_retraining_package_once_then_registered():
+    """status.retrain recorded by a Retrain decision: the Job is created once under that name, and its result
+    becomes a ModelVersion with lineage (the monitor has no deployment, so its own check has no verdict)."""
+    from mlsteward_runtime.contracts import ArtifactRef, TrainResult
+
+    from mlsteward_operator.driftmonitor.reconcile import DriftMonitors
+
+    fake, cfg, drift = FakeClient(), OperatorConfig(), DriftMonitors()
+    await stored(fake, version("iris-v1", "Ready"))
+    template = {"backoffLimit": 0, "template": {"spec": {"containers": [{"name": "train", "image": "m:1"}]}}}
+    await stored(fake, {"apiVersion": GV, "kind": "DriftMonitor", "metadata": {"name": "iris-drift",
+                                                                               "namespace": "ml"},
+                        "spec": {"deployment": "iris", "actions": ["Retrain"], "retrain": {"template": template}},
+                        "status": {"retrain": {"job": "iris-drift-retrain-20260301120000", "parent": "iris-v1",
+                                               "trigger": "driftmonitor/iris-drift@2026-03-01T12:00:00Z",
+                                               "phase": "Running", "startedAt": "2026-03-01T12:00:00Z"}}})
+
+    await run_and_patch(drift.reconcile, fake, "DriftMonitor", "iris-drift", cfg)
+    await run_and_patch(drift.reconcile, fake, "DriftMonitor", "iris-drift", cfg)
+    jobs = await fake.list("batch/v1", "Job", "ml")
+    assert [j["metadata"]["name"] for j in jobs] == ["iris-drift-retrain-20260301120000"]
+    assert [e["reason"] for e in fake.events].count("JobCreated") == 1
+
+    # The Job succeeds; its pod's termination message holds the TrainResult.
+    result = TrainResult(phase="Succeeded", reason="Trained", message="ok", metrics={"accuracy": 0.93},
+                         artifact=ArtifactRef(uri="s3://m/iris-r.skops", sha256="c" * 64))
+    await fake.patch_status("batch/v1", "Job", "ml", jobs[0]["metadata"]["name"],
+                            {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+    await fake.create({"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "train-x", "namespace": "ml", "labels": {"job-name": jobs[0]["metadata"]["name"]}}})
+    await fake.patch_status("v1", "Pod", "ml", "train-x", {"containerStatuses": [
+        {"name": "train", "state": {"terminated": {"exitCode": 0, "message": result.model_dump_json()}}}]})
+    await run_and_patch(drift.reconcile, fake, "DriftMonitor", "iris-drift", cfg)
+
+    retrain = (await fake.get(GV, "DriftMonitor", "ml", "iris-drift"))["status"]["retrain"]
+    assert retrain["phase"] == "Validating" and [s["step"] for s in retrain["steps"]] == [
+        "JobCreated", "JobSucceeded", "VersionRegistered"]
+    registered = await fake.get(GV, "ModelVersion", "ml", retrain["modelVersion"])
+    assert registered is not None and registered["spec"]["lineage"]["parent"] == "iris-v1"
+    assert len(drift.locks) == 0  # no lock left behind once the reconciles are done
