@@ -218,7 +218,7 @@ def run_ours(tmp: Path, rows: int, scenario: str, repeats: int) -> dict[str, Any
 
     from mlsteward_operator.api.common import ObjectMeta
     from mlsteward_operator.api.driftmonitor import DriftMonitor, DriftMonitorSpec, Window
-    from mlsteward_operator.drift import analyse
+    from mlsteward_operator.driftmonitor.analysis import analyse
     from mlsteward_runtime.contracts import DriftWindow, FeatureWindow
     from mlsteward_runtime.stats.profile import build_profile
 

@@ -15,15 +15,15 @@ from typing import Any
 
 import kopf
 
-from mlsteward_operator import (
-    k8s,
-    metrics,
-    reconcile,
-    reconcile_drift,
-    reconcile_experiment,
-    reconcile_health,
-    reconcile_retention,
-)
+from mlsteward_operator import kube
+from mlsteward_operator.driftmonitor import reconcile as reconcile_drift
+from mlsteward_operator.experiment import reconcile as reconcile_experiment
+from mlsteward_operator.kernel import metrics
+from mlsteward_operator.modeldeployment import reconcile as reconcile_deployment
+from mlsteward_operator.modeldeployment import reconcile_health
+from mlsteward_operator.modelversion import reconcile as reconcile_version
+from mlsteward_operator.retention import reconcile as reconcile_retention
+from mlsteward_operator.retraining.reconcile import Retraining
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.errors import InvalidSpec, NotReady
 
@@ -50,9 +50,13 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.startup()
 async def startup(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
-    k8s.load_config()
-    memo.client = k8s.Client()
+    kube.load_config()
+    memo.client = kube.ApiServerClient()
     memo.config = OperatorConfig()
+    # Controllers with state of their own (locks, background deliveries, the retraining workflow): one each per
+    # operator run, owned here rather than by their modules.
+    memo.driftmonitors = reconcile_drift.DriftMonitors(Retraining())
+    memo.health = reconcile_health.Health()
     logger.info("Started mlsteward operator image=%s", memo.config.image)
     # Retention runs in its own task, only when the policy can delete something (main.run_async puts the watched
     # namespaces in the memo).
@@ -80,7 +84,7 @@ async def _run(fn: Any, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> 
         raise kopf.PermanentError(f"{exc.reason}: {exc.message}") from exc
     except NotReady as exc:
         raise kopf.TemporaryError(f"{exc.reason}: {exc.message}", delay=exc.delay) from exc
-    except k8s.ApiError as exc:
+    except kube.ApiError as exc:
         raise kopf.TemporaryError(f"API server: {exc}", delay=5) from exc
     if new_status is not None:
         patch.status.update(new_status)
@@ -94,12 +98,12 @@ def _version_open(status: kopf.Status, **_: Any) -> bool:
 @kopf.on.create(GROUP, VERSION, "modelversions")
 @kopf.on.resume(GROUP, VERSION, "modelversions")
 async def modelversion_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile.reconcile_version, body, patch, memo)
+    await _run(reconcile_version.reconcile_version, body, patch, memo)
 
 
 @kopf.timer(GROUP, VERSION, "modelversions", interval=VERSION_INTERVAL, when=_version_open)
 async def modelversion_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile.reconcile_version, body, patch, memo)
+    await _run(reconcile_version.reconcile_version, body, patch, memo)
 
 
 @kopf.on.event(GROUP, VERSION, "modelversions", when=lambda status, **_: status.get("phase") == "Ready")
@@ -113,17 +117,17 @@ async def modelversion_ready(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None
 @kopf.on.update(GROUP, VERSION, "modeldeployments", field="spec")
 @kopf.on.resume(GROUP, VERSION, "modeldeployments")
 async def modeldeployment_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile.reconcile_deployment, body, patch, memo)
+    await _run(reconcile_deployment.reconcile_deployment, body, patch, memo)
 
 
 @kopf.timer(GROUP, VERSION, "modeldeployments", interval=DEPLOYMENT_INTERVAL)
 async def modeldeployment_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile.reconcile_deployment, body, patch, memo)
+    await _run(reconcile_deployment.reconcile_deployment, body, patch, memo)
 
 
 @kopf.timer(GROUP, VERSION, "modeldeployments", interval=HEALTH_INTERVAL)
 async def modeldeployment_health(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_health.reconcile_health, body, patch, memo)
+    await _run(memo.health.reconcile, body, patch, memo)
 
 
 @kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
@@ -159,12 +163,12 @@ async def serve_metrics(memo: kopf.Memo, **_: Any) -> None:
 @kopf.on.update(GROUP, VERSION, "driftmonitors", field="spec")
 @kopf.on.resume(GROUP, VERSION, "driftmonitors")
 async def driftmonitor_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_drift.reconcile_monitor, body, patch, memo)
+    await _run(memo.driftmonitors.reconcile, body, patch, memo)
 
 
 @kopf.timer(GROUP, VERSION, "driftmonitors", interval=DRIFTMONITOR_INTERVAL)
 async def driftmonitor_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_drift.reconcile_monitor, body, patch, memo)
+    await _run(memo.driftmonitors.reconcile, body, patch, memo)
 
 
 @kopf.on.delete(GROUP, VERSION, "driftmonitors", optional=True)

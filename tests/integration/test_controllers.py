@@ -140,7 +140,7 @@ def ready_version(kube: Any, ns: str, name: str, model: str, version: str, *, pa
                   labels: dict[str, str] | None = None) -> None:
     """A ModelVersion that already holds its verdict (validation is covered by the test above), optionally with a
     lineage parent and labels."""
-    from mlsteward_operator import render
+    from mlsteward_operator.modelversion import render
     from mlsteward_operator.api.modelversion import ModelVersion
 
     body: dict[str, Any] = {

@@ -17,6 +17,7 @@ import base64
 import contextlib
 import csv
 import datetime as dt
+import functools
 import hashlib
 import json
 import socket
@@ -92,7 +93,7 @@ def serving_deployment(kube: Any, ns: str) -> None:
     """A ModelDeployment serving V1 (status as its controller writes it) and one ready predictor pod at 127.0.0.1."""
     from kubernetes import client
 
-    from mlsteward_operator import render
+    from mlsteward_operator.kernel import names as render
 
     custom(kube).create_namespaced_custom_object(*GV, ns, "modeldeployments", {
         "apiVersion": "mlsteward.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MD},
@@ -190,13 +191,20 @@ def monitor(ns: str, kube: Any, **spec: Any) -> dict[str, Any]:
     return custom(kube).create_namespaced_custom_object(*GV, ns, "driftmonitors", body)
 
 
+@functools.cache
+def controller() -> Any:
+    """The DriftMonitor controller, one for the session as the operator keeps one (its alert deliveries stay
+    referenced while they run)."""
+    from mlsteward_operator.driftmonitor.reconcile import DriftMonitors
+
+    return DriftMonitors()
+
+
 async def reconcile(kube: Any, ns: str, cfg: Any, client: Any, *, at: dt.datetime) -> dict[str, Any]:
     """One call of the reconcile on the object as the API server has it, its returned status patched as kopf
     would; returns the object afterwards."""
-    from mlsteward_operator.reconcile_drift import reconcile_monitor
-
     body = get(kube, ns, "driftmonitors", "iris-drift")
-    out = await reconcile_monitor(body, client, cfg, now=at)
+    out = await controller().reconcile(body, client, cfg, now=at)
     if out is not None:
         custom(kube).patch_namespaced_custom_object_status(*GV, ns, "driftmonitors", "iris-drift", {"status": out})
     return get(kube, ns, "driftmonitors", "iris-drift")
@@ -241,7 +249,7 @@ def test_monitor_of_a_deployment_that_serves_nothing_waits_and_says_why(kube, na
 
 
 async def test_rollback_writes_a_serving_request_for_the_deployment(kube, namespace, data):
-    from mlsteward_operator import k8s
+    from mlsteward_operator.kube import client as k8s
 
     create_version(kube, namespace, V1, data, {"accuracy": 0.9})
     serving_deployment(kube, namespace)
@@ -272,7 +280,7 @@ async def test_rollback_writes_a_serving_request_for_the_deployment(kube, namesp
 async def test_alert_posts_to_the_webhook_in_the_secret(kube, namespace, data):
     from kubernetes import client
 
-    from mlsteward_operator import k8s
+    from mlsteward_operator.kube import client as k8s
 
     create_version(kube, namespace, V1, data, {"accuracy": 0.9})
     serving_deployment(kube, namespace)
@@ -339,7 +347,7 @@ def retrain_template(data: dict[str, Any]) -> dict[str, Any]:
 async def test_retrain_makes_one_job_one_version_with_lineage_then_an_experiment(kube, namespace, data, tmp_path):
     from kubernetes import client
 
-    from mlsteward_operator import k8s
+    from mlsteward_operator.kube import client as k8s
 
     create_version(kube, namespace, V1, data, {"accuracy": 0.5})
     serving_deployment(kube, namespace)
@@ -404,7 +412,7 @@ async def test_retrain_makes_one_job_one_version_with_lineage_then_an_experiment
 
 
 async def test_retrained_version_is_promoted_only_when_it_beats_the_champion(kube, namespace, data, tmp_path):
-    from mlsteward_operator import k8s
+    from mlsteward_operator.kube import client as k8s
 
     # The champion's validated accuracy is far below anything the trainer reaches on this data.
     create_version(kube, namespace, V1, data, {"accuracy": 0.1, "f1_macro": 0.1})

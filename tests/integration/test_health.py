@@ -48,7 +48,7 @@ def play_predictor_pod(kube: Any, ns: str) -> None:
     """A pod with the served version's predictor labels, reported Running and Ready at 127.0.0.1."""
     from kubernetes import client
 
-    from mlsteward_operator import render
+    from mlsteward_operator.kernel import names as render
 
     core = client.CoreV1Api(kube)
     name = f"{MD}-{V1}-played"

@@ -100,10 +100,10 @@ def validated_by_its_job(kube: Any, ns: str, name: str) -> None:
 
 def test_operator_deletes_exactly_the_unprotected_versions_and_again_when_a_version_arrives(
         kube, namespace, monkeypatch):
-    from mlsteward_operator import k8s
+    from mlsteward_operator.kube import client as k8s
     from mlsteward_operator.config import OperatorConfig
     from mlsteward_operator.main import OperatorThread
-    from mlsteward_operator.reconcile_retention import Retention
+    from mlsteward_operator.retention.reconcile import Retention
 
     registry(kube, namespace)
     for key, value in policy(namespace).items():
@@ -159,9 +159,9 @@ def test_operator_deletes_exactly_the_unprotected_versions_and_again_when_a_vers
 
 
 def test_dry_run_deletes_nothing_and_says_once_what_it_would(kube, namespace, monkeypatch):
-    from mlsteward_operator import k8s
+    from mlsteward_operator.kube import client as k8s
     from mlsteward_operator.config import OperatorConfig
-    from mlsteward_operator.reconcile_retention import Retention
+    from mlsteward_operator.retention.reconcile import Retention
 
     registry(kube, namespace)
     for key, value in policy(namespace).items():
@@ -183,9 +183,9 @@ def test_dry_run_deletes_nothing_and_says_once_what_it_would(kube, namespace, mo
 
 
 def test_a_version_referenced_after_the_plan_is_not_deleted(kube, namespace, monkeypatch):
-    from mlsteward_operator import k8s
+    from mlsteward_operator.kube import client as k8s
     from mlsteward_operator.config import OperatorConfig
-    from mlsteward_operator.reconcile_retention import Retention
+    from mlsteward_operator.retention.reconcile import Retention
 
     registry(kube, namespace)
     for key, value in policy(namespace).items():
@@ -209,7 +209,7 @@ def test_a_version_referenced_after_the_plan_is_not_deleted(kube, namespace, mon
 
 
 def test_delete_preconditions_spare_a_recreated_or_changed_version(kube, namespace):
-    from mlsteward_operator import k8s
+    from mlsteward_operator.kube import client as k8s
 
     ready_version(kube, namespace, "iris-1", "iris", "1.0.0")
     old = get(kube, namespace, "modelversions", "iris-1")

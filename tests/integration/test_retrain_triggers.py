@@ -59,7 +59,7 @@ def retrain_jobs(kube: Any, ns: str) -> list[Any]:
 async def test_a_due_schedule_makes_one_job_with_the_schedule_trigger(kube, namespace, data, tmp_path):  # noqa: F811
     from kubernetes import client
 
-    from mlsteward_operator import k8s
+    from mlsteward_operator.kube import client as k8s
 
     create_version(kube, namespace, V1, data, {"accuracy": 0.9})
     serving_deployment(kube, namespace)
@@ -107,7 +107,7 @@ async def test_a_due_schedule_makes_one_job_with_the_schedule_trigger(kube, name
 
 
 async def test_accuracy_below_the_floor_read_from_the_predictor_makes_one_job(kube, namespace, data):  # noqa: F811
-    from mlsteward_operator import k8s
+    from mlsteward_operator.kube import client as k8s
 
     create_version(kube, namespace, V1, data, {"accuracy": 0.9})
     serving_deployment(kube, namespace)

@@ -1,8 +1,19 @@
-"""`mlsteward operator`: run the kopf controllers for the four mlsteward kinds."""
+"""`mlsteward operator`: run the kopf controllers for the four mlsteward kinds.
+
+The runtime never imports the operator (an import-linter contract says so): the verb finds the operator's `run`
+through the entry point the distribution declares in the group below, so the serving image and the operator can be
+packaged apart and the runtime's import graph stays free of kopf and the Kubernetes client.
+"""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from typing import Any
+
+# pyproject.toml: [project.entry-points."mlsteward.operator"] run = "mlsteward_operator.main:run"
+ENTRY_POINT_GROUP = "mlsteward.operator"
+ENTRY_POINT_NAME = "run"
 
 HELP = "Run the mlsteward operator (controllers for ModelVersion, ModelDeployment, Experiment, DriftMonitor)."
 DESCRIPTION = (
@@ -31,11 +42,24 @@ def run(args: argparse.Namespace) -> int:
     if not args.namespace and not args.all_namespaces:
         raise UsageError("give --namespace NS (repeatable) or --all-namespaces")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    from mlsteward_operator import main
-
-    main.run(
+    run_operator = find_operator()
+    run_operator(
         namespaces=args.namespace,
         clusterwide=bool(args.all_namespaces),
         liveness_endpoint=None if args.liveness == "none" else args.liveness,
     )
     return 0
+
+
+def find_operator(group: str = ENTRY_POINT_GROUP) -> Callable[..., Any]:
+    """The operator's `run(namespaces=, clusterwide=, liveness_endpoint=)`, loaded from its entry point."""
+    from importlib.metadata import entry_points
+
+    from mlsteward_runtime.errors import UsageError
+
+    found = entry_points(group=group, name=ENTRY_POINT_NAME)
+    if not found:
+        raise UsageError(f"the mlsteward operator is not installed: no entry point {ENTRY_POINT_NAME!r} in group "
+                         f"{group!r} (install the mlsteward distribution, e.g. pip install mlsteward)")
+    # Several installs of the distribution on the path (an editable one and a wheel) declare the same target.
+    return next(iter(found)).load()

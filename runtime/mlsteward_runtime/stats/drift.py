@@ -21,8 +21,8 @@ Tests (all computed by scipy on the samples given, never re-derived):
 Decision rule (a feature drifts only if all three hold):
 
 1. enough data: at least `min_samples` non-missing values on both sides;
-2. a material effect: numeric PSI >= `psi` or normalized Wasserstein >= `wasserstein`; categorical
-   Jensen-Shannon >= `jensen_shannon` or PSI >= `psi`;
+2. a material effect: numeric PSI >= `psi` or normalized Wasserstein >= `wasserstein` (or, when `ks` is set, the
+   KS statistic >= `ks`); categorical Jensen-Shannon >= `jensen_shannon` or PSI >= `psi`;
 3. significance: the feature's p-value (KS for numeric, chi-square for categorical), adjusted across the features
    that passed rule 1 with Holm's step-down method (family-wise error, the default) or Benjamini-Hochberg
    (`scipy.stats.false_discovery_control`), is below `alpha`.
@@ -64,6 +64,8 @@ class DriftThresholds:
     psi: float = 0.2
     wasserstein: float = 0.1
     jensen_shannon: float = 0.1
+    # The KS statistic as one more numeric effect size (DriftMonitor spec.thresholds.ks); None leaves it out.
+    ks: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -72,8 +74,8 @@ class DriftThresholds:
             raise ValueError(f"correction must be 'holm' or 'bh', got {self.correction!r}")
         if self.min_samples < 1:
             raise ValueError(f"min_samples must be at least 1, got {self.min_samples}")
-        for name in ("psi", "wasserstein", "jensen_shannon"):
-            if getattr(self, name) < 0:
+        for name in ("psi", "wasserstein", "jensen_shannon", "ks"):
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} threshold must be >= 0, got {getattr(self, name)}")
 
 
@@ -244,8 +246,9 @@ def _counts(values: Iterable[Any]) -> Counter[str]:
 def _effect_passes(f: FeatureDrift, t: DriftThresholds) -> bool:
     tests = f.tests
     if f.kind == "numeric":
-        p, w = tests["psi"]["value"], tests["wasserstein"]["normalized"]
-        return (p is not None and p >= t.psi) or (w is not None and w >= t.wasserstein)
+        p, w, d = tests["psi"]["value"], tests["wasserstein"]["normalized"], tests["ks"]["statistic"]
+        return ((p is not None and p >= t.psi) or (w is not None and w >= t.wasserstein)
+                or (t.ks is not None and d is not None and d >= t.ks))
     js, p = tests["jensen_shannon"]["value"], tests["psi"]["value"]
     return (js is not None and js >= t.jensen_shannon) or (p is not None and p >= t.psi)
 

@@ -27,7 +27,7 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"),
 
 def exported_series() -> dict[str, str]:
     """Series name as scraped -> family name, for every metric the three metrics modules register."""
-    from mlsteward_operator.metrics import AlertMetrics, DriftMetrics
+    from mlsteward_operator.kernel.metrics import AlertMetrics, DriftMetrics
     from mlsteward_runtime.metrics import Metrics
     from mlsteward_runtime.router.metrics import RouterMetrics
 

@@ -15,7 +15,9 @@ from mlsteward_runtime.contracts import DriftWindow, FeatureType, FeatureWindow,
 from mlsteward_runtime.stats.profile import build_profile
 from scipy import stats as sps
 
-from mlsteward_operator import drift as dr
+from mlsteward_operator.driftmonitor import analysis as dra
+from mlsteward_operator.driftmonitor import decide as dr
+from mlsteward_operator.retraining import decide as retraining
 from mlsteward_operator.api.common import ObjectMeta
 from mlsteward_operator.api.driftmonitor import (
     MAX_HISTORY,
@@ -68,9 +70,9 @@ def replicas(rng: np.random.Generator, n: int, count: int = 3, **kw: Any) -> lis
 
 
 def step(dm: DriftMonitor, reference: Profile, windows: Sequence[DriftWindow], now: dt.datetime
-         ) -> tuple[DriftMonitor, dr.DriftVerdict, dr.DriftDecision]:
+         ) -> tuple[DriftMonitor, dra.DriftVerdict, dr.DriftDecision]:
     """One check as the controller will run it: analyse, decide, write the status."""
-    verdict = dr.analyse(dm, reference, windows, now)
+    verdict = dra.analyse(dm, reference, windows, now)
     decision = dr.decide(dm, verdict, now)
     status = dr.compute_status(dm, verdict, decision, now)
     return dm.model_copy(update={"status": status}), verdict, decision
@@ -97,7 +99,7 @@ def test_report_fields_match_scipy(reference: Profile) -> None:
     rng = np.random.default_rng(7)
     w = window(rng, 800, shift=0.5)
     dm = monitor(features=["x1", "color"])
-    v = dr.analyse(dm, reference, [w], T0.replace(microsecond=250_000))
+    v = dra.analyse(dm, reference, [w], T0.replace(microsecond=250_000))
     assert v.reason == "DriftDetected" and v.window_size == 800 and v.replicas == ("p-0",)
     r = v.report
     assert r is not None and r.time == T0 and r.window_size == 800 and r.version == "iris-v1" and r.drifted
@@ -122,7 +124,7 @@ def test_report_fields_match_scipy(reference: Profile) -> None:
 
 
 def test_features_default_to_the_whole_reference(reference: Profile) -> None:
-    v = dr.analyse(monitor(), reference, [window(np.random.default_rng(0), 400)], T0)
+    v = dra.analyse(monitor(), reference, [window(np.random.default_rng(0), 400)], T0)
     assert [f.name for f in v.report.features] == list(reference.features)
     assert v.reason == "NoDrift" and not v.drifted and v.message == "no drift in 4 features over 400 rows"
 
@@ -130,7 +132,7 @@ def test_features_default_to_the_whole_reference(reference: Profile) -> None:
 def test_thresholds_map_onto_the_runtime_rule() -> None:
     dm = monitor(thresholds={"pValue": 0.05, "psi": 0.3, "wasserstein": 0.2, "jensenShannon": 0.15, "ks": 0.5},
                  window={"minSamples": 300, "maxSamples": 900})
-    t = dr.thresholds_of(dm)
+    t = dra.thresholds_of(dm)
     assert (t.alpha, t.correction, t.min_samples, t.psi, t.wasserstein, t.jensen_shannon) == (
         0.05, "holm", 300, 0.3, 0.2, 0.15)
 
@@ -138,7 +140,7 @@ def test_thresholds_map_onto_the_runtime_rule() -> None:
 def test_too_few_samples_gives_no_verdict_and_says_why(reference: Profile) -> None:
     rng = np.random.default_rng(3)
     dm = monitor(window={"minSamples": 200, "maxSamples": 5000})
-    v = dr.analyse(dm, reference, [window(rng, 60, replica="a"), window(rng, 70, replica="b")], T0)
+    v = dra.analyse(dm, reference, [window(rng, 60, replica="a"), window(rng, 70, replica="b")], T0)
     assert v.report is None and v.reason == "InsufficientSamples" and v.window_size == 130
     assert "130 pooled rows from 2 replica(s), fewer than window.minSamples 200" in v.message
     d = dr.decide(dm, v, T0)
@@ -150,10 +152,10 @@ def test_too_few_samples_gives_no_verdict_and_says_why(reference: Profile) -> No
 
 
 def test_no_windows_and_unknown_features(reference: Profile) -> None:
-    v = dr.analyse(monitor(), reference, [], T0)
+    v = dra.analyse(monitor(), reference, [], T0)
     assert v.report is None and v.reason == "NoWindows"
     dm = monitor(features=["x1", "petal"])
-    v = dr.analyse(dm, reference, [window(np.random.default_rng(0), 300)], T0)
+    v = dra.analyse(dm, reference, [window(np.random.default_rng(0), 300)], T0)
     assert v.reason == "UnknownFeatures" and "petal" in v.message
     s = dr.compute_status(dm, v, dr.decide(dm, v, T0), T0)
     assert (s.condition("Degraded").status, s.condition("Degraded").reason) == ("True", "UnknownFeatures")
@@ -162,7 +164,7 @@ def test_no_windows_and_unknown_features(reference: Profile) -> None:
 def test_a_feature_no_replica_reports_has_too_few_samples(reference: Profile) -> None:
     w = window(np.random.default_rng(0), 400)
     del w.features["x3"]
-    v = dr.analyse(monitor(), reference, [w], T0)
+    v = dra.analyse(monitor(), reference, [w], T0)
     x3 = next(f for f in v.report.features if f.name == "x3")
     assert not x3.drifted and x3.p_value is None and v.feature_reasons["x3"].startswith("insufficient samples")
 
@@ -171,7 +173,7 @@ def test_windows_of_other_versions_are_left_out(reference: Profile) -> None:
     rng = np.random.default_rng(5)
     old = window(rng, 2000, replica="old", shift=2.0, version="iris-v0")
     new = window(rng, 500, replica="new", version="iris-v1")
-    v = dr.analyse(monitor(), reference, [old, new], T0, version="iris-v1")
+    v = dra.analyse(monitor(), reference, [old, new], T0, version="iris-v1")
     assert v.replicas == ("new",) and v.window_size == 500 and not v.drifted and v.report.version == "iris-v1"
 
 
@@ -189,19 +191,19 @@ def test_pooling_weighs_replicas_by_rows_seen(reference: Profile) -> None:
     cols["color"] = ref_rng.choice(COLORS, size=n, p=COLOR_P).tolist()
     ref = build_profile(cols, types={"color": FeatureType.categorical}, seed=0)
     dm = monitor(window={"minSamples": 200, "maxSamples": 5000})
-    v = dr.analyse(dm, ref, [busy, idle], T0)
+    v = dra.analyse(dm, ref, [busy, idle], T0)
     assert v.window_size == 2000 * 20_000 // 18_000  # the busy replica's reservoir bounds the pool (2222 rows)
     assert not v.drifted, v.message
     naive = busy.model_copy(update={"seen": 2000})
-    v_naive = dr.analyse(dm, ref, [naive, idle], T0)
+    v_naive = dra.analyse(dm, ref, [naive, idle], T0)
     assert v_naive.drifted and v_naive.drifted_features == ("x1",)
 
 
 def test_pooling_is_deterministic_for_the_same_check(reference: Profile) -> None:
     ws = replicas(np.random.default_rng(2), 3000, count=3)
     dm = monitor(window={"minSamples": 100, "maxSamples": 1000})
-    a = dr.analyse(dm, reference, ws, T0)
-    b = dr.analyse(dm, reference, ws, T0)
+    a = dra.analyse(dm, reference, ws, T0)
+    b = dra.analyse(dm, reference, ws, T0)
     assert a == b and a.window_size == 1000
 
 
@@ -210,7 +212,7 @@ def test_large_window_with_a_negligible_shift_is_not_drift(reference: Profile) -
     rng = np.random.default_rng(4)
     ws = replicas(rng, 20_000, count=3, shift=0.04)
     dm = monitor(window={"minSamples": 200, "maxSamples": 60_000})
-    v = dr.analyse(dm, reference, ws, T0)
+    v = dra.analyse(dm, reference, ws, T0)
     x1 = v.report.features[0]
     assert v.window_size == 40_000 and x1.p_value < 0.01 and not x1.drifted
     assert v.feature_reasons["x1"] == "effect below threshold" and not v.drifted
@@ -221,8 +223,8 @@ def test_ks_threshold_is_an_extra_effect_size(reference: Profile) -> None:
     ws = [window(rng, 3000, shift=0.12)]
     strict = monitor(thresholds={"psi": 5.0, "wasserstein": 5.0, "ks": 5.0})
     loose = monitor(thresholds={"psi": 5.0, "wasserstein": 5.0, "ks": 0.03})
-    assert not dr.analyse(strict, reference, ws, T0).drifted
-    v = dr.analyse(loose, reference, ws, T0)
+    assert not dra.analyse(strict, reference, ws, T0).drifted
+    v = dra.analyse(loose, reference, ws, T0)
     assert v.drifted_features == ("x1",) and v.feature_reasons["x1"] == "drift"
 
 
@@ -240,7 +242,7 @@ def test_consecutive_breaches_are_counted_from_history(reference: Profile) -> No
     now = T0 + 10 * INTERVAL
     dm = monitor(consecutive=3, status=DriftMonitorStatus(history=entries([True, False, True]),
                                                          consecutive_breaches=1))
-    v = dr.analyse(dm, reference, shifted, now)
+    v = dra.analyse(dm, reference, shifted, now)
     d = dr.decide(dm, v, now)
     assert (d.act, d.reason, d.streak, d.since_action) == (False, "BreachPending", 2, 2)
     assert "2 of 3 windows in breach (x1)" in d.message
@@ -257,7 +259,7 @@ def test_consecutive_breaches_are_counted_from_history(reference: Profile) -> No
 def test_a_clean_window_breaks_the_streak(reference: Profile) -> None:
     now = T0 + 10 * INTERVAL
     dm = monitor(consecutive=2, status=DriftMonitorStatus(history=entries([True, True]), consecutive_breaches=2))
-    v = dr.analyse(dm, reference, [window(np.random.default_rng(0), 1000)], now)
+    v = dra.analyse(dm, reference, [window(np.random.default_rng(0), 1000)], now)
     d = dr.decide(dm, v, now)
     assert (d.act, d.reason, d.streak) == (False, "NoDrift", 0)
 
@@ -265,7 +267,7 @@ def test_a_clean_window_breaks_the_streak(reference: Profile) -> None:
 def test_no_verdict_neither_extends_nor_breaks_a_streak(reference: Profile) -> None:
     now = T0 + 10 * INTERVAL
     dm = monitor(consecutive=3, status=DriftMonitorStatus(history=entries([True, True]), consecutive_breaches=2))
-    v = dr.analyse(dm, reference, [window(np.random.default_rng(0), 50)], now)
+    v = dra.analyse(dm, reference, [window(np.random.default_rng(0), 50)], now)
     d = dr.decide(dm, v, now)
     s = dr.compute_status(dm, v, d, now)
     assert d.streak == 2 and s.consecutive_breaches == 2 and len(s.history) == 2
@@ -275,20 +277,20 @@ def test_streak_longer_than_the_history_carries_on(reference: Profile) -> None:
     now = T0 + (MAX_HISTORY + 5) * INTERVAL
     dm = monitor(consecutive=60, status=DriftMonitorStatus(
         history=entries([True] * MAX_HISTORY, start=T0 + 5 * INTERVAL), consecutive_breaches=59))
-    v = dr.analyse(dm, reference, [window(np.random.default_rng(1), 1000, shift=0.6)], now)
+    v = dra.analyse(dm, reference, [window(np.random.default_rng(1), 1000, shift=0.6)], now)
     d = dr.decide(dm, v, now)
     assert d.streak == 60 and d.act and d.since_action == 60
 
 
 def test_retrain_job_name_is_deterministic_and_valid() -> None:
     t = dt.datetime(2026, 3, 1, 12, 5, 0, 900_000, tzinfo=dt.UTC)
-    assert dr.retrain_job_name("iris-drift", t) == "iris-drift-retrain-20260301120500"
-    assert dr.retrain_job_name("iris-drift", t) == dr.retrain_job_name("iris-drift", t.replace(microsecond=0))
-    other = dr.retrain_job_name("iris-drift", t + INTERVAL)
-    assert other != dr.retrain_job_name("iris-drift", t)
-    long = dr.retrain_job_name("a" * 60 + ".watch", t)
-    assert len(long) <= 63 and long == dr.retrain_job_name("a" * 60 + ".watch", t)
-    assert long != dr.retrain_job_name("a" * 60 + ".other", t)
+    assert retraining.retrain_job_name("iris-drift", t) == "iris-drift-retrain-20260301120500"
+    assert retraining.retrain_job_name("iris-drift", t) == retraining.retrain_job_name("iris-drift", t.replace(microsecond=0))
+    other = retraining.retrain_job_name("iris-drift", t + INTERVAL)
+    assert other != retraining.retrain_job_name("iris-drift", t)
+    long = retraining.retrain_job_name("a" * 60 + ".watch", t)
+    assert len(long) <= 63 and long == retraining.retrain_job_name("a" * 60 + ".watch", t)
+    assert long != retraining.retrain_job_name("a" * 60 + ".other", t)
     assert all(c.isalnum() or c == "-" for c in long) and long[0].isalnum() and long[-1].isalnum()
 
 
@@ -302,7 +304,7 @@ def test_retrain_decision_names_the_breach_not_the_check(reference: Profile) -> 
         hist = history + entries([True] * k, start=T0 + 3 * INTERVAL)
         dm = monitor(consecutive=2, actions=["Retrain"], retrain=retrain,
                      status=DriftMonitorStatus(history=hist, consecutive_breaches=2 + k))
-        d = dr.decide(dm, dr.analyse(dm, reference, [window(rng, 1000, shift=0.6)], now), now)
+        d = dr.decide(dm, dra.analyse(dm, reference, [window(rng, 1000, shift=0.6)], now), now)
         assert d.act and d.actions == (Action.retrain,)
         names.add(d.job_name)
     assert names == {"iris-drift-retrain-20260301120500"}
@@ -344,7 +346,7 @@ def test_history_is_bounded(reference: Profile) -> None:
     old = entries([False] * MAX_HISTORY)
     now = T0 + (MAX_HISTORY + 1) * INTERVAL
     dm = monitor(status=DriftMonitorStatus(history=old))
-    v = dr.analyse(dm, reference, [window(np.random.default_rng(0), 300)], now)
+    v = dra.analyse(dm, reference, [window(np.random.default_rng(0), 300)], now)
     s = dr.compute_status(dm, v, dr.decide(dm, v, now), now)
     assert len(s.history) == MAX_HISTORY and s.history[-1].time == now and s.history[0].time == old[1].time
 
@@ -373,17 +375,17 @@ def test_restart_continuity_same_inputs_same_decision(reference: Profile) -> Non
     # A restarted operator reads the object back from the API server: the wire form of spec and status.
     wire = {"metadata": dm.metadata.model_dump(by_alias=True), "spec": dm.spec.to_k8s(), "status": dm.status.to_k8s()}
     restarted = DriftMonitor.model_validate(wire)
-    first = dr.decide(dm, dr.analyse(dm, reference, ws, now), now)
-    again = dr.decide(restarted, dr.analyse(restarted, reference, ws, now), now)
+    first = dr.decide(dm, dra.analyse(dm, reference, ws, now), now)
+    again = dr.decide(restarted, dra.analyse(restarted, reference, ws, now), now)
     assert first == again and first.act and first.job_name == "iris-drift-retrain-20260301120000"
-    v = dr.analyse(dm, reference, ws, now)
+    v = dra.analyse(dm, reference, ws, now)
     status = dr.compute_status(dm, v, first, now)
-    assert status == dr.compute_status(restarted, dr.analyse(restarted, reference, ws, now), again, now)
+    assert status == dr.compute_status(restarted, dra.analyse(restarted, reference, ws, now), again, now)
     assert status.last_action.type == Action.retrain and status.last_action.job == first.job_name
 
     # The same check run once more after its status was written: counted once, not acted on twice.
     written = DriftMonitor.model_validate({**wire, "status": status.to_k8s()})
-    replay = dr.decide(written, dr.analyse(written, reference, ws, now), now)
+    replay = dr.decide(written, dra.analyse(written, reference, ws, now), now)
     assert not replay.act and replay.reason == "ActionRecorded" and replay.job_name == first.job_name
     assert dr.compute_status(written, v, replay, now) == status
 

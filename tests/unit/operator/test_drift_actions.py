@@ -1,4 +1,4 @@
-"""The DriftMonitor's actions as data (drift.py part 4): when a check is due, the Rollback request, the alert body,
+"""The DriftMonitor's actions as data (driftmonitor/decide.py and retraining/): when a check is due, the Rollback request, the alert body,
 the retraining Job, the ModelVersion registered from a TrainResult, the Experiment, the metric comparison, and the
 status written as a merge patch. Plus the drift-window poll and the webhook client against real loopback servers,
 and the operator's drift metrics in a private registry."""
@@ -17,8 +17,11 @@ from mlsteward_runtime.contracts import ArtifactRef, DriftWindow, FeatureType, F
 from mlsteward_runtime.stats.profile import build_profile
 from prometheus_client import CollectorRegistry
 
-from mlsteward_operator import drift as dr
-from mlsteward_operator import k8s
+from mlsteward_operator.driftmonitor import analysis as dra
+from mlsteward_operator.driftmonitor import decide as dr
+from mlsteward_operator.retraining import render as retrain_render
+from mlsteward_operator.retraining import decide as retraining
+from mlsteward_operator.kube import client as k8s
 from mlsteward_operator.api.common import ObjectMeta
 from mlsteward_operator.api.driftmonitor import (
     Action,
@@ -29,13 +32,13 @@ from mlsteward_operator.api.driftmonitor import (
     RetrainStatus,
 )
 from mlsteward_operator.api.modelversion import ModelVersion
-from mlsteward_operator.metrics import DriftMetrics
-from mlsteward_operator.reconcile_drift import _wire
+from mlsteward_operator.kernel.metrics import DriftMetrics
+from mlsteward_operator.driftmonitor.reconcile import _wire
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 RETRAIN_TEMPLATE = {"backoffLimit": 0, "template": {"spec": {"containers": [{
     "name": "train", "image": "mlsteward:0.1.0", "args": ["train", "--estimator", "x.Y"],
-    "env": [{"name": "KEEP", "value": "1"}, {"name": dr.ENV_PARENT, "value": "stale"}]}]}}}
+    "env": [{"name": "KEEP", "value": "1"}, {"name": retrain_render.ENV_PARENT, "value": "stale"}]}]}}}
 
 
 def monitor(status: DriftMonitorStatus | None = None, **spec: Any) -> DriftMonitor:
@@ -43,7 +46,7 @@ def monitor(status: DriftMonitorStatus | None = None, **spec: Any) -> DriftMonit
                         spec=DriftMonitorSpec(deployment="iris", **spec), status=status or DriftMonitorStatus())
 
 
-def confirmed(dm: DriftMonitor, shift: float = 1.0) -> tuple[dr.DriftVerdict, dr.DriftDecision, DriftMonitor]:
+def confirmed(dm: DriftMonitor, shift: float = 1.0) -> tuple[dra.DriftVerdict, dr.DriftDecision, DriftMonitor]:
     """Checks on shifted windows until the monitor acts; returns the acting check and the monitor before it."""
     rng = np.random.default_rng(3)
     reference = build_profile({"x": rng.normal(0, 1, 5000).tolist()}, types={"x": FeatureType.number}, seed=0)
@@ -52,7 +55,7 @@ def confirmed(dm: DriftMonitor, shift: float = 1.0) -> tuple[dr.DriftVerdict, dr
         w = DriftWindow(name="iris", version="iris-v1", replica="p", seen=800,
                         features={"x": FeatureWindow(type=FeatureType.number,
                                                      values=rng.normal(shift, 1, 800).tolist())})
-        verdict = dr.analyse(dm, reference, [w], now)
+        verdict = dra.analyse(dm, reference, [w], now)
         decision = dr.decide(dm, verdict, now)
         if decision.act:
             return verdict, decision, dm
@@ -97,18 +100,18 @@ def test_retrain_job_is_named_after_the_breach_owned_and_carries_the_report():
     dm0 = monitor(consecutive=2, actions=[Action.retrain], retrain={"template": RETRAIN_TEMPLATE})
     verdict, decision, dm = confirmed(dm0)
     r = dr.start_retrain(decision, "iris-v1", T0 + dt.timedelta(minutes=5))
-    assert r.job == dr.retrain_job_name("iris-drift", T0) == "iris-drift-retrain-20260301120000"
+    assert r.job == retraining.retrain_job_name("iris-drift", T0) == "iris-drift-retrain-20260301120000"
     status = dr.compute_status(dm, verdict, decision, T0 + dt.timedelta(minutes=5))
-    job = dr.render_retrain_job(dm.model_copy(update={"status": status}), r)
+    job = retrain_render.render_retrain_job(dm.model_copy(update={"status": status}), r)
     assert job["metadata"]["name"] == r.job and job["metadata"]["namespace"] == "ml"
     owner = job["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"], owner["uid"]) == ("DriftMonitor", "iris-drift", "uid-1")
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
-    assert env["KEEP"] == "1" and env[dr.ENV_PARENT] == "iris-v1" and env[dr.ENV_TRIGGER] == r.trigger
-    assert env[dr.ENV_JOB] == r.job and env[dr.ENV_MONITOR] == "iris-drift"
-    report = json.loads(env[dr.ENV_REPORT])
+    assert env["KEEP"] == "1" and env[retrain_render.ENV_PARENT] == "iris-v1" and env[retrain_render.ENV_TRIGGER] == r.trigger
+    assert env[retrain_render.ENV_JOB] == r.job and env[retrain_render.ENV_MONITOR] == "iris-drift"
+    report = json.loads(env[retrain_render.ENV_REPORT])
     assert report["report"]["windowSize"] == 800 and report["report"]["features"][0]["drifted"] is True
     assert report["parent"] == "iris-v1"
     # The user's template is not modified.
@@ -134,8 +137,8 @@ def train_result(sha: str = "3f5a09c2" + "d" * 56) -> TrainResult:
 def test_retrained_version_has_lineage_parent_validation_and_a_valid_deterministic_name():
     r = RetrainStatus(job="iris-drift-retrain-1", parent="iris-v1", trigger="driftmonitor/iris-drift@2026-03-01T12:00:00Z",
                       phase=RetrainPhase.running, started_at=T0)
-    mv = dr.render_retrained_version(parent_version(), train_result(), r, "iris-drift")
-    again = dr.render_retrained_version(parent_version(), train_result(), r, "iris-drift")
+    mv = retrain_render.render_retrained_version(parent_version(), train_result(), r, "iris-drift")
+    again = retrain_render.render_retrained_version(parent_version(), train_result(), r, "iris-drift")
     assert mv == again and mv["metadata"]["name"] == "iris-r3f5a09c2dd"
     parsed = ModelVersion.model_validate(mv)  # the CRD's own model accepts it
     assert parsed.spec.version == "1.4.1-retrain.g3f5a09c2"
@@ -144,27 +147,27 @@ def test_retrained_version_has_lineage_parent_validation_and_a_valid_determinist
     assert parsed.spec.validation == parent_version().spec.validation
     assert parsed.spec.signature == parent_version().spec.signature
     assert parsed.spec.reference.sha256 == "e" * 64 and parsed.spec.metrics == {"accuracy": 0.93}
-    other = dr.render_retrained_version(parent_version(), train_result("0" * 64), r, "iris-drift")
+    other = retrain_render.render_retrained_version(parent_version(), train_result("0" * 64), r, "iris-drift")
     assert other["metadata"]["name"] != mv["metadata"]["name"]
 
 
 def test_parse_train_result_reads_what_mlsteward_train_writes_and_refuses_the_rest():
     from mlsteward_runtime.commands.train import encode_result
 
-    assert dr.parse_train_result(encode_result(train_result())) == train_result()
-    assert dr.parse_train_result("not json") is None and dr.parse_train_result(None) is None
-    assert dr.parse_train_result('{"phase": "Done"}') is None
+    assert retrain_render.parse_train_result(encode_result(train_result())) == train_result()
+    assert retrain_render.parse_train_result("not json") is None and retrain_render.parse_train_result(None) is None
+    assert retrain_render.parse_train_result('{"phase": "Done"}') is None
 
 
 def test_experiment_is_champion_against_challenger_half_and_half():
     from mlsteward_operator.api.experiment import ExperimentSpec
 
-    exp = dr.render_experiment(monitor(), "iris-v1", "iris-r3f5a09c2dd")
+    exp = retrain_render.render_experiment(monitor(), "iris-v1", "iris-r3f5a09c2dd")
     spec = ExperimentSpec.model_validate(exp["spec"])
     assert [(v.name, v.version, v.weight) for v in spec.variants] == [
         ("champion", "iris-v1", 50), ("challenger", "iris-r3f5a09c2dd", 50)]
     assert spec.on_success.value == "Promote" and spec.deployment == "iris"
-    assert exp["metadata"]["name"] == dr.experiment_name("iris-drift", "iris-r3f5a09c2dd")
+    assert exp["metadata"]["name"] == retrain_render.experiment_name("iris-drift", "iris-r3f5a09c2dd")
 
 
 @pytest.mark.parametrize(("new", "champion", "better"), [
@@ -176,7 +179,7 @@ def test_experiment_is_champion_against_challenger_half_and_half():
     ({"accuracy": 0.99}, {"r2": 0.5}, False),  # nothing shared
 ])
 def test_compare_metrics(new, champion, better):
-    assert dr.compare_metrics(new, champion)[0] is better
+    assert retraining.compare_metrics(new, champion)[0] is better
 
 
 def test_status_patch_nulls_what_a_replaced_object_left_unset():

@@ -19,8 +19,9 @@ from statsmodels.stats.proportion import (
 )
 from statsmodels.stats.weightstats import CompareMeans, DescrStatsW, ttest_ind
 
-from mlsteward_operator import experiment as ex
-from mlsteward_operator import status as st
+from mlsteward_operator.experiment import analysis as exa
+from mlsteward_operator.experiment import decide as ex
+from mlsteward_operator.modeldeployment import status as st
 from mlsteward_operator.api import Experiment, ModelDeployment
 from mlsteward_operator.api.experiment import ExperimentPhase, ExperimentStatus
 from mlsteward_operator.api.modeldeployment import DecisionKind
@@ -69,13 +70,13 @@ def binary(n: int, s: int, requests: int | None = None) -> tuple[int, float, flo
     return n, float(s), float(s), n if requests is None else requests
 
 
-def totals_of(**arms: tuple[int, float, float, int]) -> dict[str, ex.VersionTotals]:
-    return {v: ex.VersionTotals(r, ArmStats(n, s, q)) for v, (n, s, q, r) in arms.items()}
+def totals_of(**arms: tuple[int, float, float, int]) -> dict[str, exa.VersionTotals]:
+    return {v: exa.VersionTotals(r, ArmStats(n, s, q)) for v, (n, s, q, r) in arms.items()}
 
 
-def look(exp: Experiment, totals: dict[str, ex.VersionTotals], now: dt.datetime
-         ) -> tuple[ExperimentStatus, ex.ExperimentAnalysis, ex.ExperimentDecision]:
-    analysis = ex.analyse(exp, totals, now)
+def look(exp: Experiment, totals: dict[str, exa.VersionTotals], now: dt.datetime
+         ) -> tuple[ExperimentStatus, exa.ExperimentAnalysis, ex.ExperimentDecision]:
+    analysis = exa.analyse(exp, totals, now)
     decision = ex.decide(exp, analysis, now)
     return ex.compute_status(exp, analysis, decision, now), analysis, decision
 
@@ -92,15 +93,15 @@ def test_merge_sums_replicas_and_reading_the_same_counters_again_adds_nothing() 
     reports = [report("r-a", 100.0, {"iris-v1": binary(10, 3, 12), "iris-v2": binary(8, 5, 11)}),
                report("r-b", 120.0, {"iris-v1": binary(4, 1, 5), "iris-v2": binary(6, 6, 6)})]
     totals, cps = ex.merge_router_stats(ExperimentStatus(), reports)
-    assert totals["iris-v1"] == ex.VersionTotals(17, ArmStats(14, 4.0, 4.0))
-    assert totals["iris-v2"] == ex.VersionTotals(17, ArmStats(14, 11.0, 11.0))
+    assert totals["iris-v1"] == exa.VersionTotals(17, ArmStats(14, 4.0, 4.0))
+    assert totals["iris-v2"] == exa.VersionTotals(17, ArmStats(14, 11.0, 11.0))
     assert [(c.replica, c.started) for c in cps] == [("r-a", 100.0), ("r-b", 120.0)]
     status = ExperimentStatus(variants=_variants(totals), checkpoints=cps)
     again, _ = ex.merge_router_stats(status, reports)
     assert again == totals
 
 
-def _variants(totals: dict[str, ex.VersionTotals]) -> list[Any]:
+def _variants(totals: dict[str, exa.VersionTotals]) -> list[Any]:
     from mlsteward_operator.api.experiment import VariantStatus
 
     return [VariantStatus(name=v, version=v, requests=t.requests, outcomes=t.outcomes.n,
@@ -179,14 +180,14 @@ def test_an_operator_restart_recomputes_the_same_totals_and_status() -> None:
         for k, reports in enumerate(polls):
             now = T0 + dt.timedelta(minutes=k)
             totals, cps = ex.merge_router_stats(exp.status, reports)
-            analysis = ex.analyse(exp, totals, now)
+            analysis = exa.analyse(exp, totals, now)
             status = ex.compute_status(exp, analysis, ex.decide(exp, analysis, now), now, checkpoints=cps)
             exp = with_status(exp, status)
             if restart_after == k:
                 # A fresh operator: only what the API server holds, and it reads the same routers again.
                 exp = Experiment.model_validate(exp.to_k8s())
                 totals, cps = ex.merge_router_stats(exp.status, reports)
-                analysis = ex.analyse(exp, totals, now)
+                analysis = exa.analyse(exp, totals, now)
                 exp = with_status(exp, ex.compute_status(exp, analysis, ex.decide(exp, analysis, now), now,
                                                          checkpoints=cps))
         return exp.status
@@ -209,7 +210,7 @@ def test_binary_statistics_match_statsmodels_on_counts_merged_across_replicas() 
         report("r-b", 1.0, {"iris-v1": binary(300, int(c[400:].sum())), "iris-v2": binary(350, int(t[300:].sum()))}),
     ]
     totals, _ = ex.merge_router_stats(ExperimentStatus(), reports)
-    a = ex.analyse(make_exp(stopping={"sequential": False}), totals, T0)
+    a = exa.analyse(make_exp(stopping={"sequential": False}), totals, T0)
     (cmp,) = a.comparisons
     z, p = proportions_ztest([t.sum(), c.sum()], [t.size, c.size])
     assert cmp.test == "two-proportion-z" and a.test == "two-proportion-z"
@@ -230,9 +231,9 @@ def test_binary_statistics_match_statsmodels_on_counts_merged_across_replicas() 
 def test_continuous_statistics_match_statsmodels_welch() -> None:
     rng = np.random.default_rng(2)
     c, t = rng.normal(1.0, 2.0, 400), rng.normal(1.3, 3.0, 250)
-    totals = {"iris-v1": ex.VersionTotals(400, ArmStats.from_values(c)),
-              "iris-v2": ex.VersionTotals(250, ArmStats.from_values(t))}
-    a = ex.analyse(make_exp(kind="continuous", stopping={"sequential": False}), totals, T0)
+    totals = {"iris-v1": exa.VersionTotals(400, ArmStats.from_values(c)),
+              "iris-v2": exa.VersionTotals(250, ArmStats.from_values(t))}
+    a = exa.analyse(make_exp(kind="continuous", stopping={"sequential": False}), totals, T0)
     (cmp,) = a.comparisons
     tstat, p, _df = ttest_ind(t, c, usevar="unequal")
     assert cmp.test == "welch-t"
@@ -246,7 +247,7 @@ def test_continuous_statistics_match_statsmodels_welch() -> None:
 def test_chi_square_across_three_binary_arms_matches_statsmodels() -> None:
     exp = make_exp(variants=(("control", "v1", 34), ("b", "v2", 33), ("c", "v3", 33)), stopping={"sequential": False})
     totals = totals_of(v1=binary(500, 100), v2=binary(480, 120), v3=binary(510, 90))
-    a = ex.analyse(exp, totals, T0)
+    a = exa.analyse(exp, totals, T0)
     chi2, p, _ = proportions_chisquare([100, 120, 90], [500, 480, 510])
     assert a.chi_square[0] == pytest.approx(chi2) and a.chi_square[1] == pytest.approx(p)
     assert (a.test, a.p_value) == ("chi-square", pytest.approx(p))
@@ -255,12 +256,12 @@ def test_chi_square_across_three_binary_arms_matches_statsmodels() -> None:
 
 def test_probability_best_is_reproducible_and_follows_the_goal() -> None:
     totals = totals_of(**{"iris-v1": binary(300, 60), "iris-v2": binary(300, 70)})
-    first, second = ex.analyse(make_exp(), totals, T0), ex.analyse(make_exp(), totals, T0)
+    first, second = exa.analyse(make_exp(), totals, T0), exa.analyse(make_exp(), totals, T0)
     assert [a.probability_best for a in first.arms] == [a.probability_best for a in second.arms]
     assert first.leader == "treatment"
-    bare = ex.analyse(make_exp(), {v: t.outcomes for v, t in totals.items()}, T0)  # ArmStats alone also do
+    bare = exa.analyse(make_exp(), {v: t.outcomes for v, t in totals.items()}, T0)  # ArmStats alone also do
     assert bare.arms == first.arms and bare.p_value == first.p_value
-    minimize = ex.analyse(make_exp(goal="minimize"), totals, T0)
+    minimize = exa.analyse(make_exp(goal="minimize"), totals, T0)
     assert minimize.leader == "control"
     assert minimize.arms[0].probability_best == pytest.approx(first.arms[1].probability_best, abs=0.02)
     assert first.comparisons[0].better is True and minimize.comparisons[0].better is False
@@ -297,7 +298,7 @@ def test_sample_ratio_mismatch_stops_the_experiment_instead_of_concluding() -> N
     assert (d.phase, d.reason, d.winner, d.promotion) == (ExperimentPhase.stopped, "SampleRatioMismatch", None, None)
     conds = {c.type: c for c in status.conditions}
     assert conds["Degraded"].status == "True" and conds["Ready"].status == "False"
-    assert status.sample_ratio.mismatch and status.sample_ratio.p_value < ex.SRM_ALPHA
+    assert status.sample_ratio.mismatch and status.sample_ratio.p_value < exa.SRM_ALPHA
     assert status.concluded_at == T0 and status.winner is None
     # A bandit moves the split on purpose, so the same counts are no mismatch there.
     _, a, d = look(make_exp(strategy="ThompsonSampling"), totals, T0)
@@ -328,7 +329,7 @@ def test_a_winner_with_promote_yields_the_promotion_as_data() -> None:
     assert rec.numbers["effect"] == pytest.approx(0.05)
     assert rec.numbers["effectLower"] > 0 and rec.numbers["controlSamples"] == 2000
     assert rec.thresholds == {"alpha": pytest.approx(0.05), "confidence": 0.95, "minSamplesPerVariant": 100.0,
-                              "srmAlpha": ex.SRM_ALPHA}
+                              "srmAlpha": exa.SRM_ALPHA}
     assert st.append_decision([], rec)[-1] == rec  # fits the ModelDeployment's decision log as it is
     assert (status.phase, status.winner, status.concluded_at) == (ExperimentPhase.concluded, "treatment", T0)
     assert status.effect == pytest.approx(0.05) and status.effect_ci.lower > 0
@@ -419,7 +420,7 @@ def _simulate(exp: Experiment, rates: tuple[float, float], batches: int, batch: 
         now = T0 + dt.timedelta(minutes=k)
         reports = [report("r-a", 1.0, {v: binary(n, s) for v, (n, s) in counts.items()})]
         totals, cps = ex.merge_router_stats(exp.status, reports)
-        analysis = ex.analyse(exp, totals, now)
+        analysis = exa.analyse(exp, totals, now)
         d = ex.decide(exp, analysis, now)
         exp = exp.model_copy(update={"status": ex.compute_status(exp, analysis, d, now, checkpoints=cps)})
         if d.phase != ExperimentPhase.running:
@@ -444,7 +445,7 @@ def test_under_the_null_checking_after_every_batch_keeps_false_conclusions_at_al
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # P(best) takes no part in a two-arm decision; fewer posterior draws keep 4,000 looks within seconds.
-    monkeypatch.setattr(ex, "PROB_BEST_DRAWS", 2000)
+    monkeypatch.setattr(exa, "PROB_BEST_DRAWS", 2000)
     rng = np.random.default_rng(2026)
     runs, alpha = 200, 0.05
     false = sum(
@@ -460,7 +461,7 @@ def test_metric_view_puts_errors_or_latency_in_the_outcome_fields() -> None:
     from mlsteward_runtime.router.stats import StatsStore
 
     from mlsteward_operator.api.experiment import MetricName
-    from mlsteward_operator.reconcile_experiment import metric_view
+    from mlsteward_operator.experiment.reconcile import metric_view
 
     # The router's own counters produce the report, so the sums are the ones a real router exports.
     counters = StatsStore("iris", "router-0", 1.0)

@@ -1,4 +1,4 @@
-"""Metric alerts and anomaly detection (health.py): pooling of the predictors' stats into a sample, the threshold
+"""Metric alerts and anomaly detection (modeldeployment/health.py): pooling of the predictors' stats into a sample, the threshold
 rules with `consecutive`, minRequests and minFeedback, z-score and IQR anomalies checked against scipy and numpy,
 resolution, the history bound, missing metrics, and the false-positive rate of a steady noisy series."""
 
@@ -12,7 +12,7 @@ import pytest
 from mlsteward_runtime.contracts import Quantiles, RuntimeStats
 from scipy import stats as sps
 
-from mlsteward_operator import health
+from mlsteward_operator.modeldeployment import health
 from mlsteward_operator.api.modeldeployment import (
     ActiveAlert,
     Alerts,
@@ -21,7 +21,7 @@ from mlsteward_operator.api.modeldeployment import (
     HealthSample,
     HealthStatus,
 )
-from mlsteward_operator.status import alerting_condition
+from mlsteward_operator.modeldeployment.status import alerting_condition
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -288,7 +288,7 @@ def test_metrics_of_anomaly_are_the_sample_fields() -> None:
 def test_alert_gauge_follows_the_configured_rules() -> None:
     from prometheus_client import CollectorRegistry
 
-    from mlsteward_operator.metrics import AlertMetrics
+    from mlsteward_operator.kernel.metrics import AlertMetrics
 
     registry = CollectorRegistry()
     m = AlertMetrics(registry)
@@ -308,7 +308,7 @@ def test_alert_gauge_follows_the_configured_rules() -> None:
 def test_the_main_reconcile_patch_leaves_health_to_the_health_timer() -> None:
     """status_patch(others=("health",)): neither a stale copy of status.health nor a null for it is sent."""
     from mlsteward_operator.api.modeldeployment import ModelDeploymentStatus
-    from mlsteward_operator.conventions import status_patch
+    from mlsteward_operator.kernel.status import status_patch
 
     old = ModelDeploymentStatus(serving_version="iris-v1", health=HealthStatus(samples=[sample(0)]))
     stale = ModelDeploymentStatus(serving_version="iris-v2", health=HealthStatus())

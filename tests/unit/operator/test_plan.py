@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from mlsteward_operator.plan import Observed, VersionFacts, plan_deployment
+from mlsteward_operator.modeldeployment.rollout.base import Observed, VersionFacts
+from mlsteward_operator.modeldeployment.rollout.immediate import plan_deployment
 
 V1 = VersionFacts("iris-1", exists=True, model="iris", phase="Ready")
 V2 = VersionFacts("iris-2", exists=True, model="iris", phase="Ready")
@@ -74,16 +75,15 @@ def test_spec_model_guards_the_first_deployment_too():
 
 import datetime as _dt  # noqa: E402
 
-from mlsteward_operator.plan import (  # noqa: E402
+from mlsteward_operator.modeldeployment.decide import (  # noqa: E402
     Override,
-    Plan,
-    Problem,
     Request,
     effective_version,
     experiment_blocker,
     resolve_override,
     with_experiment,
 )
+from mlsteward_operator.modeldeployment.rollout.base import Plan, Problem  # noqa: E402
 
 T0 = _dt.datetime(2026, 1, 1, 12, 0, tzinfo=_dt.UTC)
 READY = {"v1": True, "v2": True, "v3": True}

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from mlsteward_operator import render
+from mlsteward_operator.modeldeployment import render
 from mlsteward_operator.api.modeldeployment import ModelDeployment
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.plan import Observed, VersionFacts, plan_deployment
-from mlsteward_operator.reconcile import desired_children
+from mlsteward_operator.modeldeployment.rollout.base import Observed, VersionFacts
+from mlsteward_operator.modeldeployment.rollout.immediate import plan_deployment
+from mlsteward_operator.modeldeployment.reconcile import desired_children
 from mlsteward_runtime.router.config import parse_config
 
 

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 from mlsteward_runtime.contracts import RouterConfig, RuntimeConfig
 
-from mlsteward_operator import render
+from mlsteward_operator.kernel import names
+from mlsteward_operator.modeldeployment import render
+from mlsteward_operator.modelversion import render as mv_render
 from mlsteward_operator.api import ModelDeployment, ModelVersion
 from mlsteward_operator.api.modeldeployment import TrafficEntry
 from mlsteward_operator.config import OperatorConfig
@@ -62,29 +64,29 @@ TRAFFIC = [TrafficEntry(version="iris-1-0-0", weight=100)]
 
 
 def test_names_are_plain_when_possible_and_hashed_when_not() -> None:
-    assert render.predictor_name("iris", "iris-1-0-0") == "iris-iris-1-0-0"
-    assert render.router_name("iris") == "iris-router"
-    assert render.service_name("iris") == "iris"
-    dotted = render.predictor_name("iris", "iris.v1")
+    assert names.predictor_name("iris", "iris-1-0-0") == "iris-iris-1-0-0"
+    assert names.router_name("iris") == "iris-router"
+    assert names.service_name("iris") == "iris"
+    dotted = names.predictor_name("iris", "iris.v1")
     assert dotted.startswith("iris-iris-v1-") and len(dotted) == len("iris-iris-v1-") + 8
-    assert dotted != render.predictor_name("iris", "iris-v1")  # cleaning never makes two names collide
-    long = render.predictor_name("a" * 60, "b" * 60)
-    assert len(long) == 63 and long == render.predictor_name("a" * 60, "b" * 60)
+    assert dotted != names.predictor_name("iris", "iris-v1")  # cleaning never makes two names collide
+    long = names.predictor_name("a" * 60, "b" * 60)
+    assert len(long) == 63 and long == names.predictor_name("a" * 60, "b" * 60)
     assert long[:-9] == "a" * 54 and long[-9] == "-"
     # A version called "router" does not take the router's name.
-    assert render.predictor_name("iris", "router") != render.router_name("iris")
+    assert names.predictor_name("iris", "router") != names.router_name("iris")
 
 
 def test_label_values_are_valid_and_stable() -> None:
-    assert render.label_value("iris-1-0-0") == "iris-1-0-0"
-    long = render.label_value("v" * 100)
-    assert len(long) <= 63 and long == render.label_value("v" * 100)
-    plus = render.label_value("1.0.0+build.5")
+    assert names.label_value("iris-1-0-0") == "iris-1-0-0"
+    long = names.label_value("v" * 100)
+    assert len(long) <= 63 and long == names.label_value("v" * 100)
+    plus = names.label_value("1.0.0+build.5")
     assert "+" not in plus and plus.startswith("1.0.0-build.5-")
 
 
 def test_owner_reference_from_parent_metadata() -> None:
-    ref = render.owner_reference(md().metadata, "ModelDeployment")
+    ref = names.owner_reference(md().metadata, "ModelDeployment")
     assert ref == {
         "apiVersion": "mlsteward.io/v1alpha1",
         "kind": "ModelDeployment",
@@ -95,7 +97,7 @@ def test_owner_reference_from_parent_metadata() -> None:
     }
     orphan = md().model_copy(update={"metadata": md().metadata.model_copy(update={"uid": None})})
     with pytest.raises(InvalidSpec):
-        render.owner_reference(orphan.metadata, "ModelDeployment")
+        names.owner_reference(orphan.metadata, "ModelDeployment")
 
 
 # ---- ModelDeployment children ---------------------------------------------------------------------------------
@@ -103,7 +105,7 @@ def test_owner_reference_from_parent_metadata() -> None:
 
 def test_one_version_renders_predictor_and_router_children() -> None:
     children = render.render_deployment(md(), VERSIONS, ["iris-1-0-0"], TRAFFIC, "iris-1-0-0", CFG)
-    assert [render.child_key(c) for c in children] == [
+    assert [names.child_key(c) for c in children] == [
         ("v1", "ConfigMap", "iris-iris-1-0-0"),
         ("apps/v1", "Deployment", "iris-iris-1-0-0"),
         ("v1", "Service", "iris-iris-1-0-0"),
@@ -117,7 +119,7 @@ def test_one_version_renders_predictor_and_router_children() -> None:
     for child in children:
         meta = child["metadata"]
         assert meta["namespace"] == "ml"
-        assert meta["ownerReferences"] == [render.owner_reference(md().metadata, "ModelDeployment")]
+        assert meta["ownerReferences"] == [names.owner_reference(md().metadata, "ModelDeployment")]
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "mlsteward"
         assert meta["labels"]["app.kubernetes.io/name"] == "mlsteward"
         assert meta["labels"]["mlsteward.io/deployment"] == "iris"
@@ -274,7 +276,7 @@ def test_artifact_volume_hostpath_and_pvc() -> None:
     assert {"name": "artifacts", "hostPath": {"path": "/srv/m", "type": "Directory"}} in pod["volumes"]
     assert {"name": "artifacts", "mountPath": "/models", "readOnly": True} in pod["containers"][0]["volumeMounts"]
     pvc = OperatorConfig(artifact_volume_type="pvc", artifact_claim_name="models", artifact_env_secret="s3-creds")
-    job = render.render_validation_job(V1, pvc)["spec"]["template"]["spec"]
+    job = mv_render.render_validation_job(V1, pvc)["spec"]["template"]["spec"]
     assert {"name": "artifacts", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in job["volumes"]
     assert job["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-creds", "optional": True}}]
     with pytest.raises(ValueError):
@@ -294,11 +296,11 @@ def test_validation_job() -> None:
         validation={"dataset": "s3://data/iris.csv", "target": "species",
                     "thresholds": ["accuracy >= 0.9", "f1_macro>=0.8"]},
     )
-    job = render.render_validation_job(version, CFG)
+    job = mv_render.render_validation_job(version, CFG)
     name = job["metadata"]["name"]
     assert name.startswith("iris-1-0-0-validate-") and len(name) == len("iris-1-0-0-validate-") + 10
-    assert name == render.validation_job_name(version)
-    assert job["metadata"]["ownerReferences"] == [render.owner_reference(version.metadata, "ModelVersion")]
+    assert name == mv_render.validation_job_name(version)
+    assert job["metadata"]["ownerReferences"] == [names.owner_reference(version.metadata, "ModelVersion")]
     assert job["metadata"]["labels"]["mlsteward.io/modelversion"] == "iris-1-0-0"
     spec = job["spec"]
     assert spec["backoffLimit"] == 0 and "ttlSecondsAfterFinished" not in spec
@@ -317,8 +319,8 @@ def test_validation_job() -> None:
 
 
 def test_validation_job_name_follows_the_spec() -> None:
-    assert render.validation_job_name(mv()) == render.validation_job_name(mv())
-    assert render.validation_job_name(mv()) != render.validation_job_name(mv(version="1.0.1"))
+    assert mv_render.validation_job_name(mv()) == mv_render.validation_job_name(mv())
+    assert mv_render.validation_job_name(mv()) != mv_render.validation_job_name(mv(version="1.0.1"))
 
 
 # ---- an Experiment on the router -----------------------------------------------------------------------------
@@ -439,7 +441,7 @@ def test_network_policy_admits_only_this_router_and_the_operator() -> None:
     assert len(policies) == 1  # one per deployment, whatever the number of versions
     policy = policies[0]
     assert policy["metadata"]["name"] == "iris-predictors"
-    assert policy["metadata"]["ownerReferences"] == [render.owner_reference(md().metadata, "ModelDeployment")]
+    assert policy["metadata"]["ownerReferences"] == [names.owner_reference(md().metadata, "ModelDeployment")]
     assert policy["metadata"]["labels"]["mlsteward.io/deployment"] == "iris"
     spec = policy["spec"]
     assert spec["podSelector"] == {"matchLabels": {"mlsteward.io/deployment": "iris",

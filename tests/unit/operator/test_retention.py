@@ -1,4 +1,4 @@
-"""The retention planner (retention.py): last N by semver precedence, per-model overrides, the pin label, every
+"""The retention planner (retention/decide.py): last N by semver precedence, per-model overrides, the pin label, every
 kind of reference that protects a version, the lineage of served versions, versions under validation, and
 retention off."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mlsteward_operator import retention as rt
+from mlsteward_operator.retention import decide as rt
 from mlsteward_operator.api import DriftMonitor, Experiment, ModelDeployment, ModelVersion
 
 NS = "models"

@@ -7,21 +7,23 @@ import datetime as dt
 
 import pytest
 
-from mlsteward_operator.plan import (
-    MAX_STEP_INTERVALS,
+from mlsteward_operator.modeldeployment.rollout.canary import MAX_STEP_INTERVALS
+from mlsteward_operator.modeldeployment.rollout.base import (
     Counters,
     Gates,
-    Measurement,
     Observed,
     RolloutSpec,
     RolloutState,
     VersionFacts,
+)
+from mlsteward_operator.modeldeployment.rollout.analysis import (
+    Measurement,
     histogram_quantile,
     judge,
     measure,
     merge_counters,
-    plan_rollout,
 )
+from mlsteward_operator.modeldeployment.decide import plan_rollout
 
 V1 = VersionFacts("iris-1", exists=True, model="iris", phase="Ready")
 V2 = VersionFacts("iris-2", exists=True, model="iris", phase="Ready")
@@ -296,3 +298,16 @@ def test_a_version_that_cannot_be_served_is_not_canaried():
                      RolloutState("Stable"), T0)
     assert (p.live, p.router_target, p.traffic, p.rollout) == (("iris-1",), "iris-1", None, None)
     assert p.degraded.reason == "VersionNotReady"
+
+
+def test_every_strategy_of_the_api_has_its_module_behind_one_interface():
+    from mlsteward_operator.api.modeldeployment import RolloutStrategy
+    from mlsteward_operator.modeldeployment.rollout import strategy_for
+    from mlsteward_operator.modeldeployment.rollout.base import Strategy
+
+    for value in RolloutStrategy:
+        strategy = strategy_for(value.value)
+        assert isinstance(strategy, Strategy) and strategy.name == value.value
+        assert type(strategy).__module__.rsplit(".", 1)[1] == value.value.lower()
+    assert [strategy_for(v.value).measures_traffic for v in RolloutStrategy] == [
+        v.value != "Immediate" for v in RolloutStrategy]

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 
-from mlsteward_operator import render
-from mlsteward_operator import status as st
+from mlsteward_operator.modeldeployment import render
+from mlsteward_operator.modeldeployment import status as st
+from mlsteward_operator.kernel import pods
+from mlsteward_operator.kernel import status as kstatus
 from mlsteward_operator.api import ModelDeployment, ModelVersion
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.plan import Counters, Observed, RolloutState, VersionFacts, plan_rollout
-from mlsteward_operator.reconcile import desired_children, rollout_spec, rollout_state
+from mlsteward_operator.modeldeployment.rollout.base import Counters, Observed, RolloutState, VersionFacts
+from mlsteward_operator.modeldeployment.decide import plan_rollout
+from mlsteward_operator.modeldeployment.reconcile import desired_children, rollout_spec, rollout_state
 from mlsteward_runtime.router.config import parse_config
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -42,7 +45,7 @@ def canary(status: dict | None = None, rollback: bool = True) -> ModelDeployment
 
 
 def children() -> st.ChildrenState:
-    ready = st.WorkloadState(exists=True, replicas=1, ready_replicas=1, available_replicas=1, updated_replicas=1,
+    ready = pods.WorkloadState(exists=True, replicas=1, ready_replicas=1, available_replicas=1, updated_replicas=1,
                              rolled_out=True)
     return st.ChildrenState(predictors={"iris-1": ready, "iris-2": ready}, router=ready)
 
@@ -82,7 +85,7 @@ def test_step_start_writes_the_baseline_and_a_split_router_config():
                                                  "errors": 0, "latencyBuckets": {"5": 4, "+Inf": 4}}]
     assert new.traffic_summary == "iris-1=90,iris-2=10" and new.serving_version == "iris-1"
     assert conds(new)["Progressing"] == ("True", "Analysing") and conds(new)["Ready"] == ("True", "Serving")
-    assert not st.status_changed(new, new.to_k8s())  # survives a round trip through the API server
+    assert not kstatus.status_changed(new, new.to_k8s())  # survives a round trip through the API server
 
     (cm,) = [c for c in desired_children(md, VERSIONS, plan, OperatorConfig())
              if c["kind"] == "ConfigMap" and c["metadata"]["name"] == "iris-router"]
@@ -135,15 +138,15 @@ def test_observe_router_table_reads_the_split_once_rolled_out():
                 "status": {"observedGeneration": 2, "replicas": 1 if updated else 2, "updatedReplicas": updated,
                            "availableReplicas": 1}}
 
-    assert st.observe_router_table(router("iris-1=90,iris-2=10")) == {"iris-1": 90, "iris-2": 10}
-    assert st.observe_router_table(router("iris-1=90,iris-2=10", updated=0)) is None
+    assert pods.observe_router_table(router("iris-1=90,iris-2=10")) == {"iris-1": 90, "iris-2": 10}
+    assert pods.observe_router_table(router("iris-1=90,iris-2=10", updated=0)) is None
     assert st.observe_router(router("iris-1=0,iris-2=100")) == "iris-2"
-    assert st.observe_router_table(None) is None
+    assert pods.observe_router_table(None) is None
 
 
 def test_every_rollout_field_is_sent_so_a_merge_patch_clears_stale_ones():
     from mlsteward_operator.api.modeldeployment import ModelDeploymentStatus, RolloutStatus
-    from mlsteward_operator.conventions import status_patch
+    from mlsteward_operator.kernel.status import status_patch
 
     old = ModelDeploymentStatus(serving_version="iris-1", experiment="ab", rollout=RolloutStatus(
         phase="Progressing", step=1, target_version="iris-2", step_started_at=dt.datetime(2026, 1, 1, tzinfo=dt.UTC)))

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from mlsteward_operator import k8s
+from mlsteward_operator.kube import client as k8s
 from mlsteward_runtime.contracts import RouterStats, VersionStats
 
 

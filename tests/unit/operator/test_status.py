@@ -7,11 +7,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from mlsteward_operator import status as st
+from mlsteward_operator.modeldeployment import status as st
+from mlsteward_operator.kernel import pods
+from mlsteward_operator.modelversion import status as mv_status
+from mlsteward_operator.kernel import conditions
+from mlsteward_operator.kernel import status as kstatus
 from mlsteward_operator.api import ModelDeployment, ModelVersion
 from mlsteward_operator.api.common import MAX_DECISIONS, Condition
 from mlsteward_operator.api.modeldeployment import Decision
-from mlsteward_operator.plan import Observed, VersionFacts, plan_deployment
+from mlsteward_operator.modeldeployment.decide import Observed, VersionFacts, plan_deployment
 
 T0 = dt.datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=dt.UTC)
 T1 = T0 + dt.timedelta(minutes=5)
@@ -28,22 +32,22 @@ def conds(status: Any) -> dict[str, Condition]:
 
 
 def test_condition_transition_time_moves_only_on_a_flip() -> None:
-    c = st.set_condition([], "Ready", False, "Waiting", "not yet", generation=1, now=T0)
+    c = conditions.set_condition([], "Ready", False, "Waiting", "not yet", generation=1, now=T0)
     (ready,) = c
     assert ready.status == "False" and ready.last_transition_time == T0.replace(microsecond=0)
-    c = st.set_condition(c, "Ready", False, "StillWaiting", "other words", generation=2, now=T1)
+    c = conditions.set_condition(c, "Ready", False, "StillWaiting", "other words", generation=2, now=T1)
     (ready,) = c
     assert (ready.reason, ready.message, ready.observed_generation) == ("StillWaiting", "other words", 2)
     assert ready.last_transition_time == T0.replace(microsecond=0)
-    c = st.set_condition(c, "Ready", True, "Serving", "ok", generation=2, now=T2)
+    c = conditions.set_condition(c, "Ready", True, "Serving", "ok", generation=2, now=T2)
     assert c[0].status == "True" and c[0].last_transition_time == T2.replace(microsecond=0)
 
 
 def test_conditions_keep_a_stable_order() -> None:
-    c = st.set_condition([], "Degraded", False, "AsExpected", "", generation=1, now=T0)
-    c = st.set_condition(c, "Custom", True, "Why", "", generation=1, now=T0)
-    c = st.set_condition(c, "Ready", True, "Serving", "", generation=1, now=T0)
-    c = st.set_condition(c, "Progressing", False, "Stable", "", generation=1, now=T0)
+    c = conditions.set_condition([], "Degraded", False, "AsExpected", "", generation=1, now=T0)
+    c = conditions.set_condition(c, "Custom", True, "Why", "", generation=1, now=T0)
+    c = conditions.set_condition(c, "Ready", True, "Serving", "", generation=1, now=T0)
+    c = conditions.set_condition(c, "Progressing", False, "Stable", "", generation=1, now=T0)
     assert [x.type for x in c] == ["Ready", "Progressing", "Degraded", "Custom"]
 
 
@@ -72,10 +76,10 @@ def test_status_changed_ignores_a_round_trip() -> None:
     md = deployment()
     status = st.compute_deployment_status(md, plan_for(md), children(), VERSIONS, url=URL, now=T0)
     read_back = json.loads(json.dumps(status.to_k8s()))
-    assert not st.status_changed(read_back, status)
-    assert not st.status_changed(status, status.model_copy())
-    assert st.status_changed(read_back, status.model_copy(update={"url": "http://elsewhere"}))
-    assert st.status_changed(None, status)
+    assert not kstatus.status_changed(read_back, status)
+    assert not kstatus.status_changed(status, status.model_copy())
+    assert kstatus.status_changed(read_back, status.model_copy(update={"url": "http://elsewhere"}))
+    assert kstatus.status_changed(None, status)
 
 
 # ---- observations ----------------------------------------------------------------------------------------------
@@ -93,11 +97,11 @@ def deployment_obj(*, generation: int = 2, observed: int = 2, replicas: int = 2,
 
 
 def test_observe_deployment() -> None:
-    assert st.observe_deployment(None) == st.WorkloadState()
-    assert st.observe_deployment(deployment_obj()).ready
-    assert not st.observe_deployment(deployment_obj(observed=1)).rolled_out  # controller has not seen the spec
-    assert not st.observe_deployment(deployment_obj(updated=1, total=3)).rolled_out  # old pods remain
-    assert not st.observe_deployment(deployment_obj(available=0)).ready
+    assert pods.observe_deployment(None) == pods.WorkloadState()
+    assert pods.observe_deployment(deployment_obj()).ready
+    assert not pods.observe_deployment(deployment_obj(observed=1)).rolled_out  # controller has not seen the spec
+    assert not pods.observe_deployment(deployment_obj(updated=1, total=3)).rolled_out  # old pods remain
+    assert not pods.observe_deployment(deployment_obj(available=0)).ready
 
 
 def test_observe_router_reads_the_rolled_out_target() -> None:
@@ -105,7 +109,7 @@ def test_observe_router_reads_the_rolled_out_target() -> None:
     assert st.observe_router(deployment_obj(traffic="iris-1-0-0=100", updated=1, total=2)) is None
     assert st.observe_router(deployment_obj(traffic="a=90,b=10")) is None
     assert st.observe_router(None) is None
-    assert st.parse_traffic("a=90,b=10,junk") == {"a": 90, "b": 10}
+    assert pods.parse_traffic("a=90,b=10,junk") == {"a": 90, "b": 10}
 
 
 def job_obj(*, active: int = 0, cond: str | None = None, reason: str | None = None) -> dict[str, Any]:
@@ -123,13 +127,13 @@ def pod_obj(message: str, created: str = "2026-01-01T12:00:00Z") -> dict[str, An
 
 
 def test_observe_job() -> None:
-    assert st.observe_job(None) == st.JobState()
-    running = st.observe_job(job_obj(active=1))
+    assert pods.observe_job(None) == pods.JobState()
+    running = pods.observe_job(job_obj(active=1))
     assert running.exists and running.active and not running.failed
-    failed = st.observe_job(job_obj(cond="Failed", reason="DeadlineExceeded"), [pod_obj("old", "2026-01-01T11:00:00Z"),
+    failed = pods.observe_job(job_obj(cond="Failed", reason="DeadlineExceeded"), [pod_obj("old", "2026-01-01T11:00:00Z"),
                                                                                pod_obj("new")])
     assert failed.failed and failed.failure_reason == "DeadlineExceeded" and failed.termination_message == "new"
-    assert st.observe_job(job_obj(cond="Complete")).succeeded
+    assert pods.observe_job(job_obj(cond="Complete")).succeeded
 
 
 # ---- ModelVersion ---------------------------------------------------------------------------------------------
@@ -149,10 +153,10 @@ def result(**fields: Any) -> str:
 
 def test_version_pending_then_validating() -> None:
     mv = version()
-    pending = st.compute_version_status(mv, "job", st.JobState(), T0)
+    pending = mv_status.compute_version_status(mv, "job", pods.JobState(), T0)
     assert (pending.phase, pending.reason, pending.validation_job) == ("Pending", "Created", "job")
     assert conds(pending)["Progressing"].status == "True" and conds(pending)["Ready"].status == "False"
-    validating = st.compute_version_status(mv, "job", st.observe_job(job_obj(active=1)), T0)
+    validating = mv_status.compute_version_status(mv, "job", pods.observe_job(job_obj(active=1)), T0)
     assert validating.phase == "Validating" and validating.observed_generation == 1
 
 
@@ -161,8 +165,8 @@ def test_version_ready_from_termination_message() -> None:
                      golden={"inputs": [[1.0, 2.0]], "outputs": [1]},
                      signature={"inputs": [{"name": "a"}, {"name": "b"}], "output": {"kind": "class"}},
                      reference={"uri": "s3://m/profile.json", "sha256": SHA, "format": "skops"})
-    job = st.observe_job(job_obj(cond="Complete"), [pod_obj(message)])
-    s = st.compute_version_status(version(), "job", job, T1)
+    job = pods.observe_job(job_obj(cond="Complete"), [pod_obj(message)])
+    s = mv_status.compute_version_status(version(), "job", job, T1)
     assert (s.phase, s.reason) == ("Ready", "Validated")
     assert s.metrics == {"accuracy": 0.97} and s.sha256 == SHA
     assert s.golden is not None and s.golden.outputs == [1]
@@ -176,25 +180,25 @@ def test_version_ready_from_termination_message() -> None:
 def test_version_failed_reasons() -> None:
     for reason in ("DigestMismatch", "SignatureMismatch", "BelowThreshold", "FetchFailed", "LoadFailed"):
         message = json.dumps({"phase": "Failed", "reason": reason, "message": f"{reason} details"})
-        job = st.observe_job(job_obj(cond="Failed", reason="BackoffLimitExceeded"), [pod_obj(message)])
-        s = st.compute_version_status(version(), "job", job, T0)
+        job = pods.observe_job(job_obj(cond="Failed", reason="BackoffLimitExceeded"), [pod_obj(message)])
+        s = mv_status.compute_version_status(version(), "job", job, T0)
         assert (s.phase, s.reason, s.message) == ("Failed", reason, f"{reason} details")
         assert conds(s)["Degraded"].status == "True" and conds(s)["Ready"].reason == reason
 
 
 def test_version_job_failed_without_result_and_garbage_result() -> None:
-    s = st.compute_version_status(version(), "job", st.observe_job(job_obj(cond="Failed", reason="DeadlineExceeded")), T0)
+    s = mv_status.compute_version_status(version(), "job", pods.observe_job(job_obj(cond="Failed", reason="DeadlineExceeded")), T0)
     assert (s.phase, s.reason) == ("Failed", "JobFailed") and "DeadlineExceeded" in s.message
-    job = st.observe_job(job_obj(cond="Complete"), [pod_obj("Traceback: not json")])
-    s = st.compute_version_status(version(), "job", job, T0)
+    job = pods.observe_job(job_obj(cond="Complete"), [pod_obj("Traceback: not json")])
+    s = mv_status.compute_version_status(version(), "job", job, T0)
     assert (s.phase, s.reason) == ("Failed", "InvalidResult")
 
 
 def test_version_verdict_is_kept_once_recorded() -> None:
     done = version(phase="Ready", reason="Validated", validationJob="job", metrics={"accuracy": 0.9})
-    s = st.compute_version_status(done, "job", st.JobState(), T2)  # the Job is gone
+    s = mv_status.compute_version_status(done, "job", pods.JobState(), T2)  # the Job is gone
     assert (s.phase, s.metrics) == ("Ready", {"accuracy": 0.9})
-    assert st.version_is_terminal(done, "job") and not st.version_is_terminal(done, "other-job")
+    assert mv_status.version_is_terminal(done, "job") and not mv_status.version_is_terminal(done, "other-job")
 
 
 # ---- ModelDeployment ------------------------------------------------------------------------------------------
@@ -226,14 +230,14 @@ def facts(name: str | None) -> VersionFacts | None:
     return VersionFacts(name, exists=True, model=mv.spec.model, phase=mv.status.phase.value, reason=mv.status.reason)
 
 
-def ready_state() -> st.WorkloadState:
-    return st.WorkloadState(exists=True, replicas=1, ready_replicas=1, available_replicas=1, updated_replicas=1,
+def ready_state() -> pods.WorkloadState:
+    return pods.WorkloadState(exists=True, replicas=1, ready_replicas=1, available_replicas=1, updated_replicas=1,
                             rolled_out=True)
 
 
 def children(*ready_versions: str, router: bool = True) -> st.ChildrenState:
     return st.ChildrenState(predictors={v: ready_state() for v in ready_versions},
-                            router=ready_state() if router else st.WorkloadState())
+                            router=ready_state() if router else pods.WorkloadState())
 
 
 def plan_for(md: ModelDeployment, router_on: str | None = None, *ready_versions: str):
@@ -296,7 +300,7 @@ def test_bad_spec_version_keeps_serving_and_explains_in_a_decision() -> None:
         # Reconciling the same situation again records nothing new and changes nothing.
         again = st.compute_deployment_status(md.model_copy(update={"status": s}), plan_for(md, "iris-1", "iris-1"),
                                              children("iris-1"), VERSIONS, url=URL, now=T2)
-        assert not st.status_changed(s, again), wanted
+        assert not kstatus.status_changed(s, again), wanted
 
 
 def test_bad_first_version_serves_nothing() -> None:

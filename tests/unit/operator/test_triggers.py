@@ -1,4 +1,4 @@
-"""The retraining triggers besides drift (triggers.py): cron evaluation in UTC with one catch-up run after downtime,
+"""The retraining triggers besides drift (retraining/decide.py): cron evaluation in UTC with one catch-up run after downtime,
 the schedule and performance decisions, their interplay with the cooldown and an active retraining, and the spec
 rules that go with them."""
 
@@ -11,7 +11,7 @@ import pytest
 from mlsteward_runtime.contracts import Quantiles, RuntimeStats
 from pydantic import ValidationError
 
-from mlsteward_operator import triggers as tr
+from mlsteward_operator.retraining import decide as tr
 from mlsteward_operator.api.common import ObjectMeta
 from mlsteward_operator.api.driftmonitor import (
     Action,

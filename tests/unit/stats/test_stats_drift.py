@@ -145,3 +145,21 @@ def test_pool_windows_keeps_everything_when_it_fits_and_is_seeded():
     assert sorted(pool_windows([a, b], max_samples=10_000)["x"]) == list(np.arange(200.0))
     assert pool_windows([a, b], 50, seed=3) == pool_windows([a, b], 50, seed=3)
     assert len(pool_windows([a, b], 50, seed=3)["x"]) == 50
+
+
+def test_ks_threshold_counts_the_ks_statistic_as_an_effect_size():
+    """DriftMonitor's thresholds.ks lives here, so `mlsteward drift` and the operator apply one rule."""
+    rng = np.random.default_rng(9)
+    reference, current = rng.normal(size=20_000), rng.normal(0.12, 1.0, size=3_000)
+    d = st.ks_2samp(reference, current).statistic
+    off = DriftThresholds(psi=5.0, wasserstein=5.0)
+    f = drift_report({"x": reference}, {"x": current}, thresholds=off).features["x"]
+    assert not f.drift and f.reason == "effect below threshold"
+    below = drift_report({"x": reference}, {"x": current}, thresholds=DriftThresholds(
+        psi=5.0, wasserstein=5.0, ks=d * 1.01)).features["x"]
+    assert not below.drift and below.reason == "effect below threshold"
+    at = drift_report({"x": reference}, {"x": current}, thresholds=DriftThresholds(
+        psi=5.0, wasserstein=5.0, ks=d)).features["x"]
+    assert at.drift and at.reason == "drift" and at.statistic == pytest.approx(d, rel=1e-12)
+    with pytest.raises(ValueError, match="ks"):
+        DriftThresholds(ks=-0.1)

@@ -17,22 +17,21 @@ status, so an operator stopped in between sends them again after a restart: at l
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from mlsteward_operator import health, k8s, render
+from mlsteward_operator import kube
+from mlsteward_operator.kernel import names
+from mlsteward_operator.modeldeployment import health
 from mlsteward_operator.api.common import API_VERSION
 from mlsteward_operator.api.modeldeployment import ActiveAlert, HealthStatus, ModelDeployment
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.conventions import parse_object, second
-from mlsteward_operator.metrics import alert_metrics
-
-# Background webhook deliveries, referenced so that they are not garbage-collected while they run.
-_deliveries: set[asyncio.Task[None]] = set()
-
+from mlsteward_operator.kernel.conditions import second
+from mlsteward_operator.kernel.status import parse_object
+from mlsteward_operator.kernel.metrics import alert_metrics
+from mlsteward_operator.kernel.tasks import Background
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -47,8 +46,19 @@ def health_patch(new: HealthStatus, old: HealthStatus | None) -> dict[str, Any]:
     return out
 
 
-async def reconcile_health(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,
-                           now: dt.datetime | None = None) -> dict[str, Any] | None:
+class Health:
+    """The health timer's state, owned by the composition root: the webhook deliveries still running."""
+
+    def __init__(self) -> None:
+        self.deliveries = Background()
+
+    async def reconcile(self, body: Mapping[str, Any], client: kube.Client, cfg: OperatorConfig,
+                        now: dt.datetime | None = None) -> dict[str, Any] | None:
+        return await reconcile_health(body, client, cfg, now, deliveries=self.deliveries)
+
+
+async def reconcile_health(body: Mapping[str, Any], client: kube.Client, cfg: OperatorConfig,
+                           now: dt.datetime | None = None, *, deliveries: Background) -> dict[str, Any] | None:
     """Takes a sample when one is due and returns `{"health": ...}`, else None."""
     now = second(now or _now())
     md: ModelDeployment = parse_object(ModelDeployment, body)
@@ -68,7 +78,7 @@ async def reconcile_health(body: Mapping[str, Any], client: k8s.Client, cfg: Ope
     if serving:
         mv_obj = await client.get(API_VERSION, "ModelVersion", ns, serving)
         semver = ModelVersion.model_validate(mv_obj).spec.version if mv_obj is not None else None
-        report = await client.predictor_stats(ns, render.selector_labels(name, "predictor", serving),
+        report = await client.predictor_stats(ns, names.selector_labels(name, "predictor", serving),
                                               cfg.predictor_port, timeout_s=cfg.drift_poll_timeout_seconds)
         # A predictor reports its ModelVersion's spec.version (a semver); status names the ModelVersion.
         sample = health.pool_sample([s for s in report.answers if semver is None or s.version == semver], serving,
@@ -86,13 +96,11 @@ async def reconcile_health(body: Mapping[str, Any], client: k8s.Client, cfg: Ope
     if md.spec.alerts is not None and md.spec.alerts.notify is not None:
         changes = [(a, health.FIRING) for a in outcome.fired] + [(a, health.RESOLVED) for a in outcome.resolved]
         for alert, state in changes:
-            task = asyncio.create_task(_deliver(md, fresh, client, cfg, alert, state))
-            _deliveries.add(task)
-            task.add_done_callback(_deliveries.discard)
+            deliveries.start(_deliver(md, fresh, client, cfg, alert, state), name=f"mlsteward-alert-{name}")
     return {"health": health_patch(outcome.status, md.status.health)}
 
 
-async def _deliver(md: ModelDeployment, body: dict[str, Any], client: k8s.Client, cfg: OperatorConfig,
+async def _deliver(md: ModelDeployment, body: dict[str, Any], client: kube.Client, cfg: OperatorConfig,
                    alert: ActiveAlert, state: str) -> None:
     assert md.spec.alerts is not None and md.spec.alerts.notify is not None
     ref = md.spec.alerts.notify.webhook_secret_ref

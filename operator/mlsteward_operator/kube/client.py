@@ -138,6 +138,24 @@ def _api_error(exc: ApiException) -> ApiError:
     return ApiError(exc.status or 0, exc.reason or "", str(message))
 
 
+def _webhook_failure(exc: BaseException, timeout_s: float) -> str:
+    """What went wrong with a webhook POST, in words that contain no part of the URL (see post_webhook)."""
+    if isinstance(exc, asyncio.TimeoutError | aiohttp.ServerTimeoutError):
+        return f"timed out after {timeout_s:g}s"
+    if isinstance(exc, aiohttp.InvalidURL | ValueError):
+        return "the value is not an http(s) URL"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "host name did not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        errno = getattr(exc.os_error, "errno", None)
+        return f"connection failed: {os.strerror(errno)}" if errno else "connection failed"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected"
+    return type(exc).__name__
+
+
 def load_config() -> None:
     """In-cluster config when running in a pod, else the current kubeconfig.
 
@@ -347,20 +365,27 @@ class Client:
                                      attempts: int = 5, backoff_s: float = 1.0) -> str | None:
         """`post_webhook` to the URL held by key `key` of Secret `name` (a `notify.webhookSecretRef`). Returns None
         once posted, else why not, in words (never raises)."""
+        where = f"webhook in Secret {namespace}/{name} key {key}"
         try:
             url = await self.secret_value(namespace, name, key)
         except ApiError as exc:
-            return f"could not read Secret {name}: {exc}"
+            # The API server's answer names the Secret, never its data.
+            return f"{where}: could not read the Secret: {exc.status} {exc.reason}"
+        except (UnicodeDecodeError, ValueError):
+            return f"{where}: the value is not base64-encoded UTF-8 text"
         if not url:
-            return f"Secret {name} has no key {key} (notify.webhookSecretRef)"
+            return f"Secret {namespace}/{name} has no key {key} (notify.webhookSecretRef)"
         failure = await self.post_webhook(url, payload, attempts=attempts, backoff_s=backoff_s)
-        return None if failure is None else f"webhook in Secret {name}: {failure}"
+        return None if failure is None else f"{where} failed: {failure}"
 
     async def post_webhook(self, url: str, payload: dict[str, Any], *, attempts: int = 5,
                            backoff_s: float = 1.0, timeout_s: float = 10.0) -> str | None:
         """POST `payload` as JSON to `url`, retrying connection errors and 5xx/429 answers up to `attempts` times,
         waiting `backoff_s`, then twice as long after each failure. Returns None on a 2xx, else the last failure in
-        words (never raises). A 4xx other than 429 is not retried: the receiver refused this payload."""
+        words (never raises). A 4xx other than 429 is not retried: the receiver refused this payload.
+
+        The URL is a credential (receivers put their token in it), so a failure is described by its kind only:
+        aiohttp's own messages embed the URL, the host or the port and are never passed on."""
         failure = "not attempted"
         delay = backoff_s
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
@@ -372,8 +397,10 @@ class Client:
                         failure = f"HTTP {resp.status} on attempt {attempt}"
                         if 400 <= resp.status < 500 and resp.status != 429:
                             return failure
-                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                    failure = f"{type(exc).__name__} on attempt {attempt}: {exc}".rstrip(": ")
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+                    failure = f"{_webhook_failure(exc, timeout_s)} on attempt {attempt}"
+                    if isinstance(exc, (aiohttp.InvalidURL, ValueError)):
+                        return failure  # the URL will not parse on the next attempt either
                 if attempt < attempts:
                     await asyncio.sleep(delay)
                     delay *= 2

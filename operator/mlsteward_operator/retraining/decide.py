@@ -1,6 +1,6 @@
 """Pure retraining triggers of a DriftMonitor besides drift: `spec.schedule` and `spec.performance`.
 
-Like drift.py, nothing here reads a clock, the network or the API server: the controller (reconcile_drift.py) passes
+Like driftmonitor/decide.py, nothing here reads a clock, the network or the API server: the reconciles pass
 `now`, the predictors' `GET /v1/stats` answers and whether a retraining is active, and gets back a decision as data
 and the status fields to record before it acts.
 
@@ -26,25 +26,29 @@ retraining starts when the cooldown ends, if the metric is still below the floor
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from croniter import croniter
 from mlsteward_runtime.contracts import RuntimeStats
 
 from mlsteward_operator.api.common import parse_duration
 from mlsteward_operator.api.driftmonitor import (
+    MAX_RETRAIN_STEPS,
     Action,
+    DriftMonitorStatus,
     DriftMonitor,
     LastAction,
     PerformanceMetric,
     PerformanceStatus,
     RetrainPhase,
     RetrainStatus,
+    RetrainStep,
 )
-from mlsteward_operator.conventions import second
-from mlsteward_operator.pooling import pool_feedback
-from mlsteward_operator.render import dns_name
+from mlsteward_operator.kernel.conditions import second
+from mlsteward_operator.kernel.pooling import pool_feedback
+from mlsteward_operator.kernel.names import dns_name
 
 SCHEDULE = "schedule"
 PERFORMANCE = "performance"
@@ -74,6 +78,15 @@ class TriggerDecision:
 # --------------------------------------------------------------------------------------------------------------
 # Shared rules
 # --------------------------------------------------------------------------------------------------------------
+
+
+def retrain_job_name(monitor: str, breach_started: dt.datetime) -> str:
+    """`<monitor>-retrain-<UTC time of the breach's first window>`, a valid Job name of at most 63 characters.
+
+    The breach, not the time of the decision, names the Job: a restarted operator that decides again on the same
+    breach derives the same name, and applying it finds the Job already there.
+    """
+    return dns_name(monitor, "retrain", second(breach_started).strftime("%Y%m%d%H%M%S"))
 
 
 def trigger_job_name(monitor: str, kind: str, time: dt.datetime) -> str:
@@ -248,3 +261,43 @@ def _utc(t: dt.datetime) -> dt.datetime:
 
 def _rfc3339(t: dt.datetime) -> str:
     return second(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# Metrics where lower is better; every other metric `mlsteward validate` reports (accuracy, f1_macro, roc_auc, r2)
+# is better higher.
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse", "log_loss", "error_rate", "brier"})
+
+
+
+def retrain_active(status: DriftMonitorStatus) -> bool:
+    r = status.retrain
+    return r is not None and r.phase in (RetrainPhase.running, RetrainPhase.validating)
+
+
+
+def add_step(r: RetrainStatus, step: str, message: str, now: dt.datetime, **update: Any) -> RetrainStatus:
+    """`r` with one more step (bounded, oldest dropped) and the given fields updated."""
+    steps = [*r.steps, RetrainStep(time=second(now), step=step, message=message[:4096])][-MAX_RETRAIN_STEPS:]
+    return r.model_copy(update={"steps": steps, **update})
+
+
+
+def compare_metrics(new: Mapping[str, float], champion: Mapping[str, float]) -> tuple[bool, str]:
+    """Whether `new` beats `champion` on the validated metrics both have: at least as good on every one and
+    strictly better on at least one (lower is better for errors such as rmse and mae). No shared metric: no."""
+    shared = sorted(set(new) & set(champion))
+    if not shared:
+        return False, "no validated metric in common with the champion"
+    worse, better = [], []
+    for m in shared:
+        a, b = float(new[m]), float(champion[m])
+        lower = m in LOWER_IS_BETTER
+        if (a > b) if lower else (a < b):
+            worse.append(f"{m} {a:.4g} vs {b:.4g}")
+        elif a != b:
+            better.append(f"{m} {a:.4g} vs {b:.4g}")
+    if worse:
+        return False, "worse on " + ", ".join(worse)
+    if not better:
+        return False, "equal on every shared metric (" + ", ".join(shared) + ")"
+    return True, "better on " + ", ".join(better)

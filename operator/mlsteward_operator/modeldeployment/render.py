@@ -12,19 +12,15 @@ For a ModelDeployment `<md>` (see `render_deployment`):
   read-only into the router pods as the tokens file;
 - the NetworkPolicy `<md>-predictors` (unless the settings turn it off): only this deployment's router pods and the
   operator reach the predictor pods.
-For a ModelVersion `<mv>`: the validation Job `<mv>-validate-<hash of spec>` (see `render_validation_job`).
 
-Every child carries the labels `app.kubernetes.io/managed-by: mlsteward`, `mlsteward.io/deployment` (or
-`mlsteward.io/modelversion`) and, for predictors, `mlsteward.io/version`, and an owner reference to its parent
-(controller, blockOwnerDeletion) so that deleting the parent deletes it.
+Every child carries the labels `app.kubernetes.io/managed-by: mlsteward`, `mlsteward.io/deployment` and, for
+predictors, `mlsteward.io/version`, and an owner reference to its parent (kernel/names.py).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -41,140 +37,39 @@ from mlsteward_runtime.contracts import (
     StickyConfig,
 )
 
-from mlsteward_operator.api.common import API_VERSION, ObjectMeta
 from mlsteward_operator.api.experiment import Experiment
-from mlsteward_operator.api.modeldeployment import ModelDeployment, Resources, TrafficEntry
+from mlsteward_operator.api.modeldeployment import ModelDeployment, TrafficEntry
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.conventions import ANNOTATION_TRAFFIC
-from mlsteward_operator.errors import InvalidSpec, NotReady
-
-MANAGED_BY = "mlsteward"
-LABEL_DEPLOYMENT = "mlsteward.io/deployment"
-LABEL_VERSION = "mlsteward.io/version"
-LABEL_MODEL = "mlsteward.io/model"
-LABEL_MODELVERSION = "mlsteward.io/modelversion"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-ANNOTATION_CONFIG_HASH = "mlsteward.io/config-hash"
-ANNOTATION_SPEC_HASH = "mlsteward.io/spec-hash"
+from mlsteward_operator.errors import NotReady
+from mlsteward_operator.kernel.names import (
+    ANNOTATION_CONFIG_HASH,
+    ANNOTATION_TRAFFIC,
+    LABEL_MODEL,
+    _meta,
+    deployment_labels,
+    dns_name,
+    label_value,
+    owner_reference,
+    predictor_name,
+    router_name,
+    selector_labels,
+    service_name,
+    short_hash,
+)
+from mlsteward_operator.kernel.pods import CONFIG_DIR, _pod_spec, _resources
 
 # A serving pod that is told to stop keeps accepting connections for a few seconds first: endpoints and
 # kube-proxy's rules drop it asynchronously, and a pod that closed its socket at once would refuse the requests
 # still sent to it meanwhile (kubernetes/kubernetes#43576). The sleep action needs no shell in the image.
 SERVING_LIFECYCLE = {"preStop": {"sleep": {"seconds": 5}}}
 
-CONFIG_DIR = "/etc/mlsteward"
 RUNTIME_CONFIG_FILE = "config.json"
 ROUTER_CONFIG_FILE = "router.json"
 # The auth Secret's key is mounted here as one file. A Secret volume (no subPath) is updated in place by the
 # kubelet, and the router re-reads the file when it changes, so rotating tokens needs no restart.
 AUTH_DIR = "/etc/mlsteward-auth"
 TOKENS_FILE = "tokens"
-TERMINATION_LOG = "/dev/termination-log"
-MAX_NAME = 63
-
-_NOT_DNS = re.compile(r"[^a-z0-9-]+")
-_NOT_LABEL = re.compile(r"[^A-Za-z0-9._-]+")
-_LABEL_OK = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Names, labels, owner references, hashes
-# --------------------------------------------------------------------------------------------------------------
-
-
-def short_hash(value: Any, length: int = 8) -> str:
-    """First `length` hex digits of the sha256 of `value` (a string, or anything JSON-serializable)."""
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
-
-
-def dns_name(*parts: str, max_len: int = MAX_NAME, force_hash: bool = False) -> str:
-    """A DNS-1123 label made of `parts` joined by '-'.
-
-    When the joined text had to be cleaned (upper case, dots, ...) or shortened, a hash of the original is appended,
-    so two different inputs never map to the same name and the result is stable across releases.
-    """
-    raw = "-".join(parts)
-    clean = _NOT_DNS.sub("-", raw.lower())
-    clean = re.sub(r"-{2,}", "-", clean).strip("-") or "x"
-    if clean == raw and len(clean) <= max_len and not force_hash:
-        return clean
-    suffix = short_hash(raw)
-    return f"{clean[: max_len - len(suffix) - 1].rstrip('-')}-{suffix}"
-
-
-def label_value(value: str) -> str:
-    """A valid label value for `value` (at most 63 characters of [A-Za-z0-9._-]), hashed when it had to change."""
-    if len(value) <= MAX_NAME and _LABEL_OK.match(value):
-        return value
-    clean = _NOT_LABEL.sub("-", value).strip("-_.")
-    suffix = short_hash(value)
-    return f"{clean[: MAX_NAME - len(suffix) - 1].rstrip('-_.')}-{suffix}".lstrip("-")
-
-
-def predictor_name(md_name: str, version: str) -> str:
-    """`<md>-<version>`: Deployment, Service, ConfigMap, PDB and HPA of one predictor."""
-    # A version literally named "router" must not take the router's name.
-    return dns_name(md_name, version, force_hash=version == "router")
-
-
-def router_name(md_name: str) -> str:
-    """`<md>-router`: the router's Deployment, ConfigMap and PDB."""
-    return dns_name(md_name, "router")
-
-
-def service_name(md_name: str) -> str:
-    """`<md>`: the stable Service in front of the router (the CRD guarantees `<md>` is a valid Service name)."""
-    return md_name
-
-
-def validation_job_name(mv: ModelVersion) -> str:
-    """`<mv>-validate-<hash of spec>`: one Job per spec, so a restarted operator finds the Job it created."""
-    return dns_name(mv.metadata.name, "validate", short_hash(mv.spec.to_k8s(), 10))
-
-
-def owner_reference(meta: ObjectMeta, kind: str, api_version: str = API_VERSION) -> dict[str, Any]:
-    """An owner reference to the parent: deleting it deletes the child; the child is the parent's to manage."""
-    if not meta.uid:
-        raise InvalidSpec(f"{kind} {meta.name} has no metadata.uid; read it from the API server before rendering")
-    return {
-        "apiVersion": api_version,
-        "kind": kind,
-        "name": meta.name,
-        "uid": meta.uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
-
-
-def deployment_labels(md_name: str, component: str, version: str | None = None) -> dict[str, str]:
-    """Labels of every child of a ModelDeployment (and of its pods)."""
-    labels = {
-        "app.kubernetes.io/name": "mlsteward",
-        "app.kubernetes.io/instance": label_value(md_name),
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        LABEL_COMPONENT: component,
-        LABEL_DEPLOYMENT: label_value(md_name),
-    }
-    if version is not None:
-        labels[LABEL_VERSION] = label_value(version)
-    return labels
-
-
-def selector_labels(md_name: str, component: str, version: str | None = None) -> dict[str, str]:
-    """The immutable subset of the labels that Deployments, Services and PDBs select pods by."""
-    labels = {LABEL_DEPLOYMENT: label_value(md_name), LABEL_COMPONENT: component}
-    if version is not None:
-        labels[LABEL_VERSION] = label_value(version)
-    return labels
-
-
-def _meta(name: str, namespace: str | None, labels: dict[str, str], owner: dict[str, Any]) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "labels": dict(labels), "ownerReferences": [owner]}
-    if namespace:
-        meta["namespace"] = namespace
-    return meta
 
 
 def _json(data: Any) -> str:
@@ -184,92 +79,6 @@ def _json(data: Any) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # Pod building blocks
 # --------------------------------------------------------------------------------------------------------------
-
-
-def pod_security_context(cfg: OperatorConfig) -> dict[str, Any]:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": cfg.run_as_user,
-        "runAsGroup": cfg.run_as_user,
-        "fsGroup": cfg.run_as_user,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def container_security_context() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-
-
-def artifact_volume(cfg: OperatorConfig) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(volumes, mounts) of the artifact volume, or two empty lists when none is configured (see config.py)."""
-    if cfg.artifact_volume_type == "hostPath":
-        source: dict[str, Any] = {
-            "hostPath": {"path": cfg.artifact_host_path or cfg.artifact_mount_path, "type": "Directory"}
-        }
-    elif cfg.artifact_volume_type == "pvc":
-        source = {"persistentVolumeClaim": {"claimName": cfg.artifact_claim_name, "readOnly": True}}
-    else:
-        return [], []
-    volume = {"name": "artifacts", **source}
-    mount = {"name": "artifacts", "mountPath": cfg.artifact_mount_path, "readOnly": True}
-    return [volume], [mount]
-
-
-def _env_from(cfg: OperatorConfig) -> list[dict[str, Any]]:
-    if not cfg.artifact_env_secret:
-        return []
-    return [{"secretRef": {"name": cfg.artifact_env_secret, "optional": True}}]
-
-
-def _resources(spec_resources: Resources | None, default: Mapping[str, Any]) -> dict[str, Any]:
-    if spec_resources is not None:
-        return spec_resources.to_k8s()
-    return json.loads(json.dumps(dict(default)))  # a copy: the settings object is shared
-
-
-def _pod_spec(
-    cfg: OperatorConfig,
-    container: dict[str, Any],
-    *,
-    config_map: str | None,
-    restart_policy: str = "Always",
-    extra_volumes: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
-) -> dict[str, Any]:
-    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
-    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    if config_map is not None:
-        volumes.append({"name": "config", "configMap": {"name": config_map}})
-        mounts.append({"name": "config", "mountPath": CONFIG_DIR, "readOnly": True})
-    for volume, mount in extra_volumes:
-        volumes.append(volume)
-        mounts.append(mount)
-    art_volumes, art_mounts = artifact_volume(cfg)
-    volumes += art_volumes
-    mounts += art_mounts
-    container = {
-        **container,
-        "image": cfg.image,
-        "imagePullPolicy": cfg.image_pull_policy,
-        "securityContext": container_security_context(),
-        "volumeMounts": mounts,
-    }
-    env_from = _env_from(cfg)
-    if env_from:
-        container["envFrom"] = env_from
-    return {
-        # The pods call no Kubernetes API: no token in them.
-        "automountServiceAccountToken": False,
-        "enableServiceLinks": False,
-        "restartPolicy": restart_policy,
-        "securityContext": pod_security_context(cfg),
-        "containers": [container],
-        "volumes": volumes,
-    }
 
 
 def _http_probe(path: str, **extra: int) -> dict[str, Any]:
@@ -619,70 +428,8 @@ def render_network_policy(md: ModelDeployment, cfg: OperatorConfig) -> dict[str,
     }
 
 
-def child_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
-    """(apiVersion, kind, name) of a rendered child: compare with what exists to find children to delete."""
-    return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
-
-
 # --------------------------------------------------------------------------------------------------------------
 # ModelVersion validation Job
 # --------------------------------------------------------------------------------------------------------------
 
 
-def validation_args(mv: ModelVersion) -> list[str]:
-    """Arguments of `mlsteward validate` for `mv`; the verdict goes to the termination message."""
-    spec = mv.spec
-    args = ["validate", "--uri", spec.artifact.uri, "--sha256", spec.artifact.sha256,
-            "--format", spec.artifact.format.value]
-    if spec.signature is not None:
-        signature = spec.signature.model_dump(mode="json", exclude_none=True)
-        args += ["--signature-json", json.dumps(signature, sort_keys=True, separators=(",", ":"))]
-    if spec.validation is not None:
-        args += ["--validation-data", spec.validation.dataset, "--target", spec.validation.target]
-        for threshold in spec.validation.thresholds:
-            args += ["--threshold", threshold.replace(" ", "")]
-    args += ["--result-file", TERMINATION_LOG]
-    return args
-
-
-def render_validation_job(mv: ModelVersion, cfg: OperatorConfig) -> dict[str, Any]:
-    """The Job that validates `mv`. Its one pod writes a ValidationResult (JSON) to its termination message.
-
-    backoffLimit comes from the settings (default 0: a verdict is a verdict, and the one pod's termination message
-    is the result); ttlSecondsAfterFinished is unset so the Job and its result stay readable until the
-    ModelVersion is deleted (the owner reference removes them then).
-    """
-    name = validation_job_name(mv)
-    ns = mv.metadata.namespace
-    owner = owner_reference(mv.metadata, "ModelVersion")
-    labels = {
-        "app.kubernetes.io/name": "mlsteward",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        LABEL_COMPONENT: "validation",
-        LABEL_MODELVERSION: label_value(mv.metadata.name),
-        LABEL_MODEL: label_value(mv.spec.model),
-    }
-    container = {
-        "name": "validate",
-        "command": ["mlsteward"],
-        "args": validation_args(mv),
-        # The result is read from the termination message, so it must come from the file, never from logs.
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "File",
-        "resources": json.loads(json.dumps(cfg.validation_resources)),
-    }
-    meta = _meta(name, ns, labels, owner)
-    meta["annotations"] = {ANNOTATION_SPEC_HASH: short_hash(mv.spec.to_k8s(), 16)}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta,
-        "spec": {
-            "backoffLimit": cfg.validation_backoff_limit,
-            "activeDeadlineSeconds": cfg.validation_deadline_seconds,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": _pod_spec(cfg, container, config_map=None, restart_policy="Never"),
-            },
-        },
-    }

@@ -1,17 +1,16 @@
-"""Reconciles: read the world through k8s, decide with plan/status, write children through k8s.
+"""The ModelDeployment reconcile: read the world through kube, decide with decide/status, write children through kube.
 
-Each function takes the object as kopf hands it (a plain mapping), a `k8s.Client` and the operator settings, and
-returns the new status (a dict ready for a status patch) or None when nothing changed. It raises only
-`InvalidSpec` and `NotReady`; the handlers map them to kopf's errors.
+It takes the object as kopf hands it (a plain mapping), a `kube.Client` and the operator settings, and returns the
+new status (a dict ready for a status patch) or None when nothing changed. It raises only `InvalidSpec` and
+`NotReady`; the handlers map them to kopf's errors.
 
-Both reconciles are level-based: they observe the children that exist, compute the desired ones from the spec
-and the observations, apply them (server-side apply: a no-op when unchanged), and delete the children that are no
-longer wanted. Running one twice in a row changes nothing the second time.
+The reconcile is level-based: it observes the children that exist, computes the desired ones from the spec and the
+observations, applies them (server-side apply: a no-op when unchanged), and deletes the children that are no longer
+wanted. Running it twice in a row changes nothing the second time.
 
-While a Canary or BlueGreen step is in effect, the ModelDeployment reconcile also reads every router pod's
-statistics (`k8s.Client.router_stats`); the plan takes the step's baseline from them or judges the step on them
-(see plan.py), and status.rollout keeps what the next reconcile, or a restarted operator, needs to continue.
-"""
+While a Canary or BlueGreen step is in effect, the reconcile also reads every router pod's statistics
+(`kube.Client.router_stats`); the plan takes the step's baseline from them or judges the step on them (see
+decide.py), and status.rollout keeps what the next reconcile, or a restarted operator, needs to continue."""
 
 from __future__ import annotations
 
@@ -23,28 +22,33 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlsteward_operator import k8s, render, status
+from mlsteward_operator import kube
 from mlsteward_operator.api.common import ServingRequest, parse_duration
 from mlsteward_operator.api.experiment import Experiment
 from mlsteward_operator.api.modeldeployment import ModelDeployment, RolloutStatus, ServingOverride
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.conventions import parse_object, status_patch
-from mlsteward_operator.plan import (
-    Counters,
-    Gates,
-    Observed,
+from mlsteward_operator.kernel import names, pods
+from mlsteward_operator.kernel.status import parse_object, status_changed, status_patch
+from mlsteward_operator.modeldeployment import render, status
+from mlsteward_operator.modeldeployment.decide import (
     Override,
-    Plan,
     Request,
-    RolloutSpec,
-    RolloutState,
-    VersionFacts,
     effective_version,
     experiment_blocker,
     plan_rollout,
     resolve_override,
     with_experiment,
+)
+from mlsteward_operator.modeldeployment.rollout import strategy_for
+from mlsteward_operator.modeldeployment.rollout.base import (
+    Counters,
+    Gates,
+    Observed,
+    Plan,
+    RolloutSpec,
+    RolloutState,
+    VersionFacts,
 )
 
 log = logging.getLogger(__name__)
@@ -79,36 +83,6 @@ def _dump(model: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------------------
 
 
-async def reconcile_version(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,
-                            now: dt.datetime | None = None) -> dict[str, Any] | None:
-    """Runs the validation Job of a ModelVersion (once) and turns its result into status."""
-    now = now or _now()
-    mv: ModelVersion = _parse(ModelVersion, body)
-    job = render.render_validation_job(mv, cfg)
-    job_name = job["metadata"]["name"]
-    ns = mv.metadata.namespace
-    if status.version_is_terminal(mv, job_name):
-        return None
-
-    existing = await client.get("batch/v1", "Job", ns, job_name)
-    if existing is None:
-        # Create, not apply: a Job's template is immutable, and a Job whose name is derived from the spec is
-        # never changed, only created once. A 409 means a previous run of this reconcile created it.
-        await client.create(job)
-        existing = await client.get("batch/v1", "Job", ns, job_name)
-        await client.event(body, reason="ValidationStarted", message=f"Created validation Job {job_name}")
-    pods = await client.list("v1", "Pod", ns, labels={"job-name": job_name}) if existing else []
-    new = status.compute_version_status(mv, job_name, status.observe_job(existing, pods), now)
-    if not status.status_changed(mv.status, new):
-        return None
-    if new.phase != mv.status.phase and new.phase.value in ("Ready", "Failed"):
-        await client.event(
-            body, reason=new.reason or new.phase.value, type_="Normal" if new.phase.value == "Ready" else "Warning",
-            message=f"ModelVersion {mv.metadata.name} is {new.phase.value}: {new.message or ''}".strip(": "),
-        )
-    return _dump(new)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # ModelDeployment
 # --------------------------------------------------------------------------------------------------------------
@@ -121,16 +95,16 @@ def _facts(name: str, mv: ModelVersion | None) -> VersionFacts:
                         reason=mv.status.reason)
 
 
-async def _versions(client: k8s.Client, ns: str, names: set[str]) -> dict[str, ModelVersion]:
+async def _versions(client: kube.Client, ns: str, wanted: set[str]) -> dict[str, ModelVersion]:
     out: dict[str, ModelVersion] = {}
-    for name in sorted(names):
+    for name in sorted(wanted):
         obj = await client.get(GROUP_VERSION, "ModelVersion", ns, name)
         if obj is not None:
             out[name] = ModelVersion.model_validate(obj)
     return out
 
 
-async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,
+async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg: OperatorConfig,
                                now: dt.datetime | None = None) -> dict[str, Any] | None:
     """Brings the children of a ModelDeployment in line with its spec and what its versions allow.
 
@@ -156,23 +130,24 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
     s = md.status
     rollout_target = s.rollout.target_version if s.rollout is not None and s.rollout.phase.value == "Progressing" \
         else None
-    names = {md.spec.version, *(n for n in (serving_name, s.stable_version, s.previous_version) if n),
-             *([prev_override.version] if prev_override else []), *(r.version for r in requests if r.version), *arms}
-    versions = await _versions(client, ns, names)
+    version_names = {md.spec.version, *(n for n in (serving_name, s.stable_version, s.previous_version) if n),
+                     *([prev_override.version] if prev_override else []),
+                     *(r.version for r in requests if r.version), *arms}
+    versions = await _versions(client, ns, version_names)
     ready = {n: mv.status.phase.value == "Ready" for n, mv in versions.items()}
     override, applied = resolve_override(md.spec.version, serving_name, s.stable_version, s.previous_version,
                                          rollout_target, prev_override, requests, ready, now)
     wanted = effective_version(md.spec.version, override)
 
     deployments = {d["metadata"]["name"]: d for d in await client.list(
-        "apps/v1", "Deployment", ns, labels={render.LABEL_DEPLOYMENT: render.label_value(name)})}
+        "apps/v1", "Deployment", ns, labels={names.LABEL_DEPLOYMENT: names.label_value(name)})}
     involved = {wanted, *([serving_name] if serving_name else []), *arms}
-    predictors = {v: status.observe_deployment(deployments.get(render.predictor_name(name, v))) for v in involved}
-    router_obj = deployments.get(render.router_name(name))
-    table = status.observe_router_table(router_obj)
+    predictors = {v: pods.observe_deployment(deployments.get(names.predictor_name(name, v))) for v in involved}
+    router_obj = deployments.get(names.router_name(name))
+    table = pods.observe_router_table(router_obj)
     router_on = status.observe_router(router_obj)
-    if arms and serving_name in arms and status.router_template_table(router_obj) == arms \
-            and status.observe_deployment(router_obj).ready:
+    if arms and serving_name in arms and pods.router_template_table(router_obj) == arms \
+            and pods.observe_deployment(router_obj).ready:
         # The router runs (or is moving to) the Experiment's split over the served version: for the rollout plan
         # that is the served version, in place.
         router_on = serving_name
@@ -180,9 +155,10 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
     if override is not None and override.holds(md.spec.version):
         spec = RolloutSpec(strategy="Immediate")  # a promoted version is warm; a rollback must be quick
     stats = None
-    if spec.strategy != "Immediate" and serving_name not in (None, wanted) and table and len(table) > 1:
+    if strategy_for(spec.strategy).measures_traffic and serving_name not in (None, wanted) and table \
+            and len(table) > 1:
         # A canary step is in effect: its baseline is taken, or it is judged, on what the routers counted.
-        report = await client.router_stats(ns, render.selector_labels(name, "router"), cfg.router_port)
+        report = await client.router_stats(ns, names.selector_labels(name, "router"), cfg.router_port)
         stats = tuple(Counters(r.replica, r.started, v, s.requests, s.errors, dict(s.latency_buckets))
                       for r in report.answers for v, s in r.versions.items())
     observed = Observed(
@@ -218,10 +194,10 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
                                 experiment=active if experiment_on and plan.traffic else None)
     for child in children:
         await client.apply(child)
-    await _prune(client, ns, name, {render.child_key(c) for c in children})
+    await _prune(client, ns, name, {names.child_key(c) for c in children})
 
     new = status.compute_deployment_status(
-        md, plan, status.ChildrenState(predictors=predictors, router=status.observe_deployment(router_obj)),
+        md, plan, status.ChildrenState(predictors=predictors, router=pods.observe_deployment(router_obj)),
         versions, url=render.deployment_url(md, cfg), now=now, experiment=experiment_on,
         override=_override_status(override),
     )
@@ -231,7 +207,7 @@ async def reconcile_deployment(body: Mapping[str, Any], client: k8s.Client, cfg:
             type_="Warning" if decision.kind.value in ("Hold", "Rollback") else "Normal",
             message=decision.message + (f" (Git: {decision.git_change})" if decision.git_change else ""),
         )
-    if not status.status_changed(md.status, new):
+    if not status_changed(md.status, new):
         return None
     # Merge patch: a step's start time or baseline, or an ended override, must not survive into a new value.
     # status.health is the health timer's (reconcile_health.py): never written here, whatever copy this one read.
@@ -321,9 +297,9 @@ def rollout_state(r: RolloutStatus | None) -> RolloutState:
     )
 
 
-async def _prune(client: k8s.Client, ns: str, md_name: str, wanted: set[tuple[str, str, str]]) -> None:
+async def _prune(client: kube.Client, ns: str, md_name: str, wanted: set[tuple[str, str, str]]) -> None:
     """Deletes the children of `md_name` (by label) that the latest render no longer contains."""
-    labels = {render.LABEL_DEPLOYMENT: render.label_value(md_name), "app.kubernetes.io/managed-by": "mlsteward"}
+    labels = {names.LABEL_DEPLOYMENT: names.label_value(md_name), "app.kubernetes.io/managed-by": "mlsteward"}
     for api_version, kind in OWNED_KINDS:
         for obj in await client.list(api_version, kind, ns, labels=labels):
             key = (api_version, kind, obj["metadata"]["name"])

@@ -31,7 +31,6 @@ import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 from mlsteward_runtime.contracts import RuntimeStats
 
 from mlsteward_operator.api.common import parse_duration
@@ -44,8 +43,8 @@ from mlsteward_operator.api.modeldeployment import (
     HealthSample,
     HealthStatus,
 )
-from mlsteward_operator.conventions import second
-from mlsteward_operator.pooling import pool_feedback, weighted_mean
+from mlsteward_operator.kernel.conditions import second
+from mlsteward_operator.kernel.pooling import pool_feedback, weighted_mean
 
 DEFAULT_INTERVAL = "1m"
 DEFAULT_HISTORY = 60
@@ -133,6 +132,8 @@ def zscore_verdict(value: float, history: Sequence[float], threshold: float) -> 
     """|value - mean| / std of `history` (ddof 1) against `threshold`; None when std is 0 or history has < 2."""
     if len(history) < 2:
         return None
+    import numpy as np  # here, not at the top: importing the operator loads no numerical library
+
     arr = np.asarray(history, dtype=float)
     mean, std = float(arr.mean()), float(arr.std(ddof=1))
     if not std > 0:
@@ -148,6 +149,8 @@ def iqr_verdict(value: float, history: Sequence[float], k: float) -> Verdict | N
     """`value` outside [Q1 - k*IQR, Q3 + k*IQR] of `history` (linear percentiles); None when the IQR is 0."""
     if len(history) < 2:
         return None
+    import numpy as np
+
     q1, q3 = (float(q) for q in np.percentile(np.asarray(history, dtype=float), [25, 75]))
     iqr = q3 - q1
     if not iqr > 0:

@@ -1,15 +1,10 @@
-"""Pure status functions (STYLE §5, §6): observed facts in, a whole status out, written once per reconcile.
+"""A ModelDeployment's status (STYLE §5, §6): observed facts in, a whole status out, written once per reconcile.
 
-- Conditions: `set_condition` moves `lastTransitionTime` only when the status flips (True/False/Unknown).
-- Observations: `observe_deployment`, `observe_router`, `observe_job` turn raw API objects (plain dicts) into the
-  few facts the status functions need, so those functions never parse Kubernetes objects themselves.
-- ModelVersion: `compute_version_status` maps the validation Job (and its pod's termination message) to phase
-  Pending | Validating | Ready | Failed with a reason (DigestMismatch, SignatureMismatch, BelowThreshold,
-  FetchFailed, LoadFailed, ...).
-- ModelDeployment: `compute_deployment_status` turns a rollout plan (see `plan.plan_deployment`) plus the observed
-  children into status: servingVersion, stableVersion, traffic, rollout, url, conditions and the bounded decision
-  log, whose entries carry the one-line spec change that would bring Git in line with what is served.
-- `status_changed` says whether a write is needed at all.
+- Observations: `observe_router` (with kernel/pods.py's `observe_deployment`) turns raw API objects (plain dicts)
+  into the few facts the status functions need, so those functions never parse Kubernetes objects themselves.
+- `compute_deployment_status` turns a rollout plan (see `decide.plan_deployment`) plus the observed children into
+  status: servingVersion, stableVersion, traffic, rollout, url, conditions and the bounded decision log, whose
+  entries carry the one-line spec change that would bring Git in line with what is served.
 
 Times are passed in (`now`), never read here, so every function is deterministic.
 """
@@ -22,10 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mlsteward_runtime.contracts import ArtifactRef, ValidationResult
-from pydantic import BaseModel, ValidationError
-
-from mlsteward_operator.api.common import MAX_DECISIONS, Condition, ConditionType
+from mlsteward_operator.api.common import MAX_DECISIONS, ConditionType
 from mlsteward_operator.api.modeldeployment import (
     Decision,
     DecisionKind,
@@ -38,9 +30,9 @@ from mlsteward_operator.api.modeldeployment import (
     ServingOverride,
     TrafficEntry,
 )
-from mlsteward_operator.api.modelversion import ModelVersion, ModelVersionStatus, VersionPhase, VersionReason
-# set_condition lives in conventions so that every controller shares one copy; it stays importable from here.
-from mlsteward_operator.conventions import ANNOTATION_TRAFFIC, second, set_condition
+from mlsteward_operator.api.modelversion import ModelVersion
+from mlsteward_operator.kernel.conditions import second, set_condition
+from mlsteward_operator.kernel.pods import WorkloadState, observe_router_table
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -76,91 +68,9 @@ def new_decisions(old: Sequence[Decision], new: Sequence[Decision]) -> list[Deci
     return [d for d in new if key(d) not in seen]
 
 
-def _plain(status: BaseModel | Mapping[str, Any] | None) -> dict[str, Any]:
-    if status is None:
-        return {}
-    if isinstance(status, BaseModel):
-        return status.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return json.loads(json.dumps(dict(status), default=str))
-
-
-def status_changed(old: BaseModel | Mapping[str, Any] | None, new: BaseModel | Mapping[str, Any]) -> bool:
-    """Whether writing `new` would change anything compared with `old` (a model or the dict read from the object).
-
-    Both sides are normalised the same way (camelCase, no unset fields) and parsed as the same model, so a status
-    read back from the API server compares equal to the one that was written.
-    """
-    if isinstance(new, BaseModel) and old is not None and not isinstance(old, BaseModel):
-        try:
-            old = type(new).model_validate(old)
-        except ValidationError:
-            return True
-    return _plain(old) != _plain(new)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Observations of children
 # --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WorkloadState:
-    """What a Deployment shows."""
-
-    exists: bool = False
-    replicas: int = 0
-    ready_replicas: int = 0
-    available_replicas: int = 0
-    updated_replicas: int = 0
-    # The controller has seen the latest spec and every pod runs it (no old pods left).
-    rolled_out: bool = False
-
-    @property
-    def ready(self) -> bool:
-        """Rolled out and serving: at least one available pod (or zero wanted)."""
-        return self.exists and self.rolled_out and (self.available_replicas >= 1 or self.replicas == 0)
-
-
-def observe_deployment(obj: Mapping[str, Any] | None) -> WorkloadState:
-    """Facts of an apps/v1 Deployment as read from the API server (None: it does not exist)."""
-    if not obj:
-        return WorkloadState()
-    spec = obj.get("spec") or {}
-    status = obj.get("status") or {}
-    generation = (obj.get("metadata") or {}).get("generation", 0)
-    wanted = spec.get("replicas", 1)
-    replicas = status.get("replicas", 0)
-    updated = status.get("updatedReplicas", 0)
-    available = status.get("availableReplicas", 0)
-    rolled_out = (
-        status.get("observedGeneration", -1) >= generation
-        and updated >= wanted
-        and replicas == updated  # no pod of an older template is left
-        and available >= min(wanted, updated)
-    )
-    return WorkloadState(
-        exists=True,
-        replicas=wanted,
-        ready_replicas=status.get("readyReplicas", 0),
-        available_replicas=available,
-        updated_replicas=updated,
-        rolled_out=rolled_out,
-    )
-
-
-def observe_router_table(obj: Mapping[str, Any] | None) -> dict[str, int] | None:
-    """The weight table every router pod runs with (`{"v1": 90, "v2": 10}`), once the router Deployment has fully
-    rolled out; None while a rollout is in progress or when the router does not exist."""
-    if not observe_deployment(obj).rolled_out:
-        return None
-    template = ((obj or {}).get("spec") or {}).get("template") or {}
-    return parse_traffic(((template.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TRAFFIC, ""))
-
-
-def router_template_table(obj: Mapping[str, Any] | None) -> dict[str, int]:
-    """The weight table the router Deployment's pod template asks for, rolled out or not (empty: no router)."""
-    template = ((obj or {}).get("spec") or {}).get("template") or {}
-    return parse_traffic(((template.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TRAFFIC, ""))
 
 
 def observe_router(obj: Mapping[str, Any] | None) -> str | None:
@@ -174,147 +84,9 @@ def observe_router(obj: Mapping[str, Any] | None) -> str | None:
     return full[0] if len(full) == 1 else None
 
 
-def parse_traffic(summary: str) -> dict[str, int]:
-    """`v1=90,v2=10` -> {"v1": 90, "v2": 10} (the inverse of render.traffic_summary); bad entries are skipped."""
-    out: dict[str, int] = {}
-    for part in summary.split(","):
-        name, _, weight = part.partition("=")
-        if name and weight.isdigit():
-            out[name] = int(weight)
-    return out
-
-
-@dataclass(frozen=True)
-class JobState:
-    """What a validation Job and its pod show."""
-
-    exists: bool = False
-    active: bool = False
-    succeeded: bool = False
-    failed: bool = False
-    failure_reason: str | None = None  # the Job's Failed condition reason, e.g. DeadlineExceeded
-    failure_message: str | None = None
-    termination_message: str | None = None  # what `mlsteward validate` wrote to /dev/termination-log
-
-
-def observe_job(job: Mapping[str, Any] | None, pods: Sequence[Mapping[str, Any]] = ()) -> JobState:
-    """Facts of a batch/v1 Job and its pods (those labelled job-name=<job>), as read from the API server."""
-    if not job:
-        return JobState()
-    status = job.get("status") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"}
-    failed_cond = conditions.get("Failed") or conditions.get("FailureTarget")
-    message = None
-    # The newest terminated container wins (with backoffLimit > 0 an earlier attempt may have failed).
-    for pod in sorted(pods, key=lambda p: (p.get("metadata") or {}).get("creationTimestamp") or "", reverse=True):
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            terminated = (cs.get("state") or {}).get("terminated") or {}
-            if terminated.get("message"):
-                message = terminated["message"]
-                break
-        if message:
-            break
-    return JobState(
-        exists=True,
-        active=bool(status.get("active")),
-        succeeded="Complete" in conditions or "SuccessCriteriaMet" in conditions or bool(status.get("succeeded")),
-        failed=failed_cond is not None,
-        failure_reason=failed_cond.get("reason") if failed_cond else None,
-        failure_message=failed_cond.get("message") if failed_cond else None,
-        termination_message=message,
-    )
-
-
 # --------------------------------------------------------------------------------------------------------------
 # ModelVersion
 # --------------------------------------------------------------------------------------------------------------
-
-
-def parse_validation_result(message: str | None) -> ValidationResult | None:
-    """The ValidationResult in a termination message, or None when there is none or it is not one."""
-    if not message:
-        return None
-    try:
-        return ValidationResult.model_validate_json(message.strip())
-    except ValidationError:
-        return None
-
-
-def version_is_terminal(mv: ModelVersion, job_name: str) -> bool:
-    """Whether `mv` already has a verdict from the Job `job_name` (then no Job needs to exist or be re-created)."""
-    return mv.status.phase in (VersionPhase.ready, VersionPhase.failed) and mv.status.validation_job == job_name
-
-
-def compute_version_status(mv: ModelVersion, job_name: str, job: JobState, now: dt.datetime) -> ModelVersionStatus:
-    """The whole status of `mv` from its validation Job `job_name` (observed as `job`).
-
-    A verdict already recorded for this Job is kept as it is, even after the Job is gone: the spec is immutable,
-    so the verdict cannot change.
-    """
-    prev = mv.status
-    generation = mv.metadata.generation
-    if version_is_terminal(mv, job_name):
-        return prev.model_copy(update={"observed_generation": generation})
-
-    base: dict[str, Any] = {"observed_generation": generation, "validation_job": job_name}
-    result = parse_validation_result(job.termination_message)
-    if result is not None and (job.succeeded or job.failed or not job.active):
-        ready = result.phase == "Ready"
-        status = ModelVersionStatus(
-            **base,
-            phase=VersionPhase.ready if ready else VersionPhase.failed,
-            reason=result.reason or (VersionReason.validated if ready else VersionReason.job_failed),
-            message=result.message or ("validated" if ready else "validation failed"),
-            metrics=result.metrics,
-            sha256=result.sha256,
-            signature=result.signature,
-            golden=result.golden,
-            reference=result.reference if isinstance(result.reference, ArtifactRef) else None,
-            validated_at=second(now),
-        )
-    elif job.failed:
-        status = ModelVersionStatus(
-            **base,
-            phase=VersionPhase.failed,
-            reason=VersionReason.job_failed,
-            message=f"validation Job {job_name} failed without a result: "
-            f"{job.failure_reason or 'unknown'}: {job.failure_message or ''}".rstrip(": "),
-            validated_at=second(now),
-        )
-    elif job.succeeded:
-        status = ModelVersionStatus(
-            **base,
-            phase=VersionPhase.failed,
-            reason=VersionReason.invalid_result,
-            message=f"validation Job {job_name} succeeded but left no readable result in its termination message",
-            validated_at=second(now),
-        )
-    elif job.exists:
-        status = ModelVersionStatus(
-            **base, phase=VersionPhase.validating, reason=VersionReason.validating,
-            message=f"validation Job {job_name} is running",
-        )
-    else:
-        status = ModelVersionStatus(
-            **base, phase=VersionPhase.pending, reason=VersionReason.created,
-            message=f"validation Job {job_name} not created yet",
-        )
-    return _with_version_conditions(status, prev.conditions, generation, now)
-
-
-def _with_version_conditions(
-    status: ModelVersionStatus, previous: Sequence[Condition], generation: int | None, now: dt.datetime
-) -> ModelVersionStatus:
-    phase, reason, message = status.phase, status.reason or status.phase.value, status.message or ""
-    conds = list(previous)
-    conds = set_condition(conds, ConditionType.ready, phase == VersionPhase.ready, reason, message,
-                          generation=generation, now=now)
-    in_progress = phase in (VersionPhase.pending, VersionPhase.validating)
-    conds = set_condition(conds, ConditionType.progressing, in_progress, reason, message,
-                          generation=generation, now=now)
-    conds = set_condition(conds, ConditionType.degraded, phase == VersionPhase.failed, reason, message,
-                          generation=generation, now=now)
-    return status.model_copy(update={"conditions": conds})
 
 
 # --------------------------------------------------------------------------------------------------------------

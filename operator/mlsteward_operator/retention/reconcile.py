@@ -29,10 +29,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from mlsteward_operator import k8s, retention
+from mlsteward_operator import kube
+from mlsteward_operator.retention import decide
 from mlsteward_operator.api import DriftMonitor, Experiment, ModelDeployment, ModelVersion
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.metrics import RetentionMetrics, retention_metrics
+from mlsteward_operator.kernel.metrics import RetentionMetrics, retention_metrics
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +66,10 @@ class _Observed:
 class Retention:
     """Applies the retention policy of `config` to the namespaces the operator watches."""
 
-    def __init__(self, client: k8s.Client, config: OperatorConfig, *, namespaces: Sequence[str] = (),
+    def __init__(self, client: kube.Client, config: OperatorConfig, *, namespaces: Sequence[str] = (),
                  metrics: RetentionMetrics | None = None) -> None:
         self.client = client
-        self.policy = retention.Policy(config.retention_keep_last, dict(config.retention_models))
+        self.policy = decide.Policy(config.retention_keep_last, dict(config.retention_models))
         self.dry_run = config.retention_dry_run
         self.interval = config.retention_interval_seconds
         # Exact names are listed one by one; glob patterns (or none: every namespace) need a cluster-wide list.
@@ -137,14 +138,14 @@ class Retention:
                 experiments=[Experiment.model_validate(o) for o in raw["Experiment"]],
                 monitors=[DriftMonitor.model_validate(o) for o in raw["DriftMonitor"]],
             )
-        except (k8s.ApiError, ValidationError, KeyError) as exc:
+        except (kube.ApiError, ValidationError, KeyError) as exc:
             log.warning("Skipped retention namespace=%s: could not read every object that may reference a "
                         "ModelVersion: %s", namespace, str(exc).splitlines()[0])
             return None
         return observed
 
-    def _plan(self, namespace: str, seen: _Observed) -> list[retention.ModelPlan]:
-        return retention.plan(namespace, seen.versions, seen.deployments, seen.experiments, seen.monitors,
+    def _plan(self, namespace: str, seen: _Observed) -> list[decide.ModelPlan]:
+        return decide.plan(namespace, seen.versions, seen.deployments, seen.experiments, seen.monitors,
                               self.policy)
 
     async def run_namespace(self, namespace: str) -> list[Outcome]:
@@ -174,7 +175,7 @@ class Retention:
                         outcomes.append(outcome)
         return outcomes
 
-    async def _would_delete(self, p: retention.ModelPlan, doomed: retention.Doomed,
+    async def _would_delete(self, p: decide.ModelPlan, doomed: decide.Doomed,
                             body: dict[str, Any]) -> Outcome:
         message = f"Retention would delete (dry run): {doomed.message(p)}"
         self._announced.add(doomed.uid or doomed.name)
@@ -182,12 +183,12 @@ class Retention:
         _record("Would delete ModelVersion", p, doomed, deleted=False)
         return Outcome(p.namespace, doomed.name, p.model, doomed.version, False, message)
 
-    async def _delete(self, p: retention.ModelPlan, doomed: retention.Doomed,
+    async def _delete(self, p: decide.ModelPlan, doomed: decide.Doomed,
                       body: dict[str, Any]) -> Outcome | None:
         try:
             gone = await self.client.delete(API_VERSION, "ModelVersion", p.namespace, doomed.name, uid=doomed.uid,
                                             resource_version=doomed.resource_version)
-        except k8s.ApiError as exc:
+        except kube.ApiError as exc:
             log.warning("Failed to delete ModelVersion namespace=%s name=%s for retention: %s", p.namespace,
                         doomed.name, exc)
             return None
@@ -202,7 +203,7 @@ class Retention:
         return Outcome(p.namespace, doomed.name, p.model, doomed.version, True, message)
 
 
-def _record(what: str, p: retention.ModelPlan, doomed: retention.Doomed, *, deleted: bool) -> None:
+def _record(what: str, p: decide.ModelPlan, doomed: decide.Doomed, *, deleted: bool) -> None:
     log.info("%s for retention %s", what, json.dumps({
         "namespace": p.namespace, "name": doomed.name, "uid": doomed.uid, "model": p.model,
         "version": doomed.version, "rank": doomed.rank, "keepLast": p.keep_last, "policy": p.source,

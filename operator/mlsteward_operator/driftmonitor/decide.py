@@ -3,7 +3,7 @@
 Three steps, each deterministic (times are passed in as `now`, nothing here reads a clock, the network or the API
 server), so the controller can run them every `interval` and a restarted operator computes the same thing:
 
-1. `analyse(dm, reference, windows, now)` pools the predictor replicas' input windows, weighing each replica by the
+1. `analyse(dm, reference, windows, now)` (analysis.py) pools the predictor replicas' input windows, weighing each replica by the
    rows it saw (`pool_windows`), refuses to judge fewer than `spec.window.minSamples` rows, tests every selected
    feature against the reference profile with `drift_report` and returns the report in the shape of
    `status.lastReport`.
@@ -11,11 +11,10 @@ server), so the controller can run them every `interval` and a restarted operato
    and returns the actions to take as data, with the numbers behind them and the name of the retraining Job.
 3. `compute_status(dm, verdict, decision, now)` returns the whole status to write.
 
-Then the actions as data, for the controller (reconcile_drift.py) to execute after it has recorded them in status:
-`rollback_request` (status.servingRequest for the ModelDeployment), `alert_payload` (the webhook's JSON),
-`render_retrain_job`, and the steps after a successful retraining Job: `parse_train_result`,
-`render_retrained_version` (a ModelVersion with lineage), `render_experiment` and `compare_metrics` (Promote only
-when the new version's validated metrics beat the champion's).
+Then the actions as data, for the controller (reconcile.py) to execute after it has recorded them in status:
+`rollback_request` (status.servingRequest for the ModelDeployment) and `alert_payload` (the webhook's JSON). A
+Retrain action is recorded as status.retrain under the Job name the retraining package derives, which then runs the
+Job and the steps after it (retraining/).
 
 The decision rule. A window is in breach when at least one feature drifts, and a feature drifts only when it has
 at least `window.minSamples` values, an effect past its threshold (PSI, normalized Wasserstein or the KS statistic
@@ -29,41 +28,25 @@ action is at least `cooldown` old. Windows with too few rows give no verdict: th
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mlsteward_runtime.contracts import DriftWindow, FeatureType, Profile, TrainResult
-from pydantic import ValidationError
-
-from mlsteward_operator.api.common import API_VERSION, ConditionType, ServingRequest, ServingRequestKind, parse_duration
+from mlsteward_operator.api.common import ConditionType, ServingRequest, ServingRequestKind, parse_duration
 from mlsteward_operator.api.driftmonitor import (
     MAX_HISTORY,
-    MAX_RETRAIN_STEPS,
     Action,
     DriftMonitor,
     DriftMonitorStatus,
-    FeatureResult,
     HistoryEntry,
     LastAction,
-    Report,
     RetrainPhase,
     RetrainStatus,
-    RetrainStep,
 )
-from mlsteward_operator.api.modelversion import ModelVersion
-from mlsteward_operator.render import LABEL_COMPONENT, MANAGED_BY, dns_name, label_value, owner_reference
-from mlsteward_operator.conventions import second, set_condition
-
-if TYPE_CHECKING:
-    from mlsteward_runtime.stats.drift import DriftReport, DriftThresholds, FeatureDrift
-
-# Multiple-testing correction across features. Holm controls the family-wise error, which is what bounds the rate
-# of windows in breach when nothing shifted; the spec has no field to choose Benjamini-Hochberg.
-CORRECTION = "holm"
+from mlsteward_operator.driftmonitor.analysis import DriftVerdict
+from mlsteward_operator.kernel.conditions import second, set_condition
+# The retraining workflow names (and runs) the Job; the monitor only says when to retrain and why.
+from mlsteward_operator.retraining.decide import retrain_job_name
 
 # How strongly an action outranks another when status.lastAction can hold only one of them.
 _ACTION_RANK = {Action.alert: 0, Action.rollback: 1, Action.retrain: 2}
@@ -72,32 +55,6 @@ _ACTION_RANK = {Action.alert: 0, Action.rollback: 1, Action.retrain: 2}
 # --------------------------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DriftVerdict:
-    """The outcome of one check.
-
-    `report` is None when the check could not judge (then `reason` and `message` say why: NoWindows,
-    InsufficientSamples, UnknownFeatures); otherwise it is what status.lastReport shows and `reason` is
-    DriftDetected or NoDrift. `feature_reasons` explains each feature's verdict (the report has no field for it).
-    """
-
-    time: dt.datetime
-    reason: str
-    message: str
-    report: Report | None = None
-    window_size: int = 0
-    replicas: tuple[str, ...] = ()
-    feature_reasons: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def drifted(self) -> bool:
-        return self.report is not None and self.report.drifted
-
-    @property
-    def drifted_features(self) -> tuple[str, ...]:
-        return tuple(f.name for f in self.report.features if f.drifted) if self.report is not None else ()
 
 
 @dataclass(frozen=True)
@@ -136,142 +93,6 @@ class DriftDecision:
 # --------------------------------------------------------------------------------------------------------------
 # 1. Analysis
 # --------------------------------------------------------------------------------------------------------------
-
-
-def thresholds_of(dm: DriftMonitor) -> DriftThresholds:
-    """spec.thresholds and spec.window.minSamples as the runtime's DriftThresholds.
-
-    `thresholds.ks` has no counterpart there; `analyse` applies it on top (see `_drifted`).
-    """
-    from mlsteward_runtime.stats.drift import DriftThresholds
-
-    t = dm.spec.thresholds
-    return DriftThresholds(
-        alpha=t.p_value,
-        correction=CORRECTION,
-        min_samples=dm.spec.window.min_samples,
-        psi=t.psi,
-        wasserstein=t.wasserstein,
-        jensen_shannon=t.jensen_shannon,
-    )
-
-
-def pool_seed(dm: DriftMonitor, now: dt.datetime) -> int:
-    """Seed of the subsample drawn when pooling: fixed by the monitor and the check time, so a re-run agrees."""
-    key = f"{dm.metadata.uid or dm.metadata.name}@{second(now).isoformat()}"
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
-
-
-def analyse(
-    dm: DriftMonitor,
-    reference: Profile,
-    windows: Sequence[DriftWindow],
-    now: dt.datetime,
-    *,
-    version: str | None = None,
-) -> DriftVerdict:
-    """Test the pooled `windows` of the predictor replicas against `reference`.
-
-    `version` (the served ModelVersion, whose profile `reference` is) drops windows of other versions, e.g. pods of
-    an old version still draining; without it, windows of every version are pooled and the report names the version
-    when they agree. Features are spec.features, or every feature of the reference; a selected feature that no
-    replica reports is judged to have too few samples.
-    """
-    # Imported here rather than at the top: scipy is slow to import and only this step needs it.
-    from mlsteward_runtime.stats.drift import drift_report, pool_windows
-
-    time = second(now)
-    used = [w for w in windows if version is None or w.version == version]
-    replicas = tuple(sorted({w.replica for w in used}))
-    if version is None:
-        versions = {w.version for w in used}
-        version = versions.pop() if len(versions) == 1 else None
-
-    selected = list(dm.spec.features) or list(reference.features)
-    unknown = [n for n in selected if n not in reference.features]
-    if unknown:
-        return DriftVerdict(
-            time=time, reason="UnknownFeatures", replicas=replicas,
-            message=f"spec.features names {', '.join(unknown)}, which the reference profile of "
-            f"{version or 'the served version'} does not have (it has: {', '.join(reference.features)})",
-        )
-    if not used:
-        return DriftVerdict(
-            time=time, reason="NoWindows", replicas=replicas,
-            message=f"no predictor replica{' of ' + version if version else ''} reported an input window",
-        )
-
-    pooled = pool_windows(used, dm.spec.window.max_samples, seed=pool_seed(dm, now))
-    current = {n: pooled.get(n, []) for n in selected}
-    size = max((len(v) for v in current.values()), default=0)
-    minimum = dm.spec.window.min_samples
-    if size < minimum:
-        return DriftVerdict(
-            time=time, reason="InsufficientSamples", window_size=size, replicas=replicas,
-            message=f"{size} pooled rows from {len(used)} replica(s), fewer than window.minSamples {minimum}; "
-            f"no verdict until more inputs arrive",
-        )
-
-    thresholds = thresholds_of(dm)
-    types: dict[str, FeatureType] = {n: reference.features[n].type for n in selected}
-    report = drift_report(reference, current, thresholds=thresholds, features=selected, types=types)
-    results, reasons = _results(report, dm.spec.thresholds.ks, thresholds)
-    drifted = [r.name for r in results if r.drifted]
-    out = Report(time=time, window_size=size, version=version, features=results, drifted=bool(drifted))
-    if drifted:
-        message = (f"{len(drifted)} of {len(results)} features drifted over {size} rows: "
-                   + "; ".join(_describe(r) for r in results if r.drifted))
-    else:
-        message = f"no drift in {len(results)} features over {size} rows"
-    return DriftVerdict(
-        time=time, reason="DriftDetected" if drifted else "NoDrift", message=message, report=out,
-        window_size=size, replicas=replicas, feature_reasons=reasons,
-    )
-
-
-def _results(
-    report: DriftReport, ks: float, t: DriftThresholds
-) -> tuple[list[FeatureResult], dict[str, str]]:
-    results: list[FeatureResult] = []
-    reasons: dict[str, str] = {}
-    for name, f in report.features.items():
-        drifted, reason = _drifted(f, ks, t)
-        results.append(FeatureResult(
-            name=name,
-            method="ks" if f.kind == "numeric" else "chi-square",
-            statistic=_finite(f.statistic),
-            p_value=_finite(f.p_adjusted),
-            effect_size=_finite(f.effect_size),
-            drifted=drifted,
-        ))
-        reasons[name] = reason
-    return results, reasons
-
-
-def _drifted(f: FeatureDrift, ks: float, t: DriftThresholds) -> tuple[bool, str]:
-    """The runtime's verdict, with spec.thresholds.ks as one more effect size for numeric features.
-
-    A KS statistic at or past `ks` counts as a material effect like PSI or Wasserstein do; significance after
-    correction is still required, so this widens what counts as large enough, never what counts as real.
-    """
-    if f.drift or f.kind != "numeric" or f.effect_passed or f.p_adjusted is None:
-        return f.drift, f.reason
-    if f.statistic is not None and f.statistic >= ks:
-        if f.p_adjusted < t.alpha:
-            return True, "drift"
-        return False, f"not significant after {t.correction} correction"
-    return False, f.reason
-
-
-def _describe(r: FeatureResult) -> str:
-    parts = [f"{r.name} ({r.method}"]
-    if r.statistic is not None:
-        parts.append(f" {r.statistic:.3g}")
-    if r.p_value is not None:
-        parts.append(f", p={r.p_value:.2g}")
-    if r.effect_size is not None:
-        parts.append(f", PSI {r.effect_size:.3g}")
-    return "".join(parts) + ")"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -401,15 +222,6 @@ def decide(dm: DriftMonitor, verdict: DriftVerdict, now: dt.datetime) -> DriftDe
     )
 
 
-def retrain_job_name(monitor: str, breach_started: dt.datetime) -> str:
-    """`<monitor>-retrain-<UTC time of the breach's first window>`, a valid Job name of at most 63 characters.
-
-    The breach, not the time of the decision, names the Job: a restarted operator that decides again on the same
-    breach derives the same name, and applying it finds the Job already there.
-    """
-    return dns_name(monitor, "retrain", second(breach_started).strftime("%Y%m%d%H%M%S"))
-
-
 def _evidence(dm: DriftMonitor, verdict: DriftVerdict, streak: int, since_action: int) -> dict[str, Any]:
     """The numbers behind a decision, for the Event, the webhook and the retraining Job's environment."""
     t = dm.spec.thresholds
@@ -515,27 +327,9 @@ def _rfc3339(t: dt.datetime) -> str:
     return second(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _finite(x: float | None) -> float | None:
-    return None if x is None or x != x or x in (float("inf"), float("-inf")) else float(x)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # 4. Actions as data
 # --------------------------------------------------------------------------------------------------------------
-
-LABEL_MONITOR = "mlsteward.io/driftmonitor"
-ENV_REPORT = "MLSTEWARD_DRIFT_REPORT"
-ENV_PARENT = "MLSTEWARD_PARENT_VERSION"
-ENV_TRIGGER = "MLSTEWARD_TRIGGER"
-ENV_MONITOR = "MLSTEWARD_DRIFT_MONITOR"
-# The Job's own name: a unique output location per retraining, e.g. `--output s3://m/$(MLSTEWARD_RETRAIN_JOB)/m.skops`
-# (Kubernetes expands $(VAR) in args from the container's env).
-ENV_JOB = "MLSTEWARD_RETRAIN_JOB"
-
-# Metrics where lower is better; every other metric `mlsteward validate` reports (accuracy, f1_macro, roc_auc, r2)
-# is better higher.
-LOWER_IS_BETTER = frozenset({"rmse", "mae", "mse", "log_loss", "error_rate", "brier"})
-
 
 def check_due(dm: DriftMonitor, now: dt.datetime) -> bool:
     """Whether a check is due: never checked, the spec changed since the last one, or `spec.interval` has passed
@@ -547,12 +341,6 @@ def check_due(dm: DriftMonitor, now: dt.datetime) -> bool:
     if not times:
         return True
     return second(now) >= max(times) + dt.timedelta(seconds=parse_duration(dm.spec.interval))
-
-
-def no_verdict(now: dt.datetime, reason: str, message: str) -> DriftVerdict:
-    """A check that could not judge for a reason outside the windows (no deployment, no served version, no
-    reference profile): the status keeps the last report and says why in Ready."""
-    return DriftVerdict(time=second(now), reason=reason, message=message)
 
 
 def report_numbers(dm: DriftMonitor, verdict: DriftVerdict, decision: DriftDecision) -> tuple[dict[str, float],
@@ -615,173 +403,3 @@ def start_retrain(decision: DriftDecision, parent: str | None, now: dt.datetime)
     assert decision.job_name is not None and decision.trigger is not None
     return RetrainStatus(job=decision.job_name, parent=parent, trigger=decision.trigger,
                          phase=RetrainPhase.running, started_at=second(now))
-
-
-def retrain_active(status: DriftMonitorStatus) -> bool:
-    r = status.retrain
-    return r is not None and r.phase in (RetrainPhase.running, RetrainPhase.validating)
-
-
-def add_step(r: RetrainStatus, step: str, message: str, now: dt.datetime, **update: Any) -> RetrainStatus:
-    """`r` with one more step (bounded, oldest dropped) and the given fields updated."""
-    steps = [*r.steps, RetrainStep(time=second(now), step=step, message=message[:4096])][-MAX_RETRAIN_STEPS:]
-    return r.model_copy(update={"steps": steps, **update})
-
-
-def job_report(dm: DriftMonitor, r: RetrainStatus) -> dict[str, Any]:
-    """The drift report handed to the retraining Job (from status, so a restarted operator hands the same)."""
-    rep = dm.status.last_report
-    t = dm.spec.thresholds
-    return {
-        "monitor": dm.metadata.name, "namespace": dm.metadata.namespace, "deployment": dm.spec.deployment,
-        "parent": r.parent, "trigger": r.trigger,
-        "report": rep.to_k8s() if rep is not None else None,
-        "thresholds": {"pValue": t.p_value, "ks": t.ks, "wasserstein": t.wasserstein, "psi": t.psi,
-                       "jensenShannon": t.jensen_shannon, "minSamples": dm.spec.window.min_samples},
-    }
-
-
-def render_retrain_job(dm: DriftMonitor, r: RetrainStatus) -> dict[str, Any]:
-    """The retraining Job: spec.retrain.template as the Job's spec, named `r.job`, owned by the monitor.
-
-    Every container gets the drift report (JSON), the parent version, the trigger, the monitor and the Job's name
-    in its environment. The template's restartPolicy defaults to Never: the result is read from the termination message of
-    the pod that ran, and a container restarted in place would overwrite it.
-    """
-    assert dm.spec.retrain is not None
-    spec = json.loads(json.dumps(dm.spec.retrain.template))  # a deep copy: the spec is never modified
-    template = spec.setdefault("template", {})
-    pod = template.setdefault("spec", {})
-    pod.setdefault("restartPolicy", "Never")
-    env = [
-        {"name": ENV_REPORT, "value": json.dumps(job_report(dm, r), sort_keys=True, separators=(",", ":"))},
-        {"name": ENV_PARENT, "value": r.parent or ""},
-        {"name": ENV_TRIGGER, "value": r.trigger},
-        {"name": ENV_MONITOR, "value": dm.metadata.name},
-        {"name": ENV_JOB, "value": r.job},
-    ]
-    ours = {e["name"] for e in env}
-    for container in pod.get("containers") or []:
-        container["env"] = [e for e in container.get("env") or [] if e.get("name") not in ours] + env
-    labels = {
-        "app.kubernetes.io/name": "mlsteward",
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        LABEL_COMPONENT: "retrain",
-        LABEL_MONITOR: label_value(dm.metadata.name),
-    }
-    template.setdefault("metadata", {}).setdefault("labels", {}).update(labels)
-    meta: dict[str, Any] = {"name": r.job, "labels": labels,
-                            "ownerReferences": [owner_reference(dm.metadata, "DriftMonitor")]}
-    if dm.metadata.namespace:
-        meta["namespace"] = dm.metadata.namespace
-    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": meta, "spec": spec}
-
-
-def parse_train_result(message: str | None) -> TrainResult | None:
-    """The TrainResult in a termination message (what `mlsteward train` writes), or None."""
-    if not message:
-        return None
-    try:
-        return TrainResult.model_validate_json(message.strip())
-    except ValidationError:
-        return None
-
-
-_SEMVER_CORE = re.compile(r"^(\d+\.\d+\.\d+)")
-
-
-def retrained_version_name(model: str, artifact_sha256: str) -> str:
-    """`<model>-r<first 10 hex digits of the artifact's sha256>`: the same artifact always gets the same name, so
-    registering it twice (a restart) finds it there (409)."""
-    return dns_name(model, f"r{artifact_sha256[:10]}")
-
-
-def render_retrained_version(parent: ModelVersion, result: TrainResult, r: RetrainStatus, monitor: str
-                             ) -> dict[str, Any]:
-    """The ModelVersion registered from a successful retraining: the parent's model, signature and validation
-    (so it is judged by the same thresholds), the result's artifact, reference profile and metrics, and lineage
-    {parent, trigger, dataset, trainedBy}. Its version is the parent's next patch release with the pre-release
-    `retrain.g<8 hex digits of the artifact>` (1.4.0 -> 1.4.1-retrain.g3f5a09c2): above the parent, below a 1.4.1
-    a person would publish. The artifact's format is the result's (what was actually written)."""
-    assert result.artifact is not None and result.artifact.sha256 is not None
-    sha = result.artifact.sha256
-    name = retrained_version_name(parent.spec.model, sha)
-    core = _SEMVER_CORE.match(parent.spec.version)
-    spec: dict[str, Any] = {
-        "model": parent.spec.model,
-        "version": f"{_next_patch(core.group(1) if core else '0.0.0')}-retrain.g{sha[:8]}",
-        "artifact": {"uri": result.artifact.uri, "sha256": sha, "format": result.artifact.format.value},
-        "metrics": dict(result.metrics),
-        "lineage": {"parent": parent.metadata.name, "trigger": r.trigger, "trainedBy": f"Job/{r.job}"},
-        "description": f"Retrained from {parent.metadata.name} by Job {r.job} ({r.trigger}).",
-    }
-    if result.framework.get("version"):
-        spec["framework"] = {"name": "sklearn", "version": result.framework["version"]}
-    if result.data:
-        spec["lineage"]["dataset"] = result.data
-    signature = parent.spec.signature or result.signature
-    if signature is not None:
-        spec["signature"] = signature.model_dump(mode="json", exclude_none=True)
-    if result.reference is not None:
-        spec["reference"] = {"uri": result.reference.uri, "sha256": result.reference.sha256}
-    if parent.spec.validation is not None:
-        spec["validation"] = parent.spec.validation.to_k8s()
-    meta: dict[str, Any] = {"name": name, "labels": {
-        "app.kubernetes.io/managed-by": MANAGED_BY, LABEL_MONITOR: label_value(monitor)}}
-    if parent.metadata.namespace:
-        meta["namespace"] = parent.metadata.namespace
-    return {"apiVersion": API_VERSION, "kind": "ModelVersion", "metadata": meta, "spec": spec}
-
-
-def _next_patch(core: str) -> str:
-    major, minor, patch = (int(x) for x in core.split("."))
-    return f"{major}.{minor}.{patch + 1}"
-
-
-def experiment_name(monitor: str, version: str) -> str:
-    return dns_name(monitor, version)
-
-
-def render_experiment(dm: DriftMonitor, champion: str, challenger: str) -> dict[str, Any]:
-    """The Experiment of onRetrained Experiment: champion (control) against the retrained version, 50/50, on the
-    monitor's ModelDeployment, promoting a winner. Not owned by the monitor: deleting the monitor does not end a
-    running experiment."""
-    meta: dict[str, Any] = {"name": experiment_name(dm.metadata.name, challenger), "labels": {
-        "app.kubernetes.io/managed-by": MANAGED_BY, LABEL_MONITOR: label_value(dm.metadata.name)}}
-    if dm.metadata.namespace:
-        meta["namespace"] = dm.metadata.namespace
-    return {"apiVersion": API_VERSION, "kind": "Experiment", "metadata": meta, "spec": {
-        "deployment": dm.spec.deployment,
-        "variants": [{"name": "champion", "version": champion, "weight": 50},
-                     {"name": "challenger", "version": challenger, "weight": 50}],
-        "onSuccess": "Promote",
-    }}
-
-
-def compare_metrics(new: Mapping[str, float], champion: Mapping[str, float]) -> tuple[bool, str]:
-    """Whether `new` beats `champion` on the validated metrics both have: at least as good on every one and
-    strictly better on at least one (lower is better for errors such as rmse and mae). No shared metric: no."""
-    shared = sorted(set(new) & set(champion))
-    if not shared:
-        return False, "no validated metric in common with the champion"
-    worse, better = [], []
-    for m in shared:
-        a, b = float(new[m]), float(champion[m])
-        lower = m in LOWER_IS_BETTER
-        if (a > b) if lower else (a < b):
-            worse.append(f"{m} {a:.4g} vs {b:.4g}")
-        elif a != b:
-            better.append(f"{m} {a:.4g} vs {b:.4g}")
-    if worse:
-        return False, "worse on " + ", ".join(worse)
-    if not better:
-        return False, "equal on every shared metric (" + ", ".join(shared) + ")"
-    return True, "better on " + ", ".join(better)
-
-
-def promote_request(version: str, serving: str, reason_message: str, new: Mapping[str, float],
-                    champion: Mapping[str, float], now: dt.datetime) -> ServingRequest:
-    """status.servingRequest of onRetrained Promote."""
-    numbers = {f"new.{k}": float(v) for k, v in new.items()} | {f"champion.{k}": float(v) for k, v in champion.items()}
-    return ServingRequest(kind=ServingRequestKind.promote, version=version, from_version=serving, time=second(now),
-                          reason="RetrainedVersionBetter", message=reason_message[:4096], numbers=numbers)

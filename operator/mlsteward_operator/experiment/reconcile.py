@@ -5,10 +5,10 @@ The split itself is the ModelDeployment's: its reconcile renders a predictor per
 oldest open one on it and the deployment is settled with the control version served (reconcile.py). This
 reconcile waits for that (phase Pending, with the reason), then on every look:
 
-1. reads `/v1/router/stats` from every ready router pod (`k8s.Client.router_stats`);
+1. reads `/v1/router/stats` from every ready router pod (`kube.Client.router_stats`);
 2. adds what each router process counted since the last look to the running totals in status
-   (`experiment.merge_router_stats`: restart-safe for routers and for the operator);
-3. analyses and decides (`experiment.analyse`, `experiment.decide`) and writes the whole status once;
+   (`decide.merge_router_stats`: restart-safe for routers and for the operator);
+3. analyses and decides (`analysis.analyse`, `decide.decide`) and writes the whole status once;
 4. on a conclusive winner with `onSuccess: Promote`, puts a ServingRequest in the same status write. The
    ModelDeployment's reconcile applies it (status.override and a Promote decision); nothing writes a spec.
 
@@ -28,12 +28,14 @@ from typing import Any
 
 from mlsteward_runtime.contracts import RouterStats, VersionStats
 
-from mlsteward_operator import experiment, k8s, render, status
+from mlsteward_operator import kube
+from mlsteward_operator.kernel import names, pods
 from mlsteward_operator.api.common import MAX_MESSAGE, ConditionType, ServingRequest, ServingRequestKind
 from mlsteward_operator.api.experiment import Experiment, ExperimentPhase, ExperimentStatus, MetricName
 from mlsteward_operator.api.modeldeployment import ModelDeployment
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.conventions import parse_object, second, set_condition
+from mlsteward_operator.kernel.conditions import second, set_condition
+from mlsteward_operator.kernel.status import parse_object, status_changed
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def _why_waiting(exp: Experiment, md: ModelDeployment) -> tuple[str, str]:
             "settled and every arm's ModelVersion Ready)")
 
 
-async def reconcile_experiment(body: Mapping[str, Any], client: k8s.Client, cfg: OperatorConfig,
+async def reconcile_experiment(body: Mapping[str, Any], client: kube.Client, cfg: OperatorConfig,
                                now: dt.datetime | None = None) -> dict[str, Any] | None:
     """One look at an Experiment (module docstring). Returns the status to write, or None when unchanged."""
     now = now or _now()
@@ -110,20 +112,25 @@ async def reconcile_experiment(body: Mapping[str, Any], client: k8s.Client, cfg:
         if md.status.experiment != exp.metadata.name:
             new = _pending(exp, *_why_waiting(exp, md), now)
             return await _write(body, exp, new, client)
-        router = await client.get("apps/v1", "Deployment", ns, render.router_name(md_name))
-        if status.observe_router_table(router) != weights:
+        router = await client.get("apps/v1", "Deployment", ns, names.router_name(md_name))
+        if pods.observe_router_table(router) != weights:
             new = _pending(exp, "WarmingUp", f"ModelDeployment {md_name} is starting the arms' predictors and "
                            "moving the router to the split", now)
             return await _write(body, exp, new, client)
 
+    # Imported on the first running Experiment rather than with the operator: the analysis needs scipy, which is
+    # slow to import, and an operator with no Experiment never pays for it.
+    from mlsteward_operator.experiment import decide
+    from mlsteward_operator.experiment.analysis import analyse
+
     # Running: the split took effect at startedAt; router processes older than that count from their first read.
     since = (prev.started_at or second(now)).timestamp()
-    report = await client.router_stats(ns, render.selector_labels(md_name, "router"), cfg.router_port)
+    report = await client.router_stats(ns, names.selector_labels(md_name, "router"), cfg.router_port)
     reports = [metric_view(r, exp.spec.metric.name) for r in report.answers]
-    totals, checkpoints = experiment.merge_router_stats(prev, reports, arms=arms, since=since)
-    analysis = experiment.analyse(exp, totals, now)
-    decision = experiment.decide(exp, analysis, now)
-    new = experiment.compute_status(exp, analysis, decision, now, checkpoints=checkpoints)
+    totals, checkpoints = decide.merge_router_stats(prev, reports, arms=arms, since=since)
+    analysis = analyse(exp, totals, now)
+    decision = decide.decide(exp, analysis, now)
+    new = decide.compute_status(exp, analysis, decision, now, checkpoints=checkpoints)
     if report.failures and decision.phase == ExperimentPhase.running:
         log.info("Experiment %s/%s: %d router replica(s) did not answer; their counts wait for the next look",
                  ns, exp.metadata.name, len(report.failures))
@@ -137,7 +144,7 @@ async def reconcile_experiment(body: Mapping[str, Any], client: k8s.Client, cfg:
     return await _write(body, exp, new, client, decision_message=decision.message)
 
 
-async def _write(body: Mapping[str, Any], exp: Experiment, new: ExperimentStatus, client: k8s.Client, *,
+async def _write(body: Mapping[str, Any], exp: Experiment, new: ExperimentStatus, client: kube.Client, *,
                  decision_message: str | None = None) -> dict[str, Any] | None:
     """Events for a change of phase, and the status to patch (None when nothing changed)."""
     old_phase, new_phase = exp.status.phase, new.phase
@@ -150,7 +157,7 @@ async def _write(body: Mapping[str, Any], exp: Experiment, new: ExperimentStatus
             message = f"traffic split between {split}"
         await client.event(dict(body), reason=reason or new_phase.value, message=message,
                            type_="Warning" if new_phase == ExperimentPhase.stopped else "Normal")
-    if not status.status_changed(exp.status, new):
+    if not status_changed(exp.status, new):
         return None
     out = new.to_k8s()
     out.setdefault("checkpoints", [])

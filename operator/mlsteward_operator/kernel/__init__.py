@@ -1,0 +1,1 @@
+"""What every kind shares: names, conditions, the status patch, pod polling, pooling and the metrics."""

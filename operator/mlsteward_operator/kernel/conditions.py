@@ -1,0 +1,53 @@
+"""Conditions every kind writes (STYLE §5) and Kubernetes time resolution."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from mlsteward_operator.api.common import Condition, ConditionStatus, ConditionType
+
+
+def second(now: dt.datetime) -> dt.datetime:
+    """`now` in UTC at one-second resolution: Kubernetes timestamps have no finer one, so a finer time would
+    compare differently after a round trip through the API server."""
+    if now.tzinfo is None:
+        now = now.replace(tzinfo=dt.UTC)
+    return now.astimezone(dt.UTC).replace(microsecond=0)
+
+
+def _status_value(value: bool | str | ConditionStatus) -> ConditionStatus:
+    if isinstance(value, bool):
+        return ConditionStatus.true if value else ConditionStatus.false
+    return ConditionStatus(value)
+
+
+def set_condition(
+    conditions: Sequence[Condition],
+    type_: str,
+    status: bool | str | ConditionStatus,
+    reason: str,
+    message: str,
+    *,
+    generation: int | None,
+    now: dt.datetime,
+) -> list[Condition]:
+    """A copy of `conditions` with `type_` set. lastTransitionTime changes only when the status value flips;
+    a new reason or message alone keeps it (so "how long has it been not Ready" stays true)."""
+    value = _status_value(status)
+    previous = next((c for c in conditions if c.type == type_), None)
+    since = previous.last_transition_time if previous is not None and previous.status == value else second(now)
+    updated = Condition(
+        type=type_, status=value, reason=reason, message=message, observed_generation=generation,
+        last_transition_time=since,
+    )
+    out = [c for c in conditions if c.type != type_]
+    out.append(updated)
+    order = {t.value: i for i, t in enumerate(ConditionType)}
+    return sorted(out, key=lambda c: (order.get(c.type, len(order)), c.type))
+
+
+def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | None:
+    return next((c for c in conditions if c.type == type_), None)
+
+

@@ -1,0 +1,1 @@
+"""ModelVersion: one validation Job per spec, its verdict in status."""
