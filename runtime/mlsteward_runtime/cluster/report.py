@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from mlsteward_runtime.card import dig
+from mlsteward_runtime.cluster.card import dig
 
 __all__ = [
     "PromAnswers", "Report", "ReportError", "build_report", "counter_increase", "histogram_quantile",
