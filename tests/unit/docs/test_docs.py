@@ -135,6 +135,34 @@ def _yaml_blocks() -> list[tuple[str, str]]:
 YAML_BLOCKS = _yaml_blocks()
 
 
+@cache
+def crd_spec_schemas() -> dict[str, dict[str, Any]]:
+    """kind -> the openAPIV3Schema of its spec, from crds/."""
+    out = {}
+    for path in (ROOT / "crds").glob("*.yaml"):
+        crd = yaml.safe_load(path.read_text())
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        out[crd["spec"]["names"]["kind"]] = schema["properties"]["spec"]
+    return out
+
+
+def unknown_fields(value: Any, schema: dict[str, Any], path: str = "spec") -> list[str]:
+    """Field paths of `value` that the structural schema does not declare (the API server would prune them)."""
+    if schema.get("x-kubernetes-preserve-unknown-fields"):
+        return []
+    out: list[str] = []
+    if isinstance(value, dict) and "properties" in schema:
+        for key, sub in value.items():
+            if key not in schema["properties"]:
+                out.append(f"{path}.{key}")
+            else:
+                out += unknown_fields(sub, schema["properties"][key], f"{path}.{key}")
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, item in enumerate(value):
+            out += unknown_fields(item, schema["items"], f"{path}[{i}]")
+    return out
+
+
 @pytest.mark.parametrize("where,body", YAML_BLOCKS, ids=[w for w, _ in YAML_BLOCKS])
 def test_yaml_blocks_parse_and_our_resources_are_accepted(where: str, body: str) -> None:
     try:
@@ -147,6 +175,21 @@ def test_yaml_blocks_parse_and_our_resources_are_accepted(where: str, body: str)
         if str(doc.get("apiVersion", "")).split("/")[0] == "mlsteward.io":
             assert doc.get("kind") in MODELS, f"{where}: unknown kind {doc.get('kind')!r}"
             MODELS[doc["kind"]].model_validate(doc)  # the same rules the CRD's schema and CEL carry
+            unknown = unknown_fields(doc.get("spec"), crd_spec_schemas()[doc["kind"]])
+            assert not unknown, f"{where}: {doc['kind']} fields not in its CRD: {unknown}"
+        elif set(doc) == {"spec"}:
+            # A spec excerpt (`spec:` and some fields): the spec of one of our kinds, with no field its CRD lacks.
+            fits = [kind for kind, schema in crd_spec_schemas().items()
+                    if not unknown_fields(doc["spec"], schema) and _accepts(kind, doc["spec"])]
+            assert fits, f"{where}: the spec excerpt is not a valid spec of any of {sorted(MODELS)}"
+
+
+def _accepts(kind: str, spec: Any) -> bool:
+    try:
+        MODELS[kind].model_fields["spec"].annotation.model_validate(spec)  # type: ignore[union-attr]
+    except ValueError:
+        return False
+    return True
 
 
 def test_the_yaml_check_sees_the_resources_of_every_kind() -> None:
@@ -159,7 +202,8 @@ def test_the_yaml_check_sees_the_resources_of_every_kind() -> None:
 
 def test_github_slugs() -> None:
     # Headings of these docs and what GitHub renders their anchors as.
-    assert github_slug("Drift: detect, then alert, roll back or retrain") == "drift-detect-then-alert-roll-back-or-retrain"
+    assert github_slug("Drift: detect, then alert, roll back or retrain") == \
+        "drift-detect-then-alert-roll-back-or-retrain"
     assert github_slug("Serving benchmark (`bench/serve.py`)") == "serving-benchmark-benchservepy"
     assert github_slug("On a fresh machine: `make demo`") == "on-a-fresh-machine-make-demo"
     assert github_slug("ModelDeployment spec") == "modeldeployment-spec"
