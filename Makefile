@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 CLUSTER ?= local
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv bins crds manifests cluster-up cluster-down image test unit integration e2e e2e-current lint demo bench clean
+.PHONY: help deps venv bins crds docs manifests cluster-up cluster-down image test unit integration e2e e2e-current lint demo bench clean
 
 help: ## List the targets.
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ bins: ## Build etcd, the Kubernetes components, helm and Prometheus from Go modu
 
 crds: venv ## Regenerate crds/ (and the chart's copy) from the operator's API models.
 	$(BIN)/python -m mlsteward_operator.crdgen --out crds --chart charts/mlsteward
+
+docs: crds ## Regenerate crds/ and docs/api-reference.md (the API reference) from the operator's API models.
+	$(BIN)/python hack/apidocs.py
 
 manifests: bins ## Regenerate manifests/ (plain install YAML) from the chart.
 	hack/manifests.sh

@@ -35,8 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlsteward_runtime.card import CardError, render_card
-    from mlsteward_runtime.commands.objects import read_cluster, read_files, write_output
+    from mlsteward_runtime.cluster.card import CardError, render_card
+    from mlsteward_runtime.cluster.objects import read_cluster, read_files, write_output
     from mlsteward_runtime.errors import UsageError
 
     if args.file:

@@ -52,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _range(since: str, until: str) -> tuple[dt.datetime, dt.datetime]:
     from mlsteward_runtime.errors import UsageError
-    from mlsteward_runtime.report import parse_duration, parse_time
+    from mlsteward_runtime.cluster.report import parse_duration, parse_time
 
     if until.strip().lower() == "now":
         end = dt.datetime.now(dt.timezone.utc)
@@ -78,9 +78,9 @@ def _prometheus_url(url: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mlsteward_runtime.commands.objects import read_cluster, read_files, write_output
+    from mlsteward_runtime.cluster.objects import read_cluster, read_files, write_output
     from mlsteward_runtime.errors import UsageError
-    from mlsteward_runtime.report import ReportError, build_report, find_deployment, render, versions_of
+    from mlsteward_runtime.cluster.report import ReportError, build_report, find_deployment, render, versions_of
 
     since, until = _range(args.since, args.until)
     url = _prometheus_url(args.prometheus) if args.prometheus else None
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         prom = None
         if url is not None:
-            from mlsteward_runtime.promclient import PrometheusError, fetch
+            from mlsteward_runtime.cluster.promclient import PrometheusError, fetch
 
             md = find_deployment(objects, args.deployment, namespace)
             try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlsteward_runtime.card import render_card, threshold_results
+from mlsteward_runtime.cluster.card import render_card, threshold_results
 from mlsteward_runtime.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "card"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mlsteward_runtime.cli import main
-from mlsteward_runtime.report import (
+from mlsteward_runtime.cluster.report import (
     ROUTER_ATTEMPTS, ROUTER_BUCKETS, ROUTER_ERRORS, ROUTER_FEEDBACK, PromAnswers, Report, ReportError, build_report,
     counter_increase, histogram_quantile, parse_duration, render,
 )

@@ -25,94 +25,14 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["KINDS", "CardError", "Inventory", "dig", "flatten", "render_card"]
+from mlsteward_runtime.cluster.inventory import KINDS, CardError, Inventory, dig, flatten, meta_of, name_of
 
-GROUP = "mlsteward.io"
-KINDS = ("ModelVersion", "ModelDeployment", "Experiment", "DriftMonitor")
+__all__ = ["KINDS", "CardError", "Inventory", "dig", "flatten", "render_card", "threshold_results"]
+
 ANNOTATION_INTENDED_USE = "mlsteward.io/intended-use"
 ANNOTATION_LIMITATIONS = "mlsteward.io/limitations"
-
-
-class CardError(ValueError):
-    """The card cannot be made from what was given (no such ModelVersion, an ambiguous name)."""
-
-
-def flatten(docs: Iterable[Any]) -> list[dict[str, Any]]:
-    """The mlsteward objects among `docs`: plain objects and the items of `List` kinds (`kubectl get a,b -o yaml`).
-
-    Other kinds are left out (a file may hold Services and Secrets too); so are objects of other API groups that
-    happen to share a kind name.
-    """
-    out: list[dict[str, Any]] = []
-    for doc in docs:
-        if not isinstance(doc, dict):
-            continue
-        if doc.get("kind") == "List" or (str(doc.get("kind", "")).endswith("List") and "items" in doc):
-            out.extend(flatten(doc.get("items") or []))
-            continue
-        api = str(doc.get("apiVersion", ""))
-        if doc.get("kind") in KINDS and api.split("/", 1)[0] == GROUP:
-            out.append(doc)
-    return out
-
-
-def _meta(obj: dict[str, Any]) -> dict[str, Any]:
-    m = obj.get("metadata")
-    return m if isinstance(m, dict) else {}
-
-
-def _name(obj: dict[str, Any]) -> str:
-    return str(_meta(obj).get("name", ""))
-
-
-def dig(obj: Any, *keys: str) -> Any:
-    """obj[k1][k2]... or None when any level is missing or not a mapping."""
-    for k in keys:
-        if not isinstance(obj, dict):
-            return None
-        obj = obj.get(k)
-    return obj
-
-
-@dataclass
-class Inventory:
-    """The objects of one namespace, by kind and name."""
-
-    namespace: str | None
-    by_kind: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: {k: {} for k in KINDS})
-
-    @classmethod
-    def of(cls, objects: Iterable[dict[str, Any]], model_version: str, namespace: str | None = None) -> Inventory:
-        """Group `objects` for the card of `model_version`.
-
-        With `namespace`, only objects of that namespace (or with none, as in hand-written files) count. Without
-        it, the ModelVersion's own namespace is used; a name found in several namespaces is an error.
-        """
-        objs = [o for o in flatten(objects)]
-        if namespace is None:
-            spaces = sorted({str(_meta(o).get("namespace") or "") for o in objs
-                             if o.get("kind") == "ModelVersion" and _name(o) == model_version})
-            named = [s for s in spaces if s]
-            if len(named) > 1:
-                raise CardError(f"ModelVersion {model_version} exists in several namespaces ({', '.join(named)}): "
-                                "choose one with -n")
-            namespace = named[0] if named else None
-        inv = cls(namespace=namespace)
-        for o in objs:
-            ns = _meta(o).get("namespace")
-            if namespace is not None and ns and ns != namespace:
-                continue
-            inv.by_kind[o["kind"]][_name(o)] = o
-        return inv
-
-    def get(self, kind: str, name: str | None) -> dict[str, Any] | None:
-        return self.by_kind[kind].get(name) if name else None
-
-    def all(self, kind: str) -> list[dict[str, Any]]:
-        return [self.by_kind[kind][n] for n in sorted(self.by_kind[kind])]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -166,7 +86,7 @@ def _header(mv: dict[str, Any], inv: Inventory) -> list[str]:
     model, version = spec.get("model", "?"), spec.get("version", "?")
     lines = [f"# Model card: {model} {version}", ""]
     where = f" in namespace `{inv.namespace}`" if inv.namespace else ""
-    lines.append(f"ModelVersion `{_name(mv)}`{where}.")
+    lines.append(f"ModelVersion `{name_of(mv)}`{where}.")
     lines.append("")
     phase = status.get("phase") or "Pending"
     reason = f" ({status['reason']})" if status.get("reason") else ""
@@ -179,7 +99,7 @@ def _header(mv: dict[str, Any], inv: Inventory) -> list[str]:
         ["Artifact", _cell(f"{art.get('uri', '-')} ({art.get('format', 'skops')})")],
         ["sha256", _cell(art.get("sha256"))],
         ["Framework", _cell(" ".join(str(x) for x in (fw.get("name", "sklearn"), fw.get("version")) if x))],
-        ["Created", _time(_meta(mv).get("creationTimestamp"))],
+        ["Created", _time(meta_of(mv).get("creationTimestamp"))],
     ]
     if status.get("message"):
         rows.insert(3, ["Verdict", _cell(status["message"])])
@@ -188,7 +108,7 @@ def _header(mv: dict[str, Any], inv: Inventory) -> list[str]:
 
 def _description(mv: dict[str, Any]) -> list[str]:
     spec = mv.get("spec") or {}
-    ann = _meta(mv).get("annotations") or {}
+    ann = meta_of(mv).get("annotations") or {}
     lines = ["## Description", ""]
     desc = str(spec.get("description") or "").strip()
     lines += [desc if desc else "No description (spec.description is empty).", ""]
@@ -251,7 +171,7 @@ def _lineage(mv: dict[str, Any], inv: Inventory) -> list[str]:
     ]
     lines += _table(["Property", "Value"], rows) + [""]
     chain: list[dict[str, Any]] = [mv]
-    seen = {_name(mv)}
+    seen = {name_of(mv)}
     end = ""
     while True:
         parent = dig(chain[-1], "spec", "lineage", "parent")
@@ -275,11 +195,11 @@ def _lineage(mv: dict[str, Any], inv: Inventory) -> list[str]:
             bits.append(f"trigger {lin_['trigger']}")
         if lin_.get("dataset"):
             bits.append(f"data {lin_['dataset']}")
-        lines.append(f"{depth}. `{_name(obj)}` ({', '.join(bits)})")
+        lines.append(f"{depth}. `{name_of(obj)}` ({', '.join(bits)})")
     lines += ["", f"The chain ends here: {end}." if end else "The oldest version above has no parent.", ""]
-    children = [o for o in inv.all("ModelVersion") if dig(o, "spec", "lineage", "parent") == _name(mv)]
+    children = [o for o in inv.all("ModelVersion") if dig(o, "spec", "lineage", "parent") == name_of(mv)]
     if children:
-        lines += ["Retrained into: " + ", ".join(f"`{_name(c)}`" for c in children) + ".", ""]
+        lines += ["Retrained into: " + ", ".join(f"`{name_of(c)}`" for c in children) + ".", ""]
     return lines
 
 
@@ -348,13 +268,13 @@ def _roles(md: dict[str, Any], name: str) -> list[str]:
 
 
 def _serving(mv: dict[str, Any], inv: Inventory) -> tuple[list[str], list[str]]:
-    name = _name(mv)
+    name = name_of(mv)
     rows, mds = [], []
     for md in inv.all("ModelDeployment"):
         roles = _roles(md, name)
         if roles:
-            mds.append(_name(md))
-            rows.append([f"`{_name(md)}`", _cell(", ".join(roles)), _cell(dig(md, "status", "servingVersion")),
+            mds.append(name_of(md))
+            rows.append([f"`{name_of(md)}`", _cell(", ".join(roles)), _cell(dig(md, "status", "servingVersion")),
                          _cell(dig(md, "status", "url"))])
     lines = ["## Deployments", ""]
     if rows:
@@ -365,7 +285,7 @@ def _serving(mv: dict[str, Any], inv: Inventory) -> tuple[list[str], list[str]]:
 
 
 def _drift(mv: dict[str, Any], inv: Inventory, deployments: list[str]) -> list[str]:
-    name = _name(mv)
+    name = name_of(mv)
     monitors = [dm for dm in inv.all("DriftMonitor")
                 if dig(dm, "spec", "deployment") in deployments
                 or dig(dm, "status", "lastReport", "version") == name
@@ -376,7 +296,7 @@ def _drift(mv: dict[str, Any], inv: Inventory, deployments: list[str]) -> list[s
         return lines + ["No DriftMonitor watches a ModelDeployment of this version.", ""]
     for dm in monitors:
         spec, status = dm.get("spec") or {}, dm.get("status") or {}
-        lines += [f"### DriftMonitor `{_name(dm)}` (ModelDeployment `{spec.get('deployment', '?')}`)", ""]
+        lines += [f"### DriftMonitor `{name_of(dm)}` (ModelDeployment `{spec.get('deployment', '?')}`)", ""]
         actions = ", ".join(spec.get("actions") or ["Alert"])
         lines += [f"Checks every {spec.get('interval', '5m')}; acts ({actions}) after "
                   f"{spec.get('consecutive', 3)} windows in breach.", ""]
@@ -418,7 +338,7 @@ def _drift(mv: dict[str, Any], inv: Inventory, deployments: list[str]) -> list[s
 
 
 def _experiments(mv: dict[str, Any], inv: Inventory) -> list[str]:
-    name = _name(mv)
+    name = name_of(mv)
     exps = [e for e in inv.all("Experiment")
             if any(v.get("version") == name for v in dig(e, "spec", "variants") or [])]
     lines = ["## Experiments", ""]
@@ -429,7 +349,7 @@ def _experiments(mv: dict[str, Any], inv: Inventory) -> list[str]:
         arms = spec.get("variants") or []
         ours = next(v.get("name") for v in arms if v.get("version") == name)
         metric = spec.get("metric") or {}
-        lines += [f"### Experiment `{_name(e)}` (ModelDeployment `{spec.get('deployment', '?')}`)", ""]
+        lines += [f"### Experiment `{name_of(e)}` (ModelDeployment `{spec.get('deployment', '?')}`)", ""]
         lines += [f"Phase {status.get('phase') or 'Pending'}; metric {metric.get('name', 'reward')} "
                   f"({metric.get('kind', 'binary')}, {metric.get('goal', 'maximize')}); this version is arm "
                   f"`{ours}`.", ""]

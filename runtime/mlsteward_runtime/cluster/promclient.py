@@ -2,9 +2,9 @@
 
 It runs instant queries of range vectors (`POST /api/v1/query` of `metric{...}[range]` at the end of the range),
 which return the raw samples, and hands the answers on as they came; the arithmetic is in
-`mlsteward_runtime.report` (pure). Raw samples rather than `increase()`, whose extrapolation to the range's edges
-gives fractions and misses what a series counted before its first scrape. The router's metrics are labelled by version only, so the
-queries select the deployment's versions (`version=~"a|b"`), plus any matchers given (e.g. `namespace="models"`
+`mlsteward_runtime.cluster.counters` (pure). Raw samples rather than `increase()`, whose extrapolation to the
+range's edges gives fractions and misses what a series counted before its first scrape. The router's metrics are
+labelled by version only, so the queries select the deployment's versions (`version=~"a|b"`), plus any matchers given (e.g. `namespace="models"`
 when two namespaces serve versions of the same name).
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from mlsteward_runtime.report import (
+from mlsteward_runtime.cluster.counters import (
     ROUTER_ATTEMPTS, ROUTER_BUCKETS, ROUTER_ERRORS, ROUTER_FEEDBACK, PromAnswers,
 )
 

@@ -31,8 +31,6 @@ and Experiments (on the deployment, running at some point of the range) come fro
 from __future__ import annotations
 
 import datetime as dt
-import json
-import math
 import re
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,23 +38,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from mlsteward_runtime.card import dig
+from mlsteward_runtime.cluster.counters import (
+    ROUTER_ATTEMPTS, ROUTER_BUCKETS, ROUTER_ERRORS, ROUTER_FEEDBACK, PromAnswers, counter_increase, histogram_quantile,
+    quantiles_ms, sum_counter,
+)
+from mlsteward_runtime.cluster.inventory import dig, fnum, parse_time
+from mlsteward_runtime.cluster.reportview import render, show_time
 
 __all__ = [
-    "PromAnswers", "Report", "ReportError", "build_report", "counter_increase", "histogram_quantile",
-    "parse_duration", "parse_time", "render", "versions_of",
+    "ROUTER_ATTEMPTS", "ROUTER_BUCKETS", "ROUTER_ERRORS", "ROUTER_FEEDBACK", "PromAnswers", "Report", "ReportError",
+    "build_report", "counter_increase", "histogram_quantile", "parse_duration", "parse_time", "render", "versions_of",
 ]
 
 GROUP = "mlsteward.io"
 FORMATS = ("text", "markdown", "json")
-
-# Metric names, as runtime/mlsteward_runtime/router/metrics.py registers them (prometheus_client adds `_total` to
-# counters and `_count`/`_bucket` to histograms).
-ROUTER_ATTEMPTS = "mlsteward_router_backend_latency_seconds_count"
-ROUTER_BUCKETS = "mlsteward_router_backend_latency_seconds_bucket"
-ROUTER_ERRORS = "mlsteward_router_backend_errors_total"
-ROUTER_FEEDBACK = "mlsteward_router_feedback_total"
-QUANTILES = (0.5, 0.95, 0.99)
 
 
 class ReportError(ValueError):
@@ -85,20 +80,6 @@ def parse_duration(text: str) -> dt.timedelta:
     if total <= 0:
         raise ValueError(f"{text!r} is not a positive duration")
     return dt.timedelta(seconds=total)
-
-
-def parse_time(value: Any) -> dt.datetime | None:
-    """A timestamp as the API server writes it (RFC 3339 string) or as YAML loads it (datetime); UTC-aware."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.datetime):
-        t = value
-    else:
-        try:
-            t = dt.datetime.fromisoformat(str(value).strip().replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            return None
-    return t.replace(tzinfo=dt.timezone.utc) if t.tzinfo is None else t.astimezone(dt.timezone.utc)
 
 
 def _name(obj: Mapping[str, Any]) -> str:
@@ -149,84 +130,6 @@ def versions_of(md: Mapping[str, Any]) -> list[str]:
         if isinstance(d, dict):
             names += [d.get("from"), d.get("to")]
     return sorted({str(n) for n in names if n})
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Prometheus answers and their arithmetic
-# --------------------------------------------------------------------------------------------------------------
-
-
-class PromAnswers(BaseModel):
-    """What the Prometheus client fetched: metric name -> the range-vector answer of the HTTP API (`data.result`:
-    `[{metric: {...}, values: [[t, "v"], ...]}, ...]`) over [since - lookback, until]."""
-
-    url: str
-    counters: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
-
-
-def counter_increase(values: Sequence[tuple[float, float]], since: float) -> float:
-    """Increase of one counter series after `since` (Unix seconds), from its raw samples ((t, value), ascending).
-
-    The baseline is the last sample at or before `since`, or zero when the series has none (it appeared inside
-    the range). A value below the previous one is a restart: the counter began again from zero.
-    """
-    prev = 0.0
-    total = 0.0
-    for t, v in values:
-        if t <= since:
-            prev = v
-            continue
-        total += v - prev if v >= prev else v
-        prev = v
-    return total
-
-
-def _sum_counter(series: list[dict[str, Any]], since: float, *by: str) -> dict[tuple[str, ...], float]:
-    """The increase of every series after `since`, summed by the labels `by`."""
-    out: dict[tuple[str, ...], float] = {}
-    for s in series:
-        labels = s.get("metric") or {}
-        key = tuple(str(labels.get(b, "")) for b in by)
-        vals = sorted((float(t), float(v)) for t, v in s.get("values") or [])
-        out[key] = out.get(key, 0.0) + counter_increase(vals, since)
-    return out
-
-
-def histogram_quantile(q: float, buckets: Mapping[float, float]) -> float | None:
-    """The q-quantile of cumulative bucket counts (upper bound -> count, +Inf included), as PromQL's
-    histogram_quantile computes it: linear interpolation inside the bucket where the rank falls, the lowest
-    bucket starting at 0, the highest finite bound when the rank falls in +Inf. None without observations."""
-    bounds = sorted(buckets)
-    if not bounds or not math.isinf(bounds[-1]):
-        return None
-    counts, running = [], 0.0
-    for b in bounds:  # non-monotonic counts (a scrape between bucket updates) are raised, as PromQL does
-        running = max(running, buckets[b])
-        counts.append(running)
-    total = counts[-1]
-    if total <= 0:
-        return None
-    rank = q * total
-    i = next(i for i, c in enumerate(counts) if c >= rank)
-    if i == len(bounds) - 1:
-        return bounds[-2] if len(bounds) > 1 else None
-    start, prev = (0.0, 0.0) if i == 0 else (bounds[i - 1], counts[i - 1])
-    if i == 0 and bounds[0] <= 0:
-        return bounds[0]
-    return start + (bounds[i] - start) * (rank - prev) / (counts[i] - prev)
-
-
-def _quantiles(increase: dict[tuple[str, ...], float], version: str | None) -> dict[float, float | None]:
-    """p50/p95/p99 in ms of the bucket increases (keys (version, le)) of one version, or of all with None."""
-    buckets: dict[float, float] = {}
-    for (v, le), n in increase.items():
-        if version is None or v == version:
-            buckets[float(le)] = buckets.get(float(le), 0.0) + n
-    out: dict[float, float | None] = {}
-    for q in QUANTILES:
-        value = histogram_quantile(q, buckets)
-        out[q] = None if value is None else value * 1000.0
-    return out
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -292,12 +195,6 @@ def _in(t: dt.datetime | None, since: dt.datetime, until: dt.datetime) -> bool:
     return t is not None and since <= t <= until
 
 
-def _fnum(x: Any) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
-        return None
-    return float(x)
-
-
 def _samples_in(md: Mapping[str, Any], since: dt.datetime, until: dt.datetime) -> list[dict[str, Any]]:
     out = []
     for s in dig(md, "status", "health", "samples") or []:
@@ -311,12 +208,12 @@ def _status_traffic(version: str, samples: list[dict[str, Any]], gaps: list[floa
     # A window's count over its length, times the time it stands for: integrated over time, a sliding window's
     # count divided by its length adds up to the requests it saw, also while a young pod's window is not yet full
     # (requestRate divides by the pod's uptime then, and would overcount).
-    req, err, fb = (sum((_fnum(s.get(key)) or 0.0) / w * g for s, g in zip(samples, gaps)
-                        if (w := _fnum(s.get("windowSeconds")) or 0.0) > 0)
+    req, err, fb = (sum((fnum(s.get(key)) or 0.0) / w * g for s, g in zip(samples, gaps)
+                        if (w := fnum(s.get("windowSeconds")) or 0.0) > 0)
                     for key in ("requests", "errors", "feedback"))
-    p50 = [v for s in samples if (v := _fnum(s.get("p50Ms"))) is not None]
-    p95 = [v for s in samples if (v := _fnum(s.get("p95Ms"))) is not None]
-    p99 = [v for s in samples if (v := _fnum(s.get("p99Ms"))) is not None]
+    p50 = [v for s in samples if (v := fnum(s.get("p50Ms"))) is not None]
+    p95 = [v for s in samples if (v := fnum(s.get("p95Ms"))) is not None]
+    p99 = [v for s in samples if (v := fnum(s.get("p99Ms"))) is not None]
     return Traffic(
         version=version, requests=req, errors=err, error_rate=err / req if req > 0 else None,
         p50_ms=statistics.median(p50) if p50 else None, p95_ms=max(p95) if p95 else None,
@@ -329,7 +226,7 @@ def _outcomes(samples: list[dict[str, Any]]) -> dict[str, float | None]:
     """Feedback-weighted means of the sampled windows' accuracy and mean reward."""
     out: dict[str, float | None] = {}
     for key, field in (("accuracy", "accuracy"), ("meanReward", "mean_reward")):
-        pairs = [(v, _fnum(s.get("feedback")) or 0.0) for s in samples if (v := _fnum(s.get(key))) is not None]
+        pairs = [(v, fnum(s.get("feedback")) or 0.0) for s in samples if (v := fnum(s.get(key))) is not None]
         weight = sum(w for _, w in pairs)
         out[field] = sum(v * w for v, w in pairs) / weight if weight > 0 else None
     return out
@@ -352,20 +249,20 @@ def _status_figures(samples: list[dict[str, Any]]) -> tuple[list[Traffic], Traff
 def _prom_figures(prom: PromAnswers, samples: list[dict[str, Any]], since: dt.datetime,
                   wanted: list[str]) -> tuple[list[Traffic], Traffic]:
     t0 = since.timestamp()
-    req = {k[0]: n for k, n in _sum_counter(prom.counters.get(ROUTER_ATTEMPTS, []), t0, "version").items()}
-    err = {k[0]: n for k, n in _sum_counter(prom.counters.get(ROUTER_ERRORS, []), t0, "version").items()}
-    fb = {k[0]: n for k, n in _sum_counter(prom.counters.get(ROUTER_FEEDBACK, []), t0, "version").items()}
-    buckets = {k: n for k, n in _sum_counter(prom.counters.get(ROUTER_BUCKETS, []), t0, "version", "le").items()
+    req = {k[0]: n for k, n in sum_counter(prom.counters.get(ROUTER_ATTEMPTS, []), t0, "version").items()}
+    err = {k[0]: n for k, n in sum_counter(prom.counters.get(ROUTER_ERRORS, []), t0, "version").items()}
+    fb = {k[0]: n for k, n in sum_counter(prom.counters.get(ROUTER_FEEDBACK, []), t0, "version").items()}
+    buckets = {k: n for k, n in sum_counter(prom.counters.get(ROUTER_BUCKETS, []), t0, "version", "le").items()
                if k[0] in wanted}
     versions = []
     for v in sorted(x for x in set(req) | set(err) | set(fb) if x in wanted):
-        r, e, qs = req.get(v, 0.0), err.get(v, 0.0), _quantiles(buckets, v)
+        r, e, qs = req.get(v, 0.0), err.get(v, 0.0), quantiles_ms(buckets, v)
         mine = [s for s in samples if s.get("version") == v]
         versions.append(Traffic(
             version=v, requests=r, errors=e, error_rate=e / r if r > 0 else None, p50_ms=qs[0.5],
             p95_ms=qs[0.95], p99_ms=qs[0.99], feedback=fb.get(v, 0.0), samples=len(mine), **_outcomes(mine),
         ))
-    r, e, qs = sum(t.requests or 0.0 for t in versions), sum(t.errors or 0.0 for t in versions), _quantiles(
+    r, e, qs = sum(t.requests or 0.0 for t in versions), sum(t.errors or 0.0 for t in versions), quantiles_ms(
         buckets, None)
     total = Traffic(version="total", requests=r, errors=e, error_rate=e / r if r > 0 else None, p50_ms=qs[0.5],
                     p95_ms=qs[0.95], p99_ms=qs[0.99], feedback=sum(t.feedback or 0.0 for t in versions),
@@ -426,7 +323,7 @@ def build_report(objects: Sequence[Any], deployment: str, *, since: dt.datetime,
         step = statistics.median(spans) if spans else 60.0
         if (covered_since - since).total_seconds() > 1.5 * step \
                 or (until - covered_until).total_seconds() > 1.5 * step:  # type: ignore[operator]
-            notes.append(f"The samples cover {_t(covered_since)} to {_t(covered_until)}, less than the range asked "
+            notes.append(f"The samples cover {show_time(covered_since)} to {show_time(covered_until)}, less than the range asked "
                          "(status keeps the last 240 samples, one per spec.alerts.interval).")
 
     def ours(o: dict[str, Any]) -> bool:
@@ -463,92 +360,3 @@ def build_report(objects: Sequence[Any], deployment: str, *, since: dt.datetime,
         decisions=decisions, alerts=[a for a in dig(md, "status", "health", "alerts") or [] if isinstance(a, dict)],
         drift=drift, experiments=experiments, notes=notes,
     )
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------------------------------------------
-
-
-def _t(x: Any) -> str:
-    t = parse_time(x)
-    if t is None:
-        return "-" if x in (None, "") else str(x)
-    return t.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
-
-
-def _n(x: float | None, spec: str = ".4g") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def _count(x: float | None, estimate: bool) -> str:
-    if x is None:
-        return "-"
-    return f"~{x:.0f}" if estimate else f"{x:.0f}"
-
-
-def _cell(x: Any) -> str:
-    return (" ".join(str(x).split()).replace("|", "\\|")) or "-"
-
-
-def _table(header: list[str], rows: list[list[str]], markdown: bool) -> list[str]:
-    if markdown:
-        out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        return out + ["| " + " | ".join(_cell(c) for c in r) + " |" for r in rows]
-    rows = [[" ".join(str(c).split()) or "-" for c in r] for r in rows]
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-
-
-def render(report: Report, fmt: str = "text") -> str:
-    """The report as `text` (aligned columns), `markdown` or `json` (the Report model's fields)."""
-    if fmt == "json":
-        return json.dumps(report.model_dump(mode="json"), indent=2) + "\n"
-    md = fmt == "markdown"
-    h1, h2 = ("# ", "## ") if md else ("", "")
-    est = report.source == "status"
-    where = f" (namespace {report.namespace})" if report.namespace else ""
-    lines = [f"{h1}Performance report: {report.deployment}{where}", ""]
-    lines.append(f"Range: {_t(report.since)} to {_t(report.until)}; traffic figures from {report.source}"
-                 + (" (estimates from samples, marked ~)" if est else "") + ".")
-    if report.covered_since is not None:
-        lines.append(f"Health samples in range: {_t(report.covered_since)} to {_t(report.covered_until)}.")
-    if report.serving_version:
-        lines.append(f"Serving now: {report.serving_version}.")
-    lines.append("")
-    lines += [f"{h2}Traffic", ""]
-    rows = [[t.version, _count(t.requests, est), _count(t.errors, est),
-             _n(None if t.error_rate is None else 100 * t.error_rate, ".2f") + ("%" if t.error_rate is not None
-                                                                               else ""),
-             _n(t.p50_ms), _n(t.p95_ms), _n(t.p99_ms), _count(t.feedback, est), _n(t.accuracy), _n(t.mean_reward)]
-            for t in [*report.versions, report.total]]
-    lines += _table(["Version", "Requests", "Errors", "Error rate", "p50 ms", "p95 ms", "p99 ms", "Feedback",
-                     "Accuracy", "Mean reward"], rows, md) + [""]
-
-    drift_rows = [[d.monitor, str(d.checks), str(d.drifted), str(d.max_drifted_features),
-                   f"{d.last_action.get('type', '?')} at {_t(d.last_action.get('time'))}" if d.last_action else "-"]
-                  for d in report.drift]
-    sections = [
-        ("Decisions", ["Time", "Kind", "From", "To", "Reason", "Message"],
-         [[_t(d.get("time")), str(d.get("kind", "-")), str(d.get("from") or "-"), str(d.get("to") or "-"),
-           str(d.get("reason", "-")), str(d.get("message") or "-")] for d in report.decisions],
-         "None in the range."),
-        ("Alerts firing now", ["Rule", "Metric", "Value", "Threshold", "Since", "Message"],
-         [[str(a.get("rule", "-")), str(a.get("metric", "-")), _n(_fnum(a.get("value"))),
-           _n(_fnum(a.get("threshold"))), _t(a.get("since")), str(a.get("message") or "-")] for a in report.alerts],
-         "None."),
-        ("Drift", ["DriftMonitor", "Checks", "Drifted", "Most drifted features", "Action in range"], drift_rows,
-         "No DriftMonitor watches this deployment."),
-        ("Experiments", ["Experiment", "Variants", "Phase", "Started", "Concluded", "Winner"],
-         [[e.name, ", ".join(e.variants), e.phase or "-", _t(e.started_at), _t(e.concluded_at), e.winner or "-"]
-          for e in report.experiments], "None ran in the range."),
-    ]
-    for title, header, rows, empty in sections:
-        lines += [f"{h2}{title}", ""]
-        lines += (_table(header, rows, md) if rows else [empty]) + [""]
-
-    lines += [f"{h2}Sources", ""]
-    lines += [f"- {k}: {v}" for k, v in report.sources.items()]
-    if report.notes:
-        lines += ["", f"{h2}Notes", ""] + [f"- {n}" for n in report.notes]
-    return "\n".join(lines).rstrip() + "\n"
