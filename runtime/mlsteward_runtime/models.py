@@ -250,15 +250,7 @@ def _deserialize(data: bytes, fmt: ArtifactFormat, uri: str, allow_skew: bool) -
         return _load_sklearn(lambda: sio.loads(data, trusted=sorted(REVIEWED_TYPES)), uri, allow_skew,
                              facts.sklearn_versions)
     if fmt == ArtifactFormat.onnx:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        # One thread per session: the runtime scales by workers and batching, and onnxruntime's default thread pool
-        # would oversubscribe the cores that uvicorn workers share. No custom operator library is registered, so a
-        # node of an unknown domain fails the session instead of running code the file names.
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"]), None
+        return _onnx_session(data), None
     if fmt == ArtifactFormat.joblib:
         import joblib
 
@@ -269,6 +261,25 @@ def _deserialize(data: bytes, fmt: ArtifactFormat, uri: str, allow_skew: bool) -
         # Only reached after the digest check or an explicit opt-in.
         return _load_sklearn(lambda: pickle.loads(data), uri, allow_skew, set())  # noqa: S301
     raise ModelLoadError("LoadFailed", f"unknown format {fmt}")
+
+
+def _onnx_session(data: bytes) -> Any:
+    import tempfile
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # One thread per session: the runtime scales by workers and batching, and onnxruntime's default thread pool
+    # would oversubscribe the cores that uvicorn workers share. No custom operator library is registered, so a
+    # node of an unknown domain fails the session instead of running code the file names.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory(prefix="mlsteward-onnx-") as empty:
+        # A model loaded from bytes may name "external data" files, which onnxruntime reads relative to the working
+        # directory: a crafted model could read any file under it (a token, a key) into a tensor and answer it back
+        # in predictions. Pointing that folder at an empty directory makes every external reference fail.
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+        return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def _load_sklearn(load: Callable[[], Any], uri: str, allow_skew: bool, recorded: set[str]) -> tuple[Any, str]:
