@@ -289,6 +289,7 @@ def runtime_config(mv: ModelVersion) -> RuntimeConfig:
         name=spec.model,
         version=spec.version,
         artifact=ArtifactRef(uri=spec.artifact.uri, sha256=spec.artifact.sha256, format=spec.artifact.format),
+        allow_version_skew=spec.framework.allow_version_skew,
         signature=status.signature or spec.signature,
         golden=status.golden,
     )
@@ -634,6 +635,7 @@ def validation_args(mv: ModelVersion) -> list[str]:
     spec = mv.spec
     args = ["validate", "--uri", spec.artifact.uri, "--sha256", spec.artifact.sha256,
             "--format", spec.artifact.format.value]
+    args += ["--allow-version-skew"] if spec.framework.allow_version_skew else []
     if spec.signature is not None:
         signature = spec.signature.model_dump(mode="json", exclude_none=True)
         args += ["--signature-json", json.dumps(signature, sort_keys=True, separators=(",", ":"))]

@@ -64,6 +64,14 @@ class Framework(ApiModel):
 
     name: str = Field(default="sklearn", description="Framework name; only sklearn is supported.", pattern="^sklearn$")
     version: ShortText | None = Field(default=None, description="Framework version the model was trained with.")
+    allow_version_skew: bool = Field(
+        default=False,
+        description=(
+            "Validate and serve the model even when the scikit-learn version recorded in the artifact differs in "
+            "major.minor from the runtime's, which can change predictions silently. Without it such a version "
+            "ends Failed with reason SklearnVersionSkew."
+        ),
+    )
 
 
 class Reference(ApiModel):

@@ -139,3 +139,25 @@ def test_serve_infers_joblib_from_the_extension(artifacts):
         assert r.status_code == 200
     finally:
         server.stop()
+
+
+def test_model_version_allow_version_skew_reaches_validate_and_serve(lr_bytes, tmp_path, capsys):
+    # The operator renders the validation Job's arguments and the predictors' RuntimeConfig from the spec: the
+    # per-ModelVersion override must reach both, and nothing else may turn the refusal off.
+    from mlsteward_operator.api.modelversion import ModelVersion
+    from mlsteward_operator.render import runtime_config, validation_args
+
+    model = tmp_path / "model.skops"
+    sha = _write(model, with_sklearn_version(lr_bytes, other_minor(sklearn.__version__)))
+    verdicts = {}
+    for allow in (False, True):
+        mv = ModelVersion.model_validate({"metadata": {"name": "iris-1-0-0", "namespace": "ml"}, "spec": {
+            "model": "iris", "version": "1.0.0", "artifact": {"uri": str(model), "sha256": sha},
+            "framework": {"name": "sklearn", "allowVersionSkew": allow}}})
+        args = validation_args(mv)
+        args[args.index("--result-file") + 1] = str(tmp_path / "r.json")
+        main(args)
+        verdicts[allow] = json.loads((tmp_path / "r.json").read_text())["reason"]
+        assert runtime_config(mv).allow_version_skew is allow
+    assert verdicts == {False: "SklearnVersionSkew", True: "Validated"}
+    capsys.readouterr()
