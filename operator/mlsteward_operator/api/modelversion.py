@@ -163,6 +163,8 @@ class VersionReason(StrEnum):
     below_threshold = "BelowThreshold"
     fetch_failed = "FetchFailed"
     load_failed = "LoadFailed"
+    untrusted_types = "UntrustedTypes"
+    sklearn_version_skew = "SklearnVersionSkew"
     job_failed = "JobFailed"
     invalid_result = "InvalidResult"
 
@@ -176,7 +178,7 @@ class ModelVersionStatus(StatusBase):
     reason: ShortText | None = Field(
         default=None,
         description="Why the phase is what it is: Validated, DigestMismatch, SignatureMismatch, BelowThreshold, "
-        "FetchFailed, LoadFailed, JobFailed.",
+        "FetchFailed, LoadFailed, UntrustedTypes, SklearnVersionSkew, JobFailed.",
     )
     message: Annotated[str, Field(max_length=4096)] | None = Field(default=None, description="Details of the verdict.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Metrics measured on the validation set.")
