@@ -12,11 +12,35 @@ import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from mlsteward_runtime.errors import ModelLoadError
+from mlsteward_runtime.errors import ModelLoadError, UsageError
 
-__all__ = ["fetch_artifact", "sha256_bytes", "sha256_file"]
+__all__ = ["FORMAT_BY_EXTENSION", "fetch_artifact", "format_from_uri", "require_format", "sha256_bytes", "sha256_file"]
 
 _HTTP_TIMEOUT_S = 60.0
+
+# The artifact format a file extension names; anything else needs an explicit --format.
+FORMAT_BY_EXTENSION: dict[str, str] = {
+    ".skops": "skops",
+    ".onnx": "onnx",
+    ".joblib": "joblib",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+}
+
+
+def format_from_uri(uri: str) -> str | None:
+    """The format named by the extension of `uri`'s path (a query string or fragment is ignored), or None."""
+    path = urlparse(uri).path if "://" in uri else uri
+    return FORMAT_BY_EXTENSION.get(Path(unquote(path)).suffix.lower())
+
+
+def require_format(uri: str, given: str | None, flag: str = "--format") -> str:
+    """`given`, else the format `uri`'s extension names; a UsageError (exit 2) when neither says."""
+    fmt = given or format_from_uri(uri)
+    if fmt is None:
+        raise UsageError(f"{uri}: cannot tell the format from the extension; give {flag} "
+                         f"({', '.join(sorted(set(FORMAT_BY_EXTENSION.values())))})")
+    return fmt
 
 
 # --------------------------------------------------------------------------------------------------------------

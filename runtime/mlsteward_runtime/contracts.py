@@ -128,6 +128,11 @@ class RuntimeConfig(_Model):
     allow_unverified: bool = Field(
         default=False, description="Allow joblib/pickle without a sha256 (never set this in production)."
     )
+    allow_version_skew: bool = Field(
+        default=False,
+        description="Load a model saved by a scikit-learn of another major.minor than the installed one "
+        "(ModelVersion spec.framework.allowVersionSkew).",
+    )
     signature: Signature | None = Field(
         default=None, description="Input and output schema; inferred from the model when absent."
     )

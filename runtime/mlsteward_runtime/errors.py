@@ -80,6 +80,31 @@ class ModelLoadError(Exception):
         self.message = message
 
 
+class UntrustedTypes(ModelLoadError):
+    """A skops artifact names types or callables outside the reviewed list; nothing in it was built."""
+
+    def __init__(self, uri: str, types: list[str]) -> None:
+        self.types = sorted(types)
+        super().__init__(
+            "UntrustedTypes",
+            f"refusing {uri}: it names types outside the reviewed list, and nothing in it was built: "
+            f"{', '.join(self.types)}",
+        )
+
+
+class SklearnVersionSkew(ModelLoadError):
+    """The artifact was saved by a scikit-learn whose major.minor differs from the installed one."""
+
+    def __init__(self, uri: str, recorded: list[str], installed: str) -> None:
+        self.recorded = sorted(recorded)
+        self.installed = installed
+        super().__init__(
+            "SklearnVersionSkew",
+            f"refusing {uri}: saved with scikit-learn {', '.join(self.recorded)} but {installed} is installed; a "
+            "different major.minor can change predictions silently (retrain, or allow the skew explicitly)",
+        )
+
+
 class Conflict(RuntimeErrorBase):
     status_code = 409
     error = "conflict"

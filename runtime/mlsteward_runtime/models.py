@@ -1,13 +1,19 @@
 """Model artifacts: fetch by URI, verify the sha256, deserialize, and write (dump) them.
 
 Fetching and digests live in `mlsteward_runtime.artifacts` (light: the operator uses them to read reference
-profiles) and are re-exported here.
+profiles) and are re-exported here. `load_model` is the one way the runtime deserializes a model: `serve`,
+`validate`, `register` and `train` all go through it, so they share one trust rule.
 
 The order of operations is the security property of this module: the bytes are fetched in full, their sha256 is
 compared with the expected digest, and only then is anything deserialized. joblib and pickle execute arbitrary code
-on load, so they are refused without a digest unless the caller explicitly allows unverified artifacts. skops is
-loaded with its trusted-types check against an allow-list of scikit-learn, NumPy and SciPy types; ONNX runs in
-onnxruntime, which never executes Python code from the file.
+on load: they are refused without a digest unless the caller explicitly allows unverified artifacts, and with one
+they trust whoever wrote the ModelVersion completely. skops artifacts are audited before anything is built
+(`mlsteward_runtime.trust`: skops' defaults plus an exact, reviewed list of classes; anything else is refused as
+UntrustedTypes), and every tree of a built model is checked before it predicts. ONNX runs in onnxruntime with no
+custom operator library registered, so a file cannot bring code of its own.
+
+A model saved by a scikit-learn of another major.minor than the installed one is refused as SklearnVersionSkew
+unless the caller allows the skew: unpickled estimators of another release can predict differently without error.
 """
 
 from __future__ import annotations
@@ -15,55 +21,25 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlsteward_runtime.artifacts import fetch_artifact, sha256_bytes, sha256_file
+from mlsteward_runtime.artifacts import fetch_artifact, format_from_uri, sha256_bytes, sha256_file
 from mlsteward_runtime.contracts import ArtifactFormat, ArtifactRef
-from mlsteward_runtime.errors import ModelLoadError
+from mlsteward_runtime.errors import ModelLoadError, SklearnVersionSkew, UntrustedTypes
 
 __all__ = [
     "LoadedModel",
-    "TRUSTED_PREFIXES",
     "dump_model",
     "fetch_artifact",
+    "format_from_uri",
     "load_model",
     "sha256_bytes",
     "sha256_file",
 ]
-
-# Module prefixes whose types we accept when skops reports them as not trusted by default. Scikit-learn's own tree
-# structures (sklearn.tree._tree.Tree) are the common case. Everything else is refused.
-TRUSTED_PREFIXES: tuple[str, ...] = ("sklearn.", "numpy.", "scipy.sparse.", "scipy.special.", "builtins.")
-
-# Names under the trusted prefixes that read or write files, download data or compile code. A crafted skops file
-# could reference them as functions, so they are refused even though their module looks trusted.
-_DENIED_PREFIXES: tuple[str, ...] = (
-    "numpy.load",
-    "numpy.save",
-    "numpy.fromfile",
-    "numpy.tofile",
-    "numpy.memmap",
-    "numpy.lib.npyio",
-    "numpy.lib.format",
-    "numpy.lib._npyio_impl",
-    "numpy.ctypeslib",
-    "numpy.f2py",
-    "numpy.distutils",
-    "numpy.testing",
-    "sklearn.datasets",
-    "sklearn.utils._testing",
-    "builtins.eval",
-    "builtins.exec",
-    "builtins.open",
-    "builtins.compile",
-    "builtins.__import__",
-    "builtins.getattr",
-    "builtins.setattr",
-    "builtins.input",
-)
 
 # Classifiers whose predict() equals classes_[argmax(predict_proba())], so one call yields both outputs.
 _ARGMAX_PROBA = frozenset({
@@ -81,12 +57,6 @@ _ARGMAX_PROBA = frozenset({
 })
 
 
-def _is_trusted_type(name: str) -> bool:
-    if any(name == d or name.startswith(d + ".") or name.startswith(d + "_") for d in _DENIED_PREFIXES):
-        return False
-    return name.startswith(TRUSTED_PREFIXES)
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Loaded model
 # --------------------------------------------------------------------------------------------------------------
@@ -102,6 +72,8 @@ class LoadedModel:
         self.estimator = estimator
         self.format = fmt
         self.sha256 = sha256
+        # The scikit-learn version that saved the model, as the artifact records it (None for ONNX).
+        self.framework_version: str | None = None
         self.n_features: int | None = None
         self.feature_names: list[str] | None = None
         self.classes: list[Any] | None = None
@@ -222,10 +194,13 @@ class LoadedModel:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def load_model(ref: ArtifactRef, *, allow_unverified: bool = False, data: bytes | None = None) -> LoadedModel:
+def load_model(ref: ArtifactRef, *, allow_unverified: bool = False, allow_version_skew: bool = False,
+               data: bytes | None = None) -> LoadedModel:
     """Fetch (unless `data` is given), verify, then deserialize the artifact `ref` points at.
 
-    Raises ModelLoadError with reason FetchFailed, DigestMismatch, UnverifiedRefused or LoadFailed.
+    Raises ModelLoadError with reason FetchFailed, DigestMismatch, UnverifiedRefused, UntrustedTypes (a skops
+    artifact naming anything outside the trusted types), SklearnVersionSkew (saved by another scikit-learn
+    major.minor, unless `allow_version_skew`) or LoadFailed.
     """
     fmt = ArtifactFormat(ref.format)
     if ref.sha256 is None and fmt in (ArtifactFormat.joblib, ArtifactFormat.pickle) and not allow_unverified:
@@ -244,41 +219,95 @@ def load_model(ref: ArtifactRef, *, allow_unverified: bool = False, data: bytes 
             f"sha256 mismatch for {ref.uri}: expected {ref.sha256.lower()}, got {actual}; the artifact was not loaded",
         )
     try:
-        estimator = _deserialize(data, fmt)
+        estimator, recorded = _deserialize(data, fmt, ref.uri, allow_version_skew)
+        if fmt != ArtifactFormat.onnx:
+            from mlsteward_runtime.trust import check_trees
+
+            check_trees(estimator)
     except ModelLoadError:
         raise
     except Exception as exc:  # noqa: BLE001 - a broken artifact is a load failure, whatever the library raises
         raise ModelLoadError("LoadFailed", f"could not load {ref.uri} as {fmt.value}: {type(exc).__name__}: {exc}") from exc
-    return LoadedModel(estimator, fmt, actual)
+    model = LoadedModel(estimator, fmt, actual)
+    model.framework_version = recorded
+    return model
 
 
-def _deserialize(data: bytes, fmt: ArtifactFormat) -> Any:
+def _deserialize(data: bytes, fmt: ArtifactFormat, uri: str, allow_skew: bool) -> tuple[Any, str | None]:
+    """The deserialized object and the scikit-learn version that saved it (None for ONNX)."""
     if fmt == ArtifactFormat.skops:
         import skops.io as sio
 
-        untrusted = sio.get_untrusted_types(data=data)
-        refused = [t for t in untrusted if not _is_trusted_type(t)]
-        if refused:
-            raise ModelLoadError("LoadFailed", f"skops artifact contains types outside the allow-list: {refused}")
-        return sio.loads(data, trusted=untrusted)
-    if fmt == ArtifactFormat.onnx:
-        import onnxruntime as ort
+        from mlsteward_runtime.trust import REVIEWED_TYPES, read_schema_facts
 
-        opts = ort.SessionOptions()
-        # One thread per session: the runtime scales by workers and batching, and onnxruntime's default thread pool
-        # would oversubscribe the cores that uvicorn workers share.
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        # Everything here reads the schema only; nothing in the file is imported or built before the audit passes.
+        facts = read_schema_facts(data)
+        refused = (set(sio.get_untrusted_types(data=data)) - REVIEWED_TYPES) | facts.refused_nodes
+        if refused:
+            raise UntrustedTypes(uri, sorted(refused))
+        _check_skew(uri, facts.sklearn_versions, allow_skew)
+        # skops audits the tree again against the same list before it builds anything.
+        return _load_sklearn(lambda: sio.loads(data, trusted=sorted(REVIEWED_TYPES)), uri, allow_skew,
+                             facts.sklearn_versions)
+    if fmt == ArtifactFormat.onnx:
+        return _onnx_session(data), None
     if fmt == ArtifactFormat.joblib:
         import joblib
 
-        return joblib.load(io.BytesIO(data))
+        return _load_sklearn(lambda: joblib.load(io.BytesIO(data)), uri, allow_skew, set())
     if fmt == ArtifactFormat.pickle:
         import pickle
 
-        return pickle.loads(data)  # noqa: S301 - only reached after the digest check or an explicit opt-in
+        # Only reached after the digest check or an explicit opt-in.
+        return _load_sklearn(lambda: pickle.loads(data), uri, allow_skew, set())  # noqa: S301
     raise ModelLoadError("LoadFailed", f"unknown format {fmt}")
+
+
+def _onnx_session(data: bytes) -> Any:
+    import tempfile
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    # One thread per session: the runtime scales by workers and batching, and onnxruntime's default thread pool
+    # would oversubscribe the cores that uvicorn workers share. No custom operator library is registered, so a
+    # node of an unknown domain fails the session instead of running code the file names.
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    with tempfile.TemporaryDirectory(prefix="mlsteward-onnx-") as empty:
+        # A model loaded from bytes may name "external data" files, which onnxruntime reads relative to the working
+        # directory: a crafted model could read any file under it (a token, a key) into a tensor and answer it back
+        # in predictions. Pointing that folder at an empty directory makes every external reference fail.
+        opts.add_session_config_entry("session.model_external_initializers_file_folder_path", empty)
+        return ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def _load_sklearn(load: Callable[[], Any], uri: str, allow_skew: bool, recorded: set[str]) -> tuple[Any, str]:
+    """Run `load`, noting the versions scikit-learn reports as different from its own while unpickling state."""
+    import sklearn
+    from sklearn.exceptions import InconsistentVersionWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InconsistentVersionWarning)
+        obj = load()
+    seen = set(recorded)
+    for w in caught:
+        if isinstance(w.message, InconsistentVersionWarning):
+            seen.add(str(w.message.original_sklearn_version))
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _check_skew(uri, seen, allow_skew)
+    return obj, ", ".join(sorted(seen)) if seen else sklearn.__version__
+
+
+def _check_skew(uri: str, recorded: set[str], allow_skew: bool) -> None:
+    import sklearn
+
+    from mlsteward_runtime.trust import skewed_versions
+
+    skewed = skewed_versions(recorded, sklearn.__version__)
+    if skewed and not allow_skew:
+        raise SklearnVersionSkew(uri, skewed, sklearn.__version__)
 
 
 # --------------------------------------------------------------------------------------------------------------

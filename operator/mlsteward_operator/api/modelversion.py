@@ -64,6 +64,14 @@ class Framework(ApiModel):
 
     name: str = Field(default="sklearn", description="Framework name; only sklearn is supported.", pattern="^sklearn$")
     version: ShortText | None = Field(default=None, description="Framework version the model was trained with.")
+    allow_version_skew: bool = Field(
+        default=False,
+        description=(
+            "Validate and serve the model even when the scikit-learn version recorded in the artifact differs in "
+            "major.minor from the runtime's, which can change predictions silently. Without it such a version "
+            "ends Failed with reason SklearnVersionSkew."
+        ),
+    )
 
 
 class Reference(ApiModel):
@@ -155,6 +163,8 @@ class VersionReason(StrEnum):
     below_threshold = "BelowThreshold"
     fetch_failed = "FetchFailed"
     load_failed = "LoadFailed"
+    untrusted_types = "UntrustedTypes"
+    sklearn_version_skew = "SklearnVersionSkew"
     job_failed = "JobFailed"
     invalid_result = "InvalidResult"
 
@@ -168,7 +178,7 @@ class ModelVersionStatus(StatusBase):
     reason: ShortText | None = Field(
         default=None,
         description="Why the phase is what it is: Validated, DigestMismatch, SignatureMismatch, BelowThreshold, "
-        "FetchFailed, LoadFailed, JobFailed.",
+        "FetchFailed, LoadFailed, UntrustedTypes, SklearnVersionSkew, JobFailed.",
     )
     message: Annotated[str, Field(max_length=4096)] | None = Field(default=None, description="Details of the verdict.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Metrics measured on the validation set.")

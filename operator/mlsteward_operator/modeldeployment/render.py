@@ -98,6 +98,7 @@ def runtime_config(mv: ModelVersion) -> RuntimeConfig:
         name=spec.model,
         version=spec.version,
         artifact=ArtifactRef(uri=spec.artifact.uri, sha256=spec.artifact.sha256, format=spec.artifact.format),
+        allow_version_skew=spec.framework.allow_version_skew,
         signature=status.signature or spec.signature,
         golden=status.golden,
     )
@@ -426,10 +427,3 @@ def render_network_policy(md: ModelDeployment, cfg: OperatorConfig) -> dict[str,
             "ingress": [{"from": peers, "ports": [{"protocol": "TCP", "port": cfg.predictor_port}]}],
         },
     }
-
-
-# --------------------------------------------------------------------------------------------------------------
-# ModelVersion validation Job
-# --------------------------------------------------------------------------------------------------------------
-
-

@@ -32,6 +32,7 @@ def validation_args(mv: ModelVersion) -> list[str]:
     spec = mv.spec
     args = ["validate", "--uri", spec.artifact.uri, "--sha256", spec.artifact.sha256,
             "--format", spec.artifact.format.value]
+    args += ["--allow-version-skew"] if spec.framework.allow_version_skew else []
     if spec.signature is not None:
         signature = spec.signature.model_dump(mode="json", exclude_none=True)
         args += ["--signature-json", json.dumps(signature, sort_keys=True, separators=(",", ":"))]

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mlsteward_runtime.artifacts import FORMAT_BY_EXTENSION, require_format
+
 HELP = "Describe a model artifact as ModelVersion YAML (sha256, signature, reference profile, metrics)."
 DESCRIPTION = """\
 Describe a model artifact as a ModelVersion (apiVersion mlsteward.io/v1alpha1) ready for `kubectl apply`.
@@ -31,7 +33,6 @@ examples:
   kubectl apply -f mv.yaml
 """
 
-_FORMATS = {".skops": "skops", ".onnx": "onnx", ".joblib": "joblib", ".pkl": "pickle", ".pickle": "pickle"}
 _SEMVER = re.compile(r"^v?\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?$")
 
 
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("artifact", metavar="ARTIFACT", help="The model file (skops, onnx, joblib or pickle).")
     parser.add_argument("--model", required=True, metavar="NAME", help="Model name; versions group by it.")
     parser.add_argument("--version", required=True, metavar="V", help="Semantic version, e.g. 1.2.0.")
-    parser.add_argument("--format", choices=sorted(set(_FORMATS.values())),
+    parser.add_argument("--format", choices=sorted(set(FORMAT_BY_EXTENSION.values())),
                         help="Artifact format (default: from the file extension).")
     parser.add_argument("--data", metavar="TRAIN.csv", help="Training (or held-out) CSV with a header.")
     parser.add_argument("--target", metavar="COL", help="Label column of --data.")
@@ -59,18 +60,6 @@ def dns_name(text: str) -> str:
     """A DNS-1123 label: lower case, [a-z0-9-], starting and ending alphanumeric, at most 63 characters."""
     name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     return re.sub(r"-{2,}", "-", name)[:63].rstrip("-") or "model"
-
-
-def format_for(path: str, given: str | None) -> str:
-    from mlsteward_runtime.errors import UsageError
-
-    if given:
-        return given
-    fmt = _FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise UsageError(f"{path}: cannot tell the format from the extension; give --format "
-                         f"({', '.join(sorted(set(_FORMATS.values())))})")
-    return fmt
 
 
 def signature_from_data(model: Any, table: Any, features: list[str], types: dict[str, Any]) -> Any:
@@ -118,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     path = args.artifact
     if not Path(path).is_file():
         raise UsageError(f"{path}: no such file")
-    fmt = format_for(path, args.format)
+    fmt = require_format(path, args.format)
     sha = sha256_file(path)
     try:
         model = load_model(ArtifactRef(uri=path, sha256=sha, format=fmt))
@@ -129,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         "model": args.model,
         "version": args.version,
         "artifact": {"uri": args.uri or path, "sha256": sha, "format": fmt},
-        "framework": {"name": "sklearn", "version": sklearn.__version__},
+        # The version the artifact records (ONNX records none: the one installed here is the best statement).
+        "framework": {"name": "sklearn", "version": model.framework_version or sklearn.__version__},
     }
     if args.data:
         table = read_csv(args.data)

@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", help="model name used in URLs (/v2/models/NAME)")
     p.add_argument("--version", dest="model_version", help="version reported in x-model-version (default 0.0.0)")
     p.add_argument("--sha256", metavar="HEX", help="expected sha256 of the artifact; checked before loading")
-    p.add_argument("--format", choices=["skops", "onnx", "joblib", "pickle"], help="artifact format (default skops)")
+    p.add_argument("--format", choices=["skops", "onnx", "joblib", "pickle"],
+                   help="artifact format (default: from the extension: .skops, .onnx, .joblib, .pkl, .pickle)")
     p.add_argument("--signature", metavar="FILE",
                    help="signature JSON/YAML: a Signature, a ModelVersion spec.signature, or a ModelVersion")
     p.add_argument("--host", default=None, help="listen address (default 0.0.0.0)")
@@ -49,6 +50,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=None, help="worker processes sharing the loaded model")
     p.add_argument("--config", metavar="FILE", help="RuntimeConfig JSON (rendered by the operator)")
     p.add_argument("--allow-unverified", action="store_true", help="load joblib/pickle without a sha256 (unsafe)")
+    p.add_argument("--allow-version-skew", action="store_true",
+                   help="load a model saved by another scikit-learn major.minor (refused otherwise)")
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
 
 
@@ -108,6 +111,13 @@ def build_settings(args: argparse.Namespace) -> Any:
         artifact["format"] = args.format
     if not artifact.get("uri"):
         raise UsageError("give --model URI (or a --config with artifact.uri)")
+    if not artifact.get("format"):
+        from mlsteward_runtime.artifacts import format_from_uri, require_format
+
+        # A --config without a format keeps the contract's default (skops) when the extension names none.
+        fmt = require_format(args.model, None) if args.model else format_from_uri(str(artifact["uri"]))
+        if fmt:
+            artifact["format"] = fmt
     base["artifact"] = artifact
     if args.name:
         base["name"] = args.name
@@ -117,6 +127,8 @@ def build_settings(args: argparse.Namespace) -> Any:
         base["version"] = args.model_version
     if args.allow_unverified:
         base["allow_unverified"] = True
+    if args.allow_version_skew:
+        base["allow_version_skew"] = True
     if args.signature:
         base["signature"] = _signature_from(_read_structured(args.signature), args.signature).model_dump(mode="json")
     try:

@@ -26,8 +26,11 @@ Fit a scikit-learn estimator on a labelled CSV and publish it for a new ModelVer
      metrics, signature, framework, rows) to stdout and to --result-file (default /dev/termination-log when it
      exists; kept under 4 KiB there by leaving out the signature if needed).
 Exit status: 0 when Succeeded, 1 when Failed (FetchFailed, InvalidData, TrainingFailed, LoadFailed,
-WriteFailed), 2 on bad flags. Categorical columns need an estimator that accepts them (e.g. a Pipeline with a
-OneHotEncoder on column indices); plain numeric estimators get a float matrix.
+UntrustedTypes, WriteFailed), 2 on bad flags. UntrustedTypes: the estimator's skops file needs a type outside the
+reviewed list (HistGradientBoosting*, KNeighbors* with a tree index, SelectKBest...), so serving would refuse it;
+choose --format onnx, or joblib if whoever registers the model is trusted to run code. Categorical columns need an
+estimator that accepts them (e.g. a Pipeline with a OneHotEncoder on column indices); plain numeric estimators get a
+float matrix.
 
 examples:
   mlsteward train --estimator sklearn.linear_model.LogisticRegression --params '{"max_iter": 500}' \\

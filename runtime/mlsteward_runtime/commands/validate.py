@@ -15,8 +15,12 @@ DESCRIPTION = """\
 Validate a model artifact the way the ModelVersion controller's Job does, in order:
   1. fetch --uri (a path, file://, http(s)://, s3://)               -> FetchFailed
   2. check its sha256 against --sha256 before deserializing anything  -> DigestMismatch
-  3. load it as --format                                             -> LoadFailed (UnverifiedRefused without a
-                                                                        digest for joblib/pickle)
+  3. load it as --format (default: from the extension)              -> LoadFailed (UnverifiedRefused without a
+                                                                        digest for joblib/pickle; UntrustedTypes
+                                                                        for a skops file naming types outside the
+                                                                        reviewed list; SklearnVersionSkew for a
+                                                                        model saved by another sklearn major.minor
+                                                                        unless --allow-version-skew)
   4. check --signature-json against the model (or infer one)         -> SignatureMismatch
   5. with --validation-data and --target: evaluate (accuracy, f1_macro, roc_auc for binary classifiers; r2, rmse,
      mae for regressors) and compare to each --threshold             -> BelowThreshold (InvalidValidationData when
@@ -43,8 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--uri", required=True, help="Artifact URI.")
     parser.add_argument("--sha256", help="Expected hex sha256 of the artifact (required for joblib and pickle).")
-    parser.add_argument("--format", default="skops", choices=("skops", "onnx", "joblib", "pickle"),
-                        help="Artifact format (default skops).")
+    parser.add_argument("--format", choices=("skops", "onnx", "joblib", "pickle"),
+                        help="Artifact format (default: from the --uri extension: .skops, .onnx, .joblib, "
+                             ".pkl or .pickle).")
     parser.add_argument("--signature-json", metavar="JSON",
                         help="The ModelVersion's spec.signature as JSON (or @FILE); inferred from the model if absent.")
     parser.add_argument("--validation-data", metavar="URI", help="Labelled CSV to evaluate on.")
@@ -56,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"Where to write the result (default {TERMINATION_LOG} when it exists, else stdout).")
     parser.add_argument("--allow-unverified", action="store_true",
                         help="Load joblib/pickle without --sha256 (never in production).")
+    parser.add_argument("--allow-version-skew", action="store_true",
+                        help="Load a model saved by another scikit-learn major.minor (refused as "
+                             "SklearnVersionSkew otherwise).")
 
 
 class _Failed(Exception):
@@ -109,7 +117,7 @@ def validate(args: argparse.Namespace, thresholds: list[Any], signature: Any) ->
     try:
         try:
             model = load_model(ArtifactRef(uri=args.uri, sha256=args.sha256, format=args.format),
-                               allow_unverified=args.allow_unverified)
+                               allow_unverified=args.allow_unverified, allow_version_skew=args.allow_version_skew)
         except ModelLoadError as exc:
             raise _Failed(exc.reason, exc.message) from None
         result["sha256"] = model.sha256
@@ -194,6 +202,7 @@ def encode_result(result: Any, limit: int = MAX_RESULT_BYTES) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mlsteward_runtime.artifacts import require_format
     from mlsteward_runtime.errors import UsageError
     from mlsteward_runtime.stats.evaluate import parse_threshold
 
@@ -208,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     if args.reference_out and not args.validation_data:
         raise UsageError("--reference-out needs --validation-data to profile")
     signature = _parse_signature(args.signature_json)
+    args.format = require_format(args.uri, args.format)
     result = validate(args, thresholds, signature)
     text = encode_result(result)
     target = args.result_file or (TERMINATION_LOG if os.path.exists(TERMINATION_LOG) else None)

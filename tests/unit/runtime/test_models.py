@@ -91,7 +91,7 @@ def test_skops_untrusted_type_refused(tmp_path):
     sio.dump(est, p)
     with pytest.raises(ModelLoadError) as ei:
         load_model(ArtifactRef(uri=str(p), sha256=sha256_file(p)))
-    assert ei.value.reason == "LoadFailed" and "system" in ei.value.message
+    assert ei.value.reason == "UntrustedTypes" and "posix.system" in ei.value.message
 
 
 def test_garbage_bytes_are_load_failed(tmp_path):
