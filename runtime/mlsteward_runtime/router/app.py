@@ -6,21 +6,25 @@ Backends are called through one pooled aiohttp session (kept-alive connections);
 loopback, aiohttp made 4x the requests per second at concurrency 1 and over 10x at 8 and 64, where httpx's
 connection pool became the bottleneck.
 
-Endpoints:
-- prediction paths (POST /predict, /v1/models/{name}:predict, /v2/models/{name}/infer) go to one backend chosen
-  by the strategy; with `fallback` on, a connect error, timeout or 5xx is retried once on the stable version;
-  when every attempt fails the answer is 502 with a JSON body naming the backend.
-- other GET /v1/models/* and /v2/* paths (metadata, health) go to the primary backend (the stable version, else
-  the heaviest weight) and are not counted in the arms' statistics.
+Endpoints (an explicit allow-list, see `paths`; anything else is 404, a wrong method 405 with Allow):
+- prediction paths (POST /predict, /v1/models/{name}:predict, /v2/models/{name}[/versions/{v}]/infer) go to one
+  backend chosen by the strategy, among those whose readiness probe passed (see `proxy`); with `fallback` on, a
+  connect error, timeout or 5xx is retried once on the stable version; when every attempt fails the answer is
+  502 with a JSON body naming the arm (never its URL). A backend's 4xx is the client's: passed through, never
+  retried, never counted as the arm's error.
+- GET /v2, /v2/health/live|ready, /v2/models/{name}[/ready], /v1/models/{name} (metadata, health) go to the
+  primary backend (the stable version, else the heaviest weight) and are not counted in the arms' statistics.
+  The predictor's internal endpoints (/v1/stats, /v1/drift/window, its /metrics) are not reachable.
 - POST /v1/feedback joins a label or reward to the arm that served the request id and forwards it there.
 - GET /v1/router/stats (RouterStats), /healthz (the process is live), /readyz (the config is loaded and at
   least one backend answered its last readiness probe, so a router with nothing to send traffic to leaves the
   Service endpoints rather than answering 502), /metrics (Prometheus).
 
 With `auth` in the config every other path needs a token (`Authorization: Bearer <t>` or the API key header):
-401 without one, 403 with one not in the tokens file (see `access`). With `rate_limit`, a client past its bucket
-gets 429 with Retry-After. Those four endpoints stay open: kubelet probes, Prometheus and the operator's stats
-poll carry no token. The credential headers are not forwarded to the backends.
+401 without one, 403 with one not in the tokens file (see `access`), and failed attempts are limited per source
+(see `admission`). With `rate_limit`, a client past its bucket gets 429 with Retry-After. Those four endpoints
+stay open: kubelet probes, Prometheus and the operator's stats poll carry no token. The credential headers are
+not forwarded to the backends.
 """
 
 from __future__ import annotations
@@ -35,37 +39,21 @@ from typing import Any
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from mlsteward_runtime.contracts import RouterConfig
-from mlsteward_runtime.router.access import RateLimiter, TokenFile
+from mlsteward_runtime.contracts import RateLimitConfig, RouterConfig
+from mlsteward_runtime.router.access import RateLimiter, TokenFile, parse_networks
 from mlsteward_runtime.router.admission import AdmissionMixin
 from mlsteward_runtime.router.asgi import JSON, ClientError, read_body, send_json, send_raw
 from mlsteward_runtime.router.config import ConfigError, file_signature, load_config
 from mlsteward_runtime.router.feedback import ServedMap
 from mlsteward_runtime.router.feedback_endpoint import FeedbackMixin
 from mlsteward_runtime.router.metrics import RouterMetrics
+from mlsteward_runtime.router.paths import OPEN, Kind, classify
 from mlsteward_runtime.router.settings import RouterSettings
 from mlsteward_runtime.router.state import State
 from mlsteward_runtime.router.stats import StatsStore
 from mlsteward_runtime.router.strategies import Assigner
 
 log = logging.getLogger("mlsteward.router")
-
-# Endpoints that never ask for a token: probes, scrapes and the operator's stats poll.
-_OPEN = frozenset({"/healthz", "/readyz", "/metrics", "/v1/router/stats"})
-
-
-def _is_prediction(path: str) -> bool:
-    if path == "/predict":
-        return True
-    if path.startswith("/v1/models/"):
-        return path.endswith(":predict")
-    if path.startswith("/v2/models/"):
-        return path.endswith("/infer")
-    return False
-
-
-def _is_metadata(path: str) -> bool:
-    return path.startswith("/v2/") or path.startswith("/v1/models/")
 
 
 class Router(FeedbackMixin, AdmissionMixin):
@@ -88,7 +76,14 @@ class Router(FeedbackMixin, AdmissionMixin):
             config = load_config(self.config_path)
         self.stats = StatsStore(config.deployment, self.settings.replica, time.time(), self.settings.latency_window)
         self.metrics = RouterMetrics()
-        self.served = ServedMap(self.settings.feedback_capacity)
+        self.served = ServedMap(self.settings.feedback_capacity, self.settings.served_max_bytes,
+                                self.metrics.served_evictions.inc)
+        self._auth_failures = RateLimiter(
+            RateLimitConfig(requests_per_second=self.settings.auth_failure_per_s,
+                            burst=self.settings.auth_failure_burst),
+            self.settings.rate_limit_max_keys,
+        )
+        self._trusted = parse_networks(self.settings.trusted_proxies)
         self._random = random.Random(self.settings.seed)
         self.state = self._build(config, None)
         self.ready: dict[str, bool] = {}
@@ -255,43 +250,31 @@ class Router(FeedbackMixin, AdmissionMixin):
                 return
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        path: str = scope["path"]
-        method: str = scope["method"]
-        if path not in _OPEN:
+        kind = classify(scope["method"], scope["path"])
+        token = None
+        if kind not in OPEN:
             state = self.state
             if state.tokens is not None or state.limiter is not None:
-                self._admit(state, scope)
-        if _is_prediction(path):
-            if method != "POST":
-                raise ClientError(405, "method_not_allowed", f"{path} takes POST", field="method", rule="POST")
-            await self._predict(scope, await read_body(scope, receive, self.settings.max_body_bytes), send)
-        elif path == "/v1/feedback":
-            if method != "POST":
-                raise ClientError(405, "method_not_allowed", f"{path} takes POST", field="method", rule="POST")
-            await self._feedback(scope, await read_body(scope, receive, self.settings.max_body_bytes), send)
-        elif method != "GET":
-            raise ClientError(405, "method_not_allowed", f"{path} takes GET", field="method", rule="GET")
-        elif path == "/healthz":
+                token = self._admit(state, scope)
+        if kind is Kind.predict:
+            await self._predict(scope, await read_body(scope, receive, self.settings.max_body_bytes), send, token)
+        elif kind is Kind.feedback:
+            await self._feedback(scope, await read_body(scope, receive, self.settings.max_body_bytes), send, token)
+        elif kind is Kind.metadata:
+            await self._metadata(scope, send)
+        elif kind is Kind.healthz:
             await send_json(send, 200, {"status": "live"})
-        elif path == "/readyz":
+        elif kind is Kind.readyz:
             ready = any(self.ready.values())
             await send_json(
                 send, 200 if ready else 503,
                 {"ready": ready, "deployment": self.state.config.deployment, "backends": self.ready},
             )
-        elif path == "/v1/router/stats":
+        elif kind is Kind.stats:
             await send_raw(send, 200, self.stats.export().model_dump_json().encode(), JSON)
-        elif path == "/metrics":
+        else:
             await send_raw(
                 send, 200, generate_latest(self.metrics.registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())]
-            )
-        elif _is_metadata(path):
-            await self._metadata(scope, send)
-        else:
-            raise ClientError(
-                404, "not_found", f"no route for {path}", field="path",
-                rule="one of /predict, /v1/models/{name}:predict, /v2/models/{name}/infer, /v1/feedback, "
-                "/v1/router/stats, /healthz, /readyz, /metrics, GET /v2/*",
             )
 
 

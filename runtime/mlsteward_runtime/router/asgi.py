@@ -32,14 +32,6 @@ class ClientError(Exception):
         self.body.update(extra)
 
 
-def path_qs(scope: dict[str, Any]) -> str:
-    # raw_path keeps the client's percent-encoding (a model name with %3A stays one path segment).
-    raw = scope.get("raw_path")
-    path = raw.decode("latin-1") if raw else scope["path"]
-    qs = scope.get("query_string")
-    return f"{path}?{qs.decode('latin-1')}" if qs else path
-
-
 def too_large(limit: int) -> ClientError:
     return ClientError(413, "payload_too_large", f"the body is larger than {limit} bytes", field="body",
                        rule=f"at most {limit} bytes")

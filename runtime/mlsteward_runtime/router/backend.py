@@ -22,7 +22,8 @@ class Attempt:
     reason: str | None = None  # set when the attempt failed: connect_error, timeout, http_5xx
 
     def failure(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"version": self.version, "url": self.url, "reason": self.reason}
+        # The arm, never its URL: a client has no business learning the cluster's internal addresses.
+        out: dict[str, Any] = {"version": self.version, "reason": self.reason}
         if self.status is not None:
             out["status"] = self.status
         return out

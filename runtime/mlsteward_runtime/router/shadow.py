@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 
 from mlsteward_runtime.contracts import ShadowConfig
-from mlsteward_runtime.router.asgi import path_qs
-from mlsteward_runtime.router.feedback import extract_predictions, same
 from mlsteward_runtime.router.backend import BackendMixin
+from mlsteward_runtime.router.feedback import extract_predictions, same
+from mlsteward_runtime.router.paths import forward_path
 from mlsteward_runtime.router.state import State
 
 
@@ -29,7 +29,7 @@ class ShadowMixin(BackendMixin):
             self.metrics.shadow.labels(shadow.version, "dropped").inc()
             return
         task = asyncio.create_task(
-            self._shadow_call(shadow, state.timeout, path_qs(scope), headers, body, served_body)
+            self._shadow_call(shadow, state.timeout, forward_path(scope["path"], scope.get("query_string")), headers, body, served_body)
         )
         self._mirrors.add(task)
         task.add_done_callback(self._mirrors.discard)

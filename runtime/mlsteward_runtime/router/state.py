@@ -10,7 +10,7 @@ from typing import Any
 import aiohttp
 
 from mlsteward_runtime.contracts import RouterConfig, ShadowConfig
-from mlsteward_runtime.router.access import RateLimiter, TokenFile
+from mlsteward_runtime.router.access import Network, RateLimiter, TokenFile
 from mlsteward_runtime.router.feedback import ServedMap
 from mlsteward_runtime.router.metrics import RouterMetrics
 from mlsteward_runtime.router.settings import RouterSettings
@@ -51,3 +51,5 @@ class RouterCore:
     _mirrors: set[asyncio.Task[None]]
     _req_children: dict[tuple[str, int], Any]
     _lat_children: dict[str, Any]
+    _auth_failures: RateLimiter
+    _trusted: tuple[Network, ...]
