@@ -16,15 +16,15 @@ Endpoints (an explicit allow-list, see `paths`; anything else is 404, a wrong me
   primary backend (the stable version, else the heaviest weight) and are not counted in the arms' statistics.
   The predictor's internal endpoints (/v1/stats, /v1/drift/window, its /metrics) are not reachable.
 - POST /v1/feedback joins a label or reward to the arm that served the request id and forwards it there.
-- GET /v1/router/stats (RouterStats), /healthz (the process is live), /readyz (the config is loaded and at
+- GET /openapi.json (this API, every status documented; see `openapi`), /v1/router/stats (RouterStats), /healthz (the process is live), /readyz (the config is loaded and at
   least one backend answered its last readiness probe, so a router with nothing to send traffic to leaves the
   Service endpoints rather than answering 502), /metrics (Prometheus).
 
 With `auth` in the config every other path needs a token (`Authorization: Bearer <t>` or the API key header):
 401 without one, 403 with one not in the tokens file (see `access`), and failed attempts are limited per source
-(see `admission`). With `rate_limit`, a client past its bucket gets 429 with Retry-After. Those four endpoints
-stay open: kubelet probes, Prometheus and the operator's stats poll carry no token. The credential headers are
-not forwarded to the backends.
+(see `admission`). With `rate_limit`, a client past its bucket gets 429 with Retry-After. Health, readiness,
+metrics, stats and /openapi.json stay open: kubelet probes, Prometheus and the operator's stats poll carry no
+token. The credential headers are not forwarded to the backends.
 """
 
 from __future__ import annotations
@@ -37,9 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mlsteward_runtime.contracts import RateLimitConfig, RouterConfig
+from mlsteward_runtime.router import openapi
 from mlsteward_runtime.router.access import RateLimiter, TokenFile, parse_networks
 from mlsteward_runtime.router.admission import AdmissionMixin
 from mlsteward_runtime.router.asgi import JSON, ClientError, read_body, send_json, send_raw
@@ -84,6 +86,7 @@ class Router(FeedbackMixin, AdmissionMixin):
             self.settings.rate_limit_max_keys,
         )
         self._trusted = parse_networks(self.settings.trusted_proxies)
+        self._openapi = orjson.dumps(openapi.document(self.settings.reward_min, self.settings.reward_max))
         self._random = random.Random(self.settings.seed)
         self.state = self._build(config, None)
         self.ready: dict[str, bool] = {}
@@ -272,6 +275,8 @@ class Router(FeedbackMixin, AdmissionMixin):
             )
         elif kind is Kind.stats:
             await send_raw(send, 200, self.stats.export().model_dump_json().encode(), JSON)
+        elif kind is Kind.openapi:
+            await send_raw(send, 200, self._openapi, JSON)
         else:
             await send_raw(
                 send, 200, generate_latest(self.metrics.registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())]

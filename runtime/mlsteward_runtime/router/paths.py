@@ -28,6 +28,7 @@ class Kind(str, Enum):
     readyz = "readyz"
     stats = "stats"
     metrics = "metrics"
+    openapi = "openapi"
 
 
 _NAME = r"[^/]+"  # one segment; dot segments and empty ones are refused before matching
@@ -49,14 +50,15 @@ _ROUTES: tuple[tuple[re.Pattern[str], Kind, str], ...] = tuple(
         (r"/readyz", Kind.readyz, "GET"),
         (r"/v1/router/stats", Kind.stats, "GET"),
         (r"/metrics", Kind.metrics, "GET"),
+        (r"/openapi.json", Kind.openapi, "GET"),
     )
 )
-# Endpoints that never ask for a token: probes, scrapes and the operator's stats poll.
-OPEN = frozenset({Kind.healthz, Kind.readyz, Kind.stats, Kind.metrics})
+# Endpoints that never ask for a token: probes, scrapes, the operator's stats poll and the API's description.
+OPEN = frozenset({Kind.healthz, Kind.readyz, Kind.stats, Kind.metrics, Kind.openapi})
 ROUTES_RULE = (
     "one of POST /predict, /v1/models/{name}:predict, /v2/models/{name}[/versions/{v}]/infer, /v1/feedback; "
     "GET /v2, /v2/health/live|ready, /v2/models/{name}[/ready], /v1/models/{name}, /healthz, /readyz, "
-    "/v1/router/stats, /metrics"
+    "/v1/router/stats, /metrics, /openapi.json"
 )
 _BAD_CHARS = re.compile(r"[\\\x00-\x1f\x7f]")
 

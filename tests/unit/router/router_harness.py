@@ -129,7 +129,12 @@ class FakeBackend:
         async def internal(request: Request) -> JSONResponse:
             return JSONResponse({"internal": request.url.path})
 
-        return Starlette(routes=[
+        async def http_error(request: Request, exc: Exception) -> JSONResponse:
+            # JSON like the predictor's own errors (Starlette's default is plain text).
+            code = getattr(exc, "status_code", 500)
+            return JSONResponse({"error": "http_error", "message": str(getattr(exc, "detail", ""))}, status_code=code)
+
+        return Starlette(exception_handlers={404: http_error, 405: http_error}, routes=[
             Route("/v1/stats", internal),
             Route("/v1/drift/window", internal),
             Route("/metrics", internal),
