@@ -1,6 +1,7 @@
 """Bounded memory by bytes: the router's map of served requests (kept for feedback) stays within its byte budget,
 evicting oldest first and counting evictions, and a real `mlsteward route` process keeps a flat RSS under a
-stream of requests whose responses are the largest it keeps (feedback_max_body_bytes)."""
+stream of the largest requests it accepts (max_body_bytes) whose responses are the largest it keeps
+(feedback_max_body_bytes)."""
 
 from __future__ import annotations
 
@@ -48,15 +49,17 @@ def test_the_budget_evicts_oldest_first_and_counts():
     assert served.bytes <= served.max_bytes
 
 
-def test_rss_stays_flat_under_a_stream_of_the_largest_kept_responses(backends, tmp_path: Path):
+def test_rss_stays_flat_under_a_stream_of_the_largest_requests(backends, tmp_path: Path):
     # Each answer is as large as the router keeps (just under 64 KiB): the map's worst case per request.
     big = backends("v1", label="x" * (KEPT - 200))
     cfg = tmp_path / "router.json"
     cfg.write_text(json.dumps(config(("v1", big.url, 100))))
     port = free_port()
     budget = 8 * 1024 * 1024
+    max_body = 128 * 1024
     proc = route("--config", str(cfg), "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                 env={"MLSTEWARD_ROUTER_SERVED_MAX_BYTES": str(budget)})
+                 env={"MLSTEWARD_ROUTER_SERVED_MAX_BYTES": str(budget),
+                      "MLSTEWARD_ROUTER_MAX_BODY_BYTES": str(max_body)})
     try:
         with client(f"http://127.0.0.1:{port}") as c:
             def up() -> bool:
@@ -67,25 +70,31 @@ def test_rss_stays_flat_under_a_stream_of_the_largest_kept_responses(backends, t
                     return False
 
             wait_for(up, timeout=20, what="router ready")
-            body = {"instances": [[0.5] * 16]}  # one row: one prediction of KEPT - 200 characters
+            # The largest body the router accepts (one wide row, so one prediction of KEPT - 200 characters).
+            body = b'{"instances": [[' + b",".join([b"0.123456"] * ((max_body - 64) // 9)) + b"]]}"
+            assert max_body - 64 < len(body) <= max_body
+            assert c.post("/predict", content=body + b" " * 64).status_code == 413
             sent, samples = 0, []
             start = time.monotonic()
-            while time.monotonic() - start < 16 and sent < 8_000:
-                r = c.post("/predict", json=body)
+            while time.monotonic() - start < 18 and sent < 8_000:
+                r = c.post("/predict", content=body, headers={"content-type": "application/json"})
                 assert r.status_code == 200 and KEPT - 200 < len(r.content) <= KEPT
                 sent += 1
                 if sent % 200 == 0:
                     samples.append((sent, rss_kib(proc.pid)))
+                    big.received.clear()  # the test backend's own record, not the router's memory
+                    big.hits.clear()
+                    big.served.clear()
             metrics = c.get("/metrics").text
     finally:
         proc.terminate()
         proc.wait(timeout=10)
     # The budget is reached after about 130 requests; from then on RSS must not follow the stream. Without the
-    # bound each request would add ~64 KiB: 1,000 requests past the warm-up alone would be +62 MiB.
-    assert sent >= 1_200, sent
-    warm = [kib for n, kib in samples if n >= 400]
+    # bound each request adds ~64 KiB: 300 requests past the warm-up alone would be +19 MiB (with it: +0.2 MiB).
+    assert sent >= 500, sent
+    warm = [kib for n, kib in samples if n >= 200]
     growth_kib = max(warm) - warm[0]
-    assert growth_kib < 12 * 1024, (sent, samples)
+    assert growth_kib < 6 * 1024, (sent, samples)
     evicted = float(re.search(r"^mlsteward_router_served_evictions_total (\S+)$", metrics, re.M).group(1))
     held = float(re.search(r"^mlsteward_router_served_bytes (\S+)$", metrics, re.M).group(1))
     assert evicted >= sent - budget // KEPT and held <= budget
