@@ -200,6 +200,10 @@ class ArmOutcomes(_Model):
     n: int = Field(default=0, ge=0, description="Number of outcomes.")
     sum: float = Field(default=0.0, description="Sum of the outcomes.")
     sumsq: float = Field(default=0.0, ge=0, description="Sum of the squared outcomes.")
+    m2: float | None = Field(
+        default=None, ge=0, description="Sum of squared deviations from the mean, the variance's exact form for a "
+        "metric with a large mean (mlsteward_runtime.stats.moments); unset: derived from sum and sumsq.",
+    )
 
 
 class RouterConfig(_Model):

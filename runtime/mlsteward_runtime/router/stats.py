@@ -159,9 +159,9 @@ class StatsStore:
         for c in self.arms.values():
             c.since = Welford()
 
-    def outcomes_since(self) -> dict[str, tuple[int, float, float]]:
-        """(n, sum, sum of squares) per version, the shape the bandits take."""
-        return {v: (c.since.n, c.since.total, c.since.total_sq) for v, c in self.arms.items()}
+    def outcomes_since(self) -> dict[str, tuple[int, float, float, float]]:
+        """(n, sum, sum of squares, M2) per version, the shape the bandits take."""
+        return {v: (c.since.n, c.since.total, c.since.total_sq, c.since.m2) for v, c in self.arms.items()}
 
     def export(self) -> RouterStats:
         shadow = None
