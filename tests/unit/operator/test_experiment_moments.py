@@ -69,3 +69,13 @@ def test_the_latency_view_carries_m2() -> None:
     totals, _ = ex.merge_router_stats(ExperimentStatus(), [errors])
     outcomes = np.array([1.0] * 10 + [0.0] * 30)
     assert totals["v1"].outcomes.var == pytest.approx(float(np.var(outcomes, ddof=1)), rel=1e-12)
+
+
+def test_the_bandits_priors_carry_m2() -> None:
+    from test_render import _experiment, _router
+
+    config, _ = _router(_experiment(variants=[
+        {"name": "control", "version": "iris-1-0-0", "outcomes": 3, "outcomeSum": 3e9, "outcomeSumsq": 3e18,
+         "outcomeM2": 2.0},
+    ]))
+    assert config.outcome_priors["iris-1-0-0"].m2 == 2.0
