@@ -156,7 +156,9 @@ class Assigner:
         self._outcomes = outcomes
         self._random = random.Random(seed)
         self._rng = np.random.default_rng(seed)
-        self._sticky: OrderedDict[str, int] = OrderedDict()
+        # Keyed by a 16-byte digest of the user key, never the key itself: a key is client-chosen and may be as
+        # long as a header or a body value, so storing it would let a client fill memory 100,000 keys at a time.
+        self._sticky: OrderedDict[bytes, int] = OrderedDict()
         self._sticky_capacity = sticky_capacity
         self.bandit = config.strategy in (RouterStrategy.epsilon_greedy, RouterStrategy.thompson)
 
@@ -207,12 +209,13 @@ class Assigner:
             return self._draw()
         if not self.bandit:
             return pick_bucket(self.cum, sticky_bucket(sticky_key))
-        known = self._sticky.get(sticky_key)
+        key = hashlib.blake2b(sticky_key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        known = self._sticky.get(key)
         if known is not None:
-            self._sticky.move_to_end(sticky_key)
+            self._sticky.move_to_end(key)
             return known
         arm = self._draw()
-        self._sticky[sticky_key] = arm
+        self._sticky[key] = arm
         if len(self._sticky) > self._sticky_capacity:
             self._sticky.popitem(last=False)
         return arm

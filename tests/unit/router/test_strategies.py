@@ -138,3 +138,21 @@ def test_thompson_keeps_the_variance_of_a_large_mean_metric():
     # P(b is drawn) under the exact posterior is Phi(2 / sqrt(9/400 + 9/400)) = 1 - 1e-21: b every time.
     assigner = Assigner(cfg, store.outcomes_since, seed=1)
     assert [assigner.choose(None) for _ in range(200)] == [1] * 200
+
+
+def test_sticky_memory_under_a_bandit_does_not_grow_with_the_key_length():
+    import tracemalloc
+
+    cfg = RouterConfig.model_validate({
+        "deployment": "d", "model": "m", "strategy": "EpsilonGreedy", "sticky": {"body_key": "user"},
+        "backends": [{"version": "a", "url": "http://a"}, {"version": "b", "url": "http://b"}],
+    })
+    assigner = Assigner(cfg, lambda: {}, seed=0, sticky_capacity=1_000)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    firsts = [assigner.choose(f"{i:06d}" + "u" * 100_000) for i in range(300)]
+    kept = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert kept < 300 * 1_000, kept  # 300 keys of 100 kB would be 30 MB
+    # Still sticky: the same long key gets the same arm.
+    assert [assigner.choose(f"{i:06d}" + "u" * 100_000) for i in range(300)] == firsts
