@@ -93,6 +93,7 @@ class Router(FeedbackMixin, AdmissionMixin):
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._mirrors: set[asyncio.Task[None]] = set()
+        self._mirror_bytes = 0
         self._req_children: dict[tuple[str, int], Any] = {}
         self._lat_children: dict[str, Any] = {}
 

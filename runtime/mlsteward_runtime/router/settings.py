@@ -39,6 +39,10 @@ class RouterSettings(BaseSettings):
     shadow_max_inflight: int = Field(
         default=256, ge=1, description="Most mirrored requests in flight; past it a mirror is dropped and counted."
     )
+    shadow_max_inflight_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024,
+        description="Most bytes of mirrored request bodies in flight; past it a mirror is dropped and counted.",
+    )
     latency_window: int = Field(default=4096, ge=16, description="Recent latencies kept per version for quantiles.")
     pool_limit: int = Field(default=1024, ge=1, description="Most open connections to each backend.")
     rate_limit_max_keys: int = Field(

@@ -22,17 +22,25 @@ class ShadowMixin(BackendMixin):
         if shadow is None or self._random.random() * 100.0 >= shadow.percent:
             return
         counters = self.stats.shadow(shadow.version)
-        if len(self._mirrors) >= self.settings.shadow_max_inflight:
-            # Past the bound a mirror is dropped, not queued: shadow traffic must never build up behind
+        size = len(body) + (len(served_body) if served_body is not None else 0)
+        if len(self._mirrors) >= self.settings.shadow_max_inflight \
+                or self._mirror_bytes + size > self.settings.shadow_max_inflight_bytes:
+            # Past either bound a mirror is dropped, not queued: shadow traffic must never build up behind
             # a slow candidate and take memory or connections from the served traffic.
             counters.dropped += 1
             self.metrics.shadow.labels(shadow.version, "dropped").inc()
             return
-        task = asyncio.create_task(
-            self._shadow_call(shadow, state.timeout, forward_path(scope["path"], scope.get("query_string")), headers, body, served_body)
-        )
+        task = asyncio.create_task(self._shadow_call(
+            shadow, state.timeout, forward_path(scope["path"], scope.get("query_string")), headers, body, served_body
+        ))
         self._mirrors.add(task)
-        task.add_done_callback(self._mirrors.discard)
+        self._mirror_bytes += size
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._mirrors.discard(t)
+            self._mirror_bytes -= size
+
+        task.add_done_callback(done)
 
     async def _shadow_call(self, shadow: ShadowConfig, timeout: aiohttp.ClientTimeout, path: str,
                            headers: list[tuple[str, str]], body: bytes, served_body: bytes | None) -> None:

@@ -49,6 +49,7 @@ class RouterCore:
     ready: dict[str, bool]
     _random: random.Random
     _mirrors: set[asyncio.Task[None]]
+    _mirror_bytes: int  # request and served bodies held by the mirrors in flight
     _req_children: dict[tuple[str, int], Any]
     _lat_children: dict[str, Any]
     _auth_failures: RateLimiter
