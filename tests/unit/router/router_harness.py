@@ -33,7 +33,7 @@ from mlsteward_runtime.router.settings import RouterSettings
 class ServerThread:
     """Runs an ASGI app under uvicorn on 127.0.0.1 (a free port) in a background thread."""
 
-    def __init__(self, app: Any, header_timeout_s: float | None = None) -> None:
+    def __init__(self, app: Any, header_timeout_s: float | None = None, http: Any = None) -> None:
         # proto=IPPROTO_TCP matters: asyncio turns Nagle's algorithm off only on sockets whose proto says TCP,
         # and accepted sockets inherit it. With proto 0 every keep-alive response waits ~40 ms for a delayed ACK.
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -47,6 +47,8 @@ class ServerThread:
         else:
             # A router runs with the server options of `mlsteward route` (header timeout, no proxy-header trust).
             config = uvicorn_config(app, header_timeout_s=header_timeout_s, log_level="warning", loop="asyncio")
+            if http is not None:
+                config.http = http
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])),
                                        daemon=True)

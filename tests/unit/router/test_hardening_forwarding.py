@@ -109,6 +109,33 @@ def test_a_connection_slow_to_send_its_headers_is_closed(backends, router_factor
     assert raw_request(rr.url, "GET", "/healthz")[0] == 200
 
 
+@pytest.mark.parametrize("impl", ["h11", "httptools"])
+def test_the_header_timeout_works_on_both_http_implementations(impl):
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from mlsteward_runtime.router.server import header_timeout
+    from router_harness import ServerThread
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    base = H11Protocol if impl == "h11" else HttpToolsProtocol
+    server = ServerThread(app, 0.5, http=header_timeout(base, 0.5))
+    server.server.config.lifespan = "off"  # a bare app without a lifespan protocol
+    server.start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n")
+            t0 = time.monotonic()
+            assert s.recv(1024) == b"" and time.monotonic() - t0 < 3
+        assert raw_request(server.url, "GET", "/")[0] == 200
+    finally:
+        server.stop()
+
+
 @pytest.mark.parametrize("trusted", [False, True])
 def test_x_forwarded_for_is_believed_only_from_trusted_proxies(backends, router_factory, trusted):
     a = backends("v1")
