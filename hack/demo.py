@@ -114,11 +114,11 @@ import json, random, sys, time, urllib.request, uuid
 base, seconds, body, rates = sys.argv[1], float(sys.argv[2]), sys.argv[3].encode(), json.loads(sys.argv[4])
 rng = random.Random(1); sent = {}; end = time.time() + seconds
 while time.time() < end:
-    rid = uuid.uuid4().hex
     try:
         r = urllib.request.urlopen(urllib.request.Request(base + "/predict", data=body, headers={
-            "content-type": "application/json", "x-request-id": rid}), timeout=10)
+            "content-type": "application/json", "x-request-id": uuid.uuid4().hex}), timeout=10)
         v = r.headers.get("x-model-version")
+        rid = r.headers.get("x-request-id")  # the router's id, the one feedback joins by
         reward = 1 if rng.random() < rates.get(v, 0) else 0
         urllib.request.urlopen(urllib.request.Request(base + "/v1/feedback", headers={
             "content-type": "application/json"}, data=json.dumps({"request_id": rid, "reward": reward}).encode()),

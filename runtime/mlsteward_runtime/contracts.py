@@ -205,6 +205,10 @@ class ArmOutcomes(_Model):
     n: int = Field(default=0, ge=0, description="Number of outcomes.")
     sum: float = Field(default=0.0, description="Sum of the outcomes.")
     sumsq: float = Field(default=0.0, ge=0, description="Sum of the squared outcomes.")
+    m2: float | None = Field(
+        default=None, ge=0, description="Sum of squared deviations from the mean, the variance's exact form for a "
+        "metric with a large mean (mlsteward_runtime.stats.moments); unset: derived from sum and sumsq.",
+    )
 
 
 class RouterConfig(_Model):
@@ -312,6 +316,13 @@ class VersionStats(_Model):
     outcomes: int = 0
     outcome_sum: float = 0.0
     outcome_sumsq: float = 0.0
+    # The numerically stable form of the same (mlsteward_runtime.stats.moments): mean and sum of squared
+    # deviations, merged with Chan's formula. The sums above stay for readers that predate these; the variance
+    # must come from M2, since sumsq - sum^2/n loses it for a metric with a large mean. None: not reported.
+    outcome_mean: float | None = None
+    outcome_m2: float | None = Field(default=None, ge=0)
+    latency_mean_ms: float | None = None
+    latency_m2_ms: float | None = Field(default=None, ge=0)
 
 
 class RouterStats(_Model):

@@ -35,12 +35,13 @@ def report(**extra):
                       "feedback_refused": feedback_refused[:50], **extra}), flush=True)
 end = time.time() + seconds
 while time.time() < end:
-    rid = uuid.uuid4().hex
+    # The router's own id (random, 128 bits) is the one feedback joins by; a client-sent id is only a correlation id.
     req = urllib.request.Request(base + "/predict", data=body,
-                                 headers={"content-type": "application/json", "x-request-id": rid})
+                                 headers={"content-type": "application/json", "x-request-id": uuid.uuid4().hex})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             v = r.headers.get("x-model-version"); served[v] = served.get(v, 0) + 1; ok += 1
+            rid = r.headers.get("x-request-id")
     except Exception as exc:
         failed += 1; errors.append(repr(exc)[:200]); v = None
     if v is not None:

@@ -243,6 +243,10 @@ class VariantStatus(ApiModel):
     outcomes: int = Field(default=0, ge=0, description="Outcomes (feedback) joined.")
     outcome_sum: float = Field(default=0.0, description="Sum of outcomes (sufficient statistic).")
     outcome_sumsq: float = Field(default=0.0, description="Sum of squared outcomes (sufficient statistic).")
+    outcome_m2: float | None = Field(
+        default=None, ge=0, description="Sum of squared deviations from the mean (sufficient statistic the variance "
+        "is taken from, exact for a metric with a large mean); unset in statuses written before it was kept.",
+    )
     mean: float | None = Field(default=None, description="Mean outcome.")
     ci: Interval | None = Field(default=None, description="Confidence interval of the mean.")
     posterior: Posterior | None = Field(default=None, description="Posterior of the mean.")

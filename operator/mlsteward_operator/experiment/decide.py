@@ -83,13 +83,13 @@ def totals_from_status(status: ExperimentStatus) -> dict[str, VersionTotals]:
     out: dict[str, VersionTotals] = {}
     for v in status.variants:
         out[v.version] = out.get(v.version, VersionTotals()) + VersionTotals(
-            v.requests, ab.ArmStats(v.outcomes, v.outcome_sum, v.outcome_sumsq)
+            v.requests, ab.ArmStats(v.outcomes, v.outcome_sum, v.outcome_sumsq, v.outcome_m2)
         )
     return out
 
 
 def _counters(v: VariantStatus) -> VersionTotals:
-    return VersionTotals(v.requests, ab.ArmStats(v.outcomes, v.outcome_sum, v.outcome_sumsq))
+    return VersionTotals(v.requests, ab.ArmStats(v.outcomes, v.outcome_sum, v.outcome_sumsq, v.outcome_m2))
 
 
 def merge_router_stats(
@@ -129,18 +129,13 @@ def merge_router_stats(
             before = _counters(last[version]) if version in last else VersionTotals()
             counted_down = current.requests < before.requests or current.outcomes.n < before.outcomes.n
             if not (baseline_only or counted_down):
-                delta = VersionTotals(
-                    current.requests - before.requests,
-                    ab.ArmStats(
-                        current.outcomes.n - before.outcomes.n,
-                        current.outcomes.sum - before.outcomes.sum,
-                        current.outcomes.sumsq - before.outcomes.sumsq,
-                    ),
-                )
+                # The inverse of Chan's merge: what this process counted since its checkpoint, M2 included.
+                delta = VersionTotals(current.requests - before.requests, current.outcomes - before.outcomes)
                 totals[version] = totals.get(version, VersionTotals()) + delta
             variants.append(VariantStatus(
                 name=(arms or {}).get(version, version), version=version, requests=vs.requests,
                 outcomes=vs.outcomes, outcome_sum=vs.outcome_sum, outcome_sumsq=vs.outcome_sumsq,
+                outcome_m2=current.outcomes.m2,
             ))
         # Versions this process reported before but not now keep their last counters.
         reported = {v.version for v in variants}
@@ -355,7 +350,7 @@ def compute_status(
             weight = round(100 * a.requests / total_requests)  # bandits: the share they actually gave
         variants.append(VariantStatus(
             name=a.name, version=a.version, weight=weight, requests=a.requests, outcomes=a.stats.n,
-            outcome_sum=a.stats.sum, outcome_sumsq=a.stats.sumsq, mean=a.mean,
+            outcome_sum=a.stats.sum, outcome_sumsq=a.stats.sumsq, outcome_m2=a.stats.m2, mean=a.mean,
             ci=Interval(lower=a.ci95[0], upper=a.ci95[1]) if a.ci95 else None,
             posterior=a.posterior, probability_best=a.probability_best,
         ))

@@ -59,9 +59,13 @@ def metric_view(report: RouterStats, metric: MetricName) -> RouterStats:
     for name, vs in report.versions.items():
         if metric == MetricName.error_rate:
             n, total, total_sq = vs.requests, float(vs.errors), float(vs.errors)
+            # 0/1 outcomes: M2 = e (1 - e/n) exactly.
+            mean, m2 = (total / n, total - total * total / n) if n else (None, None)
         else:
             n, total, total_sq = vs.requests, vs.latency_sum_ms, vs.latency_sumsq_ms
-        versions[name] = vs.model_copy(update={"outcomes": n, "outcome_sum": total, "outcome_sumsq": total_sq})
+            mean, m2 = vs.latency_mean_ms, vs.latency_m2_ms
+        versions[name] = vs.model_copy(update={"outcomes": n, "outcome_sum": total, "outcome_sumsq": total_sq,
+                                               "outcome_mean": mean, "outcome_m2": m2})
     return report.model_copy(update={"versions": versions})
 
 

@@ -130,7 +130,8 @@ def router_config(
             "metric_kind": spec.metric.kind.value,
             "goal": spec.metric.goal.value,
             "outcome_priors": {
-                v.version: ArmOutcomes(n=v.outcomes, sum=v.outcome_sum, sumsq=max(0.0, v.outcome_sumsq))
+                v.version: ArmOutcomes(n=v.outcomes, sum=v.outcome_sum, sumsq=max(0.0, v.outcome_sumsq),
+                                       m2=v.outcome_m2)
                 for v in experiment.status.variants if v.outcomes
             },
         }

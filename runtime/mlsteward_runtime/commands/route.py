@@ -30,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mlsteward_runtime.router.app import create_app
     from mlsteward_runtime.router.config import ConfigError
+    from mlsteward_runtime.router.server import uvicorn_config
     from mlsteward_runtime.router.settings import RouterSettings
 
     if not 0 < args.port < 65536:
@@ -38,26 +39,23 @@ def run(args: argparse.Namespace) -> int:
         settings = RouterSettings()
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise UsageError(f"MLSTEWARD_ROUTER_{str(first['loc'][0]).upper()}: {first['msg']}") from None
+        where = f"MLSTEWARD_ROUTER_{str(first['loc'][0]).upper()}" if first["loc"] else "MLSTEWARD_ROUTER_*"
+        raise UsageError(f"{where}: {first['msg']}") from None
     try:
         app = create_app(args.config, settings)
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     has_uvloop = importlib.util.find_spec("uvloop") is not None
-    has_httptools = importlib.util.find_spec("httptools") is not None
     # One process per pod: the counters behind /v1/router/stats live in memory, and with several workers each
     # scrape would see only one worker's share. Scale the router with replicas instead.
-    uvicorn.run(
+    config = uvicorn_config(
         app,
+        header_timeout_s=settings.header_timeout_s,
         host=args.host,
         port=args.port,
         loop="uvloop" if has_uvloop else "asyncio",
-        http="httptools" if has_httptools else "h11",
-        lifespan="on",
-        access_log=False,
-        server_header=False,
         log_level=args.log_level,
-        timeout_keep_alive=30,
     )
+    uvicorn.Server(config).run()
     return 0

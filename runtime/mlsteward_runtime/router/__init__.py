@@ -1,10 +1,12 @@
 """The router behind `mlsteward route`: the stable entry point of a ModelDeployment.
 
-Modules: `app` (the ASGI application, proxying, fallback, shadow, feedback and the endpoints), `strategies`
-(pure arm choice: weighted, sticky buckets, epsilon-greedy, Thompson sampling), `stats` (per-arm counters that
-merge across replicas by summing), `feedback` (request id -> serving arm), `access` (tokens from a watched file,
-per-client token buckets), `config` (reading and watching the RouterConfig file), `metrics` (Prometheus),
-`settings` (MLSTEWARD_ROUTER_* environment).
+Modules: `app` (the ASGI application: config, lifecycle, dispatch), `proxy` (prediction and metadata
+requests, fallback, request ids), `backend` (one call to a backend), `shadow` (mirroring), `feedback_endpoint`
+(POST /v1/feedback), `admission` (401/403/429 of a request), `asgi` (responses, bodies, ClientError), `state`
+(the view of one config), `strategies` (pure arm choice: weighted, sticky buckets, epsilon-greedy, Thompson
+sampling), `stats` (per-arm counters that merge across replicas), `feedback` (request id -> serving arm),
+`access` (tokens from a watched file, per-client token buckets), `config` (reading and watching the RouterConfig
+file), `metrics` (Prometheus), `settings` (MLSTEWARD_ROUTER_* environment).
 
 Config semantics, beyond the field descriptions in `mlsteward_runtime.contracts.RouterConfig`:
 - Weights are relative (the operator keeps them summing to 100); all zero sends everything to stable_version.

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 from pathlib import Path
 
 from mlsteward_runtime.contracts import AuthConfig, RateLimitConfig
@@ -49,7 +51,7 @@ def parse_tokens(text: str) -> list[bytes]:
 
 
 class TokenFile:
-    """The accepted tokens, re-read when the file changes. Until a first successful read nothing is accepted."""
+    """The accepted tokens, re-read when the file changes. Without a readable file nothing is accepted."""
 
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
@@ -57,6 +59,7 @@ class TokenFile:
         self.header = config.header.lower().encode("latin-1")
         self._signature: tuple[int, int, int] | None = None
         self._digests: list[bytes] = []
+        self._warned = False
         self.refresh()
 
     @property
@@ -67,10 +70,17 @@ class TokenFile:
         """Re-reads the file when its signature changed; True when new tokens were loaded."""
         sig = file_signature(self.path)
         if sig is None:
-            if self._signature is not None or not self._digests:
-                log.warning("Cannot read tokens file path=%s; keeping %d token(s)", self.path, len(self._digests))
+            # A deleted (or never mounted) tokens file means no token is valid: keeping the last tokens would let
+            # a revoked Secret go on admitting clients. The kubelet swaps a Secret volume atomically, so a live
+            # Secret is never seen missing.
+            if self._signature is not None or self._digests or not self._warned:
+                log.warning("Cannot read tokens file path=%s; every request will be refused until it is back",
+                            self.path)
+                self._warned = True
             self._signature = None
-            return False
+            changed = bool(self._digests)
+            self._digests = []
+            return changed
         if sig == self._signature:
             return False
         try:
@@ -120,6 +130,13 @@ class RateLimiter:
     def __len__(self) -> int:
         return len(self._buckets)
 
+    def wait(self, key: str) -> int:
+        """Like `take` but takes nothing: 0 when a token is left, else the whole seconds until one is."""
+        now = self._clock()
+        level, last = self._buckets.get(key, (self.burst, now))
+        level = min(self.burst, level + (now - last) * self.rate)
+        return 0 if level >= 1.0 else max(1, math.ceil((1.0 - level) / self.rate))
+
     def take(self, key: str) -> int:
         """0 when the request may pass (and one token is taken), else the whole seconds until it could."""
         now = self._clock()
@@ -134,3 +151,47 @@ class RateLimiter:
         while len(self._buckets) > self.max_keys:
             self._buckets.popitem(last=False)
         return wait
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
+    """The trusted proxies of the settings, as networks (a bare address is a /32 or /128)."""
+    return tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs)
+
+
+def _trusted(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+def source_address(scope: dict[str, Any], trusted: tuple[Network, ...]) -> str:
+    """The client's address: the connection's peer, or with the peer a trusted proxy, the right-most address of
+    X-Forwarded-For that is not itself a trusted proxy.
+
+    Without trusted proxies (the default) X-Forwarded-For is ignored: anyone can send it, and believing it would
+    let a client pick a fresh rate-limit bucket for every request. Walking from the right stops at the first hop
+    the trusted proxies did not add, so a client cannot prepend addresses of its own choosing.
+    """
+    client = scope.get("client")
+    peer = client[0] if client else "unknown"
+    if not trusted or not _trusted(peer, trusted):
+        return peer
+    hops: list[str] = []
+    for k, v in scope["headers"]:
+        if k == b"x-forwarded-for":
+            hops.extend(h.strip() for h in v.decode("latin-1").split(","))
+    address = peer
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # a malformed hop: believe nothing beyond the last good one
+        address = hop
+        if not _trusted(hop, trusted):
+            break
+    return address

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+
+# Bytes an entry costs beyond its id and kept body: the Served object, the map's node and hash slot, the id's
+# str header, and the token digest. Measured with tracemalloc on CPython 3.11 at about 180; rounded up so the
+# budget errs on the side of using less memory than it says (allocator slack, older interpreters).
+ENTRY_OVERHEAD = 400
 
 
 @dataclass(slots=True)
@@ -16,14 +23,29 @@ class Served:
     # The raw response body, parsed only when a label arrives: most requests never get feedback, so parsing
     # every response on the request path would be wasted work. None when the body was too large to keep.
     body: bytes | None
+    # sha256 of the token the prediction was made with (None without auth): feedback must present the same one.
+    token: bytes | None = None
     feedback: bool = False
+
+    def cost(self, request_id: str) -> int:
+        return ENTRY_OVERHEAD + len(request_id) + (len(self.body) if self.body is not None else 0)
 
 
 class ServedMap:
-    """An LRU map request_id -> Served with a fixed capacity (oldest ids are forgotten first)."""
+    """An LRU map request_id -> Served bounded by count and by bytes (oldest ids are forgotten first).
 
-    def __init__(self, capacity: int) -> None:
+    Bounding by count alone let the kept response bodies (up to feedback_max_body_bytes each) grow the router
+    without limit in practice: 100,000 ids of 60 kB is 6 GB. `max_bytes` caps ids, bodies and bookkeeping
+    together; `evicted` counts the ids forgotten to stay within either bound.
+    """
+
+    def __init__(self, capacity: int, max_bytes: int | None = None,
+                 on_evict: Callable[[], None] | None = None) -> None:
         self.capacity = capacity
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.evicted = 0
+        self._on_evict = on_evict
         self._items: OrderedDict[str, Served] = OrderedDict()
 
     def __len__(self) -> int:
@@ -31,10 +53,18 @@ class ServedMap:
 
     def put(self, request_id: str, served: Served) -> None:
         items = self._items
+        old = items.pop(request_id, None)
+        if old is not None:
+            self.bytes -= old.cost(request_id)
         items[request_id] = served
-        items.move_to_end(request_id)
-        if len(items) > self.capacity:
-            items.popitem(last=False)
+        self.bytes += served.cost(request_id)
+        limit = self.max_bytes
+        while len(items) > self.capacity or (limit is not None and self.bytes > limit and len(items) > 1):
+            rid, gone = items.popitem(last=False)
+            self.bytes -= gone.cost(rid)
+            self.evicted += 1
+            if self._on_evict is not None:
+                self._on_evict()
 
     def get(self, request_id: str) -> Served | None:
         return self._items.get(request_id)

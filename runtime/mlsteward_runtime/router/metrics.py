@@ -45,9 +45,25 @@ class RouterMetrics:
         )
         self.refusals = Counter(
             "mlsteward_router_refusals", "Requests refused by access control, by reason (unauthenticated, "
-            "forbidden, rate_limited).", ["reason"], registry=r,
+            "forbidden, rate_limited, auth_failures).", ["reason"], registry=r,
         )
         self.backend_ready = Gauge(
             "mlsteward_router_backend_ready", "1 when the backend answered its last readiness probe.",
             ["version"], registry=r,
+        )
+        self.served_evictions = Counter(
+            "mlsteward_router_served_evictions", "Request ids forgotten (oldest first) to keep the feedback map "
+            "within its byte budget and capacity; feedback for them gets 404.", registry=r,
+        )
+        self.served_bytes = Gauge(
+            "mlsteward_router_served_bytes", "Estimated bytes held by the request ids remembered for feedback.",
+            registry=r,
+        )
+        self.rerouted = Counter(
+            "mlsteward_router_unready_reroutes", "Requests assigned to a backend its probe saw unready, sent to a "
+            "ready one instead.", ["from_version", "to_version"], registry=r,
+        )
+        self.panic = Counter(
+            "mlsteward_router_panic_routes", "Requests routed while no backend's probe was ready (sent to the "
+            "assigned backend anyway, as the probes may be wrong).", ["version"], registry=r,
         )

@@ -6,10 +6,11 @@ these are the knobs of the process that runs it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -27,7 +28,8 @@ class RouterSettings(BaseSettings):
         default=5.0, gt=0, description="How often each backend's /v2/health/ready is probed."
     )
     feedback_capacity: int = Field(
-        default=100_000, ge=1, description="Most recent request ids remembered to route feedback."
+        default=100_000, ge=1,
+        description="Most recent request ids remembered to route feedback (see also served_max_bytes).",
     )
     feedback_max_body_bytes: int = Field(
         default=64 * 1024, ge=0, description="Largest served response kept to score a label against."
@@ -37,9 +39,53 @@ class RouterSettings(BaseSettings):
     shadow_max_inflight: int = Field(
         default=256, ge=1, description="Most mirrored requests in flight; past it a mirror is dropped and counted."
     )
+    shadow_max_inflight_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024,
+        description="Most bytes of mirrored request bodies in flight; past it a mirror is dropped and counted.",
+    )
     latency_window: int = Field(default=4096, ge=16, description="Recent latencies kept per version for quantiles.")
     pool_limit: int = Field(default=1024, ge=1, description="Most open connections to each backend.")
     rate_limit_max_keys: int = Field(
         default=100_000, ge=1, description="Most rate-limit buckets kept (least recently used go first)."
     )
     seed: int | None = Field(default=None, description="Seed of the assignment draws (tests and simulations).")
+    served_max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024,
+        description="Byte budget of the request ids remembered for feedback (ids, kept response bodies and "
+        "bookkeeping); past it the oldest are forgotten first. The default leaves most of the router pod's "
+        "default 256Mi memory limit to the process itself.",
+    )
+    reward_min: float = Field(default=-1e9, allow_inf_nan=False, description="Smallest reward feedback accepts.")
+    reward_max: float = Field(default=1e9, allow_inf_nan=False, description="Largest reward feedback accepts.")
+    auth_failure_burst: int = Field(
+        default=30, ge=1, description="Failed authentications a source may make before it is slowed down."
+    )
+    auth_failure_per_s: float = Field(
+        default=1.0, gt=0, description="Failed authentications per second a source may make after its burst."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or CIDRs of proxies whose X-Forwarded-For names the client (JSON list). Empty: the "
+        "header is ignored and the connection's peer is the client.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0,
+        description="Longest a connection may take to send a request's headers before it is closed (slow clients "
+        "holding connections open).",
+    )
+
+    @model_validator(mode="after")
+    def _reward_range(self) -> RouterSettings:
+        if self.reward_min >= self.reward_max:
+            raise ValueError(f"reward_min ({self.reward_min:g}) must be below reward_max ({self.reward_max:g})")
+        return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{cidr!r} is not an IP address or CIDR") from None
+        return value

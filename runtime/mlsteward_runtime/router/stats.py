@@ -1,8 +1,11 @@
 """Per-arm counters of one router replica, exported as RouterStats for the operator to merge.
 
-Everything the operator merges across replicas is a count or a sum (requests, errors, fallbacks, histogram
-buckets, outcome n/sum/sumsq), so merging is addition. Quantiles are per replica, computed from a bounded window
-of recent latencies; the operator should derive fleet quantiles from the merged buckets instead.
+Counts (requests, errors, fallbacks, histogram buckets) merge across replicas by addition. Outcomes and
+latencies are kept as (n, mean, M2) with Welford's update and merge with Chan's formula
+(`mlsteward_runtime.stats.moments`), so no single value can turn them into inf or NaN (rewards are bounded before
+they get here) and a metric with a large mean keeps its variance; the sums and sums of squares are still exported,
+derived from those, for readers that predate them. Quantiles are per replica, computed from a bounded window of
+recent latencies; the operator should derive fleet quantiles from the merged buckets instead.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mlsteward_runtime.contracts import Quantiles, RouterStats, VersionStats
+from mlsteward_runtime.stats.moments import Moments, Welford
 
 # Upper bounds (ms) of the latency histogram. Fixed so that every replica's buckets line up and can be summed.
 LATENCY_BOUNDS_MS: tuple[float, ...] = (
@@ -36,20 +40,18 @@ def quantiles(samples: deque[float] | list[float]) -> Quantiles:
 class LatencyRecorder:
     """A fixed-bound histogram (mergeable) plus a window of recent samples (for this replica's quantiles)."""
 
-    __slots__ = ("counts", "window", "total", "total_sq")
+    __slots__ = ("counts", "window", "moments")
 
     def __init__(self, window: int) -> None:
         self.counts = [0] * len(LATENCY_BOUNDS_MS)
         self.window: deque[float] = deque(maxlen=window)
-        # Sum and sum of squares of every latency observed: the sufficient statistics of a latency experiment.
-        self.total = 0.0
-        self.total_sq = 0.0
+        # Every latency observed, as (n, mean, M2): the sufficient statistics of a latency experiment.
+        self.moments = Welford()
 
     def observe(self, ms: float) -> None:
         self.counts[bisect.bisect_left(LATENCY_BOUNDS_MS, ms)] += 1
         self.window.append(ms)
-        self.total += ms
-        self.total_sq += ms * ms
+        self.moments.add(ms)
 
     def buckets(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -61,8 +63,7 @@ class LatencyRecorder:
 
 
 class ArmCounters:
-    __slots__ = ("version", "requests", "errors", "fallbacks", "latency", "outcomes", "outcome_sum",
-                 "outcome_sumsq", "since_n", "since_sum", "since_sumsq")
+    __slots__ = ("version", "requests", "errors", "fallbacks", "latency", "outcomes", "since")
 
     def __init__(self, version: str, window: int) -> None:
         self.version = version
@@ -70,24 +71,17 @@ class ArmCounters:
         self.errors = 0
         self.fallbacks = 0
         self.latency = LatencyRecorder(window)
-        self.outcomes = 0
-        self.outcome_sum = 0.0
-        self.outcome_sumsq = 0.0
+        self.outcomes = Welford()
         # Outcomes since the current config was loaded: the bandits add these to the config's merged priors,
         # which already include everything the operator had collected when it wrote the config.
-        self.since_n = 0
-        self.since_sum = 0.0
-        self.since_sumsq = 0.0
+        self.since = Welford()
 
     def record_outcome(self, value: float) -> None:
-        self.outcomes += 1
-        self.outcome_sum += value
-        self.outcome_sumsq += value * value
-        self.since_n += 1
-        self.since_sum += value
-        self.since_sumsq += value * value
+        self.outcomes.add(value)
+        self.since.add(value)
 
     def export(self) -> VersionStats:
+        out, lat = self.outcomes, self.latency.moments
         return VersionStats(
             version=self.version,
             requests=self.requests,
@@ -95,11 +89,15 @@ class ArmCounters:
             fallbacks=self.fallbacks,
             latency_ms=quantiles(self.latency.window),
             latency_buckets=self.latency.buckets(),
-            latency_sum_ms=self.latency.total,
-            latency_sumsq_ms=self.latency.total_sq,
-            outcomes=self.outcomes,
-            outcome_sum=self.outcome_sum,
-            outcome_sumsq=self.outcome_sumsq,
+            latency_sum_ms=lat.total,
+            latency_sumsq_ms=lat.total_sq,
+            latency_mean_ms=lat.mean,
+            latency_m2_ms=lat.m2,
+            outcomes=out.n,
+            outcome_sum=out.total,
+            outcome_sumsq=out.total_sq,
+            outcome_mean=out.mean,
+            outcome_m2=out.m2,
         )
 
 
@@ -159,10 +157,11 @@ class StatsStore:
 
     def reset_since(self) -> None:
         for c in self.arms.values():
-            c.since_n, c.since_sum, c.since_sumsq = 0, 0.0, 0.0
+            c.since = Welford()
 
-    def outcomes_since(self) -> dict[str, tuple[int, float, float]]:
-        return {v: (c.since_n, c.since_sum, c.since_sumsq) for v, c in self.arms.items()}
+    def outcomes_since(self) -> dict[str, tuple[int, float, float, float]]:
+        """(n, sum, sum of squares, M2) per version, the shape the bandits take."""
+        return {v: (c.since.n, c.since.total, c.since.total_sq, c.since.m2) for v, c in self.arms.items()}
 
     def export(self) -> RouterStats:
         shadow = None
@@ -177,20 +176,40 @@ class StatsStore:
         )
 
 
+def version_moments(vs: VersionStats, kind: str = "outcome") -> Moments:
+    """A VersionStats' outcomes (or, kind "latency", latencies) as Moments; from the sums when M2 is missing."""
+    if kind == "latency":
+        n, mean, m2, total, total_sq = vs.requests, vs.latency_mean_ms, vs.latency_m2_ms, vs.latency_sum_ms, \
+            vs.latency_sumsq_ms
+    else:
+        n, mean, m2, total, total_sq = vs.outcomes, vs.outcome_mean, vs.outcome_m2, vs.outcome_sum, vs.outcome_sumsq
+    if mean is not None and m2 is not None:
+        return Moments(n, mean, m2) if n else Moments()
+    return Moments.from_sums(n, total, total_sq)
+
+
 def merge_version_stats(replicas: list[RouterStats]) -> dict[str, VersionStats]:
-    """Sum the per-version counters of several replicas (what the operator does). Quantiles are left empty."""
+    """Merge the per-version counters of several replicas (what the operator does): counts and sums add, the
+    means and M2 of outcomes and latencies merge with Chan's formula. Quantiles are left empty."""
     merged: dict[str, VersionStats] = {}
+    outcomes: dict[str, Moments] = {}
+    latencies: dict[str, Moments] = {}
     for r in replicas:
         for v, s in r.versions.items():
             m = merged.setdefault(v, VersionStats(version=v))
             m.requests += s.requests
             m.errors += s.errors
             m.fallbacks += s.fallbacks
+            outcomes[v] = outcomes.get(v, Moments()).merge(version_moments(s))
+            latencies[v] = latencies.get(v, Moments()).merge(version_moments(s, "latency"))
+            for k, c in s.latency_buckets.items():
+                m.latency_buckets[k] = m.latency_buckets.get(k, 0) + c
             m.outcomes += s.outcomes
             m.outcome_sum += s.outcome_sum
             m.outcome_sumsq += s.outcome_sumsq
             m.latency_sum_ms += s.latency_sum_ms
             m.latency_sumsq_ms += s.latency_sumsq_ms
-            for k, c in s.latency_buckets.items():
-                m.latency_buckets[k] = m.latency_buckets.get(k, 0) + c
+    for v, m in merged.items():
+        m.outcome_mean, m.outcome_m2 = outcomes[v].mean, outcomes[v].m2
+        m.latency_mean_ms, m.latency_m2_ms = latencies[v].mean, latencies[v].m2
     return merged

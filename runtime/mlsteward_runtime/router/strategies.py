@@ -11,12 +11,13 @@ import bisect
 import hashlib
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from mlsteward_runtime.contracts import RouterConfig, RouterStrategy
+from mlsteward_runtime.stats.moments import Moments
 
 BUCKETS = 100
 
@@ -77,14 +78,16 @@ def epsilon_greedy(rng: np.random.Generator, n: np.ndarray, s: np.ndarray, epsil
 
 
 def thompson(
-    rng: np.random.Generator, n: np.ndarray, s: np.ndarray, ss: np.ndarray, binary: bool
+    rng: np.random.Generator, n: np.ndarray, s: np.ndarray, ss: np.ndarray, binary: bool,
+    m2: np.ndarray | None = None,
 ) -> int:
     """Draw each arm's mean from its posterior and pick the largest draw (maximizing).
 
     Binary outcomes: Beta(1 + successes, 1 + failures), the conjugate posterior under a uniform prior.
     Continuous outcomes: Normal(mean, variance / n), the large-sample posterior of the mean under a flat prior,
     with the variance pooled across arms while an arm has too few outcomes to estimate its own. Arms with
-    fewer than two outcomes are tried first, since a one-point variance is undefined.
+    fewer than two outcomes are tried first, since a one-point variance is undefined. The variance comes from
+    `m2` (sums of squared deviations) when given: ss - n mean^2 loses it for a metric with a large mean.
     """
     if binary:
         successes = np.clip(s, 0.0, n)
@@ -94,8 +97,9 @@ def thompson(
     if few.size:
         return int(rng.choice(few))
     means = s / n
-    var = np.maximum((ss - n * means**2) / (n - 1), 0.0)
-    pooled = float(np.sum(ss - n * means**2) / max(float(np.sum(n - 1)), 1.0))
+    dev = m2 if m2 is not None else ss - n * means**2
+    var = np.maximum(dev / (n - 1), 0.0)
+    pooled = float(np.sum(dev) / max(float(np.sum(n - 1)), 1.0))
     var = np.where(var > 0, var, max(pooled, 1e-12))
     draws = rng.normal(means, np.sqrt(var / n))
     return int(np.argmax(draws))
@@ -106,6 +110,12 @@ def is_binary(n: np.ndarray, s: np.ndarray, ss: np.ndarray) -> bool:
     return bool(np.allclose(s, ss, rtol=1e-9, atol=1e-9) and np.all(s >= 0) and np.all(s <= n))
 
 
+def _moments(n: int, total: float, total_sq: float, m2: float | None) -> Moments:
+    if n <= 0:
+        return Moments()
+    return Moments(n, total / n, m2) if m2 is not None else Moments.from_sums(n, total, total_sq)
+
+
 @dataclass(frozen=True)
 class Arms:
     """The bandits' view of the arms, oriented so that larger is better (minimizing negates the outcomes)."""
@@ -114,6 +124,7 @@ class Arms:
     s: np.ndarray
     ss: np.ndarray
     binary: bool
+    m2: np.ndarray | None = None  # sums of squared deviations (prior and local merged with Chan's formula)
 
 
 class Assigner:
@@ -128,7 +139,7 @@ class Assigner:
     def __init__(
         self,
         config: RouterConfig,
-        outcomes: Callable[[], dict[str, tuple[int, float, float]]],
+        outcomes: Callable[[], Mapping[str, tuple[float, ...]]],
         *,
         seed: int | None = None,
         sticky_capacity: int = 100_000,
@@ -145,7 +156,9 @@ class Assigner:
         self._outcomes = outcomes
         self._random = random.Random(seed)
         self._rng = np.random.default_rng(seed)
-        self._sticky: OrderedDict[str, int] = OrderedDict()
+        # Keyed by a 16-byte digest of the user key, never the key itself: a key is client-chosen and may be as
+        # long as a header or a body value, so storing it would let a client fill memory 100,000 keys at a time.
+        self._sticky: OrderedDict[bytes, int] = OrderedDict()
         self._sticky_capacity = sticky_capacity
         self.bandit = config.strategy in (RouterStrategy.epsilon_greedy, RouterStrategy.thompson)
 
@@ -156,12 +169,16 @@ class Assigner:
         n = np.zeros(len(self.versions))
         s = np.zeros(len(self.versions))
         ss = np.zeros(len(self.versions))
+        m2 = np.zeros(len(self.versions))
         for i, v in enumerate(self.versions):
             p = priors.get(v)
-            ln, ls, lss = local.get(v, (0, 0.0, 0.0))
+            mine = local.get(v, (0, 0.0, 0.0))
+            ln, ls, lss = int(mine[0]), float(mine[1]), float(mine[2])
             n[i] = (p.n if p else 0) + ln
             s[i] = (p.sum if p else 0.0) + ls
             ss[i] = (p.sumsq if p else 0.0) + lss
+            prior = _moments(p.n, p.sum, p.sumsq, p.m2) if p else Moments()
+            m2[i] = prior.merge(_moments(ln, ls, lss, float(mine[3]) if len(mine) > 3 else None)).m2
         binary = self._binary(n, s, ss)
         if self.config.goal == "minimize":
             # For binary outcomes, minimizing the rate of ones is maximizing the rate of zeros; for continuous
@@ -171,7 +188,8 @@ class Assigner:
                 ss = s.copy()
             else:
                 s = -s
-        return Arms(n, s, ss, binary)
+        # M2 does not change when outcomes are negated or 0/1 outcomes flipped.
+        return Arms(n, s, ss, binary, m2)
 
     def _binary(self, n: np.ndarray, s: np.ndarray, ss: np.ndarray) -> bool:
         if self.config.metric_kind is not None:
@@ -184,19 +202,20 @@ class Assigner:
         a = self.arms()
         if self.config.strategy == RouterStrategy.epsilon_greedy:
             return epsilon_greedy(self._rng, a.n, a.s, self.config.epsilon)
-        return thompson(self._rng, a.n, a.s, a.ss, a.binary)
+        return thompson(self._rng, a.n, a.s, a.ss, a.binary, a.m2)
 
     def choose(self, sticky_key: str | None) -> int:
         if sticky_key is None:
             return self._draw()
         if not self.bandit:
             return pick_bucket(self.cum, sticky_bucket(sticky_key))
-        known = self._sticky.get(sticky_key)
+        key = hashlib.blake2b(sticky_key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+        known = self._sticky.get(key)
         if known is not None:
-            self._sticky.move_to_end(sticky_key)
+            self._sticky.move_to_end(key)
             return known
         arm = self._draw()
-        self._sticky[sticky_key] = arm
+        self._sticky[key] = arm
         if len(self._sticky) > self._sticky_capacity:
             self._sticky.popitem(last=False)
         return arm

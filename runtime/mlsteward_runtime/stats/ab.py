@@ -1,4 +1,4 @@
-"""Experiment analysis on sufficient statistics (n, sum, sum of squares), so router replicas merge by addition.
+"""Experiment analysis on sufficient statistics (n, sum, sum of squares, M2), so router replicas merge exactly.
 
 Every function takes `ArmStats`; `ArmStats.from_version_stats` reads the router's `VersionStats` and `a + b` merges
 two replicas. Differences are always treatment minus control.
@@ -39,13 +39,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from scipy import stats as st
 
 from mlsteward_runtime.contracts import VersionStats
+from mlsteward_runtime.stats.moments import Moments
 
 Metric = Literal["binary", "continuous"]
 Goal = Literal["maximize", "minimize"]
@@ -53,33 +54,65 @@ Goal = Literal["maximize", "minimize"]
 
 @dataclass(frozen=True)
 class ArmStats:
-    """Sufficient statistics of one arm's outcomes: count, sum and sum of squares."""
+    """Sufficient statistics of one arm's outcomes: count, sum, sum of squares and, when known, M2.
+
+    M2 (the sum of squared deviations from the mean, `mlsteward_runtime.stats.moments`) is what the variance is
+    taken from: sumsq - sum^2/n cancels catastrophically for a metric with a large mean. Statistics recorded
+    before M2 was kept (m2 None) fall back to the sums. Adding two arms merges M2 with Chan's formula and
+    subtracting one (a router's counters minus its checkpoint) inverts it.
+    """
 
     n: int = 0
     sum: float = 0.0
     sumsq: float = 0.0
+    # Not compared: it is the same information as the sums, only kept more precisely, so two readings of the same
+    # outcomes are equal whether or not one of them carries it.
+    m2: float | None = field(default=None, compare=False)
 
     @classmethod
     def from_values(cls, values: Iterable[float]) -> ArmStats:
         x = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=float)
-        return cls(n=int(x.size), sum=float(x.sum()), sumsq=float(np.dot(x, x)))
+        m2 = float(np.sum((x - x.mean()) ** 2)) if x.size else 0.0
+        return cls(n=int(x.size), sum=float(x.sum()), sumsq=float(np.dot(x, x)), m2=m2)
+
+    @classmethod
+    def from_moments(cls, m: Moments) -> ArmStats:
+        return cls(m.n, m.sum, m.sumsq, m.m2)
 
     @classmethod
     def from_version_stats(cls, vs: VersionStats) -> ArmStats:
-        return cls(n=vs.outcomes, sum=vs.outcome_sum, sumsq=vs.outcome_sumsq)
+        m2 = vs.outcome_m2 if vs.outcome_mean is not None else None
+        return cls(n=vs.outcomes, sum=vs.outcome_sum, sumsq=vs.outcome_sumsq, m2=m2)
 
     @classmethod
     def of(cls, obj: Any) -> ArmStats:
-        """From a VersionStats, or anything with `n`, `sum` and `sumsq` (attributes or mapping keys)."""
+        """From a VersionStats, or anything with `n`, `sum` and `sumsq` (and optionally `m2`)."""
         if isinstance(obj, ArmStats):
             return obj
         if isinstance(obj, VersionStats):
             return cls.from_version_stats(obj)
-        get = obj.get if isinstance(obj, dict) else lambda k: getattr(obj, k)
-        return cls(n=int(get("n")), sum=float(get("sum")), sumsq=float(get("sumsq")))
+        if isinstance(obj, dict):
+            m2 = obj.get("m2")
+            return cls(n=int(obj["n"]), sum=float(obj["sum"]), sumsq=float(obj["sumsq"]),
+                       m2=None if m2 is None else float(m2))
+        m2 = getattr(obj, "m2", None)
+        return cls(n=int(obj.n), sum=float(obj.sum), sumsq=float(obj.sumsq), m2=None if m2 is None else float(m2))
+
+    def moments(self) -> Moments:
+        if self.n <= 0:
+            return Moments()
+        if self.m2 is None:
+            return Moments.from_sums(self.n, self.sum, self.sumsq)
+        return Moments(self.n, self.sum / self.n, self.m2)
 
     def __add__(self, other: ArmStats) -> ArmStats:
-        return ArmStats(self.n + other.n, self.sum + other.sum, self.sumsq + other.sumsq)
+        m2 = self.moments().merge(other.moments()).m2
+        return ArmStats(self.n + other.n, self.sum + other.sum, self.sumsq + other.sumsq, m2)
+
+    def __sub__(self, other: ArmStats) -> ArmStats:
+        """What self counted beyond `other` (a later reading of the same counters minus an earlier one)."""
+        m2 = self.moments().subtract(other.moments()).m2
+        return ArmStats(self.n - other.n, self.sum - other.sum, self.sumsq - other.sumsq, m2)
 
     @property
     def mean(self) -> float:
@@ -87,10 +120,11 @@ class ArmStats:
 
     @property
     def var(self) -> float:
-        """Sample variance (ddof=1), clipped at 0 against rounding; NaN below two observations."""
+        """Sample variance (ddof=1), from M2 when known, clipped at 0 against rounding; NaN below two."""
         if self.n < 2:
             return math.nan
-        return max(0.0, (self.sumsq - self.sum * self.sum / self.n) / (self.n - 1))
+        m2 = self.m2 if self.m2 is not None else self.sumsq - self.sum * self.sum / self.n
+        return max(0.0, m2 / (self.n - 1))
 
     def check_binary(self) -> None:
         if not (0 <= self.sum <= self.n) or abs(self.sum - self.sumsq) > 1e-6 * max(1.0, self.sum):

@@ -26,13 +26,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from mlsteward_runtime.router.app import Router
+from mlsteward_runtime.router.server import uvicorn_config
 from mlsteward_runtime.router.settings import RouterSettings
 
 
 class ServerThread:
     """Runs an ASGI app under uvicorn on 127.0.0.1 (a free port) in a background thread."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, header_timeout_s: float | None = None, http: Any = None) -> None:
         # proto=IPPROTO_TCP matters: asyncio turns Nagle's algorithm off only on sockets whose proto says TCP,
         # and accepted sockets inherit it. With proto 0 every keep-alive response waits ~40 ms for a delayed ACK.
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -41,7 +42,13 @@ class ServerThread:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="asyncio")
+        if header_timeout_s is None:
+            config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", loop="asyncio")
+        else:
+            # A router runs with the server options of `mlsteward route` (header timeout, no proxy-header trust).
+            config = uvicorn_config(app, header_timeout_s=header_timeout_s, log_level="warning", loop="asyncio")
+            if http is not None:
+                config.http = http
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve(sockets=[self.sock])),
                                        daemon=True)
@@ -73,6 +80,7 @@ class FakeBackend:
     received: list[dict[str, Any]] = field(default_factory=list)
     feedback: list[dict[str, Any]] = field(default_factory=list)
     served: dict[str, Any] = field(default_factory=dict)
+    hits: list[tuple[str, str]] = field(default_factory=list)  # (method, raw path) of every request but probes
     server: ServerThread | None = None
 
     @property
@@ -120,7 +128,18 @@ class FakeBackend:
             self.feedback.append(doc)
             return JSONResponse({"recorded": True})
 
-        return Starlette(routes=[
+        async def internal(request: Request) -> JSONResponse:
+            return JSONResponse({"internal": request.url.path})
+
+        async def http_error(request: Request, exc: Exception) -> JSONResponse:
+            # JSON like the predictor's own errors (Starlette's default is plain text).
+            code = getattr(exc, "status_code", 500)
+            return JSONResponse({"error": "http_error", "message": str(getattr(exc, "detail", ""))}, status_code=code)
+
+        return Starlette(exception_handlers={404: http_error, 405: http_error}, routes=[
+            Route("/v1/stats", internal),
+            Route("/v1/drift/window", internal),
+            Route("/metrics", internal),
             Route("/predict", predict, methods=["POST"]),
             Route("/v1/models/{name}:predict", predict, methods=["POST"]),
             Route("/v2/models/{name}/infer", predict, methods=["POST"]),
@@ -129,8 +148,19 @@ class FakeBackend:
             Route("/v1/feedback", feedback, methods=["POST"]),
         ])
 
+    def counted(self) -> Any:
+        """The app, recording every request it gets (readiness probes aside) before routing it."""
+        app = self.app()
+
+        async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] != "/v2/health/ready":
+                self.hits.append((scope["method"], scope.get("raw_path", b"").decode("latin-1")))
+            await app(scope, receive, send)
+
+        return asgi
+
     def start(self) -> FakeBackend:
-        self.server = ServerThread(self.app()).start()
+        self.server = ServerThread(self.counted()).start()
         return self
 
 
@@ -204,7 +234,7 @@ def router_factory(tmp_path: Path) -> Iterator[Callable[..., RunningRouter]]:
                                     "readiness_interval_s": 0.1, "seed": 7}
         defaults.update(settings)
         router = Router(RouterSettings(**defaults), config_path=path)
-        server = ServerThread(router).start()
+        server = ServerThread(router, router.settings.header_timeout_s).start()
         rr = RunningRouter(router, server, path, client(server.url))
         running.append(rr)
         return rr
@@ -235,3 +265,20 @@ def config(*backends: tuple[str, str, int], **kw: Any) -> dict[str, Any]:
     }
     out.update(kw)
     return out
+
+
+def raw_request(url: str, method: str, target: str, headers: dict[str, str] | None = None,
+                body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 request with the request-target sent byte for byte (HTTP clients normalize dot segments)."""
+    host, port = url.removeprefix("http://").split(":")
+    lines = [f"{method} {target} HTTP/1.1", f"host: {host}", "connection: close", f"content-length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), parsed, payload

@@ -115,3 +115,44 @@ def test_config_errors_name_the_field():
     for cfg, word in bad:
         with pytest.raises(ConfigError, match=word):
             parse_config(__import__("json").dumps(cfg))
+
+
+def test_thompson_keeps_the_variance_of_a_large_mean_metric():
+    # Two arms around 1e9, b better by 2 with a spread of ~3: the posterior must be that narrow. From sums and
+    # sums of squares the variance cancels to rounding noise (clipped to 0 or huge), and the draws go astray.
+    from mlsteward_runtime.router.stats import StatsStore
+
+    rng = np.random.default_rng(4)
+    values = {"a": 1e9 + rng.normal(0, 3, 400), "b": 1e9 + 2 + rng.normal(0, 3, 400)}
+    store = StatsStore("d", "r", 0.0)
+    for v, xs in values.items():
+        for x in xs:
+            store.arm(v).record_outcome(float(x))
+    cfg = RouterConfig.model_validate({
+        "deployment": "d", "model": "m", "strategy": "ThompsonSampling", "metric_kind": "continuous",
+        "backends": [{"version": "a", "url": "http://a"}, {"version": "b", "url": "http://b"}],
+    })
+    arms = Assigner(cfg, store.outcomes_since, seed=0).arms()
+    expected = [float(np.sum((xs - xs.mean()) ** 2)) for xs in values.values()]
+    assert arms.m2 is not None and arms.m2.tolist() == pytest.approx(expected, rel=1e-6)
+    # P(b is drawn) under the exact posterior is Phi(2 / sqrt(9/400 + 9/400)) = 1 - 1e-21: b every time.
+    assigner = Assigner(cfg, store.outcomes_since, seed=1)
+    assert [assigner.choose(None) for _ in range(200)] == [1] * 200
+
+
+def test_sticky_memory_under_a_bandit_does_not_grow_with_the_key_length():
+    import tracemalloc
+
+    cfg = RouterConfig.model_validate({
+        "deployment": "d", "model": "m", "strategy": "EpsilonGreedy", "sticky": {"body_key": "user"},
+        "backends": [{"version": "a", "url": "http://a"}, {"version": "b", "url": "http://b"}],
+    })
+    assigner = Assigner(cfg, lambda: {}, seed=0, sticky_capacity=1_000)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    firsts = [assigner.choose(f"{i:06d}" + "u" * 100_000) for i in range(300)]
+    kept = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert kept < 300 * 1_000, kept  # 300 keys of 100 kB would be 30 MB
+    # Still sticky: the same long key gets the same arm.
+    assert [assigner.choose(f"{i:06d}" + "u" * 100_000) for i in range(300)] == firsts
