@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlsteward_operator import experiment as ex
+from mlsteward_operator.experiment import decide as ex
 from mlsteward_operator.api.experiment import ExperimentStatus, MetricName, VariantStatus
-from mlsteward_operator.reconcile_experiment import metric_view
+from mlsteward_operator.experiment.reconcile import metric_view
 from mlsteward_runtime.contracts import RouterStats, VersionStats
 from mlsteward_runtime.stats.moments import Welford
 
