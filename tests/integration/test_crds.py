@@ -61,3 +61,31 @@ def test_bad_object_is_refused_with_its_message(kube: Any, namespace: str, path:
         call()
     assert info.value.status == 422, info.value.body
     assert expect in info.value.body, f"expected {expect!r} in {info.value.body}"
+
+
+# Edge values (tests/fixtures/admission.yaml): the operator's models agree on each (tests/unit/operator/test_api_models.py).
+ADMISSION = yaml.safe_load((ROOT / "tests/fixtures/admission.yaml").read_text())
+NAMES = {"ModelVersion": "iris-1-0-0", "ModelDeployment": "iris", "Experiment": "iris-ab", "DriftMonitor": "iris-drift"}
+
+
+def _create(kube: Any, namespace: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    body = {"apiVersion": "mlsteward.io/v1alpha1", "kind": kind,
+            "metadata": {"name": NAMES[kind], "namespace": namespace}, "spec": spec}
+    return _custom(kube).create_namespaced_custom_object("mlsteward.io", "v1alpha1", namespace, PLURALS[kind], body)
+
+
+@pytest.mark.parametrize("case", ADMISSION["accepted"], ids=[c["what"] for c in ADMISSION["accepted"]])
+def test_edge_values_are_accepted_as_written(kube: Any, namespace: str, case: dict[str, Any]):
+    created = _create(kube, namespace, case["kind"], case["spec"])
+    # Nothing pruned or rewritten: every field sent comes back as it was (defaults may add others).
+    assert {k: created["spec"][k] for k in case["spec"]} == case["spec"]
+
+
+@pytest.mark.parametrize("case", ADMISSION["refused"], ids=[c["what"] for c in ADMISSION["refused"]])
+def test_edge_values_are_refused_naming_their_rule(kube: Any, namespace: str, case: dict[str, Any]):
+    from kubernetes.client import ApiException
+
+    with pytest.raises(ApiException) as info:
+        _create(kube, namespace, case["kind"], case["spec"])
+    assert info.value.status == 422, info.value.body
+    assert case["expect"] in info.value.body, f"expected {case['expect']!r} in {info.value.body}"

@@ -16,8 +16,9 @@ from pydantic import Field, model_validator
 from mlsteward_operator.api.common import (
     AGE,
     DNS_LABEL,
+    MAX_SHORT,
     ApiModel,
-    Duration,
+    DeploymentRef,
     KindInfo,
     ObjectMeta,
     ObjectName,
@@ -28,6 +29,8 @@ from mlsteward_operator.api.common import (
     StatusBase,
     cel,
     defaulted,
+    duration_type,
+    matching,
     ranged,
     rules,
 )
@@ -74,7 +77,10 @@ class Sticky(ApiModel):
         )
     }
 
-    header: ShortText | None = Field(default=None, description="Request header whose value is hashed, e.g. x-user-id.")
+    header: Annotated[str, *matching(
+        r"^[A-Za-z0-9_.-]+$", "sticky.header must be an HTTP header name: letters, digits, '-', '_' and '.'",
+        min_length=1, max_length=MAX_SHORT,
+    )] | None = Field(default=None, description="Request header whose value is hashed, e.g. x-user-id.")
     body_key: ShortText | None = Field(default=None, description="Top-level JSON body key whose value is hashed.")
 
     @model_validator(mode="after")
@@ -143,7 +149,7 @@ class Stopping(ApiModel):
     min_samples_per_variant: int = Field(
         default=1000, ge=1, le=1_000_000_000, description="Outcomes each arm needs before any conclusion."
     )
-    max_duration: Duration | None = Field(
+    max_duration: duration_type("stopping.maxDuration") | None = Field(
         default=None, description="Stop (phase Stopped) after this long without a conclusion, e.g. 72h."
     )
     sequential: bool = Field(
@@ -157,10 +163,20 @@ class OnSuccess(StrEnum):
     report = "Report"
 
 
+ZERO_WEIGHT_MESSAGE = ("with strategy Weighted every variant needs a weight above 0 (an arm without traffic never "
+                       "gets the outcomes a conclusion needs)")
+
+
 class ExperimentSpec(ApiModel):
     """Compare versions on live traffic."""
 
-    deployment: ObjectName = Field(description="ModelDeployment whose traffic is split.")
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            cel("self.strategy.type != 'Weighted' || self.variants.all(v, v.weight > 0)", ZERO_WEIGHT_MESSAGE)
+        )
+    }
+
+    deployment: DeploymentRef = Field(description="ModelDeployment whose traffic is split.")
     variants: Annotated[
         list[Variant],
         Field(
@@ -200,6 +216,8 @@ class ExperimentSpec(ApiModel):
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError("variant names must be unique")
+        if self.strategy.type == StrategyType.weighted and any(v.weight == 0 for v in self.variants):
+            raise ValueError(ZERO_WEIGHT_MESSAGE)
         versions = [v.version for v in self.variants]
         if len(set(versions)) != len(versions):
             raise ValueError("variant versions must be distinct (the router counts outcomes per version)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
+import re
 from typing import Annotated
 
 from pydantic import Field, model_validator
@@ -21,7 +22,6 @@ from mlsteward_operator.api.common import (
     MAX_MESSAGE,
     MAX_SHORT,
     ApiModel,
-    Duration,
     KindInfo,
     Notify,
     ObjectMeta,
@@ -31,16 +31,49 @@ from mlsteward_operator.api.common import (
     SecretKeyRef,
     ShortText,
     StatusBase,
+    cel_string,
     cel,
+    checked,
     defaulted,
+    duration_type,
     ranged,
     ready_column,
     rules,
 )
 
-# A resource quantity (`500m`, `1Gi`, `2`): Kubernetes accepts an integer or a string.
+# A resource quantity (`500m`, `1Gi`, `2`): Kubernetes accepts an integer or a string. The pattern is
+# apimachinery's Quantity without a sign: a Pod refuses negative requests and limits.
+QUANTITY_RE = (r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|"
+               r"(\.[0-9]+))))?$")
+# What a container's resources may name: the standard resources, hugepages and extended resources (a domain-prefixed
+# name such as nvidia.com/gpu). Anything else makes the API server refuse the predictor Deployment later.
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+RESOURCES_MESSAGE = (
+    "resources requests and limits name cpu, memory, ephemeral-storage, hugepages-<size> or an extended resource "
+    "such as nvidia.com/gpu, with quantities such as 500m, 1Gi or 2 (not negative)"
+)
 Quantity = int | Annotated[str, Field(max_length=64)]
-ResourceMap = Annotated[dict[Annotated[str, Field(max_length=MAX_SHORT)], Quantity], Field(max_length=16)]
+
+
+def _resources_ok(value: dict[str, int | str]) -> bool:
+    def name_ok(k: str) -> bool:
+        return k in RESOURCE_NAMES or k.startswith("hugepages-") or "/" in k
+
+    def qty_ok(q: int | str) -> bool:
+        return q >= 0 if isinstance(q, int) else re.fullmatch(QUANTITY_RE, q) is not None
+
+    return all(name_ok(k) and qty_ok(q) for k, q in value.items())
+
+
+_NAMES_LIST = ", ".join(f"'{n}'" for n in RESOURCE_NAMES)
+ResourceMap = Annotated[
+    dict[Annotated[str, Field(max_length=MAX_SHORT)], Quantity],
+    *checked(
+        f"self.all(k, (k in [{_NAMES_LIST}] || k.startsWith('hugepages-') || k.contains('/')) && "
+        f"(type(self[k]) == int ? int(self[k]) >= 0 : string(self[k]).matches({cel_string(QUANTITY_RE)})))",
+        RESOURCES_MESSAGE, _resources_ok, max_length=16,
+    ),
+]
 
 
 class Resources(ApiModel):
@@ -139,7 +172,7 @@ class Rollout(ApiModel):
         default=[10, 50, 100],
         description="Canary traffic percentages of the new version, strictly ascending and ending at 100.",
     )
-    step_interval: Duration = Field(
+    step_interval: duration_type("rollout.stepInterval") = Field(
         default="1m", description="How long each canary step lasts before it is judged, e.g. 30s, 5m."
     )
     analysis: Analysis | None = Field(default=None, description="Gates judged at the end of each step.")
@@ -223,7 +256,7 @@ class Cache(ApiModel):
     """Cache of predictions keyed by the request's input rows."""
 
     max_entries: int = Field(default=10000, ge=1, le=10_000_000, description="Most cached predictions per router.")
-    ttl: Duration = Field(default="5m", description="How long a cached prediction stays valid.")
+    ttl: duration_type("cache.ttl") = Field(default="5m", description="How long a cached prediction stays valid.")
 
 
 class RouterSpec(ApiModel):
@@ -299,7 +332,7 @@ class Alerts(ApiModel):
         )
     }
 
-    interval: Duration = Field(default="1m", description="Time between two samples of the predictors, e.g. 30s.")
+    interval: duration_type("alerts.interval") = Field(default="1m", description="Time between two samples of the predictors, e.g. 30s.")
     history: int = Field(
         default=60, ge=10, le=MAX_HEALTH_SAMPLES,
         description=f"Samples kept in status.health.samples (10..{MAX_HEALTH_SAMPLES}); anomaly detection looks back "

@@ -10,8 +10,8 @@ import datetime as dt
 from enum import StrEnum
 from typing import Annotated
 
-from mlsteward_runtime.contracts import ArtifactFormat, ArtifactRef, Golden, Signature
-from pydantic import Field
+from mlsteward_runtime.contracts import ArtifactFormat, ArtifactRef, Golden, InputSpec, OutputSpec, Signature
+from pydantic import Field, model_validator
 
 from mlsteward_operator.api.common import (
     AGE,
@@ -21,13 +21,16 @@ from mlsteward_operator.api.common import (
     ApiModel,
     KindInfo,
     ObjectMeta,
+    ObjectName,
     PrinterColumn,
     Sha256,
     ShortText,
     StatusBase,
-    Uri,
     cel,
     defaulted,
+    matching,
+    rules,
+    uri_type,
 )
 
 SEMVER = (
@@ -37,16 +40,84 @@ SEMVER = (
 # `accuracy >= 0.7`: a metric name, a comparison and a number.
 THRESHOLD = r"^[A-Za-z_][A-Za-z0-9_]*\s*(>=|<=|>|<)\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 
+# The metrics `mlsteward validate` computes (mlsteward_runtime.stats.evaluate: CLASSIFIER_METRICS, REGRESSOR_METRICS
+# and the aliases f1, auc; a test keeps them equal). A threshold on any other metric could only fail validation.
+VALIDATED_METRICS = ("accuracy", "f1_macro", "roc_auc", "r2", "rmse", "mae", "f1", "auc")
+THRESHOLD_RULE = (
+    r"(?i)^(" + "|".join(sorted(VALIDATED_METRICS, key=len, reverse=True))
+    + r")\s*(>=|<=|>|<)\s*-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
+)
+THRESHOLD_MESSAGE = (
+    "validation.thresholds entries are `METRIC OP NUMBER`, e.g. `accuracy >= 0.7`, with METRIC one of "
+    + ", ".join(VALIDATED_METRICS) + " and OP one of >=, >, <=, <"
+)
+MAX_INPUTS = 4096
+MAX_VALUES = 4096
+
 MetricName = Annotated[str, Field(min_length=1, max_length=63)]
 Metrics = Annotated[dict[MetricName, float], Field(max_length=64)]
+
+
+class SpecInput(InputSpec):
+    """One input feature of a spec.signature: what `mlsteward validate` would find wrong is refused at admission."""
+
+    model_config = InputSpec.model_config | {
+        "json_schema_extra": rules(
+            cel("!has(self.min) || !has(self.max) || self.min <= self.max",
+                "signature.inputs[].min must not exceed its max (no value could pass)"),
+            cel("self.type != 'categorical' || (has(self.allowed) && size(self.allowed) > 0)",
+                "a categorical signature input needs its allowed values"),
+        )
+    }
+
+    name: Annotated[str, Field(min_length=1, max_length=MAX_SHORT)] = Field(
+        description="Feature name; also the key of a named-feature request object. Unique within the signature."
+    )
+    allowed: Annotated[list[str | int | float | bool], Field(max_length=MAX_VALUES)] | None = Field(
+        default=None, description="Accepted values of a categorical feature; any other value is refused."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SpecInput:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("signature.inputs[].min must not exceed its max (no value could pass)")
+        if self.type == "categorical" and not self.allowed:
+            raise ValueError("a categorical signature input needs its allowed values")
+        return self
+
+
+class SpecOutput(OutputSpec):
+    """The output of a spec.signature, with its class list bounded."""
+
+    classes: Annotated[list[str | int | float | bool], Field(max_length=MAX_VALUES)] | None = Field(
+        default=None, description="Class labels in the model's order (classifiers)."
+    )
+
+
+class SpecSignature(Signature):
+    """spec.signature: the runtime's Signature with bounds (every list of a custom resource is bounded) and the
+    checks of `mlsteward validate` that need no model (unique names, min <= max, categoricals with values)."""
+
+    inputs: Annotated[list[SpecInput], Field(
+        min_length=1, max_length=MAX_INPUTS,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )] = Field(description="Input features, in the column order the model expects; names are unique.")
+    output: SpecOutput | None = Field(default=None, description="What the model returns.")
+
+    @model_validator(mode="after")
+    def _unique(self) -> SpecSignature:
+        names = [i.name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise ValueError("signature.inputs names must be unique")
+        return self
 
 
 class Artifact(ApiModel):
     """Where the serialized model is and how to check it."""
 
-    uri: Uri = Field(
+    uri: uri_type("artifact.uri") = Field(
         description=(
-            "Artifact location: a path or file:// URI (on the artifact volume the operator mounts), http(s):// or "
+            "Artifact location: an absolute path or file:// URI (on the artifact volume the operator mounts), http(s):// or "
             "s3:// (any S3-compatible server)."
         )
     )
@@ -69,19 +140,22 @@ class Framework(ApiModel):
 class Reference(ApiModel):
     """The training-data profile (from `mlsteward profile`) that drift tests compare live inputs with."""
 
-    uri: Uri = Field(description="Location of the reference profile (JSON), same URI schemes as the artifact.")
+    uri: uri_type("reference.uri") = Field(
+        description="Location of the reference profile (JSON), same URI schemes as the artifact.")
     sha256: Sha256 | None = Field(default=None, description="Hex sha256 of the profile; checked when set.")
 
 
 class Validation(ApiModel):
     """How the validation Job judges the model before it may be served."""
 
-    dataset: Uri = Field(description="Location of a labelled validation set (CSV or Parquet), same URI schemes.")
+    dataset: uri_type("validation.dataset") = Field(
+        description="Location of a labelled validation set (CSV with a header row), same URI schemes as the artifact.")
     target: Annotated[str, Field(min_length=1, max_length=MAX_SHORT)] = Field(
         description="Name of the label column in the validation set."
     )
     thresholds: Annotated[
-        list[Annotated[str, Field(max_length=MAX_SHORT, pattern=THRESHOLD)]], Field(max_length=32)
+        list[Annotated[str, *matching(THRESHOLD_RULE, THRESHOLD_MESSAGE, max_length=MAX_SHORT, pattern=THRESHOLD)]],
+        Field(max_length=32),
     ] = Field(
         default_factory=list,
         description=(
@@ -94,7 +168,7 @@ class Validation(ApiModel):
 class Lineage(ApiModel):
     """Where the model came from (shown on the model card)."""
 
-    parent: ShortText | None = Field(default=None, description="ModelVersion this one was retrained from.")
+    parent: ObjectName | None = Field(default=None, description="Name of the ModelVersion this one was retrained from.")
     dataset: Annotated[str, Field(max_length=MAX_URI)] | None = Field(
         default=None, description="Training data location or identifier."
     )
@@ -119,7 +193,7 @@ class ModelVersionSpec(ApiModel):
         json_schema_extra=defaulted(Framework),
         description="Training framework and its version.",
     )
-    signature: Signature | None = Field(
+    signature: SpecSignature | None = Field(
         default=None,
         description="Input features and output; checked against the model during validation, inferred when absent.",
     )
