@@ -107,6 +107,10 @@ class Goal(StrEnum):
     minimize = "minimize"
 
 
+# Maximizing either would promote the slowest or the most failing arm.
+LOWER_IS_BETTER = "metrics latency and error-rate are lower-is-better: set metric.goal: minimize"
+
+
 class Metric(ApiModel):
     """What is compared between arms."""
 
@@ -120,6 +124,7 @@ class Metric(ApiModel):
                 "!(self.name in ['accuracy', 'error-rate']) || self.kind == 'binary'",
                 "metrics accuracy and error-rate are binary: set metric.kind: binary",
             ),
+            cel("!(self.name in ['latency', 'error-rate']) || self.goal == 'minimize'", LOWER_IS_BETTER),
         )
     }
 
@@ -136,6 +141,8 @@ class Metric(ApiModel):
             raise ValueError("metric latency is continuous: set metric.kind: continuous")
         if self.name in (MetricName.accuracy, MetricName.error_rate) and self.kind != MetricKind.binary:
             raise ValueError("metrics accuracy and error-rate are binary: set metric.kind: binary")
+        if self.name in (MetricName.latency, MetricName.error_rate) and self.goal != Goal.minimize:
+            raise ValueError(LOWER_IS_BETTER)
         return self
 
 

@@ -7,6 +7,7 @@ to status. Only a Ready version is ever served. The spec is immutable: a new mod
 from __future__ import annotations
 
 import datetime as dt
+import re
 from enum import StrEnum
 from typing import Annotated
 
@@ -27,6 +28,7 @@ from mlsteward_operator.api.common import (
     ShortText,
     StatusBase,
     cel,
+    cel_string,
     defaulted,
     matching,
     rules,
@@ -133,7 +135,8 @@ class Artifact(ApiModel):
 class Framework(ApiModel):
     """The library that trained the model."""
 
-    name: str = Field(default="sklearn", description="Framework name; only sklearn is supported.", pattern="^sklearn$")
+    name: str = Field(
+        default="sklearn", description="Framework name; only sklearn is supported.", max_length=16, pattern="^sklearn$")
     version: ShortText | None = Field(default=None, description="Framework version the model was trained with.")
 
 
@@ -178,8 +181,32 @@ class Lineage(ApiModel):
     )
 
 
+KIND_METRICS_MESSAGE = (
+    "validation.thresholds must name metrics of the signature's output kind: r2, rmse or mae for regression; "
+    "accuracy, f1_macro, f1, roc_auc or auc for class and probability"
+)
+AUC_MESSAGE = "validation.thresholds on roc_auc (auc) need a binary classifier: signature.output.classes lists more than two"
+_REGRESSION_RE = r"(?i)^(r2|rmse|mae)\s*[<>]"
+_AUC_RE = r"(?i)^(roc_auc|auc)\s*[<>]"
+# Negated: the rules hold trivially without a signature output or thresholds.
+_NOTHING_TO_CHECK = ("!has(self.signature) || !has(self.signature.output) || !has(self.validation) || "
+                   "!has(self.validation.thresholds)")
+
+
 class ModelVersionSpec(ApiModel):
     """A registered model artifact. Immutable: publish a new ModelVersion for a new model."""
+
+    # `mlsteward validate` computes classifier metrics for classifiers, regressor metrics for regressors and
+    # roc_auc for binary classifiers only (mlsteward_runtime.stats.evaluate); a threshold on another metric can only
+    # end BelowThreshold.
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            cel(f"{_NOTHING_TO_CHECK} || self.validation.thresholds.all(t, (self.signature.output.kind == 'regression') "
+                f"== t.matches({cel_string(_REGRESSION_RE)}))", KIND_METRICS_MESSAGE),
+            cel(f"{_NOTHING_TO_CHECK} || !has(self.signature.output.classes) || size(self.signature.output.classes) <= 2 "
+                f"|| !self.validation.thresholds.exists(t, t.matches({cel_string(_AUC_RE)}))", AUC_MESSAGE),
+        )
+    }
 
     model: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)] = Field(
         description="Model name. Versions of one model share it; it is the {name} of /v2/models/{name}."
@@ -209,6 +236,22 @@ class ModelVersionSpec(ApiModel):
     description: Annotated[str, Field(max_length=16384)] | None = Field(
         default=None, description="Free text for the model card (Markdown)."
     )
+
+    @model_validator(mode="after")
+    def _thresholds_fit(self) -> ModelVersionSpec:
+        _check_thresholds_fit(self)
+        return self
+
+
+def _check_thresholds_fit(spec: ModelVersionSpec) -> None:
+    output = spec.signature.output if spec.signature is not None else None
+    if output is None or spec.validation is None:
+        return
+    thresholds = spec.validation.thresholds
+    if any((output.kind == "regression") != (re.match(_REGRESSION_RE, t) is not None) for t in thresholds):
+        raise ValueError(KIND_METRICS_MESSAGE)
+    if output.classes is not None and len(output.classes) > 2 and any(re.match(_AUC_RE, t) for t in thresholds):
+        raise ValueError(AUC_MESSAGE)
 
 
 class VersionPhase(StrEnum):
