@@ -110,6 +110,17 @@ def _has_containers(template: dict[str, Any]) -> bool:
     return isinstance(containers, list) and len(containers) > 0
 
 
+def _kept(description: str, **schema: Any) -> dict[str, Any]:
+    return {"type": "object", "description": description, "x-kubernetes-preserve-unknown-fields": True, **schema}
+
+
+# The path to the containers of a Job spec, declared so that CEL can see it (CEL sees no field that the schema only
+# preserves); everything else in the template stays free-form.
+_JOB_SPEC_PATH = {"template": _kept("The Job's pod template.", properties={"spec": _kept(
+    "The pod spec.", properties={"containers": {
+        "type": "array", "description": "The pod's containers.", "items": _kept("A container.")}})})}
+
+
 class Retrain(ApiModel):
     """The retraining Job run by the Retrain action."""
 
@@ -126,7 +137,7 @@ class Retrain(ApiModel):
             "A batch/v1 Job spec (`spec` of a Job) run to retrain; its result is registered as a new ModelVersion "
             "with lineage."
         ),
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "properties": _JOB_SPEC_PATH},
     )
 
     @model_validator(mode="after")

@@ -67,15 +67,15 @@ class SpecInput(InputSpec):
         "json_schema_extra": rules(
             cel("!has(self.min) || !has(self.max) || self.min <= self.max",
                 "signature.inputs[].min must not exceed its max (no value could pass)"),
-            cel("self.type != 'categorical' || (has(self.allowed) && size(self.allowed) > 0)",
-                "a categorical signature input needs its allowed values"),
         )
     }
 
     name: Annotated[str, Field(min_length=1, max_length=MAX_SHORT)] = Field(
         description="Feature name; also the key of a named-feature request object. Unique within the signature."
     )
-    allowed: Annotated[list[str | int | float | bool], Field(max_length=MAX_VALUES)] | None = Field(
+    # At least one value: an empty list refuses every value. (A categorical input without `allowed` fails
+    # validation too, but CEL cannot see a list of values of mixed types, so only `mlsteward validate` says so.)
+    allowed: Annotated[list[str | int | float | bool], Field(min_length=1, max_length=MAX_VALUES)] | None = Field(
         default=None, description="Accepted values of a categorical feature; any other value is refused."
     )
 
@@ -83,8 +83,6 @@ class SpecInput(InputSpec):
     def _check(self) -> SpecInput:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError("signature.inputs[].min must not exceed its max (no value could pass)")
-        if self.type == "categorical" and not self.allowed:
-            raise ValueError("a categorical signature input needs its allowed values")
         return self
 
 
@@ -98,7 +96,7 @@ class SpecOutput(OutputSpec):
 
 class SpecSignature(Signature):
     """spec.signature: the runtime's Signature with bounds (every list of a custom resource is bounded) and the
-    checks of `mlsteward validate` that need no model (unique names, min <= max, categoricals with values)."""
+    checks of `mlsteward validate` that need no model (unique names, min <= max, non-empty allowed values)."""
 
     inputs: Annotated[list[SpecInput], Field(
         min_length=1, max_length=MAX_INPUTS,
@@ -185,9 +183,7 @@ KIND_METRICS_MESSAGE = (
     "validation.thresholds must name metrics of the signature's output kind: r2, rmse or mae for regression; "
     "accuracy, f1_macro, f1, roc_auc or auc for class and probability"
 )
-AUC_MESSAGE = "validation.thresholds on roc_auc (auc) need a binary classifier: signature.output.classes lists more than two"
 _REGRESSION_RE = r"(?i)^(r2|rmse|mae)\s*[<>]"
-_AUC_RE = r"(?i)^(roc_auc|auc)\s*[<>]"
 # Negated: the rules hold trivially without a signature output or thresholds.
 _NOTHING_TO_CHECK = ("!has(self.signature) || !has(self.signature.output) || !has(self.validation) || "
                    "!has(self.validation.thresholds)")
@@ -196,15 +192,13 @@ _NOTHING_TO_CHECK = ("!has(self.signature) || !has(self.signature.output) || !ha
 class ModelVersionSpec(ApiModel):
     """A registered model artifact. Immutable: publish a new ModelVersion for a new model."""
 
-    # `mlsteward validate` computes classifier metrics for classifiers, regressor metrics for regressors and
-    # roc_auc for binary classifiers only (mlsteward_runtime.stats.evaluate); a threshold on another metric can only
-    # end BelowThreshold.
+    # `mlsteward validate` computes classifier metrics for classifiers and regressor metrics for regressors
+    # (mlsteward_runtime.stats.evaluate); a threshold on another metric can only end BelowThreshold. (roc_auc exists
+    # for binary classifiers only, but CEL cannot count signature.output.classes: they are of mixed types.)
     model_config = ApiModel.model_config | {
         "json_schema_extra": rules(
             cel(f"{_NOTHING_TO_CHECK} || self.validation.thresholds.all(t, (self.signature.output.kind == 'regression') "
                 f"== t.matches({cel_string(_REGRESSION_RE)}))", KIND_METRICS_MESSAGE),
-            cel(f"{_NOTHING_TO_CHECK} || !has(self.signature.output.classes) || size(self.signature.output.classes) <= 2 "
-                f"|| !self.validation.thresholds.exists(t, t.matches({cel_string(_AUC_RE)}))", AUC_MESSAGE),
         )
     }
 
@@ -250,8 +244,6 @@ def _check_thresholds_fit(spec: ModelVersionSpec) -> None:
     thresholds = spec.validation.thresholds
     if any((output.kind == "regression") != (re.match(_REGRESSION_RE, t) is not None) for t in thresholds):
         raise ValueError(KIND_METRICS_MESSAGE)
-    if output.classes is not None and len(output.classes) > 2 and any(re.match(_AUC_RE, t) for t in thresholds):
-        raise ValueError(AUC_MESSAGE)
 
 
 class VersionPhase(StrEnum):

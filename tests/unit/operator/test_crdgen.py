@@ -157,8 +157,11 @@ def test_free_form_only_where_intended() -> None:
         # Golden rows hold the feature values of one request.
         ("mlsteward.io_modelversions.yaml", ".status.golden.inputs[][]"),
         ("mlsteward.io_modelversions.yaml", ".status.golden.outputs[]"),
-        # A whole Job spec.
+        # A whole Job spec, with the path to its containers declared so that a CEL rule can see them.
         ("mlsteward.io_driftmonitors.yaml", ".spec.retrain.template"),
+        ("mlsteward.io_driftmonitors.yaml", ".spec.retrain.template.template"),
+        ("mlsteward.io_driftmonitors.yaml", ".spec.retrain.template.template.spec"),
+        ("mlsteward.io_driftmonitors.yaml", ".spec.retrain.template.template.spec.containers[]"),
     }
 
 
