@@ -40,10 +40,6 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CAMEL_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 SHA256_RE = r"^[0-9a-f]{64}$"
-# What `mlsteward_runtime.artifacts.fetch_artifact` reads (see `uri`).
-URI_RE = r"^(/\S*|file://(localhost)?/\S*|https?://[^/?#\s]+([/?#]\S*)?|s3://[^/\s]+/+[^/\s]\S*)$"
-MAX_DURATION = "8760h"
-MAX_DURATION_S = 8760 * 3600
 # A key of a Secret's data (what the API server accepts in a Secret: IsConfigMapKey).
 SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
 
@@ -183,45 +179,6 @@ Sha256 = Annotated[
 ObjectName = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN)]
 ShortText = Annotated[str, Field(max_length=MAX_SHORT)]
 Percent = Annotated[int, Field(ge=0, le=100)]
-# A ModelDeployment's name is a Service name (its root rule); a reference that is not one names nothing.
-DNS_1035 = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-DeploymentRef = Annotated[str, *matching(
-    DNS_1035,
-    "spec.deployment must be a ModelDeployment name: at most 63 lowercase letters, digits and '-', starting with a "
-    "letter",
-    min_length=1, max_length=63,
-)]
-
-
-def uri_type(field: str) -> Any:
-    """A location `mlsteward_runtime.artifacts.fetch_artifact` can read: an absolute path, file:///path (or
-    file://localhost/path), http(s)://host/... or s3://bucket/key. Anything else (a relative path, which resolves
-    against nobody knows which working directory, another scheme, a file URI naming a remote host, an s3 URI without
-    a key) could only end in FetchFailed once a Job has run, so the API server refuses it."""
-    message = (f"{field} must be an absolute path, file:///path, http(s)://host/path or s3://bucket/key, without "
-               "whitespace (percent-encode it in a file:// URI)")
-    return Annotated[str, *matching(URI_RE, message, min_length=1, max_length=MAX_URI)]
-
-
-def duration_type(field: str, *, zero: bool = False) -> Any:
-    """A Go-style duration the operator can wait for: above 0 unless `zero` (a zero check interval would busy-loop,
-    a zero canary step be judged on no traffic; a zero cooldown means none and is fine) and at most a year (a
-    larger one overflows the datetime arithmetic of the reconciles). At most 6 digits per number keeps CEL's
-    duration() within its int64 nanoseconds."""
-    lower = "" if zero else "above 0 and "
-    message = (f"{field} must be a duration such as 30s, 5m or 1h30m, {lower}at most {MAX_DURATION}, with at "
-               "most 6 digits per number")
-    rule = (f"self.matches({cel_string(DURATION)}) && !self.matches('[0-9]{{7,}}') && "
-            + ("" if zero else "duration(self) > duration('0s') && ")
-            + f"duration(self) <= duration('{MAX_DURATION}')")
-
-    def ok(value: str) -> bool:
-        if re.fullmatch(DURATION, value) is None or re.search("[0-9]{7,}", value) is not None:
-            return False
-        seconds = parse_duration(value)
-        return (zero or seconds > 0) and seconds <= MAX_DURATION_S
-
-    return Annotated[str, *checked(rule, message, ok, max_length=32, pattern=DURATION)]
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

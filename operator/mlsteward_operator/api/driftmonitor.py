@@ -24,7 +24,6 @@ from pydantic import AfterValidator, Field, model_validator
 from mlsteward_operator.api.common import (
     AGE,
     ApiModel,
-    DeploymentRef,
     KindInfo,
     Notify,
     ObjectMeta,
@@ -35,10 +34,10 @@ from mlsteward_operator.api.common import (
     StatusBase,
     cel,
     defaulted,
-    duration_type,
     ranged,
     rules,
 )
+from mlsteward_operator.api.fields import DeploymentRef, duration_type
 
 MAX_HISTORY = 50
 MAX_RETRAIN_STEPS = 20

@@ -18,7 +18,6 @@ from mlsteward_operator.api.common import (
     DNS_LABEL,
     MAX_SHORT,
     ApiModel,
-    DeploymentRef,
     KindInfo,
     ObjectMeta,
     ObjectName,
@@ -29,11 +28,11 @@ from mlsteward_operator.api.common import (
     StatusBase,
     cel,
     defaulted,
-    duration_type,
     matching,
     ranged,
     rules,
 )
+from mlsteward_operator.api.fields import DeploymentRef, duration_type
 
 MAX_VARIANTS = 10
 

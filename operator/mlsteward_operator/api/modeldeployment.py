@@ -35,11 +35,11 @@ from mlsteward_operator.api.common import (
     cel,
     checked,
     defaulted,
-    duration_type,
     ranged,
     ready_column,
     rules,
 )
+from mlsteward_operator.api.fields import duration_type
 
 # A resource quantity (`500m`, `1Gi`, `2`): Kubernetes accepts an integer or a string. The pattern is
 # apimachinery's Quantity without a sign: a Pod refuses negative requests and limits.
@@ -332,7 +332,8 @@ class Alerts(ApiModel):
         )
     }
 
-    interval: duration_type("alerts.interval") = Field(default="1m", description="Time between two samples of the predictors, e.g. 30s.")
+    interval: duration_type("alerts.interval") = Field(
+        default="1m", description="Time between two samples of the predictors, e.g. 30s.")
     history: int = Field(
         default=60, ge=10, le=MAX_HEALTH_SAMPLES,
         description=f"Samples kept in status.health.samples (10..{MAX_HEALTH_SAMPLES}); anomaly detection looks back "

@@ -32,8 +32,8 @@ from mlsteward_operator.api.common import (
     defaulted,
     matching,
     rules,
-    uri_type,
 )
+from mlsteward_operator.api.fields import uri_type
 
 SEMVER = (
     r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
@@ -117,8 +117,8 @@ class Artifact(ApiModel):
 
     uri: uri_type("artifact.uri") = Field(
         description=(
-            "Artifact location: an absolute path or file:// URI (on the artifact volume the operator mounts), http(s):// or "
-            "s3:// (any S3-compatible server)."
+            "Artifact location: an absolute path or file:// URI (on the artifact volume the operator mounts), "
+            "http(s):// or s3:// (any S3-compatible server)."
         )
     )
     sha256: Sha256 = Field(
@@ -197,8 +197,9 @@ class ModelVersionSpec(ApiModel):
     # for binary classifiers only, but CEL cannot count signature.output.classes: they are of mixed types.)
     model_config = ApiModel.model_config | {
         "json_schema_extra": rules(
-            cel(f"{_NOTHING_TO_CHECK} || self.validation.thresholds.all(t, (self.signature.output.kind == 'regression') "
-                f"== t.matches({cel_string(_REGRESSION_RE)}))", KIND_METRICS_MESSAGE),
+            cel(f"{_NOTHING_TO_CHECK} || self.validation.thresholds.all(t, "
+                f"(self.signature.output.kind == 'regression') == t.matches({cel_string(_REGRESSION_RE)}))",
+                KIND_METRICS_MESSAGE),
         )
     }
 
