@@ -12,7 +12,7 @@ from enum import StrEnum
 import re
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from mlsteward_operator.api.common import (
     AGE,
@@ -31,7 +31,6 @@ from mlsteward_operator.api.common import (
     SecretKeyRef,
     ShortText,
     StatusBase,
-    cel_string,
     cel,
     checked,
     defaulted,
@@ -42,36 +41,42 @@ from mlsteward_operator.api.common import (
 from mlsteward_operator.api.fields import duration_type
 
 # A resource quantity (`500m`, `1Gi`, `2`): Kubernetes accepts an integer or a string. The pattern is
-# apimachinery's Quantity without a sign: a Pod refuses negative requests and limits.
+# apimachinery's Quantity without a sign, and integers have a minimum: a Pod refuses negative requests and limits.
+# Schema keywords rather than CEL: CEL sizes an int-or-string value at the whole request, so any rule on it is
+# estimated far over the cost budget.
 QUANTITY_RE = (r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|"
                r"(\.[0-9]+))))?$")
+QUANTITY_MESSAGE = "resource quantities are such as 500m, 1Gi or 2, and not negative"
 # What a container's resources may name: the standard resources, hugepages and extended resources (a domain-prefixed
 # name such as nvidia.com/gpu). Anything else makes the API server refuse the predictor Deployment later.
 RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
 RESOURCES_MESSAGE = (
     "resources requests and limits name cpu, memory, ephemeral-storage, hugepages-<size> or an extended resource "
-    "such as nvidia.com/gpu, with quantities such as 500m, 1Gi or 2 (not negative)"
+    "such as nvidia.com/gpu"
 )
-Quantity = int | Annotated[str, Field(max_length=64)]
 
 
-def _resources_ok(value: dict[str, int | str]) -> bool:
-    def name_ok(k: str) -> bool:
-        return k in RESOURCE_NAMES or k.startswith("hugepages-") or "/" in k
-
-    def qty_ok(q: int | str) -> bool:
-        return q >= 0 if isinstance(q, int) else re.fullmatch(QUANTITY_RE, q) is not None
-
-    return all(name_ok(k) and qty_ok(q) for k, q in value.items())
+def _quantity_ok(q: int | str) -> int | str:
+    if (q < 0) if isinstance(q, int) else re.fullmatch(QUANTITY_RE, q) is None:
+        raise ValueError(QUANTITY_MESSAGE)
+    return q
 
 
+def _names_ok(value: dict[str, int | str]) -> bool:
+    return all(k in RESOURCE_NAMES or k.startswith("hugepages-") or "/" in k for k in value)
+
+
+Quantity = Annotated[
+    int | Annotated[str, Field(max_length=64)],
+    Field(json_schema_extra={"pattern": QUANTITY_RE, "minimum": 0}),
+    AfterValidator(_quantity_ok),
+]
 _NAMES_LIST = ", ".join(f"'{n}'" for n in RESOURCE_NAMES)
 ResourceMap = Annotated[
     dict[Annotated[str, Field(max_length=MAX_SHORT)], Quantity],
     *checked(
-        f"self.all(k, (k in [{_NAMES_LIST}] || k.startsWith('hugepages-') || k.contains('/')) && "
-        f"(type(self[k]) == int ? int(self[k]) >= 0 : string(self[k]).matches({cel_string(QUANTITY_RE)})))",
-        RESOURCES_MESSAGE, _resources_ok, max_length=16,
+        f"self.all(k, k in [{_NAMES_LIST}] || k.startsWith('hugepages-') || k.contains('/'))",
+        RESOURCES_MESSAGE, _names_ok, max_length=16,
     ),
 ]
 
