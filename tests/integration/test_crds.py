@@ -98,3 +98,17 @@ def test_edge_values_are_refused_naming_their_rule(kube: Any, namespace: str, ca
         _create(kube, namespace, case["kind"], case["spec"])
     assert info.value.status == 422, info.value.body
     assert case["expect"] in info.value.body, f"expected {case['expect']!r} in {info.value.body}"
+
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_admitted(kube: Any, namespace: str, path: Path):
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d and d["apiVersion"].startswith("mlsteward.io/")]
+    assert docs, path.name
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+        created = _custom(kube).create_namespaced_custom_object("mlsteward.io", "v1alpha1", namespace,
+                                                                PLURALS[doc["kind"]], doc)
+        assert _kept(created["spec"], doc["spec"]), (path.name, created["spec"])
