@@ -61,3 +61,54 @@ def test_bad_object_is_refused_with_its_message(kube: Any, namespace: str, path:
         call()
     assert info.value.status == 422, info.value.body
     assert expect in info.value.body, f"expected {expect!r} in {info.value.body}"
+
+
+# Edge values (tests/fixtures/admission.yaml): the operator's models agree on each (tests/unit/operator/test_api_models.py).
+ADMISSION = yaml.safe_load((ROOT / "tests/fixtures/admission.yaml").read_text())
+NAMES = {"ModelVersion": "iris-1-0-0", "ModelDeployment": "iris", "Experiment": "iris-ab", "DriftMonitor": "iris-drift"}
+
+
+def _create(kube: Any, namespace: str, kind: str, spec: dict[str, Any]) -> dict[str, Any]:
+    body = {"apiVersion": "mlsteward.io/v1alpha1", "kind": kind,
+            "metadata": {"name": NAMES[kind], "namespace": namespace}, "spec": spec}
+    return _custom(kube).create_namespaced_custom_object("mlsteward.io", "v1alpha1", namespace, PLURALS[kind], body)
+
+
+@pytest.mark.parametrize("case", ADMISSION["accepted"], ids=[c["what"] for c in ADMISSION["accepted"]])
+def test_edge_values_are_accepted_as_written(kube: Any, namespace: str, case: dict[str, Any]):
+    created = _create(kube, namespace, case["kind"], case["spec"])
+    # Nothing pruned or rewritten: every field sent comes back as it was (defaults may add others).
+    assert _kept(created["spec"], case["spec"]), (created["spec"], case["spec"])
+
+
+def _kept(got: Any, sent: Any) -> bool:
+    """Whether every value of `sent` is in `got`, at the same place (objects may have gained defaulted fields)."""
+    if isinstance(sent, dict):
+        return isinstance(got, dict) and all(k in got and _kept(got[k], v) for k, v in sent.items())
+    if isinstance(sent, list):
+        return isinstance(got, list) and len(got) == len(sent) and all(map(_kept, got, sent))
+    return got == sent and type(got) is type(sent) or (isinstance(sent, float) and got == sent)
+
+
+@pytest.mark.parametrize("case", ADMISSION["refused"], ids=[c["what"] for c in ADMISSION["refused"]])
+def test_edge_values_are_refused_naming_their_rule(kube: Any, namespace: str, case: dict[str, Any]):
+    from kubernetes.client import ApiException
+
+    with pytest.raises(ApiException) as info:
+        _create(kube, namespace, case["kind"], case["spec"])
+    assert info.value.status == 422, info.value.body
+    assert case["expect"] in info.value.body, f"expected {case['expect']!r} in {info.value.body}"
+
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_are_admitted(kube: Any, namespace: str, path: Path):
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d and d["apiVersion"].startswith("mlsteward.io/")]
+    assert docs, path.name
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+        created = _custom(kube).create_namespaced_custom_object("mlsteward.io", "v1alpha1", namespace,
+                                                                PLURALS[doc["kind"]], doc)
+        assert _kept(created["spec"], doc["spec"]), (path.name, created["spec"])

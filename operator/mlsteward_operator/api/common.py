@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -39,6 +40,8 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 CAMEL_REASON = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
 DURATION = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 SHA256_RE = r"^[0-9a-f]{64}$"
+# A key of a Secret's data (what the API server accepts in a Secret: IsConfigMapKey).
+SECRET_KEY_RE = r"^[-._a-zA-Z0-9]+$"
 
 
 def cel(rule: str, message: str, *, reason: str | None = None, field_path: str | None = None) -> dict[str, Any]:
@@ -117,6 +120,34 @@ def _fmt(x: float) -> str:
     return repr(float(x))
 
 
+def cel_string(text: str) -> str:
+    """`text` as a CEL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def checked(rule: str, message: str, ok: Callable[[Any], bool], **field: Any) -> tuple[Any, ...]:
+    """Metadata for `Annotated[T, *checked(...)]`: a CEL rule with `message`, and `ok` doing the same in pydantic.
+
+    `field` goes to the one `Field` that carries the rule (pydantic keeps only the last `json_schema_extra` of an
+    `Annotated`, so a type's schema keywords and its rule travel together).
+    """
+
+    def check(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError(message)
+        return value
+
+    return Field(**field, json_schema_extra=rules(cel(rule, message))), AfterValidator(check)
+
+
+def matching(regex: str, message: str, **field: Any) -> tuple[Any, ...]:
+    """`checked` for a regular expression anchored at both ends (RE2 in CEL, `re.fullmatch` in pydantic)."""
+    if not (regex.startswith(("^", "(?i)^")) and regex.endswith("$")):
+        raise ValueError(f"regex must be anchored: {regex}")
+    return checked(f"self.matches({cel_string(regex)})", message, lambda v: re.fullmatch(regex, v) is not None,
+                   **field)
+
+
 def ranged(
     lo: float | None, hi: float | None, message: str, *, lo_open: bool = False, hi_open: bool = False
 ) -> tuple[Any, ...]:
@@ -145,10 +176,8 @@ Sha256 = Annotated[
     ),
     AfterValidator(_check_sha256),
 ]
-Uri = Annotated[str, Field(min_length=1, max_length=MAX_URI)]
 ObjectName = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN)]
 ShortText = Annotated[str, Field(max_length=MAX_SHORT)]
-Duration = Annotated[str, Field(max_length=32, pattern=DURATION)]
 Percent = Annotated[int, Field(ge=0, le=100)]
 
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
@@ -244,7 +273,12 @@ class SecretKeyRef(ApiModel):
     """A key of a Secret in the object's namespace."""
 
     name: ObjectName = Field(description="Secret name, in the same namespace.")
-    key: Annotated[str, Field(min_length=1, max_length=MAX_SHORT)] = Field(description="Key within the Secret.")
+    key: Annotated[str, *checked(
+        f"self.matches({cel_string(SECRET_KEY_RE)}) && self != '.' && self != '..'",
+        "a Secret key (secretRef.key, webhookSecretRef.key) is letters, digits, '-', '_' and '.', not '.' or '..'",
+        lambda v: re.fullmatch(SECRET_KEY_RE, v) is not None and v not in (".", ".."),
+        min_length=1, max_length=MAX_NAME,
+    )] = Field(description="Key within the Secret.")
 
 
 class Notify(ApiModel):

@@ -24,7 +24,6 @@ from pydantic import AfterValidator, Field, model_validator
 from mlsteward_operator.api.common import (
     AGE,
     ApiModel,
-    Duration,
     KindInfo,
     Notify,
     ObjectMeta,
@@ -38,6 +37,7 @@ from mlsteward_operator.api.common import (
     ranged,
     rules,
 )
+from mlsteward_operator.api.fields import DeploymentRef, duration_type
 
 MAX_HISTORY = 50
 MAX_RETRAIN_STEPS = 20
@@ -98,16 +98,52 @@ class Action(StrEnum):
     retrain = "Retrain"
 
 
+RETRAIN_TEMPLATE_MESSAGE = ("retrain.template is a Job spec: it needs template.spec.containers with at least one "
+                            "container")
+
+
+def _has_containers(template: dict[str, Any]) -> bool:
+    pod = template.get("template")
+    spec = pod.get("spec") if isinstance(pod, dict) else None
+    containers = spec.get("containers") if isinstance(spec, dict) else None
+    return isinstance(containers, list) and len(containers) > 0
+
+
+def _kept(description: str, **schema: Any) -> dict[str, Any]:
+    return {"type": "object", "description": description, "x-kubernetes-preserve-unknown-fields": True, **schema}
+
+
+# The path to the containers of a Job spec, declared so that CEL can see it (CEL sees no field that the schema only
+# preserves); everything else in the template stays free-form.
+_JOB_SPEC_PATH = {"template": _kept("The Job's pod template.", properties={"spec": _kept(
+    "The pod spec.", properties={"containers": {
+        "type": "array", "description": "The pod's containers.", "items": _kept("A container.")}})})}
+
+
 class Retrain(ApiModel):
     """The retraining Job run by the Retrain action."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            cel("has(self.template.template) && has(self.template.template.spec) && "
+                "has(self.template.template.spec.containers) && size(self.template.template.spec.containers) > 0",
+                RETRAIN_TEMPLATE_MESSAGE)
+        )
+    }
 
     template: dict[str, Any] = Field(
         description=(
             "A batch/v1 Job spec (`spec` of a Job) run to retrain; its result is registered as a new ModelVersion "
             "with lineage."
         ),
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "properties": _JOB_SPEC_PATH},
     )
+
+    @model_validator(mode="after")
+    def _containers(self) -> Retrain:
+        if not _has_containers(self.template):
+            raise ValueError(RETRAIN_TEMPLATE_MESSAGE)
+        return self
 
 
 CRON_MESSAGE = ("spec.schedule must be a 5-field cron expression (minute hour day-of-month month day-of-week, in "
@@ -193,12 +229,13 @@ class DriftMonitorSpec(ApiModel):
         )
     }
 
-    deployment: ObjectName = Field(description="ModelDeployment whose inputs are watched.")
-    interval: Duration = Field(default="5m", description="Time between checks, e.g. 5m.")
+    deployment: DeploymentRef = Field(description="ModelDeployment whose inputs are watched.")
+    interval: duration_type("spec.interval") = Field(default="5m", description="Time between checks, e.g. 5m.")
     window: Window = Field(
         default_factory=Window, json_schema_extra=defaulted(Window), description="Rows pooled per check.")
-    features: Annotated[list[Annotated[str, Field(min_length=1, max_length=253)]], Field(max_length=1024)] = Field(
-        default_factory=list, description="Features to test (default: every input of the signature)."
+    features: Annotated[list[Annotated[str, Field(min_length=1, max_length=253)]], Field(
+        max_length=1024, json_schema_extra={"x-kubernetes-list-type": "set"})] = Field(
+        default_factory=list, description="Features to test, each once (default: every input of the signature)."
     )
     thresholds: Thresholds = Field(
         default_factory=Thresholds, json_schema_extra=defaulted(Thresholds), description="Detection thresholds.")
@@ -207,7 +244,7 @@ class DriftMonitorSpec(ApiModel):
         default=[Action.alert], description="What to do on drift: Alert, Rollback, Retrain."
     )
     retrain: Retrain | None = Field(default=None, description="Retraining Job (action Retrain).")
-    cooldown: Duration = Field(
+    cooldown: duration_type("spec.cooldown", zero=True) = Field(
         default="30m", description="Least time between two actions; a retraining started by spec.schedule or "
         "spec.performance counts as an action too.")
     notify: Notify | None = Field(default=None, description="Webhook for alerts.")
@@ -238,6 +275,8 @@ class DriftMonitorSpec(ApiModel):
 
     @model_validator(mode="after")
     def _actions(self) -> DriftMonitorSpec:
+        if len(set(self.features)) != len(self.features):
+            raise ValueError("spec.features must not repeat a feature")
         if Action.retrain in self.actions and self.retrain is None:
             raise ValueError("actions include Retrain: set spec.retrain.template (the Job to run)")
         if Action.retrain in self.actions and Action.rollback in self.actions:

@@ -16,8 +16,8 @@ from pydantic import Field, model_validator
 from mlsteward_operator.api.common import (
     AGE,
     DNS_LABEL,
+    MAX_SHORT,
     ApiModel,
-    Duration,
     KindInfo,
     ObjectMeta,
     ObjectName,
@@ -28,9 +28,11 @@ from mlsteward_operator.api.common import (
     StatusBase,
     cel,
     defaulted,
+    matching,
     ranged,
     rules,
 )
+from mlsteward_operator.api.fields import DeploymentRef, duration_type
 
 MAX_VARIANTS = 10
 
@@ -74,7 +76,10 @@ class Sticky(ApiModel):
         )
     }
 
-    header: ShortText | None = Field(default=None, description="Request header whose value is hashed, e.g. x-user-id.")
+    header: Annotated[str, *matching(
+        r"^[A-Za-z0-9_.-]+$", "sticky.header must be an HTTP header name: letters, digits, '-', '_' and '.'",
+        min_length=1, max_length=MAX_SHORT,
+    )] | None = Field(default=None, description="Request header whose value is hashed, e.g. x-user-id.")
     body_key: ShortText | None = Field(default=None, description="Top-level JSON body key whose value is hashed.")
 
     @model_validator(mode="after")
@@ -101,6 +106,10 @@ class Goal(StrEnum):
     minimize = "minimize"
 
 
+# Maximizing either would promote the slowest or the most failing arm.
+LOWER_IS_BETTER = "metrics latency and error-rate are lower-is-better: set metric.goal: minimize"
+
+
 class Metric(ApiModel):
     """What is compared between arms."""
 
@@ -114,6 +123,7 @@ class Metric(ApiModel):
                 "!(self.name in ['accuracy', 'error-rate']) || self.kind == 'binary'",
                 "metrics accuracy and error-rate are binary: set metric.kind: binary",
             ),
+            cel("!(self.name in ['latency', 'error-rate']) || self.goal == 'minimize'", LOWER_IS_BETTER),
         )
     }
 
@@ -130,6 +140,8 @@ class Metric(ApiModel):
             raise ValueError("metric latency is continuous: set metric.kind: continuous")
         if self.name in (MetricName.accuracy, MetricName.error_rate) and self.kind != MetricKind.binary:
             raise ValueError("metrics accuracy and error-rate are binary: set metric.kind: binary")
+        if self.name in (MetricName.latency, MetricName.error_rate) and self.goal != Goal.minimize:
+            raise ValueError(LOWER_IS_BETTER)
         return self
 
 
@@ -143,7 +155,7 @@ class Stopping(ApiModel):
     min_samples_per_variant: int = Field(
         default=1000, ge=1, le=1_000_000_000, description="Outcomes each arm needs before any conclusion."
     )
-    max_duration: Duration | None = Field(
+    max_duration: duration_type("stopping.maxDuration") | None = Field(
         default=None, description="Stop (phase Stopped) after this long without a conclusion, e.g. 72h."
     )
     sequential: bool = Field(
@@ -157,10 +169,20 @@ class OnSuccess(StrEnum):
     report = "Report"
 
 
+ZERO_WEIGHT_MESSAGE = ("with strategy Weighted every variant needs a weight above 0 (an arm without traffic never "
+                       "gets the outcomes a conclusion needs)")
+
+
 class ExperimentSpec(ApiModel):
     """Compare versions on live traffic."""
 
-    deployment: ObjectName = Field(description="ModelDeployment whose traffic is split.")
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": rules(
+            cel("self.strategy.type != 'Weighted' || self.variants.all(v, v.weight > 0)", ZERO_WEIGHT_MESSAGE)
+        )
+    }
+
+    deployment: DeploymentRef = Field(description="ModelDeployment whose traffic is split.")
     variants: Annotated[
         list[Variant],
         Field(
@@ -200,6 +222,8 @@ class ExperimentSpec(ApiModel):
         names = [v.name for v in self.variants]
         if len(set(names)) != len(names):
             raise ValueError("variant names must be unique")
+        if self.strategy.type == StrategyType.weighted and any(v.weight == 0 for v in self.variants):
+            raise ValueError(ZERO_WEIGHT_MESSAGE)
         versions = [v.version for v in self.variants]
         if len(set(versions)) != len(versions):
             raise ValueError("variant versions must be distinct (the router counts outcomes per version)")

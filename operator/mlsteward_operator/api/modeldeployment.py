@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
+import re
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from mlsteward_operator.api.common import (
     AGE,
@@ -21,7 +22,6 @@ from mlsteward_operator.api.common import (
     MAX_MESSAGE,
     MAX_SHORT,
     ApiModel,
-    Duration,
     KindInfo,
     Notify,
     ObjectMeta,
@@ -32,15 +32,53 @@ from mlsteward_operator.api.common import (
     ShortText,
     StatusBase,
     cel,
+    checked,
     defaulted,
     ranged,
     ready_column,
     rules,
 )
+from mlsteward_operator.api.fields import duration_type
 
-# A resource quantity (`500m`, `1Gi`, `2`): Kubernetes accepts an integer or a string.
-Quantity = int | Annotated[str, Field(max_length=64)]
-ResourceMap = Annotated[dict[Annotated[str, Field(max_length=MAX_SHORT)], Quantity], Field(max_length=16)]
+# A resource quantity (`500m`, `1Gi`, `2`): Kubernetes accepts an integer or a string. The pattern is
+# apimachinery's Quantity without a sign, and integers have a minimum: a Pod refuses negative requests and limits.
+# Schema keywords rather than CEL: CEL sizes an int-or-string value at the whole request, so any rule on it is
+# estimated far over the cost budget.
+QUANTITY_RE = (r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|"
+               r"(\.[0-9]+))))?$")
+QUANTITY_MESSAGE = "resource quantities are such as 500m, 1Gi or 2, and not negative"
+# What a container's resources may name: the standard resources, hugepages and extended resources (a domain-prefixed
+# name such as nvidia.com/gpu). Anything else makes the API server refuse the predictor Deployment later.
+RESOURCE_NAMES = ("cpu", "memory", "ephemeral-storage")
+RESOURCES_MESSAGE = (
+    "resources requests and limits name cpu, memory, ephemeral-storage, hugepages-<size> or an extended resource "
+    "such as nvidia.com/gpu"
+)
+
+
+def _quantity_ok(q: int | str) -> int | str:
+    if (q < 0) if isinstance(q, int) else re.fullmatch(QUANTITY_RE, q) is None:
+        raise ValueError(QUANTITY_MESSAGE)
+    return q
+
+
+def _names_ok(value: dict[str, int | str]) -> bool:
+    return all(k in RESOURCE_NAMES or k.startswith("hugepages-") or "/" in k for k in value)
+
+
+Quantity = Annotated[
+    int | Annotated[str, Field(max_length=64)],
+    Field(json_schema_extra={"pattern": QUANTITY_RE, "minimum": 0}),
+    AfterValidator(_quantity_ok),
+]
+_NAMES_LIST = ", ".join(f"'{n}'" for n in RESOURCE_NAMES)
+ResourceMap = Annotated[
+    dict[Annotated[str, Field(max_length=MAX_SHORT)], Quantity],
+    *checked(
+        f"self.all(k, k in [{_NAMES_LIST}] || k.startsWith('hugepages-') || k.contains('/'))",
+        RESOURCES_MESSAGE, _names_ok, max_length=16,
+    ),
+]
 
 
 class Resources(ApiModel):
@@ -139,7 +177,7 @@ class Rollout(ApiModel):
         default=[10, 50, 100],
         description="Canary traffic percentages of the new version, strictly ascending and ending at 100.",
     )
-    step_interval: Duration = Field(
+    step_interval: duration_type("rollout.stepInterval") = Field(
         default="1m", description="How long each canary step lasts before it is judged, e.g. 30s, 5m."
     )
     analysis: Analysis | None = Field(default=None, description="Gates judged at the end of each step.")
@@ -223,7 +261,7 @@ class Cache(ApiModel):
     """Cache of predictions keyed by the request's input rows."""
 
     max_entries: int = Field(default=10000, ge=1, le=10_000_000, description="Most cached predictions per router.")
-    ttl: Duration = Field(default="5m", description="How long a cached prediction stays valid.")
+    ttl: duration_type("cache.ttl") = Field(default="5m", description="How long a cached prediction stays valid.")
 
 
 class RouterSpec(ApiModel):
@@ -299,7 +337,8 @@ class Alerts(ApiModel):
         )
     }
 
-    interval: Duration = Field(default="1m", description="Time between two samples of the predictors, e.g. 30s.")
+    interval: duration_type("alerts.interval") = Field(
+        default="1m", description="Time between two samples of the predictors, e.g. 30s.")
     history: int = Field(
         default=60, ge=10, le=MAX_HEALTH_SAMPLES,
         description=f"Samples kept in status.health.samples (10..{MAX_HEALTH_SAMPLES}); anomaly detection looks back "

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from mlsteward_operator.api import KINDS, ModelDeploymentSpec, ModelVersionSpec
 from mlsteward_operator.api.common import parse_duration
 from mlsteward_operator.api.driftmonitor import DriftMonitorSpec
 from mlsteward_operator.api.experiment import ExperimentSpec
+from mlsteward_operator.api.modelversion import VALIDATED_METRICS
 from mlsteward_operator.config import OperatorConfig
 
 SHA = "ef" * 32
+MV = {"model": "iris", "version": "1.0.0", "artifact": {"uri": "/m/a.skops", "sha256": SHA}}
 
 
 def test_wire_names_are_kubernetes_style() -> None:
@@ -89,3 +94,76 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.image == "reg/mlsteward:9" and cfg.namespaces == ["team-a", "team-b"]
     assert cfg.artifact_volume_type == "hostPath" and cfg.predictor_resources == {"requests": {"cpu": "1"}}
     assert (cfg.predictor_port, cfg.router_port, cfg.image_pull_policy) == (8080, 8080, "IfNotPresent")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Admission edges (tests/fixtures/admission.yaml): the models agree with the API server on every case
+# --------------------------------------------------------------------------------------------------------------
+
+ADMISSION = yaml.safe_load((Path(__file__).resolve().parents[2] / "fixtures" / "admission.yaml").read_text())
+SPECS = {info.kind: info.spec for info in KINDS}
+
+
+@pytest.mark.parametrize("case", ADMISSION["accepted"], ids=[c["what"] for c in ADMISSION["accepted"]])
+def test_models_accept_the_edge_values_the_crd_accepts(case: dict) -> None:
+    spec = SPECS[case["kind"]].model_validate(case["spec"])
+    assert spec.to_k8s()
+
+
+@pytest.mark.parametrize("case", ADMISSION["refused"], ids=[c["what"] for c in ADMISSION["refused"]])
+def test_models_refuse_the_values_the_crd_refuses(case: dict) -> None:
+    with pytest.raises(ValidationError) as caught:
+        SPECS[case["kind"]].model_validate(case["spec"])
+    if not case.get("schema"):  # a CEL rule: pydantic answers with the same message
+        assert case["expect"] in str(caught.value)
+
+
+def test_threshold_metrics_are_those_validate_computes() -> None:
+    from mlsteward_runtime.stats import evaluate
+
+    computed = {*evaluate.CLASSIFIER_METRICS, *evaluate.REGRESSOR_METRICS, *evaluate._ALIASES}
+    assert set(VALIDATED_METRICS) == computed
+    # Every threshold the CRD accepts, the validate command parses to the same metric, operator and number.
+    for text in ["accuracy >= 0.7", "AUC>0.8", "rmse < 3.5e1", "r2 > -1e-3", "f1<=1"]:
+        ModelVersionSpec.model_validate({**MV, "validation": {"dataset": "/d.csv", "target": "y", "thresholds": [text]}})
+        parsed = evaluate.parse_threshold(text)
+        assert parsed.metric in computed
+
+
+@pytest.mark.parametrize("uri", ["/m/a.skops", "file:///m/a.skops", "file://localhost/m/a.skops",
+                                 "http://h/a", "https://h:8443/a?x=1", "s3://bucket/k", "s3://bucket/dir/k.skops"])
+def test_uris_the_fetcher_reads_are_accepted(uri: str, tmp_path: Path) -> None:
+    ModelVersionSpec.model_validate({**MV, "artifact": {"uri": uri, "sha256": SHA}})
+
+
+@pytest.mark.parametrize("uri", ["m/a.skops", "./a.skops", "gs://b/k", "ftp://h/a", "file://host/m/a", "file:a",
+                                 "s3://bucket", "s3://bucket/", "https://", " /m/a.skops", "/m/a.skops\n"])
+def test_uris_the_fetcher_cannot_read_are_refused(uri: str) -> None:
+    from mlsteward_runtime.artifacts import fetch_artifact
+    from mlsteward_runtime.errors import ModelLoadError
+
+    with pytest.raises(ValidationError, match="artifact.uri must be an absolute path"):
+        ModelVersionSpec.model_validate({**MV, "artifact": {"uri": uri, "sha256": SHA}})
+    if not uri.startswith(("http", "s3")):  # no network from a unit test; the rest fail before any I/O
+        with pytest.raises(ModelLoadError):
+            fetch_artifact(uri)
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("1ms", True), ("0.5s", True), ("1h30m", True), ("8760h", True), ("525600m", True), ("999999ms", True),
+    ("0s", False), ("0.0h", False), ("8760h1ms", False), ("1000000ms", False), ("9999999999999999h", False),
+    ("-1s", False), ("1d", False), ("", False),
+])
+def test_durations_are_above_zero_and_at_most_a_year(value: str, ok: bool) -> None:
+    body = {"version": "v", "rollout": {"stepInterval": value}}
+    if ok:
+        assert ModelDeploymentSpec.model_validate(body).rollout.step_interval == value
+    else:
+        with pytest.raises(ValidationError, match="rollout.stepInterval"):
+            ModelDeploymentSpec.model_validate(body)
+
+
+def test_a_zero_cooldown_means_none_and_is_accepted() -> None:
+    assert DriftMonitorSpec.model_validate({"deployment": "d", "cooldown": "0s"}).cooldown == "0s"
+    with pytest.raises(ValidationError, match="spec.interval must be a duration"):
+        DriftMonitorSpec.model_validate({"deployment": "d", "interval": "0s"})

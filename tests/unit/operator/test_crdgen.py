@@ -10,6 +10,7 @@ import yaml
 
 from mlsteward_operator import crdgen
 from mlsteward_operator.api import KINDS
+from mlsteward_operator.api.modeldeployment import QUANTITY_RE
 
 ROOT = Path(__file__).resolve().parents[3]
 BAD = ROOT / "tests" / "fixtures" / "bad"
@@ -157,8 +158,11 @@ def test_free_form_only_where_intended() -> None:
         # Golden rows hold the feature values of one request.
         ("mlsteward.io_modelversions.yaml", ".status.golden.inputs[][]"),
         ("mlsteward.io_modelversions.yaml", ".status.golden.outputs[]"),
-        # A whole Job spec.
+        # A whole Job spec, with the path to its containers declared so that a CEL rule can see them.
         ("mlsteward.io_driftmonitors.yaml", ".spec.retrain.template"),
+        ("mlsteward.io_driftmonitors.yaml", ".spec.retrain.template.template"),
+        ("mlsteward.io_driftmonitors.yaml", ".spec.retrain.template.template.spec"),
+        ("mlsteward.io_driftmonitors.yaml", ".spec.retrain.template.template.spec.containers[]"),
     }
 
 
@@ -174,7 +178,11 @@ def test_metrics_maps_are_numbers() -> None:
 def test_quantities_are_int_or_string() -> None:
     md = _schema(_crds()["mlsteward.io_modeldeployments.yaml"])
     requests = md["properties"]["spec"]["properties"]["resources"]["properties"]["requests"]
-    assert requests["additionalProperties"] == {"x-kubernetes-int-or-string": True}
+    # A string must be a quantity and an integer not negative (a Pod refuses anything else).
+    quantity = requests["additionalProperties"]
+    assert quantity["x-kubernetes-int-or-string"] is True and quantity["minimum"] == 0
+    assert set(quantity) == {"x-kubernetes-int-or-string", "minimum", "pattern"}
+    assert quantity["pattern"] == QUANTITY_RE
 
 
 def test_status_has_no_defaults_and_spec_has_effective_defaults() -> None:
