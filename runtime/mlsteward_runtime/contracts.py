@@ -326,8 +326,9 @@ class RuntimeStats(_Model):
     version: str
     window_s: float
     count: int
-    errors: int
-    error_rate: float
+    errors: int = Field(description="Server errors (5xx) in the window; the error rate gates and alerts read.")
+    error_rate: float = Field(description="errors / count: server errors only, never the clients' 4xx.")
+    client_errors: int = Field(default=0, description="Requests refused as the client's fault (4xx).")
     throughput_rps: float
     latency_ms: Quantiles
     feedback: int = 0

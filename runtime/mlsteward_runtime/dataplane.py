@@ -162,8 +162,10 @@ class DataPlane:
         if self.prediction_log is not None:
             self.prediction_log.submit(request_id, X, pred)
 
-    def record_request(self, latency_ms: float, error: bool) -> None:
-        self.stats.record(latency_ms, error)
+    def record_request(self, latency_ms: float, status: int) -> None:
+        # Only 5xx are the server's errors: a client that sends bad input on purpose must not be able to push a
+        # version's error rate over a rollout gate or an alert. 4xx are counted apart as client_errors.
+        self.stats.record(latency_ms, status >= 500, 400 <= status < 500)
 
     async def join_feedback(self, request_id: str, label: Any = None, reward: Any = None) -> dict[str, Any]:
         if self.peers is not None and self.feedback.get(request_id) is None:
@@ -193,6 +195,7 @@ class DataPlane:
             window_s=self.stats.window_s,
             count=count,
             errors=s["errors"],
+            client_errors=s["client_errors"],
             error_rate=(s["errors"] / count) if count else 0.0,
             throughput_rps=round(count / s["span_s"], 3) if s["span_s"] > 0 else 0.0,
             latency_ms=Quantiles(p50=p50, p95=p95, p99=p99),

@@ -86,4 +86,4 @@ class Edge:
             endpoint = route.path if route is not None else "unmatched"
             self.metrics.observe_request(endpoint, status, dt)
             if endpoint in PREDICT_ENDPOINTS:
-                self.plane.record_request(dt * 1000.0, status >= 400)
+                self.plane.record_request(dt * 1000.0, status)
