@@ -144,13 +144,16 @@ class DataPlane:
             raise NotReady("the model is not ready yet", field="model", rule="ready")
         try:
             if self.batcher is not None:
-                return await self.batcher.submit(X)
-            self.metrics.batch_rows.observe(len(X))
-            return self._predict(X)
+                pred, proba = await self.batcher.submit(X)
+            else:
+                self.metrics.batch_rows.observe(len(X))
+                pred, proba = self._predict(X)
         except (ValueError, TypeError) as exc:
             # Validated input the model still rejects (e.g. a category its encoder never saw) is the client's
             # request meeting the model's limits, not a server fault.
             raise InvalidInput(f"the model rejected the input: {exc}", field="instances", rule="model") from exc
+        _check_finite(pred, proba)
+        return pred, proba
 
     def observe(self, request_id: str, X: np.ndarray, pred: np.ndarray) -> None:
         """Record a served prediction: drift window, feedback join, prediction log."""
@@ -215,6 +218,17 @@ class DataPlane:
         merged = merge_windows([own, *self.peers.windows()], self.config.drift_window.size,
                                self.config.drift_window.seed)
         return merged or own
+
+
+def _check_finite(pred: np.ndarray, proba: np.ndarray | None) -> None:
+    """Refuse NaN or infinite outputs: finite inputs near the float64 limits (say ±1e308) overflow inside a model,
+    and JSON has no NaN, so they would reach the client as nulls in a 200. The input is what caused it: a 422."""
+    bad = pred.dtype.kind == "f" and not np.isfinite(pred).all()
+    if not bad and proba is not None:
+        bad = not np.isfinite(proba).all()
+    if bad:
+        raise InvalidInput("the model's output for this input is not a finite number (NaN or infinity); inputs "
+                           "this far from the training data overflow", field="outputs", rule="finite_output")
 
 
 def _outputs_match(got: list[Any], expected: list[Any]) -> bool:

@@ -78,7 +78,8 @@ def decode(body: Any, validator: RowValidator) -> V2Request:
     if params is not None and type(params) is not dict:
         raise InvalidInput("parameters must be an object", field="parameters", rule="type")
     outputs = _requested_outputs(body.get("outputs"))
-    tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
+    bound = _Bound(validator)
+    tensors = [_tensor(t, i, bound) for i, t in enumerate(inputs)]
     names = validator.names
     if len(tensors) == 1 and not (len(names) == 1 and tensors[0][0] == names[0] and len(tensors[0][2]) == 1):
         name, dtype, shape, arr = tensors[0]
@@ -137,7 +138,35 @@ def _requested_outputs(outputs: Any) -> list[str] | None:
     return names
 
 
-def _tensor(t: Any, i: int) -> tuple[str, str, list[int], np.ndarray]:
+class _Bound:
+    """The largest tensor a request may declare: max_rows rows of all features, and no dimension above that."""
+
+    __slots__ = ("rows", "elements", "dim")
+
+    def __init__(self, validator: RowValidator) -> None:
+        self.rows = validator.max_rows if validator.max_rows is not None else 2**31
+        self.elements = self.rows * max(validator.n, 1)
+        self.dim = max(self.rows, validator.n)
+
+
+def _check_shape(shape: list[int], f: str, bound: _Bound) -> int:
+    """The element count of `shape`, checked before any data is touched.
+
+    Python integers do not overflow, so a product of huge dimensions is exact; the checks refuse a shape with no
+    elements (whatever its other dimensions) and any dimension or product beyond the request limit, so nothing
+    downstream (reshape, NumPy allocation) ever sees such a shape.
+    """
+    expected = math.prod(shape)
+    if expected == 0:
+        raise InvalidInput(f"{f}.shape {shape} holds no elements; send at least one row", field=f"{f}.shape",
+                           rule="min_items")
+    if max(shape) > bound.dim or expected > bound.elements:
+        raise InvalidInput(f"{f}.shape {shape} exceeds the limit of {bound.rows} rows", field=f"{f}.shape",
+                           rule="max_items")
+    return expected
+
+
+def _tensor(t: Any, i: int, bound: _Bound) -> tuple[str, str, list[int], np.ndarray]:
     f = f"inputs[{i}]"
     if type(t) is not dict:
         raise InvalidInput(f"{f} must be a tensor object", field=f, rule="type")
@@ -150,8 +179,8 @@ def _tensor(t: Any, i: int) -> tuple[str, str, list[int], np.ndarray]:
         raise InvalidInput(f"{f}.datatype must be one of {list(DATATYPES)}", field=f"{f}.datatype", rule="allowed")
     if type(data) is not list:
         raise InvalidInput(f"{f}.data must be a list", field=f"{f}.data", rule="type")
+    expected = _check_shape(shape, f, bound)
     flat, kinds = _flatten(data, f)
-    expected = math.prod(shape)
     if len(flat) != expected:
         raise InvalidInput(f"{f}.data has {len(flat)} elements but shape {shape} needs {expected}",
                            field=f"{f}.data", rule="shape")
