@@ -48,5 +48,10 @@ class ServeSettings(BaseSettings):
     shared_dir: str | None = None
     """Directory where workers publish stats and drift snapshots and prediction journals (set by the server)."""
 
+    parse_offload_bytes: int = Field(default=256 * 1024, ge=0)
+    """Request bodies of at least this many bytes are parsed and validated in a thread, off the event loop, so one
+    client's large request does not hold up the others; smaller ones are decoded in place (a thread hop costs more
+    than their parse)."""
+
     worker_index: int = 0
     """Index of this worker process (set by the server when forking)."""

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mlsteward_runtime.endpoints.common import body_doc, json_response, plane_of, read_json
+from mlsteward_runtime.endpoints.common import body_doc, decode_body, json_response, plane_of
 from mlsteward_runtime.errors import InvalidInput
 from mlsteward_runtime.metrics import CONTENT_TYPE_LATEST
 
@@ -42,7 +42,7 @@ async def drift_window(request: Request) -> Response:
 @router.post("/v1/feedback", tags=["feedback"], openapi_extra=body_doc(FEEDBACK_SCHEMA))
 async def feedback(request: Request) -> Response:
     plane = plane_of(request)
-    body = await read_json(request, plane.config.limits.max_body_bytes)
+    body = await decode_body(request, plane, lambda body: body, ready=False)
     if type(body) is not dict:
         raise InvalidInput("the body must be a JSON object", field="body", rule="type")
     unknown = [k for k in body if k not in ("request_id", "label", "reward")]

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mlsteward_runtime.endpoints.common import body_doc, check_ready, json_response, plane_of, read_json, request_id
+from mlsteward_runtime.endpoints.common import body_doc, decode_body, json_response, plane_of, request_id
 from mlsteward_runtime.protocols import simple
 
 router = APIRouter()
@@ -16,9 +16,7 @@ router = APIRouter()
 @router.post("/predict", tags=["simple"], openapi_extra=body_doc(simple.REQUEST_SCHEMA))
 async def predict(request: Request) -> Response:
     plane = plane_of(request)
-    body = await read_json(request, plane.config.limits.max_body_bytes)
-    check_ready(plane)
-    X = simple.decode(body, plane.validator)  # type: ignore[arg-type]
+    X = await decode_body(request, plane, lambda body: simple.decode(body, plane.validator))  # type: ignore[arg-type]
     pred, proba = await plane.infer(X)
     rid = request_id(request)
     plane.observe(rid, X, pred)

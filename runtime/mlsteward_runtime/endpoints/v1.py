@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlsteward_runtime.endpoints.common import (
-    body_doc, check_name, check_ready, json_response, plane_of, read_json, request_id,
+    body_doc, check_name, decode_body, json_response, plane_of, request_id,
 )
 from mlsteward_runtime.protocols import v1
 
@@ -24,9 +24,7 @@ async def v1_model(request: Request, name: str) -> Response:
 async def v1_predict(request: Request, name: str) -> Response:
     plane = plane_of(request)
     check_name(plane, name)
-    body = await read_json(request, plane.config.limits.max_body_bytes)
-    check_ready(plane)
-    X = v1.decode(body, plane.validator)  # type: ignore[arg-type]
+    X = await decode_body(request, plane, lambda body: v1.decode(body, plane.validator))  # type: ignore[arg-type]
     pred, _ = await plane.infer(X)
     plane.observe(request_id(request), X, pred)
     return json_response(v1.encode(pred))

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlsteward_runtime.endpoints.common import (
-    body_doc, check_name, check_ready, error_body, json_response, plane_of, read_json, request_id,
+    body_doc, check_name, check_ready, decode_body, error_body, json_response, plane_of, request_id,
 )
 from mlsteward_runtime.errors import NotFound
 from mlsteward_runtime.protocols import v2
@@ -59,9 +59,7 @@ async def model_ready(request: Request, name: str) -> Response:
 async def _infer(request: Request, name: str) -> Response:
     plane = plane_of(request)
     check_name(plane, name)
-    body = await read_json(request, plane.config.limits.max_body_bytes)
-    check_ready(plane)
-    req = v2.decode(body, plane.validator)  # type: ignore[arg-type]
+    req = await decode_body(request, plane, lambda body: v2.decode(body, plane.validator))  # type: ignore[arg-type]
     pred, proba = await plane.infer(req.X)
     plane.observe(request_id(request), req.X, pred)
     return json_response(v2.encode(name, plane.version, req, pred, proba))

@@ -180,18 +180,23 @@ def _tensor(t: Any, i: int, bound: _Bound) -> tuple[str, str, list[int], np.ndar
     if type(data) is not list:
         raise InvalidInput(f"{f}.data must be a list", field=f"{f}.data", rule="type")
     expected = _check_shape(shape, f, bound)
-    flat, kinds = _flatten(data, f)
+    if len(data) > expected:
+        raise InvalidInput(f"{f}.data has more than the {expected} elements shape {shape} needs",
+                           field=f"{f}.data", rule="shape")
+    flat, kinds = _flatten(data, f, len(shape), expected)
     if len(flat) != expected:
         raise InvalidInput(f"{f}.data has {len(flat)} elements but shape {shape} needs {expected}",
                            field=f"{f}.data", rule="shape")
     return name, dtype, shape, _typed(flat, kinds, dtype, f)
 
 
-def _flatten(data: list[Any], f: str) -> tuple[list[Any], set[type]]:
+def _flatten(data: list[Any], f: str, rank: int, expected: int) -> tuple[list[Any], set[type]]:
     """The values in row-major order and the set of their Python types.
 
     The common shapes (flat, or a list of flat rows) are handled with C-level passes (map, chain); a Python loop
-    over every value cost about 2 µs per row of 30 features, more than the model call for a linear model.
+    over every value cost about 2 µs per row of 30 features, more than the model call for a linear model. Nesting
+    deeper than the tensor's rank, or more values than its shape needs, stops the walk at once (rule max_depth or
+    shape) rather than after walking everything a hostile body holds.
     """
     if not data or type(data[0]) is not list:
         kinds = set(map(type, data))
@@ -205,17 +210,20 @@ def _flatten(data: list[Any], f: str) -> tuple[list[Any], set[type]]:
             return flat, kinds
     out: list[Any] = []
 
-    # Depth-first, row-major flattening; absurdly deep nesting is a client error, not a crash.
-    def walk(x: list[Any]) -> None:
+    # Depth-first, row-major flattening, bounded by the rank (depth) and the element count the shape declares.
+    def walk(x: list[Any], depth: int) -> None:
+        if depth > rank:
+            raise InvalidInput(f"{f}.data is nested {depth} deep; shape has rank {rank}", field=f"{f}.data",
+                               rule="max_depth")
         for v in x:
             if type(v) is list:
-                walk(v)
+                walk(v, depth + 1)
             else:
                 out.append(v)
-    try:
-        walk(data)
-    except RecursionError as exc:
-        raise InvalidInput(f"{f}.data is nested too deeply", field=f"{f}.data", rule="shape") from exc
+        if len(out) > expected:
+            raise InvalidInput(f"{f}.data has more than the {expected} elements its shape needs",
+                               field=f"{f}.data", rule="shape")
+    walk(data, 1)
     return out, set(map(type, out))
 
 
