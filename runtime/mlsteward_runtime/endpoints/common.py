@@ -57,11 +57,14 @@ def check_ready(plane: DataPlane) -> None:
         raise NotReady("the model is not ready yet", field="model", rule="ready")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it is known to exceed `limit` bytes.
+async def read_body(request: Request, limit: int, most_values: int | None = None) -> bytes:
+    """The raw body, refused with 413 as soon as it is known to exceed `limit` bytes or `most_values` values.
 
     Content-Length is checked before anything is read; the receive loop then counts the bytes that actually arrive
-    (chunked bodies have no length, and a body must never be buffered past the limit).
+    (chunked bodies have no length, and a body must never be buffered past the limit) and the commas in them.
+    orjson holds the GIL for a whole parse (about a second for 8 MiB of small numbers on a loaded core), so a body
+    with more values than any acceptable request could carry is refused from that count, a C-speed scan of each
+    chunk, and usually long before it has all arrived.
     """
     ctype = request.headers.get("content-type")
     if ctype is not None:
@@ -79,11 +82,16 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body of {n} bytes exceeds the limit of {limit}", field="body",
                                   rule="max_bytes")
     chunks: list[bytes] = []
-    size = 0
+    size = commas = 0
+    most = most_values if most_values is not None else limit
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", field="body", rule="max_bytes")
+        commas += chunk.count(b",")
+        if commas >= most:
+            raise PayloadTooLarge(f"body holds more than {most} values, the most max_rows rows of all features "
+                                  "could need", field="body", rule="max_values")
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
@@ -97,17 +105,7 @@ def max_values(plane: DataPlane) -> int:
     return 2 * plane.config.limits.max_rows * max(features, 1) + 1024
 
 
-def parse_json(body: bytes, most: int) -> Any:
-    """Parse a body whose size is already within the limit, refusing one with too many values before parsing.
-
-    orjson holds the GIL for the whole parse (about 75 ms per MB of numbers on one core), so a body with far more
-    values than any acceptable request could carry is refused from a count of its commas, a C-speed scan of the
-    bytes, instead of after a parse that would stall every other client on the event loop.
-    """
-    commas = body.count(b",")
-    if commas >= most:
-        raise PayloadTooLarge(f"body holds at least {commas + 1} values; at most {most} (max_rows rows of all "
-                              "features) are accepted", field="body", rule="max_values")
+def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -121,10 +119,9 @@ async def decode_body(request: Request, plane: DataPlane, decode: Callable[[Any]
     requests are served in between. Small bodies are decoded in place, where a thread hop would cost more than it
     saves. `ready` checks readiness after the body arrived and before any parsing.
     """
-    body = await read_body(request, plane.config.limits.max_body_bytes)
+    body = await read_body(request, plane.config.limits.max_body_bytes, max_values(plane))
     if ready:
         check_ready(plane)
-    most = max_values(plane)
     if len(body) < request.app.state.settings.parse_offload_bytes:
-        return decode(parse_json(body, most))
-    return await asyncio.to_thread(lambda: decode(parse_json(body, most)))
+        return decode(parse_json(body))
+    return await asyncio.to_thread(lambda: decode(parse_json(body)))
