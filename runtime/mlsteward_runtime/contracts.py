@@ -135,7 +135,9 @@ class RuntimeConfig(_Model):
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Adaptive micro-batching.")
     drift_window: DriftWindowConfig = Field(default_factory=DriftWindowConfig, description="Input sample for drift.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request size limits.")
-    pii_fields: list[str] = Field(default_factory=list, description="Feature names redacted in logs.")
+    pii_fields: list[str] = Field(
+        default_factory=list, description="Feature names redacted in logs and left out of the drift window."
+    )
     prediction_log: str | None = Field(
         default=None, description="Path of a JSONL prediction log, written off the request path."
     )

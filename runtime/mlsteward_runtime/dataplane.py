@@ -125,7 +125,8 @@ class DataPlane:
         if b.enabled:
             self.batcher = Batcher(self._predict, max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms,
                                    max_queue=b.max_queue, executor=executor, on_batch=rows_hist.observe)
-        self.window = Reservoir(self.signature, self.config.drift_window.size, self.config.drift_window.seed)
+        self.window = Reservoir(self.signature, self.config.drift_window.size, self.config.drift_window.seed,
+                                self.config.pii_fields)
         if self.config.prediction_log:
             Path(self.config.prediction_log).parent.mkdir(parents=True, exist_ok=True)
             self.prediction_log = PredictionLog(self.config.prediction_log, self.signature.names,

@@ -151,3 +151,19 @@ def _shared_client(cfg: RuntimeConfig) -> TestClient:
     if "c" not in _CLIENTS:
         _CLIENTS["c"] = TestClient(loaded_app(cfg)[0], raise_server_exceptions=False)
     return _CLIENTS["c"]
+
+
+def test_drift_window_leaves_out_pii_fields_like_the_logs(artifacts):
+    path, digest = artifacts["lr.skops"]
+    cfg = RuntimeConfig(name="iris", version="1", artifact={"uri": str(path), "sha256": digest},
+                        signature={"inputs": [{"name": n} for n in ("sl", "sw", "ssn", "pw")]},
+                        pii_fields=["ssn"], drift_window={"size": 16, "seed": 1})
+    client = TestClient(loaded_app(cfg)[0])
+    secret = 7.123456789
+    assert client.post("/predict", json={"instances": [[5.1, 3.5, secret, 0.2]] * 3}).status_code == 200
+    r = client.get("/v1/drift/window")
+    assert r.status_code == 200
+    window = r.json()
+    assert set(window["features"]) == {"sl", "sw", "pw"} and window["seen"] == 3
+    assert window["features"]["sl"]["values"] == [5.1] * 3
+    assert str(secret) not in r.text
