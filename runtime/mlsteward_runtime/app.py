@@ -22,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from mlsteward_runtime.dataplane import DataPlane
 from mlsteward_runtime.edge import Edge
@@ -112,10 +113,30 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Response
         err = BadRequest(f"{request.method} is not allowed on {request.url.path}", field="method",
                          rule="allowed")
         err.status_code = 405
+        err.headers = {"Allow": _allowed_methods(request)}
     else:
         err = BadRequest(str(exc.detail), field="request", rule="http")
         err.status_code = exc.status_code
     return await _runtime_error(request, err)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (RFC 9110 requires Allow on a 405).
+
+    Starlette's own Allow names only the first route whose path matched; /v1/models/{name} (GET) also matches
+    /v1/models/iris:predict (POST), so it would name GET alone.
+    """
+    scope = {**request.scope, "method": "\0"}
+    methods: set[str] = set()
+    stack = list(request.app.router.routes)
+    while stack:
+        route = stack.pop()
+        included = getattr(route, "original_router", None)  # an included APIRouter (no prefix here)
+        if included is not None:
+            stack.extend(included.routes)
+        elif route.matches(scope)[0] != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return ", ".join(sorted(methods))
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> Response:

@@ -30,9 +30,28 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
                     headers=headers)
 
 
-def error_body(schema_ref: str = "#/components/schemas/Error") -> dict[str, Any]:
-    return {"description": "Error naming the field and the rule",
-            "content": {JSON: {"schema": {"$ref": schema_ref}}}}
+def error_body(description: str = "Error naming the field and the rule") -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "string"}}}
+_CLOSE = {"Connection": {"description": "close: the rest of the body is not read.", "schema": {"type": "string"}}}
+NOT_FOUND = {404: error_body("No such model, version or request id (rule exists)")}
+NOT_READY = {503: {**error_body("The model is not loaded and checked yet (rule ready)"),
+                   "headers": _RETRY_AFTER}}
+BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: error_body("Empty or malformed JSON body (rules required, json) or bad Content-Length"),
+    413: {**error_body("Body over max_body_bytes (rule max_bytes) or with more values than max_rows rows "
+                       "(rule max_values)"), "headers": _CLOSE},
+    415: error_body("Content type other than application/json (rule media_type)"),
+    422: error_body("Input that breaks a rule of the signature or the protocol; field and rule name it"),
+}
+SIMPLE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **BODY_ERRORS,
+    503: {**error_body("Not ready (rule ready) or batch queue full (rules queue, queue_bytes)"),
+          "headers": _RETRY_AFTER},
+}
+PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {**SIMPLE_ERRORS, **NOT_FOUND}
 
 
 def body_doc(schema: dict[str, Any]) -> dict[str, Any]:

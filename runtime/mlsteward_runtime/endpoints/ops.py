@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import PlainTextResponse, Response
 
-from mlsteward_runtime.endpoints.common import body_doc, decode_body, json_response, plane_of
+from mlsteward_runtime.endpoints.common import BODY_ERRORS, NOT_READY, body_doc, error_body, decode_body, json_response, plane_of
 from mlsteward_runtime.errors import InvalidInput
 from mlsteward_runtime.metrics import CONTENT_TYPE_LATEST
 
@@ -24,7 +24,9 @@ FEEDBACK_SCHEMA: dict[str, Any] = {
 }
 
 
-@router.get("/metrics", tags=["observability"])
+@router.get("/metrics", tags=["observability"], response_class=PlainTextResponse,
+            responses={200: {"description": "Prometheus text exposition format",
+                             "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
 async def metrics(request: Request) -> Response:
     return Response(plane_of(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
@@ -34,12 +36,14 @@ async def stats(request: Request) -> Response:
     return json_response(plane_of(request).runtime_stats().model_dump(mode="json"))
 
 
-@router.get("/v1/drift/window", tags=["observability"])
+@router.get("/v1/drift/window", tags=["observability"], responses=NOT_READY)
 async def drift_window(request: Request) -> Response:
     return json_response(plane_of(request).drift_window().model_dump(mode="json"))
 
 
-@router.post("/v1/feedback", tags=["feedback"], openapi_extra=body_doc(FEEDBACK_SCHEMA))
+@router.post("/v1/feedback", tags=["feedback"], openapi_extra=body_doc(FEEDBACK_SCHEMA),
+             responses={**BODY_ERRORS, 404: error_body("No recent prediction has this request id (rule exists)"),
+                        409: error_body("Feedback for this request id was already recorded (rule unique)")})
 async def feedback(request: Request) -> Response:
     plane = plane_of(request)
     body = await decode_body(request, plane, lambda body: body, ready=False)

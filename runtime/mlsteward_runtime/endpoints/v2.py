@@ -9,7 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlsteward_runtime.endpoints.common import (
-    body_doc, check_name, check_ready, decode_body, error_body, json_response, plane_of, request_id,
+    NOT_FOUND, NOT_READY, PREDICT_ERRORS, body_doc, check_name, check_ready, decode_body, json_response, plane_of,
+    request_id,
 )
 from mlsteward_runtime.errors import NotFound
 from mlsteward_runtime.protocols import v2
@@ -22,7 +23,9 @@ async def live() -> Response:
     return json_response({"live": True})
 
 
-@router.get("/v2/health/ready", tags=["health"])
+@router.get("/v2/health/ready", tags=["health"],
+            responses={503: {"description": "Not ready; reason and message say why the model failed to load",
+                             "headers": {"Retry-After": {"schema": {"type": "string"}}}}})
 async def ready(request: Request) -> Response:
     plane = plane_of(request)
     if not plane.ready:
@@ -39,7 +42,7 @@ async def server_metadata() -> Response:
     return json_response({"name": "mlsteward", "version": _package_version(), "extensions": []})
 
 
-@router.get("/v2/models/{name}", tags=["v2"])
+@router.get("/v2/models/{name}", tags=["v2"], responses={**NOT_FOUND, **NOT_READY})
 async def model_metadata(request: Request, name: str) -> Response:
     plane = plane_of(request)
     check_name(plane, name)
@@ -49,7 +52,8 @@ async def model_metadata(request: Request, name: str) -> Response:
     return json_response(v2.model_metadata(plane.name, plane.version, plane.signature, m.classes, m.is_classifier))
 
 
-@router.get("/v2/models/{name}/ready", tags=["v2"])
+@router.get("/v2/models/{name}/ready", tags=["v2"],
+            responses={**NOT_FOUND, 503: {"description": "The model is not ready: {name, ready: false}"}})
 async def model_ready(request: Request, name: str) -> Response:
     plane = plane_of(request)
     check_name(plane, name)
@@ -66,12 +70,13 @@ async def _infer(request: Request, name: str) -> Response:
 
 
 @router.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=body_doc(v2.REQUEST_SCHEMA),
-             responses={422: error_body()})
+             responses=PREDICT_ERRORS)
 async def infer(request: Request, name: str) -> Response:
     return await _infer(request, name)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=body_doc(v2.REQUEST_SCHEMA))
+@router.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=body_doc(v2.REQUEST_SCHEMA),
+             responses=PREDICT_ERRORS)
 async def infer_version(request: Request, name: str, version: str) -> Response:
     served = plane_of(request).version
     if version != served:
