@@ -37,7 +37,8 @@ class DataPlane:
     """
 
     def __init__(self, config: RuntimeConfig, *, replica: str = "local", executor_threads: int = 0,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, feedback_max_bytes: int | None = 64 << 20,
+                 queue_max_bytes: int | None = 64 << 20) -> None:
         self.config = config
         self.name = config.name
         self.version = config.version
@@ -48,7 +49,9 @@ class DataPlane:
         self.validator: RowValidator | None = None
         self.batcher: Batcher | None = None
         self.window: Reservoir | None = None
-        self.feedback = FeedbackStore(config.feedback_capacity)
+        evicted = self.metrics.evictions.labels("feedback", config.version)
+        self.feedback = FeedbackStore(config.feedback_capacity, feedback_max_bytes, evicted.inc)
+        self._queue_max_bytes = queue_max_bytes
         self.stats = SlidingStats(config.stats_window_s)
         self.prediction_log: PredictionLog | None = None
         self.ready = False
@@ -124,7 +127,9 @@ class DataPlane:
         rows_hist = self.metrics.batch_rows
         if b.enabled:
             self.batcher = Batcher(self._predict, max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms,
-                                   max_queue=b.max_queue, executor=executor, on_batch=rows_hist.observe)
+                                   max_queue=b.max_queue, executor=executor, on_batch=rows_hist.observe,
+                                   max_queue_bytes=self._queue_max_bytes,
+                                   on_shed=self.metrics.rejected.labels(self.version).inc)
         self.window = Reservoir(self.signature, self.config.drift_window.size, self.config.drift_window.seed,
                                 self.config.pii_fields)
         if self.config.prediction_log:

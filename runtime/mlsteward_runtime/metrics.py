@@ -71,6 +71,10 @@ class Metrics:
             "mlsteward_overload_rejections", "Requests refused with 503 because the batch queue was full.",
             ["version"], registry=r,
         )
+        self.evictions = Counter(
+            "mlsteward_buffer_evictions", "Entries dropped, oldest first, to keep a buffer within its byte budget.",
+            ["buffer", "version"], registry=r,
+        )
         self._req_children: dict[tuple[str, int], Any] = {}
         self._lat_children: dict[str, Any] = {}
         self.batch_rows = self.batch_size.labels(version)

@@ -77,3 +77,38 @@ def test_good_client_p99_within_2x_while_another_sends_maximal_bodies(artifacts)
         control.stop()
     p99 = {k: float(np.percentile(v, 99)) * 1e3 for k, v in lat.items()}
     assert p99["attacked"] <= 2 * p99["control"], f"good client's p99 in ms: {p99}"
+
+
+def _rss_bytes(pid: int) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_rss_stays_flat_under_a_stream_of_the_largest_allowed_requests(artifacts, iris):
+    """10,000 rows (max_rows) per request, each prediction kept for feedback: a store bounded only by count
+    (100,000 entries of 80 kB) grows by tens of MB in this test; bounded by bytes, memory levels off once the
+    budget is full."""
+    path, digest = artifacts["lr.skops"]
+    srv = ServerProcess(["--model", str(path), "--name", "iris", "--sha256", digest],
+                        env={"MLSTEWARD_FEEDBACK_MAX_BYTES": str(4 << 20)})
+    body = {"instances": np.tile(iris[0], (67, 1))[:10_000].tolist()}
+    try:
+        srv.wait_ready()
+        with httpx.Client(timeout=30) as client:
+            for _ in range(80):  # warm-up: fill the 4 MiB budget twice over, let the allocator settle
+                assert client.post(f"{srv.url}/predict", json=body).status_code == 200
+            before = _rss_bytes(srv.proc.pid)
+            deadline = time.monotonic() + 20
+            sent = 0
+            while time.monotonic() < deadline and sent < 600:
+                r = client.post(f"{srv.url}/predict", json=body)
+                assert r.status_code == 200, r.text
+                sent += 1
+            after = _rss_bytes(srv.proc.pid)
+    finally:
+        srv.stop()
+    assert sent >= 150, f"only {sent} requests in 20 s: too few to show a leak"
+    growth = after - before
+    assert growth < 8 << 20, f"RSS grew by {growth / 2**20:.1f} MiB over {sent} requests of 10,000 rows"

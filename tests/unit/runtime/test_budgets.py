@@ -1,0 +1,56 @@
+"""Buffers bounded by bytes: the feedback store evicts oldest first, the batch queue sheds with 503, both counted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from starlette.testclient import TestClient
+
+from mlsteward_runtime.app import create_app
+from mlsteward_runtime.batching import Batcher
+from mlsteward_runtime.contracts import RuntimeConfig
+from mlsteward_runtime.errors import Overloaded
+from mlsteward_runtime.settings import ServeSettings
+
+
+def test_feedback_store_is_bounded_by_bytes_and_evicts_oldest_first(artifacts, iris, iris_lr):
+    path, digest = artifacts["lr.skops"]
+    cfg = RuntimeConfig(name="iris", version="1", artifact={"uri": str(path), "sha256": digest})
+    budget = 1 << 20
+    app = create_app(ServeSettings(runtime=cfg, replica="t", feedback_max_bytes=budget))
+    rows = np.tile(iris[0], (60, 1))[:9000].tolist()  # 9,000 predictions: 72 kB each in the store
+    with TestClient(app) as client:
+        plane = app.state.plane
+        for i in range(30):  # 2.2 MB of predictions: more than twice the budget
+            r = client.post("/predict", json={"instances": rows}, headers={"x-request-id": f"r{i}"})
+            assert r.status_code == 200, r.text
+            assert plane.feedback.bytes <= budget
+        assert len(plane.feedback) < 30
+        oldest = client.post("/v1/feedback", json={"request_id": "r0", "label": [0] * 9000})
+        assert oldest.status_code == 404 and oldest.json()["rule"] == "exists"
+        labels = iris_lr.predict(np.asarray(rows)).tolist()
+        newest = client.post("/v1/feedback", json={"request_id": "r29", "label": labels})
+        assert newest.status_code == 200 and newest.json()["correct"] == 9000
+        evicted = 30 - len(plane.feedback)
+        metrics = client.get("/metrics").text
+        assert f'mlsteward_buffer_evictions_total{{buffer="feedback",version="1"}} {float(evicted)}' in metrics
+
+
+def test_batch_queue_sheds_by_bytes_with_503(iris_lr):
+    shed: list[int] = []
+
+    async def main():
+        b = Batcher(lambda X: (iris_lr.predict(X), None), max_batch_size=100_000, max_wait_ms=50,
+                    max_queue=1000, max_queue_bytes=1 << 20, on_shed=lambda: shed.append(1))
+        b._avg_requests = 2.0  # overlapping traffic: the flush waits, so the queue fills
+        X = np.zeros((5000, 4))  # 160 kB each
+        tasks = [asyncio.ensure_future(b.submit(X)) for _ in range(10)]
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    out = asyncio.run(main())
+    errors = [r for r in out if isinstance(r, Overloaded)]
+    served = [r for r in out if isinstance(r, tuple)]
+    assert len(served) == 6 and len(errors) == 4 and len(shed) == 4  # 6 x 160 kB fit in 1 MiB
+    assert errors[0].status_code == 503 and errors[0].headers["Retry-After"] == "1"
+    assert (errors[0].field, errors[0].rule) == ("queue", "max_queue_bytes")
