@@ -118,10 +118,12 @@ async def read_body(request: Request, limit: int, most_values: int | None = None
     return body
 
 
-def max_values(plane: DataPlane) -> int:
-    """The most JSON values a body may hold: max_rows rows of all features, twice over for keys and framing."""
-    features = plane.validator.n if plane.validator is not None else 1
-    return 2 * plane.config.limits.max_rows * max(features, 1) + 1024
+def max_values(plane: DataPlane) -> int | None:
+    """The most JSON values a body may hold: max_rows rows of all features, twice over for keys and framing.
+    None until the model is loaded (the feature count is known then); such requests get 503 not ready."""
+    if plane.validator is None:
+        return None
+    return 2 * plane.config.limits.max_rows * max(plane.validator.n, 1) + 1024
 
 
 def parse_json(body: bytes) -> Any:

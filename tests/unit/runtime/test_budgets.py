@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import numpy as np
 from starlette.testclient import TestClient
@@ -22,6 +23,10 @@ def test_feedback_store_is_bounded_by_bytes_and_evicts_oldest_first(artifacts, i
     rows = np.tile(iris[0], (60, 1))[:9000].tolist()  # 9,000 predictions: 72 kB each in the store
     with TestClient(app) as client:
         plane = app.state.plane
+        deadline = time.monotonic() + 60
+        while client.get("/v2/health/ready").status_code != 200:  # the lifespan loads the model in a thread
+            assert time.monotonic() < deadline, client.get("/v2/health/ready").text
+            time.sleep(0.05)
         for i in range(30):  # 2.2 MB of predictions: more than twice the budget
             r = client.post("/predict", json={"instances": rows}, headers={"x-request-id": f"r{i}"})
             assert r.status_code == 200, r.text
@@ -54,3 +59,33 @@ def test_batch_queue_sheds_by_bytes_with_503(iris_lr):
     assert len(served) == 6 and len(errors) == 4 and len(shed) == 4  # 6 x 160 kB fit in 1 MiB
     assert errors[0].status_code == 503 and errors[0].headers["Retry-After"] == "1"
     assert (errors[0].field, errors[0].rule) == ("queue", "max_queue_bytes")
+
+
+def test_worker_journal_and_adopted_predictions_are_bounded_by_bytes(artifacts, tmp_path):
+    """With several workers each journals its predictions for the others to join feedback; both the journal file
+    and a sibling's adopted copies stay within the feedback byte budget."""
+    from mlsteward_runtime.dataplane import DataPlane
+    from mlsteward_runtime.workers import Peers
+
+    path, digest = artifacts["lr.skops"]
+    cfg = RuntimeConfig(name="iris", version="1", artifact={"uri": str(path), "sha256": digest})
+    budget = 1 << 20
+    planes = [DataPlane(cfg, replica="t", feedback_max_bytes=budget) for _ in range(2)]
+    writer, reader = (Peers(p, str(tmp_path), i, 2) for i, p in enumerate(planes))
+    try:
+        preds = np.arange(9000, dtype=np.int64)  # 72 kB per request
+        for i in range(40):  # 2.9 MB of predictions
+            writer.journal(f"r{i}", preds + i)
+            if i % 5 == 4:
+                time.sleep(0.05)  # let the writer thread write, as traffic would
+                assert reader.lookup(f"r{i}") is not None
+                assert (tmp_path / "journal-0.jsonl").stat().st_size <= 2 * budget + 5 * 60_000
+        found = reader.lookup("r39")
+        assert found is not None and (found == preds + 39).all()
+        assert reader._peer_bytes <= budget and reader.lookup("r0", wait_s=0) is None
+        evicted = planes[1].metrics.registry.get_sample_value("mlsteward_buffer_evictions_total",
+                                                              {"buffer": "journal", "version": "1"})
+        assert evicted is not None and evicted >= 25
+    finally:
+        writer._stop.set()
+        reader._stop.set()
