@@ -25,6 +25,9 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "UINT32": (0, 2**32 - 1), "UINT64": (0, 2**64 - 1),
 }
 _FLOATS = frozenset({"FP16", "FP32", "FP64"})
+# Largest finite magnitude of each float datatype: a value past it would be infinite in the declared type.
+_FLOAT_MAX = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max),
+              "FP64": float(np.finfo(np.float64).max)}
 DATATYPES = (*_INT_RANGES, *sorted(_FLOATS), "BOOL", "BYTES")
 
 _TENSOR_SCHEMA: dict[str, Any] = {
@@ -233,9 +236,12 @@ def _typed(flat: list[Any], kinds: set[type], dtype: str, f: str) -> np.ndarray:
         if not kinds <= {int, float}:
             raise InvalidInput(f"{field} must hold numbers for {dtype}", field=field, rule="type")
         try:
-            return np.array(flat, dtype=np.float64)
+            arr = np.array(flat, dtype=np.float64)
         except OverflowError as exc:
             raise InvalidInput(f"{field} holds a number too large for {dtype}", field=field, rule="finite") from exc
+        if arr.size and float(np.abs(arr).max()) > _FLOAT_MAX[dtype]:
+            raise InvalidInput(f"{field} holds a value outside the range of {dtype}", field=field, rule="range")
+        return arr
     if dtype in _INT_RANGES:
         if not kinds <= {int}:
             raise InvalidInput(f"{field} must hold integers for {dtype}", field=field, rule="type")

@@ -80,6 +80,13 @@ def test_v2_shapes_that_do_not_fit_are_422(client, shape, data, field, rule):
     assert (r.json()["field"], r.json()["rule"]) == (field, rule)
 
 
+@pytest.mark.parametrize("dtype,value", [("FP32", 1e308), ("FP32", -3.5e38), ("FP16", 65536.0), ("FP16", -1e5)])
+def test_v2_floats_outside_their_declared_datatype_are_422(client, dtype, value):
+    r = _v2(client, [{"name": "input-0", "shape": [1, 4], "datatype": dtype, "data": [value, 1.0, 2.0, 3.0]}])
+    assert r.status_code == 422, r.text
+    assert (r.json()["field"], r.json()["rule"]) == ("inputs[0].data", "range")
+
+
 @pytest.mark.parametrize("shape", [[0], [0, 1], [2**63 - 1, 0], [0, 2**64 - 1]])
 def test_v2_per_feature_zero_size_shapes_are_422(client, shape):
     inputs = [{"name": n, "shape": shape, "datatype": "FP64", "data": []} for n in ("x0", "x1", "x2", "x3")]
