@@ -134,8 +134,10 @@ class DataPlane:
                                 self.config.pii_fields)
         if self.config.prediction_log:
             Path(self.config.prediction_log).parent.mkdir(parents=True, exist_ok=True)
+            dropped = self.metrics.evictions.labels("prediction_log", self.version)
             self.prediction_log = PredictionLog(self.config.prediction_log, self.signature.names,
-                                                self.config.pii_fields, self.version)
+                                                self.config.pii_fields, self.version,
+                                                max_pending_bytes=self._queue_max_bytes, on_drop=dropped.inc)
         self.ready = True
         self.metrics.ready.labels(self.version).set(1)
 

@@ -134,9 +134,18 @@ def _same(pred: Any, label: Any) -> bool:
 
 
 class PredictionLog:
-    """Appends one JSON object per prediction request to a file, from a background thread."""
+    """Appends one JSON object per prediction request to a file, from a background thread.
 
-    def __init__(self, path: str, feature_names: list[str], pii_fields: list[str], version: str) -> None:
+    Records waiting for the writer are bounded by bytes (`max_pending_bytes`): when the disk falls behind, new
+    records are dropped and counted through `on_drop` rather than queued without bound in memory.
+    """
+
+    def __init__(self, path: str, feature_names: list[str], pii_fields: list[str], version: str,
+                 max_pending_bytes: int | None = None, on_drop: Callable[[int], None] | None = None) -> None:
+        self.max_pending_bytes = max_pending_bytes
+        self.on_drop = on_drop
+        self.pending_bytes = 0
+        self._pending_lock = threading.Lock()
         self.path = path
         self.names = feature_names
         self.redact = {i for i, n in enumerate(feature_names) if n in set(pii_fields)}
@@ -148,6 +157,13 @@ class PredictionLog:
         self._closed = False
 
     def submit(self, request_id: str, X: np.ndarray, predictions: np.ndarray) -> None:
+        size = X.nbytes + predictions.nbytes
+        with self._pending_lock:
+            if self.max_pending_bytes is not None and self.pending_bytes + size > self.max_pending_bytes:
+                if self.on_drop is not None:
+                    self.on_drop(1)
+                return
+            self.pending_bytes += size
         self._q.put((time.time(), request_id, X, predictions))
 
     def close(self, timeout: float = 5.0) -> None:
@@ -174,6 +190,8 @@ class PredictionLog:
                     fh.flush()
                     item.set()
                     continue
+                with self._pending_lock:
+                    self.pending_bytes -= item[2].nbytes + item[3].nbytes
                 try:
                     fh.write(self._encode(*item))
                 except Exception:  # noqa: BLE001 - a log record must never stop the writer thread

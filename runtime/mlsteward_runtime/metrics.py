@@ -72,7 +72,8 @@ class Metrics:
             ["version"], registry=r,
         )
         self.evictions = Counter(
-            "mlsteward_buffer_evictions", "Entries dropped, oldest first, to keep a buffer within its byte budget.",
+            "mlsteward_buffer_evictions",
+            "Entries dropped to keep a buffer within its byte budget (the oldest first where the buffer allows).",
             ["buffer", "version"], registry=r,
         )
         self._req_children: dict[tuple[str, int], Any] = {}

@@ -60,7 +60,9 @@ class ServeSettings(BaseSettings):
 
     batch_queue_max_bytes: int = Field(default=64 << 20, ge=1 << 20)
     """Byte budget of the input matrices waiting for a batched model call; past it a request gets 503 with
-    Retry-After (rule max_queue_bytes), counted in mlsteward_overload_rejections_total."""
+    Retry-After (rule max_queue_bytes), counted in mlsteward_overload_rejections_total. The records waiting for
+    the prediction log's writer have a budget of the same size; past it records are dropped and counted in
+    mlsteward_buffer_evictions_total{buffer="prediction_log"}."""
 
     worker_index: int = 0
     """Index of this worker process (set by the server when forking)."""

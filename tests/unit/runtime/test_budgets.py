@@ -89,3 +89,26 @@ def test_worker_journal_and_adopted_predictions_are_bounded_by_bytes(artifacts, 
     finally:
         writer._stop.set()
         reader._stop.set()
+
+
+def test_prediction_log_backlog_is_bounded_by_bytes(tmp_path):
+    """A writer that falls behind (a slow or full disk) must not queue records without bound in memory."""
+    import threading
+
+    from mlsteward_runtime.feedback import PredictionLog
+
+    dropped: list[int] = []
+    log = PredictionLog(str(tmp_path / "p.jsonl"), ["a", "b"], [], "1", max_pending_bytes=1 << 20,
+                        on_drop=dropped.append)
+    gate = threading.Event()
+    encode = log._encode
+    log._encode = lambda *a: (gate.wait(10), encode(*a))[1]  # the disk stalls until the gate opens
+    X = np.zeros((10_000, 2))  # 160 kB per record
+    for i in range(20):
+        log.submit(f"r{i}", X, np.zeros(10_000))
+    assert log.pending_bytes <= 1 << 20 and len(dropped) >= 13
+    gate.set()
+    log.flush()
+    log.close()
+    written = (tmp_path / "p.jsonl").read_bytes().count(b"\n")
+    assert written == 20 - len(dropped) and log.pending_bytes == 0
