@@ -54,6 +54,8 @@ class Peers:
         self._budget = plane.feedback.max_bytes
         self._evicted = plane.metrics.evictions.labels("journal", plane.version)
         self._written = 0
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         self._stop = threading.Event()
         self._journal_path = self.dir / f"journal-{index}.jsonl"
         self._journal_path.write_bytes(b"")
@@ -82,6 +84,14 @@ class Peers:
                 log.exception("Failed to publish worker snapshot")
 
     def journal(self, request_id: str, predictions: np.ndarray) -> None:
+        # The writer's backlog is bounded by the feedback byte budget: past it a prediction is not journaled (its
+        # feedback can then join only on the worker that answered) rather than held in memory without bound.
+        size = predictions.nbytes
+        with self._pending_lock:
+            if self._budget is not None and self._pending + size > self._budget:
+                self._evicted.inc()
+                return
+            self._pending += size
         self._journal_q.put((request_id, predictions))
 
     def _journal_writer(self) -> None:
@@ -91,6 +101,8 @@ class Peers:
             lines = [item]
             while not self._journal_q.empty() and len(lines) < 4096:
                 lines.append(self._journal_q.get())
+            with self._pending_lock:
+                self._pending -= sum(p.nbytes for _, p in lines)
             # Keep the journal bounded: past twice the feedback capacity, or twice its byte budget, start it over;
             # readers notice the shorter file and restart from the beginning.
             if self._lines > 2 * self._capacity or (self._budget is not None and self._written > 2 * self._budget):

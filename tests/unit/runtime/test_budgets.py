@@ -112,3 +112,27 @@ def test_prediction_log_backlog_is_bounded_by_bytes(tmp_path):
     log.close()
     written = (tmp_path / "p.jsonl").read_bytes().count(b"\n")
     assert written == 20 - len(dropped) and log.pending_bytes == 0
+
+
+def test_worker_journal_backlog_is_bounded_by_bytes(artifacts, tmp_path):
+    import queue
+
+    from mlsteward_runtime.dataplane import DataPlane
+    from mlsteward_runtime.workers import Peers
+
+    path, digest = artifacts["lr.skops"]
+    cfg = RuntimeConfig(name="iris", version="1", artifact={"uri": str(path), "sha256": digest})
+    plane = DataPlane(cfg, replica="t", feedback_max_bytes=1 << 20)
+    peers = Peers(plane, str(tmp_path), 0, 2)
+    try:
+        # A stalled writer: it waits on the queue it started with; new records go to one nobody reads.
+        backlog: queue.SimpleQueue = queue.SimpleQueue()
+        peers._journal_q = backlog
+        for i in range(40):
+            peers.journal(f"r{i}", np.zeros(10_000, dtype=np.int64))  # 80 kB each, 3.2 MB in all
+        assert backlog.qsize() == 13 and peers._pending <= 1 << 20
+        evicted = plane.metrics.registry.get_sample_value("mlsteward_buffer_evictions_total",
+                                                          {"buffer": "journal", "version": "1"})
+        assert evicted == 27
+    finally:
+        peers._stop.set()
