@@ -4,8 +4,10 @@ Requests append their validated matrix to a pending list and await a future. A f
 matrices (up to `max_batch_size` rows), calls the model once and hands each request its slice, so results are
 exactly those of one call per request for row-wise models (tested). Adaptivity: while traffic is sequential (the
 recent batches held one request) a flush is scheduled for the next loop iteration, adding no wait; once requests
-overlap, the flush waits up to `max_wait_ms` for the batch to fill. When more than `max_queue` requests are
-waiting, new ones are refused with Overloaded (503 with Retry-After) instead of growing the queue without bound.
+overlap, the flush waits up to `max_wait_ms` for the batch to fill. When more than `max_queue` requests, or more
+than `max_queue_bytes` bytes of input matrices, are waiting, new ones are refused with Overloaded (503 with
+Retry-After) instead of growing the queue without bound: a count alone does not bound memory when one request may
+carry 10,000 rows of hundreds of features.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ class Batcher:
         max_queue: int = 2048,
         executor: Executor | None = None,
         on_batch: Callable[[int], None] | None = None,
+        max_queue_bytes: int | None = None,
+        on_shed: Callable[[], None] | None = None,
     ) -> None:
         self.predict = predict
         self.max_batch_size = max_batch_size
@@ -42,6 +46,9 @@ class Batcher:
         self.max_queue = max_queue
         self.executor = executor
         self.on_batch = on_batch
+        self.max_queue_bytes = max_queue_bytes
+        self.on_shed = on_shed
+        self._bytes = 0
         self._pending: list[tuple[np.ndarray, asyncio.Future[Any]]] = []
         self._rows = 0
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
@@ -55,13 +62,16 @@ class Batcher:
 
     async def submit(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         if len(self._pending) >= self.max_queue:
-            raise Overloaded(
-                f"{len(self._pending)} requests are waiting for the model; retry shortly", field="queue", rule="max_queue"
-            )
+            self._shed(f"{len(self._pending)} requests are waiting for the model; retry shortly", "max_queue")
+        # One request is always admitted to an empty queue, however large: the request limits bound it.
+        if self.max_queue_bytes is not None and self._pending and self._bytes + X.nbytes > self.max_queue_bytes:
+            self._shed(f"{self._bytes} bytes of input are waiting for the model (budget {self.max_queue_bytes}); "
+                       "retry shortly", "max_queue_bytes")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((X, fut))
         self._rows += len(X)
+        self._bytes += X.nbytes
         if self._rows >= self.max_batch_size:
             self._cancel_scheduled()
             self._scheduled = loop.call_soon(self._flush)
@@ -71,6 +81,11 @@ class Batcher:
             else:
                 self._scheduled = loop.call_later(self.max_wait_s, self._flush)
         return await fut
+
+    def _shed(self, message: str, rule: str) -> None:
+        if self.on_shed is not None:
+            self.on_shed()
+        raise Overloaded(message, field="queue", rule=rule)
 
     def _cancel_scheduled(self) -> None:
         if self._scheduled is not None:
@@ -87,6 +102,7 @@ class Batcher:
                 break
             self._pending.pop(0)
             rows += len(X)
+            self._bytes -= X.nbytes
             if not fut.cancelled():
                 taken.append((X, fut))
         self._rows -= rows

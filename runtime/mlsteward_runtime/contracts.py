@@ -140,7 +140,9 @@ class RuntimeConfig(_Model):
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="Adaptive micro-batching.")
     drift_window: DriftWindowConfig = Field(default_factory=DriftWindowConfig, description="Input sample for drift.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request size limits.")
-    pii_fields: list[str] = Field(default_factory=list, description="Feature names redacted in logs.")
+    pii_fields: list[str] = Field(
+        default_factory=list, description="Feature names redacted in logs and left out of the drift window."
+    )
     prediction_log: str | None = Field(
         default=None, description="Path of a JSONL prediction log, written off the request path."
     )
@@ -342,8 +344,9 @@ class RuntimeStats(_Model):
     version: str
     window_s: float
     count: int
-    errors: int
-    error_rate: float
+    errors: int = Field(description="Server errors (5xx) in the window; the error rate gates and alerts read.")
+    error_rate: float = Field(description="errors / count: server errors only, never the clients' 4xx.")
+    client_errors: int = Field(default=0, description="Requests refused as the client's fault (4xx).")
     throughput_rps: float
     latency_ms: Quantiles
     feedback: int = 0

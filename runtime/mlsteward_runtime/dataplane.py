@@ -37,7 +37,8 @@ class DataPlane:
     """
 
     def __init__(self, config: RuntimeConfig, *, replica: str = "local", executor_threads: int = 0,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, feedback_max_bytes: int | None = 64 << 20,
+                 queue_max_bytes: int | None = 64 << 20) -> None:
         self.config = config
         self.name = config.name
         self.version = config.version
@@ -48,7 +49,9 @@ class DataPlane:
         self.validator: RowValidator | None = None
         self.batcher: Batcher | None = None
         self.window: Reservoir | None = None
-        self.feedback = FeedbackStore(config.feedback_capacity)
+        evicted = self.metrics.evictions.labels("feedback", config.version)
+        self.feedback = FeedbackStore(config.feedback_capacity, feedback_max_bytes, evicted.inc)
+        self._queue_max_bytes = queue_max_bytes
         self.stats = SlidingStats(config.stats_window_s)
         self.prediction_log: PredictionLog | None = None
         self.ready = False
@@ -124,12 +127,17 @@ class DataPlane:
         rows_hist = self.metrics.batch_rows
         if b.enabled:
             self.batcher = Batcher(self._predict, max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms,
-                                   max_queue=b.max_queue, executor=executor, on_batch=rows_hist.observe)
-        self.window = Reservoir(self.signature, self.config.drift_window.size, self.config.drift_window.seed)
+                                   max_queue=b.max_queue, executor=executor, on_batch=rows_hist.observe,
+                                   max_queue_bytes=self._queue_max_bytes,
+                                   on_shed=self.metrics.rejected.labels(self.version).inc)
+        self.window = Reservoir(self.signature, self.config.drift_window.size, self.config.drift_window.seed,
+                                self.config.pii_fields)
         if self.config.prediction_log:
             Path(self.config.prediction_log).parent.mkdir(parents=True, exist_ok=True)
+            dropped = self.metrics.evictions.labels("prediction_log", self.version)
             self.prediction_log = PredictionLog(self.config.prediction_log, self.signature.names,
-                                                self.config.pii_fields, self.version)
+                                                self.config.pii_fields, self.version,
+                                                max_pending_bytes=self._queue_max_bytes, on_drop=dropped.inc)
         self.ready = True
         self.metrics.ready.labels(self.version).set(1)
 
@@ -144,13 +152,16 @@ class DataPlane:
             raise NotReady("the model is not ready yet", field="model", rule="ready")
         try:
             if self.batcher is not None:
-                return await self.batcher.submit(X)
-            self.metrics.batch_rows.observe(len(X))
-            return self._predict(X)
+                pred, proba = await self.batcher.submit(X)
+            else:
+                self.metrics.batch_rows.observe(len(X))
+                pred, proba = self._predict(X)
         except (ValueError, TypeError) as exc:
             # Validated input the model still rejects (e.g. a category its encoder never saw) is the client's
             # request meeting the model's limits, not a server fault.
             raise InvalidInput(f"the model rejected the input: {exc}", field="instances", rule="model") from exc
+        _check_finite(pred, proba)
+        return pred, proba
 
     def observe(self, request_id: str, X: np.ndarray, pred: np.ndarray) -> None:
         """Record a served prediction: drift window, feedback join, prediction log."""
@@ -162,8 +173,10 @@ class DataPlane:
         if self.prediction_log is not None:
             self.prediction_log.submit(request_id, X, pred)
 
-    def record_request(self, latency_ms: float, error: bool) -> None:
-        self.stats.record(latency_ms, error)
+    def record_request(self, latency_ms: float, status: int) -> None:
+        # Only 5xx are the server's errors: a client that sends bad input on purpose must not be able to push a
+        # version's error rate over a rollout gate or an alert. 4xx are counted apart as client_errors.
+        self.stats.record(latency_ms, status >= 500, 400 <= status < 500)
 
     async def join_feedback(self, request_id: str, label: Any = None, reward: Any = None) -> dict[str, Any]:
         if self.peers is not None and self.feedback.get(request_id) is None:
@@ -193,6 +206,7 @@ class DataPlane:
             window_s=self.stats.window_s,
             count=count,
             errors=s["errors"],
+            client_errors=s["client_errors"],
             error_rate=(s["errors"] / count) if count else 0.0,
             throughput_rps=round(count / s["span_s"], 3) if s["span_s"] > 0 else 0.0,
             latency_ms=Quantiles(p50=p50, p95=p95, p99=p99),
@@ -212,6 +226,17 @@ class DataPlane:
         merged = merge_windows([own, *self.peers.windows()], self.config.drift_window.size,
                                self.config.drift_window.seed)
         return merged or own
+
+
+def _check_finite(pred: np.ndarray, proba: np.ndarray | None) -> None:
+    """Refuse NaN or infinite outputs: finite inputs near the float64 limits (say ±1e308) overflow inside a model,
+    and JSON has no NaN, so they would reach the client as nulls in a 200. The input is what caused it: a 422."""
+    bad = pred.dtype.kind == "f" and not np.isfinite(pred).all()
+    if not bad and proba is not None:
+        bad = not np.isfinite(proba).all()
+    if bad:
+        raise InvalidInput("the model's output for this input is not a finite number (NaN or infinity); inputs "
+                           "this far from the training data overflow", field="outputs", rule="finite_output")
 
 
 def _outputs_match(got: list[Any], expected: list[Any]) -> bool:

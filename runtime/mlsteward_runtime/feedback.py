@@ -14,7 +14,7 @@ import atexit
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import orjson
@@ -33,10 +33,29 @@ class Outcome:
         self.reward = reward
 
 
+# Bytes of a stored entry besides its id and predictions: the dict slot, the list, the ndarray header.
+_ENTRY_OVERHEAD = 300
+
+
+def entry_bytes(request_id: str, predictions: np.ndarray) -> int:
+    """An estimate of what one stored prediction costs in memory; object arrays (text labels) count their text."""
+    size = _ENTRY_OVERHEAD + len(request_id) + predictions.nbytes
+    if predictions.dtype.kind == "O":
+        size += sum(len(str(v)) + 50 for v in predictions.tolist())
+    return size
+
+
 class FeedbackStore:
-    def __init__(self, capacity: int) -> None:
+    """Recent predictions by request id, bounded by count (`capacity`) and by bytes (`max_bytes`): the oldest
+    entries are evicted first, and `on_evict` is told how many (for the eviction metric)."""
+
+    def __init__(self, capacity: int, max_bytes: int | None = None,
+                 on_evict: Callable[[int], None] | None = None) -> None:
         self.capacity = int(capacity)
-        # request id -> [predictions (ndarray), joined flag]
+        self.max_bytes = max_bytes
+        self.on_evict = on_evict
+        self.bytes = 0
+        # request id -> [predictions (ndarray), joined flag, bytes]
         self._entries: dict[str, list[Any]] = {}
         self._lock = threading.Lock()
 
@@ -45,10 +64,21 @@ class FeedbackStore:
 
     def put(self, request_id: str, predictions: np.ndarray) -> None:
         entries = self._entries
+        size = entry_bytes(request_id, predictions)
+        evicted = 0
         with self._lock:
-            if len(entries) >= self.capacity and request_id not in entries:
-                del entries[next(iter(entries))]
-            entries[request_id] = [predictions, False]
+            old = entries.pop(request_id, None)
+            if old is not None:
+                self.bytes -= old[2]
+            budget = self.max_bytes
+            while entries and (len(entries) >= self.capacity or
+                               (budget is not None and self.bytes + size > budget)):
+                self.bytes -= entries.pop(next(iter(entries)))[2]
+                evicted += 1
+            entries[request_id] = [predictions, False, size]
+            self.bytes += size
+        if evicted and self.on_evict is not None:
+            self.on_evict(evicted)
 
     def get(self, request_id: str) -> np.ndarray | None:
         e = self._entries.get(request_id)
@@ -60,8 +90,9 @@ class FeedbackStore:
             e = self._entries.get(request_id)
             if e is None:
                 raise NotFound(
-                    f"no recent prediction has request id {request_id!r} (unknown, or older than the last "
-                    f"{self.capacity} predictions)", field="request_id", rule="exists",
+                    f"no recent prediction has request id {request_id!r} (unknown, or evicted: the last "
+                    f"{self.capacity} predictions within {self.max_bytes} bytes are kept)", field="request_id",
+                    rule="exists",
                 )
             if e[1]:
                 raise Conflict(f"feedback for {request_id!r} was already recorded", field="request_id", rule="unique")
@@ -103,9 +134,18 @@ def _same(pred: Any, label: Any) -> bool:
 
 
 class PredictionLog:
-    """Appends one JSON object per prediction request to a file, from a background thread."""
+    """Appends one JSON object per prediction request to a file, from a background thread.
 
-    def __init__(self, path: str, feature_names: list[str], pii_fields: list[str], version: str) -> None:
+    Records waiting for the writer are bounded by bytes (`max_pending_bytes`): when the disk falls behind, new
+    records are dropped and counted through `on_drop` rather than queued without bound in memory.
+    """
+
+    def __init__(self, path: str, feature_names: list[str], pii_fields: list[str], version: str,
+                 max_pending_bytes: int | None = None, on_drop: Callable[[int], None] | None = None) -> None:
+        self.max_pending_bytes = max_pending_bytes
+        self.on_drop = on_drop
+        self.pending_bytes = 0
+        self._pending_lock = threading.Lock()
         self.path = path
         self.names = feature_names
         self.redact = {i for i, n in enumerate(feature_names) if n in set(pii_fields)}
@@ -117,6 +157,13 @@ class PredictionLog:
         self._closed = False
 
     def submit(self, request_id: str, X: np.ndarray, predictions: np.ndarray) -> None:
+        size = X.nbytes + predictions.nbytes
+        with self._pending_lock:
+            if self.max_pending_bytes is not None and self.pending_bytes + size > self.max_pending_bytes:
+                if self.on_drop is not None:
+                    self.on_drop(1)
+                return
+            self.pending_bytes += size
         self._q.put((time.time(), request_id, X, predictions))
 
     def close(self, timeout: float = 5.0) -> None:
@@ -143,6 +190,8 @@ class PredictionLog:
                     fh.flush()
                     item.set()
                     continue
+                with self._pending_lock:
+                    self.pending_bytes -= item[2].nbytes + item[3].nbytes
                 try:
                     fh.write(self._encode(*item))
                 except Exception:  # noqa: BLE001 - a log record must never stop the writer thread

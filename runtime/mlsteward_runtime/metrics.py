@@ -71,6 +71,11 @@ class Metrics:
             "mlsteward_overload_rejections", "Requests refused with 503 because the batch queue was full.",
             ["version"], registry=r,
         )
+        self.evictions = Counter(
+            "mlsteward_buffer_evictions",
+            "Entries dropped to keep a buffer within its byte budget (the oldest first where the buffer allows).",
+            ["buffer", "version"], registry=r,
+        )
         self._req_children: dict[tuple[str, int], Any] = {}
         self._lat_children: dict[str, Any] = {}
         self.batch_rows = self.batch_size.labels(version)
@@ -98,12 +103,14 @@ class Metrics:
 
 
 class _Bucket:
-    __slots__ = ("second", "count", "errors", "hist", "fb", "correct", "labelled", "reward_n", "reward_sum")
+    __slots__ = ("second", "count", "errors", "client_errors", "hist", "fb", "correct", "labelled", "reward_n",
+                 "reward_sum")
 
     def __init__(self, second: int, nbins: int) -> None:
         self.second = second
         self.count = 0
         self.errors = 0
+        self.client_errors = 0
         self.hist = [0] * nbins
         self.fb = 0
         self.correct = 0
@@ -130,11 +137,13 @@ class SlidingStats:
             b.__init__(sec, self._nbins)  # type: ignore[misc]
         return b
 
-    def record(self, latency_ms: float, error: bool) -> None:
+    def record(self, latency_ms: float, error: bool, client_error: bool = False) -> None:
         b = self._bucket(self.clock())
         b.count += 1
         if error:
             b.errors += 1
+        elif client_error:
+            b.client_errors += 1
         b.hist[bisect.bisect_left(_EDGES_MS, latency_ms)] += 1
 
     def record_feedback(self, correct: bool | None, reward: float | None, labelled: int = 1) -> None:
@@ -151,13 +160,15 @@ class SlidingStats:
         """Mergeable totals over the window: counts and the latency histogram."""
         now = self.clock()
         lo = int(now) - self.nb + 1
-        snap = {"count": 0, "errors": 0, "hist": [0] * self._nbins, "fb": 0, "correct": 0, "labelled": 0,
-                "reward_n": 0, "reward_sum": 0.0, "span_s": min(self.window_s, max(now - self.started, 1e-9))}
+        snap = {"count": 0, "errors": 0, "client_errors": 0, "hist": [0] * self._nbins, "fb": 0, "correct": 0,
+                "labelled": 0, "reward_n": 0, "reward_sum": 0.0,
+                "span_s": min(self.window_s, max(now - self.started, 1e-9))}
         hist = snap["hist"]
         for b in self._buckets:
             if b.second >= lo:
                 snap["count"] += b.count
                 snap["errors"] += b.errors
+                snap["client_errors"] += b.client_errors
                 snap["fb"] += b.fb
                 snap["correct"] += b.correct
                 snap["labelled"] += b.labelled
@@ -171,10 +182,10 @@ class SlidingStats:
 
 def merge_snapshots(snaps: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum the snapshots of several workers; the span is the longest (they cover the same wall-clock window)."""
-    out = {"count": 0, "errors": 0, "hist": None, "fb": 0, "correct": 0, "labelled": 0, "reward_n": 0,
-           "reward_sum": 0.0, "span_s": 1e-9}
+    out = {"count": 0, "errors": 0, "client_errors": 0, "hist": None, "fb": 0, "correct": 0, "labelled": 0,
+           "reward_n": 0, "reward_sum": 0.0, "span_s": 1e-9}
     for s in snaps:
-        for k in ("count", "errors", "fb", "correct", "labelled", "reward_n", "reward_sum"):
+        for k in ("count", "errors", "client_errors", "fb", "correct", "labelled", "reward_n", "reward_sum"):
             out[k] += s[k]
         out["span_s"] = max(out["span_s"], s["span_s"])
         if out["hist"] is None:

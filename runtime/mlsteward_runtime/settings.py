@@ -48,5 +48,21 @@ class ServeSettings(BaseSettings):
     shared_dir: str | None = None
     """Directory where workers publish stats and drift snapshots and prediction journals (set by the server)."""
 
+    parse_offload_bytes: int = Field(default=256 * 1024, ge=0)
+    """Request bodies of at least this many bytes are parsed and validated in a thread, off the event loop, so one
+    client's large request does not hold up the others; smaller ones are decoded in place (a thread hop costs more
+    than their parse)."""
+
+    feedback_max_bytes: int = Field(default=64 << 20, ge=1 << 20)
+    """Byte budget of the predictions kept for joining feedback (besides runtime.feedback_capacity, a count); the
+    oldest are evicted first and counted in mlsteward_buffer_evictions_total{buffer="feedback"}. 64 MiB fits the
+    predictor's default 1 GiB memory limit with the model, the batch queue and a maximal request beside it."""
+
+    batch_queue_max_bytes: int = Field(default=64 << 20, ge=1 << 20)
+    """Byte budget of the input matrices waiting for a batched model call; past it a request gets 503 with
+    Retry-After (rule max_queue_bytes), counted in mlsteward_overload_rejections_total. The records waiting for
+    the prediction log's writer have a budget of the same size; past it records are dropped and counted in
+    mlsteward_buffer_evictions_total{buffer="prediction_log"}."""
+
     worker_index: int = 0
     """Index of this worker process (set by the server when forking)."""

@@ -19,8 +19,13 @@ __all__ = ["Reservoir", "merge_windows"]
 
 
 class Reservoir:
-    def __init__(self, sig: Signature, size: int, seed: int | None = None) -> None:
+    """`pii_fields` (the runtime's setting, the same that redacts the logs) are left out of the window it reports:
+    a drift window leaves the pod, and personal data has no place in it. Leaving the feature out, rather than
+    marking its values, keeps the other features' samples aligned and their types honest."""
+
+    def __init__(self, sig: Signature, size: int, seed: int | None = None, pii_fields: list[str] | None = None) -> None:
         self.sig = sig
+        self.pii = frozenset(pii_fields or ())
         self.size = int(size)
         self.n = len(sig.inputs)
         self.categorical = any(s.type == FeatureType.categorical for s in sig.inputs)
@@ -70,6 +75,8 @@ class Reservoir:
         data = self.values()
         feats: dict[str, FeatureWindow] = {}
         for j, spec in enumerate(self.sig.inputs):
+            if spec.name in self.pii:
+                continue
             col = data[:, j]
             if spec.type == FeatureType.categorical:
                 vals = [None if v is None else v for v in col.tolist()]

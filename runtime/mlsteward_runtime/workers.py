@@ -30,6 +30,7 @@ import numpy as np
 import orjson
 
 from mlsteward_runtime.contracts import DriftWindow
+from mlsteward_runtime.feedback import entry_bytes
 
 log = logging.getLogger("mlsteward.workers")
 
@@ -46,8 +47,15 @@ class Peers:
         self.workers = workers
         self._journal_q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._offsets: dict[int, int] = {}
-        self._peer_preds: dict[str, list[Any]] = {}
+        # request id -> (predictions, estimated bytes); bounded by the feedback store's count and byte budget.
+        self._peer_preds: dict[str, tuple[np.ndarray, int]] = {}
+        self._peer_bytes = 0
         self._capacity = plane.config.feedback_capacity
+        self._budget = plane.feedback.max_bytes
+        self._evicted = plane.metrics.evictions.labels("journal", plane.version)
+        self._written = 0
+        self._pending = 0
+        self._pending_lock = threading.Lock()
         self._stop = threading.Event()
         self._journal_path = self.dir / f"journal-{index}.jsonl"
         self._journal_path.write_bytes(b"")
@@ -76,6 +84,14 @@ class Peers:
                 log.exception("Failed to publish worker snapshot")
 
     def journal(self, request_id: str, predictions: np.ndarray) -> None:
+        # The writer's backlog is bounded by the feedback byte budget: past it a prediction is not journaled (its
+        # feedback can then join only on the worker that answered) rather than held in memory without bound.
+        size = predictions.nbytes
+        with self._pending_lock:
+            if self._budget is not None and self._pending + size > self._budget:
+                self._evicted.inc()
+                return
+            self._pending += size
         self._journal_q.put((request_id, predictions))
 
     def _journal_writer(self) -> None:
@@ -85,16 +101,19 @@ class Peers:
             lines = [item]
             while not self._journal_q.empty() and len(lines) < 4096:
                 lines.append(self._journal_q.get())
-            # Keep the journal bounded: past twice the feedback capacity start it over; readers notice the
-            # shorter file and restart from the beginning.
-            if self._lines > 2 * self._capacity:
+            with self._pending_lock:
+                self._pending -= sum(p.nbytes for _, p in lines)
+            # Keep the journal bounded: past twice the feedback capacity, or twice its byte budget, start it over;
+            # readers notice the shorter file and restart from the beginning.
+            if self._lines > 2 * self._capacity or (self._budget is not None and self._written > 2 * self._budget):
                 fh.close()
                 fh = open(self._journal_path, "wb")
-                self._lines = 0
-            fh.write(b"".join(orjson.dumps([rid, p.tolist()], option=orjson.OPT_APPEND_NEWLINE)
-                             for rid, p in lines))
+                self._lines = self._written = 0
+            chunk = b"".join(orjson.dumps([rid, p.tolist()], option=orjson.OPT_APPEND_NEWLINE) for rid, p in lines)
+            fh.write(chunk)
             fh.flush()
             self._lines += len(lines)
+            self._written += len(chunk)
 
     # -- reading siblings ---------------------------------------------------------------------------------------
 
@@ -125,7 +144,7 @@ class Peers:
             self._scan()
             entry = self._peer_preds.get(request_id)
             if entry is not None:
-                return np.asarray(entry)
+                return entry[0]
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.01)
@@ -153,10 +172,25 @@ class Peers:
                     rid, preds = orjson.loads(line)
                 except (orjson.JSONDecodeError, ValueError):
                     continue
-                if len(self._peer_preds) >= self._capacity:
-                    del self._peer_preds[next(iter(self._peer_preds))]
-                self._peer_preds[rid] = preds
+                self._adopt(rid, np.asarray(preds))
             self._offsets[i] = off + end
+
+    def _adopt(self, rid: str, preds: np.ndarray) -> None:
+        """Keep a sibling's prediction, evicting the oldest past the feedback store's count or byte budget."""
+        entries = self._peer_preds
+        old = entries.pop(rid, None)
+        if old is not None:
+            self._peer_bytes -= old[1]
+        size = entry_bytes(rid, preds)
+        evicted = 0
+        while entries and (len(entries) >= self._capacity or
+                           (self._budget is not None and self._peer_bytes + size > self._budget)):
+            self._peer_bytes -= entries.pop(next(iter(entries)))[1]
+            evicted += 1
+        entries[rid] = (preds, size)
+        self._peer_bytes += size
+        if evicted:
+            self._evicted.inc(evicted)
 
 
 class Supervisor:

@@ -25,6 +25,9 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "UINT32": (0, 2**32 - 1), "UINT64": (0, 2**64 - 1),
 }
 _FLOATS = frozenset({"FP16", "FP32", "FP64"})
+# Largest finite magnitude of each float datatype: a value past it would be infinite in the declared type.
+_FLOAT_MAX = {"FP16": float(np.finfo(np.float16).max), "FP32": float(np.finfo(np.float32).max),
+              "FP64": float(np.finfo(np.float64).max)}
 DATATYPES = (*_INT_RANGES, *sorted(_FLOATS), "BOOL", "BYTES")
 
 _TENSOR_SCHEMA: dict[str, Any] = {
@@ -78,7 +81,8 @@ def decode(body: Any, validator: RowValidator) -> V2Request:
     if params is not None and type(params) is not dict:
         raise InvalidInput("parameters must be an object", field="parameters", rule="type")
     outputs = _requested_outputs(body.get("outputs"))
-    tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
+    bound = _Bound(validator)
+    tensors = [_tensor(t, i, bound) for i, t in enumerate(inputs)]
     names = validator.names
     if len(tensors) == 1 and not (len(names) == 1 and tensors[0][0] == names[0] and len(tensors[0][2]) == 1):
         name, dtype, shape, arr = tensors[0]
@@ -137,7 +141,35 @@ def _requested_outputs(outputs: Any) -> list[str] | None:
     return names
 
 
-def _tensor(t: Any, i: int) -> tuple[str, str, list[int], np.ndarray]:
+class _Bound:
+    """The largest tensor a request may declare: max_rows rows of all features, and no dimension above that."""
+
+    __slots__ = ("rows", "elements", "dim")
+
+    def __init__(self, validator: RowValidator) -> None:
+        self.rows = validator.max_rows if validator.max_rows is not None else 2**31
+        self.elements = self.rows * max(validator.n, 1)
+        self.dim = max(self.rows, validator.n)
+
+
+def _check_shape(shape: list[int], f: str, bound: _Bound) -> int:
+    """The element count of `shape`, checked before any data is touched.
+
+    Python integers do not overflow, so a product of huge dimensions is exact; the checks refuse a shape with no
+    elements (whatever its other dimensions) and any dimension or product beyond the request limit, so nothing
+    downstream (reshape, NumPy allocation) ever sees such a shape.
+    """
+    expected = math.prod(shape)
+    if expected == 0:
+        raise InvalidInput(f"{f}.shape {shape} holds no elements; send at least one row", field=f"{f}.shape",
+                           rule="min_items")
+    if max(shape) > bound.dim or expected > bound.elements:
+        raise InvalidInput(f"{f}.shape {shape} exceeds the limit of {bound.rows} rows", field=f"{f}.shape",
+                           rule="max_items")
+    return expected
+
+
+def _tensor(t: Any, i: int, bound: _Bound) -> tuple[str, str, list[int], np.ndarray]:
     f = f"inputs[{i}]"
     if type(t) is not dict:
         raise InvalidInput(f"{f} must be a tensor object", field=f, rule="type")
@@ -150,19 +182,24 @@ def _tensor(t: Any, i: int) -> tuple[str, str, list[int], np.ndarray]:
         raise InvalidInput(f"{f}.datatype must be one of {list(DATATYPES)}", field=f"{f}.datatype", rule="allowed")
     if type(data) is not list:
         raise InvalidInput(f"{f}.data must be a list", field=f"{f}.data", rule="type")
-    flat, kinds = _flatten(data, f)
-    expected = math.prod(shape)
+    expected = _check_shape(shape, f, bound)
+    if len(data) > expected:
+        raise InvalidInput(f"{f}.data has more than the {expected} elements shape {shape} needs",
+                           field=f"{f}.data", rule="shape")
+    flat, kinds = _flatten(data, f, len(shape), expected)
     if len(flat) != expected:
         raise InvalidInput(f"{f}.data has {len(flat)} elements but shape {shape} needs {expected}",
                            field=f"{f}.data", rule="shape")
     return name, dtype, shape, _typed(flat, kinds, dtype, f)
 
 
-def _flatten(data: list[Any], f: str) -> tuple[list[Any], set[type]]:
+def _flatten(data: list[Any], f: str, rank: int, expected: int) -> tuple[list[Any], set[type]]:
     """The values in row-major order and the set of their Python types.
 
     The common shapes (flat, or a list of flat rows) are handled with C-level passes (map, chain); a Python loop
-    over every value cost about 2 µs per row of 30 features, more than the model call for a linear model.
+    over every value cost about 2 µs per row of 30 features, more than the model call for a linear model. Nesting
+    deeper than the tensor's rank, or more values than its shape needs, stops the walk at once (rule max_depth or
+    shape) rather than after walking everything a hostile body holds.
     """
     if not data or type(data[0]) is not list:
         kinds = set(map(type, data))
@@ -176,17 +213,20 @@ def _flatten(data: list[Any], f: str) -> tuple[list[Any], set[type]]:
             return flat, kinds
     out: list[Any] = []
 
-    # Depth-first, row-major flattening; absurdly deep nesting is a client error, not a crash.
-    def walk(x: list[Any]) -> None:
+    # Depth-first, row-major flattening, bounded by the rank (depth) and the element count the shape declares.
+    def walk(x: list[Any], depth: int) -> None:
+        if depth > rank:
+            raise InvalidInput(f"{f}.data is nested {depth} deep; shape has rank {rank}", field=f"{f}.data",
+                               rule="max_depth")
         for v in x:
             if type(v) is list:
-                walk(v)
+                walk(v, depth + 1)
             else:
                 out.append(v)
-    try:
-        walk(data)
-    except RecursionError as exc:
-        raise InvalidInput(f"{f}.data is nested too deeply", field=f"{f}.data", rule="shape") from exc
+        if len(out) > expected:
+            raise InvalidInput(f"{f}.data has more than the {expected} elements its shape needs",
+                               field=f"{f}.data", rule="shape")
+    walk(data, 1)
     return out, set(map(type, out))
 
 
@@ -196,9 +236,12 @@ def _typed(flat: list[Any], kinds: set[type], dtype: str, f: str) -> np.ndarray:
         if not kinds <= {int, float}:
             raise InvalidInput(f"{field} must hold numbers for {dtype}", field=field, rule="type")
         try:
-            return np.array(flat, dtype=np.float64)
+            arr = np.array(flat, dtype=np.float64)
         except OverflowError as exc:
             raise InvalidInput(f"{field} holds a number too large for {dtype}", field=field, rule="finite") from exc
+        if arr.size and float(np.abs(arr).max()) > _FLOAT_MAX[dtype]:
+            raise InvalidInput(f"{field} holds a value outside the range of {dtype}", field=field, rule="range")
+        return arr
     if dtype in _INT_RANGES:
         if not kinds <= {int}:
             raise InvalidInput(f"{field} must hold integers for {dtype}", field=field, rule="type")

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,18 +43,25 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {**os.environ, **(env or {})}
         full_env["PYTHONPATH"] = str(REPO / "runtime") + os.pathsep + full_env.get("PYTHONPATH", "")
+        # The logs go to a file, not a pipe: a server logging every rejected request would fill an unread pipe's
+        # 64 KiB and block on its next write, which looks exactly like a server that stopped answering.
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlsteward_runtime.cli", "serve", "--host", "127.0.0.1", "--port",
              str(self.port), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=full_env,
+            stdout=subprocess.DEVNULL, stderr=self.log, env=full_env,
         )
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {self.proc.stderr.read().decode()}")
+                raise AssertionError(f"server exited {self.proc.returncode}: {self.stderr()}")
             try:
                 r = httpx.get(f"{self.url}/v2/health/ready", timeout=1.0)
                 last = (r.status_code, r.text)
@@ -67,8 +75,8 @@ class ServerProcess:
     def stop(self) -> str:
         self.proc.terminate()
         try:
-            _, err = self.proc.communicate(timeout=20)
+            self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            _, err = self.proc.communicate()
-        return err.decode()
+            self.proc.wait()
+        return self.stderr()

@@ -1,0 +1,89 @@
+"""The ASGI layer in front of every endpoint: request id, version header, in-flight gauge, metrics and stats."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import orjson
+
+from mlsteward_runtime.dataplane import DataPlane
+
+__all__ = ["Edge", "PREDICT_ENDPOINTS"]
+
+log = logging.getLogger("mlsteward.app")
+
+PREDICT_ENDPOINTS = frozenset({"/predict", "/v1/models/{name}:predict", "/v2/models/{name}/infer",
+                               "/v2/models/{name}/versions/{version}/infer"})
+
+
+class Edge:
+    """Pure ASGI layer: request id, version header, in-flight gauge, metrics and sliding-window stats.
+
+    Written as raw ASGI rather than BaseHTTPMiddleware because it runs on every request and must stay cheap.
+    It also turns an unexpected exception into a JSON 500 that still carries the headers.
+    """
+
+    def __init__(self, app: Any, plane: DataPlane) -> None:
+        self.app = app
+        self.plane = plane
+        self.version_b = plane.version.encode()
+        self.metrics = plane.metrics
+        self.counter = 0
+        self.prefix = f"{os.getpid():x}-{int(time.time()):x}-"
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        rid: str | None = None
+        for k, v in scope["headers"]:
+            if k == b"x-request-id":
+                if 0 < len(v) <= 128 and v.isascii():
+                    text = v.decode()
+                    if text.isprintable():
+                        rid = text
+                break
+        if rid is None:
+            # Unique per process and cheap: pid and start time make it unique across workers and restarts.
+            self.counter += 1
+            rid = f"{self.prefix}{self.counter:x}"
+        state = scope.get("state")
+        if state is None:
+            scope["state"] = state = {}
+        state["request_id"] = rid
+        extra = [(b"x-request-id", rid.encode()), (b"x-model-version", self.version_b)]
+        status = 500
+        started = False
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        gauge = self.metrics.in_flight_v
+        gauge.inc()
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:  # noqa: BLE001 - last line of defence: answer, log, keep serving
+            log.exception("Request failed", extra={"request_id": rid, "version": self.plane.version})
+            if not started:
+                body = orjson.dumps({"error": "internal_error", "message": "internal error; see the server log"})
+                await send_wrapper({"type": "http.response.start", "status": 500,
+                                    "headers": [(b"content-type", b"application/json"),
+                                                (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+        finally:
+            gauge.dec()
+            dt = time.perf_counter() - t0
+            route = scope.get("route")
+            endpoint = route.path if route is not None else "unmatched"
+            self.metrics.observe_request(endpoint, status, dt)
+            if endpoint in PREDICT_ENDPOINTS:
+                self.plane.record_request(dt * 1000.0, status)
