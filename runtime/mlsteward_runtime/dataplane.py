@@ -71,7 +71,8 @@ class DataPlane:
         """
         t0 = time.perf_counter()
         try:
-            model = load_model(self.config.artifact, allow_unverified=self.config.allow_unverified, data=data)
+            model = load_model(self.config.artifact, allow_unverified=self.config.allow_unverified,
+                               allow_version_skew=self.config.allow_version_skew, data=data)
         except ModelLoadError as exc:
             if exc.reason == "DigestMismatch":
                 self.metrics.digest_failures.labels(self.version).inc()

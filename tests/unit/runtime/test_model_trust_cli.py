@@ -30,7 +30,7 @@ def _exit_or_ready(server: ServerProcess, timeout: float = 60.0) -> tuple[int, s
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
-            return server.proc.returncode, server.proc.stderr.read().decode()
+            return server.proc.returncode, server.stderr()
         try:
             ready = httpx.get(f"{server.url}/v2/health/ready", timeout=1.0).status_code == 200
         except httpx.HTTPError:
@@ -101,6 +101,24 @@ def test_serve_refuses_version_skew(lr_bytes, tmp_path):
     sha = _write(model, with_sklearn_version(lr_bytes, other_minor(sklearn.__version__)))
     code, err = _exit_or_ready(ServerProcess(["--model", str(model), "--name", "skewed", "--sha256", sha]))
     assert code == 3 and "SklearnVersionSkew" in err and sklearn.__version__ in err
+
+
+def test_serve_allows_version_skew_when_told_and_predicts_as_the_model(lr_bytes, tmp_path, artifacts):
+    """The per-version override reaches the predictor's loader: the skewed file serves, and answers as sklearn."""
+    import numpy as np
+    import skops.io as sio
+
+    model = tmp_path / "model.skops"
+    sha = _write(model, with_sklearn_version(lr_bytes, other_minor(sklearn.__version__)))
+    server = ServerProcess(["--model", str(model), "--name", "skewed", "--sha256", sha, "--allow-version-skew"])
+    try:
+        server.wait_ready()
+        rows = np.random.default_rng(0).normal(size=(3, 4)).tolist()
+        answer = httpx.post(f"{server.url}/predict", json={"instances": rows}, timeout=10).json()
+    finally:
+        server.stop()
+    estimator = sio.loads(lr_bytes, trusted=sio.get_untrusted_types(data=lr_bytes))
+    assert answer["predictions"] == estimator.predict(np.asarray(rows)).tolist()
 
 
 # --------------------------------------------------------------------------------------------------------------
