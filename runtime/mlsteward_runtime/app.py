@@ -29,6 +29,7 @@ from mlsteward_runtime.edge import Edge
 from mlsteward_runtime.endpoints import ops, simple, v1, v2
 from mlsteward_runtime.endpoints.common import ERROR_SCHEMA, json_response
 from mlsteward_runtime.errors import BadRequest, InvalidInput, ModelLoadError, NotFound, RuntimeErrorBase
+from mlsteward_runtime.logs import LogBudget
 from mlsteward_runtime.settings import ServeSettings
 
 __all__ = ["create_app"]
@@ -100,11 +101,19 @@ def _lifespan(plane: DataPlane) -> Callable[[FastAPI], Any]:
 
 # -- error handling (one handler for the hierarchy; framework errors mapped into the same shape) ------------------
 
+# One line per refused request is what an operator wants to read, but a client decides how many there are: client
+# errors are logged within a budget (5xx always), and the next line says how many were left out.
+_CLIENT_ERROR_LOGS = LogBudget()
+
+
 async def _runtime_error(request: Request, exc: RuntimeErrorBase) -> Response:
     if exc.status_code >= 500 or log.isEnabledFor(logging.INFO):
-        log.info("Rejected request", extra={"request_id": request.scope.get("state", {}).get("request_id"),
-                                             "version": request.app.state.plane.version, "status": exc.status_code,
-                                             "field": exc.field, "rule": exc.rule, "path": request.url.path})
+        suppressed = 0 if exc.status_code >= 500 else _CLIENT_ERROR_LOGS.take()
+        if suppressed is not None:
+            log.info("Rejected request", extra={"request_id": request.scope.get("state", {}).get("request_id"),
+                                                 "version": request.app.state.plane.version,
+                                                 "status": exc.status_code, "field": exc.field, "rule": exc.rule,
+                                                 "path": request.url.path, "suppressed": suppressed})
     return json_response(exc.to_json(), exc.status_code, exc.headers or None)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging", "redact"]
+__all__ = ["JsonFormatter", "LogBudget", "configure_logging", "redact"]
 
 REDACTED = "[REDACTED]"
 
@@ -71,3 +71,26 @@ def configure_logging(level: str = "info", pii_fields: list[str] | None = None, 
         lg = logging.getLogger(name)
         lg.handlers = []
         lg.propagate = True
+
+
+class LogBudget:
+    """At most `rate` lines per second (bursts of `burst`) for a log line that a client can cause at will, such as
+    one per refused request: without a bound, one client could fill the node's disk or drown the other lines. The
+    lines left out are counted and the next line that passes reports how many (`suppressed`)."""
+
+    def __init__(self, rate: float = 10.0, burst: float = 20.0, clock: Any = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self.tokens, self.at = burst, clock()
+        self.suppressed = 0
+
+    def take(self) -> int | None:
+        """None when this line is to be left out; otherwise the number of lines left out since the last one."""
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1.0:
+            self.suppressed += 1
+            return None
+        self.tokens -= 1.0
+        out, self.suppressed = self.suppressed, 0
+        return out

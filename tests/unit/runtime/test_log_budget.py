@@ -1,0 +1,50 @@
+"""A client cannot flood the predictor's logs: refused requests are logged within a budget, the rest counted."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import orjson
+
+from mlsteward_runtime.logs import LogBudget
+
+from .helpers import ServerProcess
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_budget_passes_a_burst_then_the_rate_and_counts_what_it_left_out():
+    clock = _Clock()
+    budget = LogBudget(rate=2.0, burst=3.0, clock=clock)
+    assert [budget.take() for _ in range(5)] == [0, 0, 0, None, None]
+    clock.t = 0.5  # one token back at 2 per second
+    assert budget.take() == 2 and budget.take() is None
+    clock.t = 10.0  # refilled to the burst, not beyond
+    assert [budget.take() for _ in range(4)] == [1, 0, 0, None]
+
+
+def test_a_flood_of_bad_requests_writes_a_bounded_number_of_log_lines(artifacts):
+    path, digest = artifacts["lr.skops"]
+    server = ServerProcess(["--model", str(path), "--name", "iris", "--sha256", digest])
+    try:
+        server.wait_ready()
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            for _ in range(400):
+                assert client.post("/predict", json={"instances": [[1.0, 2.0]]}).status_code == 422
+            # A later refusal, once the budget has refilled, says how many lines were left out.
+            time.sleep(0.5)
+            assert client.post("/predict", json={"instances": [[1.0]]}).status_code == 422
+    finally:
+        log = server.stop()
+    lines = [orjson.loads(line) for line in log.splitlines() if line.startswith("{")]
+    rejected = [line for line in lines if line.get("msg") == "Rejected request"]
+    assert 20 <= len(rejected) < 200, len(rejected)
+    assert sum(line["suppressed"] for line in rejected) + len(rejected) == 401
+    assert rejected[-1]["suppressed"] > 0 and rejected[-1]["rule"] == "feature_count"
