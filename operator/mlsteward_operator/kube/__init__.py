@@ -6,5 +6,6 @@ from mlsteward_operator.kube.client import (
     ProfileError,
     load_config,
 )
+from mlsteward_operator.kube.cache import Store, key_of
 
-__all__ = ["ApiError", "Client", "ProfileError", "load_config"]
+__all__ = ["ApiError", "Client", "ProfileError", "load_config", "Store", "key_of"]
