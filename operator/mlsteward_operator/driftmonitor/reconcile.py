@@ -1,8 +1,9 @@
 """The DriftMonitor reconcile: read the world through k8s, judge with drift.py, record, then act.
 
 `reconcile_monitor(body, client, cfg, now)` follows the conventions of reconcile.py: it parses the object, raises
-only `InvalidSpec` and `NotReady`, and returns the status to patch (or None when nothing changed). The kopf timer
-calls it more often than `spec.interval`; a check runs only when one is due (`drift.check_due`).
+only `InvalidSpec` and `NotReady`, and returns the status to patch (or None when nothing changed). The controller
+calls it on events and at the deadline schedule.next_look computes; a check runs only when one is due
+(`drift.check_due`).
 
 A check: the ModelDeployment's `status.servingVersion`, that ModelVersion's reference profile (spec.reference, else
 the one its validation computed; digest checked, cached by sha256), and `GET /v1/drift/window` of every ready
@@ -59,7 +60,7 @@ from mlsteward_operator.retraining import render as retrain_render
 
 log = logging.getLogger(__name__)
 
-# One reconcile at a time per monitor: the timer and a spec change may fire together, and two concurrent checks
+# One reconcile at a time per monitor (the work queue already ensures it; kept for direct callers), and two concurrent checks
 # would both decide on the same status.
 _locks: dict[str, asyncio.Lock] = {}
 # Background alert deliveries, referenced so that they are not garbage-collected while they run.
