@@ -127,9 +127,9 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
     s = md.status
     rollout_target = s.rollout.target_version if s.rollout is not None and s.rollout.phase.value == "Progressing" \
         else None
-    names = {md.spec.version, *(n for n in (serving_name, s.stable_version, s.previous_version) if n),
+    named = {md.spec.version, *(n for n in (serving_name, s.stable_version, s.previous_version) if n),
              *([prev_override.version] if prev_override else []), *(r.version for r in requests if r.version), *arms}
-    versions = await _versions(client, ns, names)
+    versions = await _versions(client, ns, named)
     ready = {n: mv.status.phase.value == "Ready" for n, mv in versions.items()}
     override, applied = resolve_override(md.spec.version, serving_name, s.stable_version, s.previous_version,
                                          rollout_target, prev_override, requests, ready, now)
