@@ -340,8 +340,8 @@ async def _follow_retrain(dm: DriftMonitor, body: dict[str, Any], client: kube.C
                 await client.create(retrain_render.render_retrain_job(dm, r))  # None on 409: it exists already
                 await step("JobCreated", f"Created retraining Job {r.job} (parent {r.parent})")
         else:
-            pods = await client.list("v1", "Pod", ns, labels={"job-name": r.job})
-            js = pods.observe_job(job, pods)
+            job_pods = await client.list("v1", "Pod", ns, labels={"job-name": r.job})
+            js = pods.observe_job(job, job_pods)
             if js.succeeded or js.failed:
                 await _job_done(dm, client, r, js, step)
     elif r.phase == RetrainPhase.validating and r.model_version:
