@@ -168,7 +168,8 @@ class Watches:
       that name it anywhere in spec or status (or whose Experiments and DriftMonitors do).
     - An Experiment created, deleted, or whose phase or servingRequest changed, and a DriftMonitor created, deleted
       or whose servingRequest changed, wake the ModelDeployment they name.
-    - A ModelDeployment whose served version or experiment changed wakes its Experiments and DriftMonitors.
+    - A ModelDeployment whose served version or experiment changed wakes its Experiments and DriftMonitors; one
+      whose status.health.alerts changed (the health sampler's write) wakes its main reconcile (Alerting).
     - A child Deployment (managed by mlsteward, owned by a ModelDeployment) whose spec or status changed, or that
       was deleted, wakes its ModelDeployment and that deployment's open Experiments (they wait for the router).
     - A Job whose status changed wakes the ModelVersion (validation) or DriftMonitor (retraining) that owns it.
@@ -177,6 +178,10 @@ class Watches:
     def __init__(self, controllers: Mapping[str, Controller], health: Controller) -> None:
         self.c, self.health = controllers, health
         self.stores = {kind: ctl.store for kind, ctl in controllers.items()}
+        # The copy each watch event brought, apart from the controllers' stores: those also take the answers to the
+        # operator's own status writes, and a change compared against them would look like no change when its
+        # watch event arrives (then, e.g., an Experiment would never hear that its deployment serves the control).
+        self._seen = {kind: Store() for kind in controllers}
         self._children: dict[tuple[str, str, str], Any] = {}
 
     def _put(self, kind: str, event: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, Mapping[str, Any], bool]:
@@ -185,12 +190,14 @@ class Watches:
         key = kube.key_of(obj)
         ctl = self.c[kind]
         if event.get("type") == "DELETED":
-            old = ctl.store.delete(key)
+            old = self._seen[kind].delete(key)
+            ctl.store.delete(key)
             ctl.forget(key)
             if kind == "ModelDeployment":
                 self.health.forget(key)
             return old, obj, True
-        old = ctl.store.put(obj)
+        old = self._seen[kind].put(obj)
+        ctl.store.put(obj)
         ctl.wake_if_changed(key, obj)
         if kind == "ModelDeployment":
             self.health.wake_if_changed(key, obj)
@@ -229,10 +236,17 @@ class Watches:
             st = (o or {}).get("status") or {}
             return st.get("servingVersion"), st.get("experiment")
 
+        ns, name = kube.key_of(obj)
         if gone or old is None or served(old) != served(obj):
-            ns, name = kube.key_of(obj)
             self._wake_naming("Experiment", ns, name)
             self._wake_naming("DriftMonitor", ns, name)
+
+        def alerts(o: Mapping[str, Any] | None) -> Any:
+            return (((o or {}).get("status") or {}).get("health") or {}).get("alerts")
+
+        if not gone and old is not None and alerts(old) != alerts(obj):
+            # The health sampler changed what fires: the main reconcile derives the Alerting condition from it.
+            self.c["ModelDeployment"].wake((ns, name))
 
     def experiment(self, event: Mapping[str, Any]) -> None:
         self._requester("Experiment", event, ("phase", "servingRequest"))
