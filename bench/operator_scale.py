@@ -55,7 +55,9 @@ def control_plane(api_port: int, etcd_port: int) -> Iterator[Path]:
     run_dir = Path(tempfile.mkdtemp(prefix="mlsteward-scale-"))
     cluster = str(ROOT / "hack/cluster.sh")
     args = ["--tier", "A", "--dir", str(run_dir), "--api-port", str(api_port), "--etcd-port", str(etcd_port)]
-    subprocess.run([cluster, "up", *args], check=True, capture_output=True, timeout=300)
+    # Two Services per ModelDeployment: 1,000 of them need more than the default /24 of Service IPs.
+    env = {**os.environ, "MLS_SERVICE_CIDR": "10.0.0.0/19"}
+    subprocess.run([cluster, "up", *args], check=True, capture_output=True, timeout=300, env=env)
     try:
         env = subprocess.run([cluster, "env", "--dir", str(run_dir)], capture_output=True, text=True,
                              check=True).stdout
