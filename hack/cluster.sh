@@ -46,7 +46,9 @@ DIR="$(cd "$(dirname "$DIR")" && pwd)/$(basename "$DIR")"
 
 PKI="$DIR/pki"; LOGS="$DIR/logs"; PIDS="$DIR/pids"
 KUBECONFIG_ADMIN="$DIR/admin.kubeconfig"
-SERVICE_CIDR="10.0.0.0/24"; SERVICE_FIRST_IP="10.0.0.1"
+# MLS_SERVICE_CIDR widens the Service range (it must start at 10.0.0.0): the operator scale benchmark makes two
+# Services per ModelDeployment, more than a /24 holds at N = 1,000.
+SERVICE_CIDR="${MLS_SERVICE_CIDR:-10.0.0.0/24}"; SERVICE_FIRST_IP="10.0.0.1"
 POD_CIDR="10.88.0.0/16"
 CLUSTER_DOMAIN="cluster.local"
 CGROUP_PARENT="mlsteward"            # kubelet's cgroupRoot; containerd and every pod live below it

@@ -1,10 +1,11 @@
-"""kopf handlers: thin adapters (STYLE §1). Each unpacks kopf's arguments, calls one reconcile function, maps
-domain errors to kopf's, and writes the status the reconcile computed through kopf's patch (one write, skipped
-when nothing changed).
+"""kopf handlers: thin adapters (STYLE §1). kopf watches; the controllers (controllers.py) reconcile.
 
-Why both events and timers: events make a change visible within a second; timers make the controllers
-level-based. A timer re-observes children (pods becoming ready, a Job finishing) that raise no event on the parent
-and repairs anything an event missed, including after a restart of the operator.
+Every handler here is an `on.event` handler: it hands the event to `controllers.Watches`, which keeps an in-memory
+copy of each object and wakes the reconciles the change concerns; each kind's `Controller` runs its reconcile from
+a work queue, when woken or at a deadline the reconcile set (STYLE §9). No kopf timer, daemon or changing handler
+(create/update/resume) is registered, so kopf writes nothing on our objects: no progress or last-handled
+annotations and no finalizer, and a steady object costs no request. After a restart the watches list every object,
+and each one is reconciled once (what `on.resume` did).
 """
 
 from __future__ import annotations
@@ -15,31 +16,39 @@ from typing import Any
 
 import kopf
 
-from mlsteward_operator import kube
+from mlsteward_operator import controllers, kube
 from mlsteward_operator.driftmonitor import reconcile as reconcile_drift
+from mlsteward_operator.driftmonitor import schedule as drift_schedule
 from mlsteward_operator.experiment import reconcile as reconcile_experiment
+from mlsteward_operator.experiment import schedule as experiment_schedule
 from mlsteward_operator.kernel import metrics
 from mlsteward_operator.modeldeployment import reconcile as reconcile_deployment
 from mlsteward_operator.modeldeployment import reconcile_health
+from mlsteward_operator.modeldeployment import schedule as deployment_schedule
 from mlsteward_operator.modelversion import reconcile as reconcile_version
+from mlsteward_operator.modelversion import schedule as version_schedule
 from mlsteward_operator.retention import reconcile as reconcile_retention
 from mlsteward_operator.retraining.reconcile import Retraining
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.errors import InvalidSpec, NotReady
 
 GROUP, VERSION = "mlsteward.io", "v1alpha1"
+MANAGED = {"app.kubernetes.io/managed-by": "mlsteward"}
 
-# Seconds between timer reconciles: short while something is in motion, since a user is watching.
-VERSION_INTERVAL = 3.0
-DEPLOYMENT_INTERVAL = 3.0
-EXPERIMENT_INTERVAL = 5.0
-# A DriftMonitor checks every spec.interval (the reconcile decides from status when a check is due); the timer
-# only needs to be finer than the shortest interval anyone sets, and moves an active retraining on.
-DRIFTMONITOR_INTERVAL = 3.0
-# A ModelDeployment's health is sampled every spec.alerts.interval (default 1m) by a timer of its own, the only writer
-# of status.health. A tick with no sample due is decided from kopf's copy of the object and costs no request, so the
-# timer can be as fine as the shortest interval anyone sets.
-HEALTH_INTERVAL = 1.0
+
+
+def kind_specs(drift: reconcile_drift.DriftMonitors,
+               health: reconcile_health.Health) -> tuple[tuple[controllers.KindSpec, ...], controllers.KindSpec]:
+    """Each kind's reconcile and schedule; the second is the health sampler, a second controller over the
+    ModelDeployments and the only writer of status.health. `drift` and `health` hold state of their own (locks,
+    background deliveries, the retraining workflow): one each per operator run, owned by the startup below."""
+    kinds = (
+        controllers.KindSpec("ModelVersion", reconcile_version.reconcile_version, version_schedule.next_look),
+        controllers.KindSpec("ModelDeployment", reconcile_deployment.reconcile_deployment,
+                             deployment_schedule.next_look, workers=8),
+        controllers.KindSpec("Experiment", reconcile_experiment.reconcile_experiment, experiment_schedule.next_look),
+        controllers.KindSpec("DriftMonitor", drift.reconcile, drift_schedule.next_look),
+    )
+    return kinds, controllers.KindSpec("ModelDeployment", health.reconcile, deployment_schedule.next_sample)
 
 
 @kopf.on.login()
@@ -53,11 +62,14 @@ async def startup(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     kube.load_config()
     memo.client = kube.ApiServerClient()
     memo.config = OperatorConfig()
-    # Controllers with state of their own (locks, background deliveries, the retraining workflow): one each per
-    # operator run, owned here rather than by their modules.
-    memo.driftmonitors = reconcile_drift.DriftMonitors(Retraining())
-    memo.health = reconcile_health.Health()
     logger.info("Started mlsteward operator image=%s", memo.config.image)
+    kinds, sampler = kind_specs(reconcile_drift.DriftMonitors(Retraining()), reconcile_health.Health())
+    ctls = {k.kind: controllers.Controller(k, kube.Store(), memo.client, memo.config) for k in kinds}
+    health = controllers.Controller(sampler, ctls["ModelDeployment"].store, memo.client, memo.config)
+    memo.controllers = [*ctls.values(), health]
+    memo.watches = controllers.Watches(ctls, health)
+    for ctl in memo.controllers:
+        ctl.queue.start()
     # Retention runs in its own task, only when the policy can delete something (main.run_async puts the watched
     # namespaces in the memo).
     memo.retention = reconcile_retention.Retention(memo.client, memo.config,
@@ -70,6 +82,8 @@ async def startup(memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
 
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    for ctl in memo.get("controllers") or ():
+        await ctl.queue.stop()
     task = memo.get("retention_task")
     if task is not None:
         task.cancel()
@@ -77,33 +91,9 @@ async def cleanup(memo: kopf.Memo, **_: Any) -> None:
             await task
 
 
-async def _run(fn: Any, body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo) -> None:
-    try:
-        new_status = await fn(body, memo.client, memo.config)
-    except InvalidSpec as exc:
-        raise kopf.PermanentError(f"{exc.reason}: {exc.message}") from exc
-    except NotReady as exc:
-        raise kopf.TemporaryError(f"{exc.reason}: {exc.message}", delay=exc.delay) from exc
-    except kube.ApiError as exc:
-        raise kopf.TemporaryError(f"API server: {exc}", delay=5) from exc
-    if new_status is not None:
-        patch.status.update(new_status)
-
-
-def _version_open(status: kopf.Status, **_: Any) -> bool:
-    """A ModelVersion needs attention until it has a verdict."""
-    return status.get("phase") not in ("Ready", "Failed")
-
-
-@kopf.on.create(GROUP, VERSION, "modelversions")
-@kopf.on.resume(GROUP, VERSION, "modelversions")
-async def modelversion_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_version.reconcile_version, body, patch, memo)
-
-
-@kopf.timer(GROUP, VERSION, "modelversions", interval=VERSION_INTERVAL, when=_version_open)
-async def modelversion_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_version.reconcile_version, body, patch, memo)
+@kopf.on.event(GROUP, VERSION, "modelversions")
+async def modelversion_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.watches.modelversion(event)
 
 
 @kopf.on.event(GROUP, VERSION, "modelversions", when=lambda status, **_: status.get("phase") == "Ready")
@@ -113,65 +103,38 @@ async def modelversion_ready(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None
         memo.retention.arrived(meta.get("uid"))
 
 
-@kopf.on.create(GROUP, VERSION, "modeldeployments")
-@kopf.on.update(GROUP, VERSION, "modeldeployments", field="spec")
-@kopf.on.resume(GROUP, VERSION, "modeldeployments")
-async def modeldeployment_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_deployment.reconcile_deployment, body, patch, memo)
+@kopf.on.event(GROUP, VERSION, "modeldeployments")
+async def modeldeployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.watches.modeldeployment(event)
+    if event.get("type") == "DELETED":  # drops its alert series (a deletion missed while down leaves them)
+        meta = event["object"].get("metadata") or {}
+        metrics.alert_metrics().forget(meta.get("namespace") or "", meta.get("name") or "")
 
 
-@kopf.timer(GROUP, VERSION, "modeldeployments", interval=DEPLOYMENT_INTERVAL)
-async def modeldeployment_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_deployment.reconcile_deployment, body, patch, memo)
+@kopf.on.event(GROUP, VERSION, "experiments")
+async def experiment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.watches.experiment(event)
 
 
-@kopf.timer(GROUP, VERSION, "modeldeployments", interval=HEALTH_INTERVAL)
-async def modeldeployment_health(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(memo.health.reconcile, body, patch, memo)
+@kopf.on.event(GROUP, VERSION, "driftmonitors")
+async def driftmonitor_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.watches.driftmonitor(event)
+    if event.get("type") == "DELETED":  # drops its metric series (a deletion missed while down leaves them)
+        meta = event["object"].get("metadata") or {}
+        metrics.drift_metrics().forget(meta.get("namespace") or "", meta.get("name") or "")
 
 
-@kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
-async def modeldeployment_deleted(meta: kopf.Meta, **_: Any) -> None:
-    """Drops the deployment's alert series (optional: no finalizer; a deletion missed while down leaves them)."""
-    metrics.alert_metrics().forget(meta.get("namespace") or "", meta.get("name") or "")
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+async def child_deployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.watches.child(event, "Deployment")
 
 
-def _experiment_open(status: kopf.Status, **_: Any) -> bool:
-    """An Experiment is looked at until it is Concluded or Stopped."""
-    return status.get("phase") not in ("Concluded", "Stopped")
-
-
-@kopf.on.create(GROUP, VERSION, "experiments")
-@kopf.on.update(GROUP, VERSION, "experiments", field="spec")
-@kopf.on.resume(GROUP, VERSION, "experiments")
-async def experiment_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_experiment.reconcile_experiment, body, patch, memo)
-
-
-@kopf.timer(GROUP, VERSION, "experiments", interval=EXPERIMENT_INTERVAL, when=_experiment_open)
-async def experiment_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(reconcile_experiment.reconcile_experiment, body, patch, memo)
+@kopf.on.event("batch", "v1", "jobs", labels=MANAGED)
+async def child_job_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    memo.watches.child(event, "Job")
 
 
 @kopf.on.startup()
 async def serve_metrics(memo: kopf.Memo, **_: Any) -> None:
     """The operator's /metrics (drift statistics), on OperatorConfig.metrics_port when set."""
     metrics.serve(OperatorConfig().metrics_port)
-
-
-@kopf.on.create(GROUP, VERSION, "driftmonitors")
-@kopf.on.update(GROUP, VERSION, "driftmonitors", field="spec")
-@kopf.on.resume(GROUP, VERSION, "driftmonitors")
-async def driftmonitor_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(memo.driftmonitors.reconcile, body, patch, memo)
-
-
-@kopf.timer(GROUP, VERSION, "driftmonitors", interval=DRIFTMONITOR_INTERVAL)
-async def driftmonitor_timer(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    await _run(memo.driftmonitors.reconcile, body, patch, memo)
-
-
-@kopf.on.delete(GROUP, VERSION, "driftmonitors", optional=True)
-async def driftmonitor_deleted(meta: kopf.Meta, **_: Any) -> None:
-    """Drops the monitor's metric series (optional: no finalizer; a deletion missed while down leaves them)."""
-    metrics.drift_metrics().forget(meta.get("namespace") or "", meta.get("name") or "")

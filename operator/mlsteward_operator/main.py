@@ -20,8 +20,10 @@ log = logging.getLogger(__name__)
 def build_settings() -> kopf.OperatorSettings:
     """mlsteward's kopf settings, built once here and handed to kopf.operator() (STYLE §8)."""
     settings = kopf.OperatorSettings()
-    # Progress and the last-handled spec live in annotations under our own prefix, not kopf's, so that a user
-    # sees whose bookkeeping they are and so that nothing is written into spec or into fields a GitOps tool diffs.
+    # The handlers are all `on.event` handlers (handlers.py), for which kopf stores no progress, no last-handled
+    # spec and no finalizer: nothing is written per object. Should a changing handler be added, its bookkeeping
+    # lives in annotations under our own prefix, not kopf's, so that a user sees whose it is and so that nothing is
+    # written into spec or into fields a GitOps tool diffs.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="mlsteward.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="mlsteward.io", key="last-handled-configuration"
@@ -36,8 +38,8 @@ def build_settings() -> kopf.OperatorSettings:
     settings.watching.connect_timeout = 30
     # Events are how decisions reach `kubectl describe`; post Info and above only.
     settings.posting.level = logging.INFO
-    # Reconciles wait on the API server in worker threads (the kubernetes client is synchronous); a few are
-    # enough for one operator replica and keep memory bounded.
+    # Sync handlers would run in this executor (there are none: the reconciles run in the controllers' work queues,
+    # whose worker counts bound the concurrency, and wait on the API server in asyncio's default thread pool).
     settings.execution.max_workers = 8
     return settings
 

@@ -1,9 +1,9 @@
 """The DriftMonitor reconcile: read the world through kube, judge with decide.py, record, then act.
 
 `DriftMonitors.reconcile(body, client, cfg, now)` follows the conventions of every reconcile: it parses the object,
-raises only `InvalidSpec` and `NotReady`, and returns the status to patch (or None when nothing changed). The kopf
-timer calls it more often than `spec.interval`; a check runs only when one is due (`drift.check_due`). One
-`DriftMonitors` belongs to the composition root: it holds the per-monitor locks, the background alert deliveries
+raises only `InvalidSpec` and `NotReady`, and returns the status to patch (or None when nothing changed). The
+controller calls it on events and at the deadline `schedule.next_look` computes; a check runs only when one is due
+(`drift.check_due`). One `DriftMonitors` belongs to the composition root: it holds the per-monitor locks, the background alert deliveries
 and the retraining workflow, so nothing here is module state.
 
 A check: the ModelDeployment's `status.servingVersion`, that ModelVersion's reference profile (spec.reference, else

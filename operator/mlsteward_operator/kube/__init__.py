@@ -4,8 +4,9 @@
 in-memory one the unit tests run reconciles on.
 """
 
+from mlsteward_operator.kube.cache import Store, key_of
 from mlsteward_operator.kube.client import ApiError, PodAnswers, ProfileError, load_config
 from mlsteward_operator.kube.client import Client as ApiServerClient
 from mlsteward_operator.kube.protocol import Client
 
-__all__ = ["ApiError", "ApiServerClient", "Client", "PodAnswers", "ProfileError", "load_config"]
+__all__ = ["ApiError", "ApiServerClient", "Client", "PodAnswers", "ProfileError", "Store", "key_of", "load_config"]

@@ -210,7 +210,7 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
     if not status_changed(md.status, new):
         return None
     # Merge patch: a step's start time or baseline, or an ended override, must not survive into a new value.
-    # status.health is the health timer's (reconcile_health.py): never written here, whatever copy this one read.
+    # status.health is the health sampler's (reconcile_health.py): never written here, whatever copy this one read.
     out = status_patch(new, md.status, replaced=("rollout", "override"), others=("health",))
     return out
 

@@ -1,11 +1,11 @@
 """The health of a ModelDeployment: sample its served version's predictors, judge spec.alerts, report what changed.
 
 `reconcile_health(body, client, cfg, now)` follows the conventions of reconcile.py (parses the object, raises only
-`InvalidSpec` and `NotReady`, returns the status to patch or None) and returns only `{"health": ...}`: a kopf timer
+`InvalidSpec` and `NotReady`, returns the status to patch or None) and returns only `{"health": ...}`: a controller
 of its own calls it, and it is the only writer of status.health, while the ModelDeployment's main reconcile never
-writes that field (it derives the Alerting condition from it). The timer runs more often than any sensible
-`spec.alerts.interval`; a sample is taken only when one is due (health.due), judged from kopf's copy first so that a
-call with nothing due costs no request.
+writes that field (it derives the Alerting condition from it). Samples are taken only for a deployment with
+spec.alerts, at the deadline schedule.next_sample computes (every spec.alerts.interval); a call with nothing due is
+decided from the cached copy first and costs no request.
 
 A sample: `GET /v1/stats` of every ready predictor pod of status.servingVersion (those reporting that ModelVersion's
 spec.version), pooled and judged by health.py. Each alert that fires posts a Warning Event (reason: the alert's, e.g.
@@ -62,6 +62,8 @@ async def reconcile_health(body: Mapping[str, Any], client: kube.Client, cfg: Op
     """Takes a sample when one is due and returns `{"health": ...}`, else None."""
     now = second(now or _now())
     md: ModelDeployment = parse_object(ModelDeployment, body)
+    if md.spec.alerts is None and (md.status.health is None or not md.status.health.alerts):
+        return None  # sampled only for spec.alerts (one last time after they are removed, to resolve what fired)
     if not health.due(md.status.health, md.spec.alerts, now):
         return None
     ns, name = md.metadata.namespace or "", md.metadata.name

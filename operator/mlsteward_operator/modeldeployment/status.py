@@ -257,7 +257,7 @@ def compute_deployment_status(
         override=override,
         experiment=experiment,
         decisions=decisions,
-        # Written by the health timer only (reconcile_health.py); carried so that the status here is whole, and
+        # Written by the health sampler only (reconcile_health.py); carried so that the status here is whole, and
         # left out of this reconcile's patch (reconcile.py).
         health=prev.health,
     )

@@ -1,0 +1,45 @@
+"""When a ModelDeployment must be looked at again without an event (pure: spec + status + now in, a time out).
+
+A watch event wakes the reconcile for everything an event carries (spec changes, children's status, versions,
+Experiments and DriftMonitors naming it). What no event carries is the passing of time: the end of a canary or
+BlueGreen step (`next_look`) and the next health sample of a deployment with alerts (`next_sample`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from mlsteward_operator.api.common import parse_duration
+from mlsteward_operator.api.modeldeployment import ModelDeployment
+from mlsteward_operator.kernel.conditions import second
+from mlsteward_operator.kernel.status import parse_object
+from mlsteward_operator.modeldeployment import health
+
+# A step past its interval that is still not judged (too few requests yet: decide.py extends it) is looked at
+# again this often: the requests the routers count raise no event.
+STEP_RECHECK = dt.timedelta(seconds=3)
+
+
+def next_look(body: Mapping[str, Any], now: dt.datetime) -> tuple[dt.datetime | None, bool]:
+    """(when the main reconcile must run again, None for on an event only; whether a rollout is in progress)."""
+    md: ModelDeployment = parse_object(ModelDeployment, body)
+    r = md.status.rollout
+    if r is None or r.phase.value != "Progressing":
+        return None, False
+    if r.step_started_at is None:
+        return None, True  # warming up: the predictor's Deployment reports readiness
+    end = second(r.step_started_at) + dt.timedelta(seconds=parse_duration(md.spec.rollout.step_interval))
+    return (end if end > now else now + STEP_RECHECK), True
+
+
+def next_sample(body: Mapping[str, Any], now: dt.datetime) -> tuple[dt.datetime | None, bool]:
+    """When the next health sample is due: only with spec.alerts, every spec.alerts.interval."""
+    md: ModelDeployment = parse_object(ModelDeployment, body)
+    if md.spec.alerts is None:
+        return None, False
+    last = md.status.health.last_sample_time if md.status.health is not None else None
+    if last is None:
+        return now, False
+    return second(last) + dt.timedelta(seconds=health.interval_seconds(md.spec.alerts)), False
