@@ -310,27 +310,38 @@ async def test_alert_posts_to_the_webhook_in_the_secret(kube, namespace, data):
     wait_for(lambda: "AlertSent" in [r for r, _ in events(kube, namespace)], timeout=10, what="AlertSent Event")
 
 
-def play_train_job(kube: Any, ns: str, job_name: str, tmp: Path) -> dict[str, Any]:
-    """Runs the Job's pod command here and reports its termination on the pod, as a kubelet would."""
+def job_pod(kube: Any, ns: str, job_name: str) -> Any:
     from kubernetes import client
 
     core = client.CoreV1Api(kube)
-    pod = wait_for(lambda: (core.list_namespaced_pod(ns, label_selector=f"job-name={job_name}").items or [None])[0],
-                   timeout=30, what=f"pod of Job {job_name}")
+    return wait_for(lambda: (core.list_namespaced_pod(ns, label_selector=f"job-name={job_name}").items or [None])[0],
+                    timeout=30, what=f"pod of Job {job_name}")
+
+
+def report_termination(kube: Any, ns: str, pod: Any, code: int, message: str) -> None:
+    """Writes the pod's one container as terminated with `code` and termination message `message`, as a kubelet would."""
+    from kubernetes import client
+
+    container = pod.spec.containers[0]
+    terminated = {"exitCode": code, "reason": "Completed" if code == 0 else "Error", "message": message,
+                  "startedAt": now_s(), "finishedAt": now_s()}
+    client.CoreV1Api(kube).patch_namespaced_pod_status(pod.metadata.name, ns, {"status": {
+        "phase": "Succeeded" if code == 0 else "Failed",
+        "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
+        "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "", "ready": False,
+                               "restartCount": 0, "state": {"terminated": terminated}}]}})
+
+
+def play_train_job(kube: Any, ns: str, job_name: str, tmp: Path) -> dict[str, Any]:
+    """Runs the Job's pod command here and reports its termination on the pod, as a kubelet would."""
+    pod = job_pod(kube, ns, job_name)
     container = pod.spec.containers[0]
     env = {e.name: e.value for e in container.env or []}
     result_file = tmp / f"{job_name}.termination"
     args = [str(result_file) if a == container.termination_message_path else a for a in container.args]
     proc = subprocess.run([sys.executable, "-m", "mlsteward_runtime.cli", *args], capture_output=True, text=True,
                           timeout=180)
-    terminated = {"exitCode": proc.returncode, "reason": "Completed" if proc.returncode == 0 else "Error",
-                  "message": result_file.read_text() if result_file.exists() else "", "startedAt": now_s(),
-                  "finishedAt": now_s()}
-    core.patch_namespaced_pod_status(pod.metadata.name, ns, {"status": {
-        "phase": "Succeeded" if proc.returncode == 0 else "Failed",
-        "conditions": [{"type": "Ready", "status": "False", "reason": "PodCompleted"}],
-        "containerStatuses": [{"name": container.name, "image": container.image, "imageID": "", "ready": False,
-                               "restartCount": 0, "state": {"terminated": terminated}}]}})
+    report_termination(kube, ns, pod, proc.returncode, result_file.read_text() if result_file.exists() else "")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return env
 
@@ -409,6 +420,40 @@ async def test_retrain_makes_one_job_one_version_with_lineage_then_an_experiment
     reasons = [r for r, _ in events(kube, namespace)]
     for step in ("RetrainDecided", "JobCreated", "JobSucceeded", "VersionRegistered", "ExperimentCreated"):
         assert reasons.count(step) == 1, (step, reasons)
+
+
+async def test_a_retrained_version_admission_refuses_fails_the_retraining_once(kube, namespace, data):
+    """A training image that reports an artifact location no ModelVersion may hold (a relative path): the API server
+    refuses the ModelVersion, and the retraining ends Failed saying why, instead of asking again on every pass."""
+    from kubernetes import client
+
+    from mlsteward_operator.kube import client as k8s
+
+    create_version(kube, namespace, V1, data, {"accuracy": 0.5})
+    serving_deployment(kube, namespace)
+    monitor(namespace, kube, actions=["Retrain"], retrain={"template": retrain_template(data)}, cooldown="1h")
+    async with WindowServer(shift=1.5) as server:
+        obj = await reconcile(kube, namespace, operator_config(server.port), k8s.Client(), at=T0)
+    job = obj["status"]["retrain"]["job"]
+    result = {"phase": "Succeeded", "reason": "Trained", "message": "trained",
+              "artifact": {"uri": "models/retrained.skops", "sha256": "d" * 64, "format": "skops"},
+              "metrics": {"accuracy": 0.9}}
+    report_termination(kube, namespace, job_pod(kube, namespace, job), 0, json.dumps(result))
+    batch = client.BatchV1Api(kube)
+    wait_for(lambda: batch.read_namespaced_job_status(job, namespace).status.succeeded, timeout=60,
+             what="the Job controller marks the Job succeeded")
+    async with WindowServer(shift=1.5) as server:
+        cfg = operator_config(server.port)
+        obj = await reconcile(kube, namespace, cfg, k8s.Client(), at=T0 + dt.timedelta(seconds=6))
+        again = await reconcile(kube, namespace, cfg, k8s.Client(), at=T0 + dt.timedelta(seconds=7))
+    retrain = again["status"]["retrain"]
+    assert retrain["phase"] == "Failed"
+    assert [s["step"] for s in retrain["steps"]] == ["JobCreated", "JobSucceeded", "VersionRefused"]
+    refused = retrain["steps"][-1]["message"]
+    assert "artifact" in refused and "uri" in refused, refused
+    assert [m["metadata"]["name"] for m in custom(kube).list_namespaced_custom_object(
+        *GV, namespace, "modelversions")["items"]] == [V1]
+    assert [r for r, _ in events(kube, namespace)].count("VersionRefused") == 1
 
 
 async def test_retrained_version_is_promoted_only_when_it_beats_the_champion(kube, namespace, data, tmp_path):

@@ -28,6 +28,9 @@ from mlsteward_operator.api.modelversion import ModelVersion, VersionPhase
 from mlsteward_operator.kernel import pods
 from mlsteward_operator.retraining import decide, render
 
+# What the API server answers an object it will never accept (schema, CEL rules, a forbidden field).
+_REFUSED = (400, 422)
+
 # A step: its name (the Event's reason), its message, whether it is a warning, and the status.retrain fields it sets.
 Step = Callable[..., Awaitable[None]]
 
@@ -112,8 +115,17 @@ async def _job_done(dm: DriftMonitor, client: kube.Client, r: RetrainStatus, js:
     parent = ModelVersion.model_validate(parent_obj)
     await step("JobSucceeded", f"Job {r.job} succeeded: {result.message}")
     mv = render.render_retrained_version(parent, result, r, dm.metadata.name)
-    created = await client.create(mv)
     name = mv["metadata"]["name"]
+    try:
+        created = await client.create(mv)
+    except kube.ApiError as exc:
+        if exc.status not in _REFUSED:
+            raise  # the API server is unwell: the next pass tries again
+        # Admission refused what the training image reported (an artifact location the fetcher cannot read, a
+        # metric or signature no ModelVersion may carry): asking again would be refused again.
+        await step("VersionRefused", f"Job {r.job} succeeded but the API server refused ModelVersion {name}: "
+                   f"{exc.message}", warning=True, phase=RetrainPhase.failed)
+        return
     await step("VersionRegistered", f"Registered ModelVersion {name} (version {mv['spec']['version']}, parent "
                f"{parent.metadata.name}){'' if created is not None else '; it existed already'}",
                phase=RetrainPhase.validating, model_version=name)
@@ -137,7 +149,14 @@ async def _on_retrained(dm: DriftMonitor, client: kube.Client, mv: ModelVersion,
                        phase=RetrainPhase.failed)
             return None
         exp = render.render_experiment(dm, champion, mv.metadata.name)
-        created = await client.create(exp)
+        try:
+            created = await client.create(exp)
+        except kube.ApiError as exc:
+            if exc.status not in _REFUSED:
+                raise
+            await step("ExperimentRefused", f"the API server refused Experiment {exp['metadata']['name']}: "
+                       f"{exc.message}", warning=True, phase=RetrainPhase.failed)
+            return None
         await step("ExperimentCreated", f"Created Experiment {exp['metadata']['name']}: {champion} against "
                    f"{mv.metadata.name}, 50/50, onSuccess Promote{'' if created is not None else ' (it existed)'}",
                    phase=RetrainPhase.succeeded, experiment=exp["metadata"]["name"])
