@@ -344,8 +344,8 @@ class RetrainStep(ApiModel):
 
     time: dt.datetime = Field(description="When the step was recorded.")
     step: ShortText = Field(
-        description="JobCreated, JobSucceeded, JobFailed, VersionRegistered, VersionReady, VersionFailed, "
-        "ExperimentCreated, PromotionRequested, PromotionSkipped or Registered.")
+        description="JobCreated, JobSucceeded, JobFailed, VersionRegistered, VersionRefused, VersionReady, "
+        "VersionFailed, ExperimentCreated, ExperimentRefused, PromotionRequested, PromotionSkipped or Registered.")
     message: Annotated[str, Field(max_length=4096)] = Field(default="", description="What happened, in words.")
 
 
