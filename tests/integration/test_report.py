@@ -13,12 +13,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -89,9 +91,42 @@ def prometheus_binary() -> Path:
     return Path(build.stdout.strip().splitlines()[-1]) / "prometheus"
 
 
+class BrokenPredictor:
+    """A predictor on 127.0.0.1 that is ready but fails every prediction (500)."""
+
+    def __init__(self) -> None:
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self, code: int) -> None:
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                self._answer(200)
+
+            def do_POST(self) -> None:  # noqa: N802
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self._answer(500)
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 @pytest.fixture()
 def stack(tmp_path: Path, prometheus_binary: Path) -> Iterator[dict[str, Any]]:
-    """Predictor iris-v1, router (iris-v1 and a dead iris-v2, no fallback) and Prometheus scraping both."""
+    """Predictor iris-v1, router (iris-v1 and a broken iris-v2, no fallback) and Prometheus scraping both. The
+    broken one passes the router's readiness probe (the router sends only to backends that do) and answers every
+    prediction with a 500."""
     from sklearn.datasets import load_iris
     from sklearn.linear_model import LogisticRegression
 
@@ -100,13 +135,14 @@ def stack(tmp_path: Path, prometheus_binary: Path) -> Iterator[dict[str, Any]]:
     X, y = load_iris(return_X_y=True)
     model = tmp_path / "iris.skops"
     sha = dump_model(LogisticRegression(max_iter=500).fit(X, y), model, "skops")
-    pport, rport, prom_port, dead = free_port(), free_port(), free_port(), free_port()
+    pport, rport, prom_port = free_port(), free_port(), free_port()
+    broken = BrokenPredictor()
     (tmp_path / "predictor.json").write_text(json.dumps(
         {"name": "iris", "version": "iris-v1", "artifact": {"uri": str(model), "sha256": sha, "format": "skops"}}))
     (tmp_path / "router.json").write_text(json.dumps({
         "deployment": "iris", "model": "iris", "fallback": False, "timeout_s": 2.0,
         "backends": [{"version": "iris-v1", "url": f"http://127.0.0.1:{pport}", "weight": 70},
-                     {"version": "iris-v2", "url": f"http://127.0.0.1:{dead}", "weight": 30}]}))
+                     {"version": "iris-v2", "url": broken.url, "weight": 30}]}))
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
         "global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
         "scrape_configs": [
@@ -136,6 +172,7 @@ def stack(tmp_path: Path, prometheus_binary: Path) -> Iterator[dict[str, Any]]:
     finally:
         for p in procs:
             p.stop()
+        broken.stop()
 
 
 def query(prom: str, promql: str) -> list[dict[str, Any]]:
