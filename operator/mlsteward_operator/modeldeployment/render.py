@@ -26,7 +26,7 @@ from typing import Any
 from mlsteward_runtime.contracts import ArtifactRef, RuntimeConfig
 
 from mlsteward_operator.api.experiment import Experiment
-from mlsteward_operator.api.modeldeployment import ModelDeployment, TrafficEntry
+from mlsteward_operator.api.modeldeployment import Autoscaling, ModelDeployment, TrafficEntry
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.errors import NotReady
@@ -110,21 +110,7 @@ def render_predictor(md: ModelDeployment, mv: ModelVersion, cfg: OperatorConfig)
 
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, ns, labels, owner),
                   "data": config_data}
-    container = {
-        "name": "predictor",
-        "command": ["mlsteward"],
-        "args": ["serve", "--config", f"{CONFIG_DIR}/{RUNTIME_CONFIG_FILE}", "--port", str(cfg.predictor_port)],
-        "ports": [{"name": "http", "containerPort": cfg.predictor_port, "protocol": "TCP"}],
-        # Ready only after the artifact's digest was verified, the model loaded and the golden input predicted.
-        "readinessProbe": _http_probe("/v2/health/ready", periodSeconds=5, timeoutSeconds=3, failureThreshold=3),
-        "livenessProbe": _http_probe("/v2/health/live", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
-        # Fetching and loading a large artifact can take minutes; liveness waits for the first success.
-        "startupProbe": _http_probe("/v2/health/live", periodSeconds=5, timeoutSeconds=3, failureThreshold=60),
-        "resources": _resources(md.spec.resources, cfg.predictor_resources),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "lifecycle": SERVING_LIFECYCLE,
-    }
-    pod_spec = _pod_spec(cfg, container, config_map=name)
+    pod_spec = _pod_spec(cfg, _predictor_container(md, cfg), config_map=name)
     deploy_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector},
         "revisionHistoryLimit": 3,
@@ -140,37 +126,61 @@ def render_predictor(md: ModelDeployment, mv: ModelVersion, cfg: OperatorConfig)
         deploy_spec["replicas"] = md.spec.replicas if md.spec.replicas is not None else 1
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, ns, labels, owner),
                   "spec": deploy_spec}
-    service = {
+    service = _service(_meta(name, ns, labels, owner), selector, cfg)
+    children = [config_map, deployment, service, _pdb(name, ns, labels, selector, owner)]
+    if md.spec.autoscaling is not None:
+        children.append(_hpa(md.spec.autoscaling, _meta(name, ns, labels, owner)))
+    return children
+
+
+def _predictor_container(md: ModelDeployment, cfg: OperatorConfig) -> dict[str, Any]:
+    return {
+        "name": "predictor",
+        "command": ["mlsteward"],
+        "args": ["serve", "--config", f"{CONFIG_DIR}/{RUNTIME_CONFIG_FILE}", "--port", str(cfg.predictor_port)],
+        "ports": [{"name": "http", "containerPort": cfg.predictor_port, "protocol": "TCP"}],
+        # Ready only after the artifact's digest was verified, the model loaded and the golden input predicted.
+        "readinessProbe": _http_probe("/v2/health/ready", periodSeconds=5, timeoutSeconds=3, failureThreshold=3),
+        "livenessProbe": _http_probe("/v2/health/live", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
+        # Fetching and loading a large artifact can take minutes; liveness waits for the first success.
+        "startupProbe": _http_probe("/v2/health/live", periodSeconds=5, timeoutSeconds=3, failureThreshold=60),
+        "resources": _resources(md.spec.resources, cfg.predictor_resources),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": SERVING_LIFECYCLE,
+    }
+
+
+def _service(meta: dict[str, Any], selector: dict[str, str], cfg: OperatorConfig) -> dict[str, Any]:
+    return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(name, ns, labels, owner),
+        "metadata": meta,
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
             "ports": [{"name": "http", "port": cfg.service_port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
-    children = [config_map, deployment, service, _pdb(name, ns, labels, selector, owner)]
-    if md.spec.autoscaling is not None:
-        a = md.spec.autoscaling
-        children.append({
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": _meta(name, ns, labels, owner),
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": a.min_replicas,
-                "maxReplicas": a.max_replicas,
-                "metrics": [{
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization},
-                    },
-                }],
-            },
-        })
-    return children
+
+
+def _hpa(a: Autoscaling, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"]},
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": [{
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization},
+                },
+            }],
+        },
+    }
 
 
 def _pdb(name: str, ns: str | None, labels: dict[str, str], selector: dict[str, str],
@@ -209,19 +219,6 @@ def render_router(
                                                            exclude={"outcome_priors"}))}
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, ns, labels, owner),
                   "data": config_data}
-    container = {
-        "name": "router",
-        "command": ["mlsteward"],
-        "args": ["route", "--config", f"{CONFIG_DIR}/{ROUTER_CONFIG_FILE}", "--port", str(cfg.router_port)],
-        "ports": [{"name": "http", "containerPort": cfg.router_port, "protocol": "TCP"}],
-        # Ready once its configuration is loaded and a backend answered; a router with nowhere to send traffic
-        # leaves the Service's endpoints instead of answering 502.
-        "readinessProbe": _http_probe("/readyz", periodSeconds=5, timeoutSeconds=3, failureThreshold=3),
-        "livenessProbe": _http_probe("/healthz", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
-        "resources": _resources(md.spec.router.resources, cfg.router_resources),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "lifecycle": SERVING_LIFECYCLE,
-    }
     annotations = {ANNOTATION_CONFIG_HASH: short_hash(hashed, 16), ANNOTATION_TRAFFIC: traffic_summary(traffic)}
     deployment = {
         "apiVersion": "apps/v1",
@@ -235,20 +232,28 @@ def render_router(
             # while a configuration rolls out.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": {"labels": labels, "annotations": annotations},
-                         "spec": _pod_spec(cfg, container, config_map=name, extra_volumes=auth_volume(md))},
+                         "spec": _pod_spec(cfg, _router_container(md, cfg), config_map=name,
+                                           extra_volumes=auth_volume(md))},
         },
     }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(service_name(md_name), ns, labels, owner),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [{"name": "http", "port": cfg.service_port, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    service = _service(_meta(service_name(md_name), ns, labels, owner), selector, cfg)
     return [config_map, deployment, service, _pdb(name, ns, labels, selector, owner)]
+
+
+def _router_container(md: ModelDeployment, cfg: OperatorConfig) -> dict[str, Any]:
+    return {
+        "name": "router",
+        "command": ["mlsteward"],
+        "args": ["route", "--config", f"{CONFIG_DIR}/{ROUTER_CONFIG_FILE}", "--port", str(cfg.router_port)],
+        "ports": [{"name": "http", "containerPort": cfg.router_port, "protocol": "TCP"}],
+        # Ready once its configuration is loaded and a backend answered; a router with nowhere to send traffic
+        # leaves the Service's endpoints instead of answering 502.
+        "readinessProbe": _http_probe("/readyz", periodSeconds=5, timeoutSeconds=3, failureThreshold=3),
+        "livenessProbe": _http_probe("/healthz", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
+        "resources": _resources(md.spec.router.resources, cfg.router_resources),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": SERVING_LIFECYCLE,
+    }
 
 
 def render_deployment(
