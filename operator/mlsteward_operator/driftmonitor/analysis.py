@@ -91,8 +91,7 @@ def analyse(
     when they agree. Features are spec.features, or every feature of the reference; a selected feature that no
     replica reports is judged to have too few samples.
     """
-    # Imported here rather than at the top: scipy is slow to import and only this step needs it.
-    from mlsteward_runtime.stats.drift import pool_windows
+    from mlsteward_runtime.stats.pooling import pool_windows
 
     time = second(now)
     used = [w for w in windows if version is None or w.version == version]
@@ -132,7 +131,8 @@ def analyse(
 def _judged(dm: DriftMonitor, reference: Profile, current: dict[str, list[Any]], selected: list[str], size: int, *,
             version: str | None, replicas: tuple[str, ...], time: dt.datetime) -> DriftVerdict:
     """The verdict on a pooled window large enough to judge: every selected feature tested against `reference`."""
-    from mlsteward_runtime.stats.drift import drift_report  # scipy: see analyse
+    # Imported here rather than at the top: scipy is slow to import and only this step needs it.
+    from mlsteward_runtime.stats.drift import drift_report
 
     types: dict[str, FeatureType] = {n: reference.features[n].type for n in selected}
     report = drift_report(reference, current, thresholds=thresholds_of(dm), features=selected, types=types)
