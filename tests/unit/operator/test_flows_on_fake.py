@@ -204,6 +204,19 @@ async def test_an_experiments_promotion_is_applied_once():
     conditions = {x["type"]: x for x in md["status"]["conditions"]}
     assert conditions["Degraded"]["reason"] == "Promoted"
 
+    # Git catches up (the override ends), then a person puts iris-v1 back: the old request, whose fromVersion is
+    # served again, is not applied a second time.
+    await c.set_spec_version("iris-v2")
+    c.now += STEP
+    await c.converge()
+    assert (await c.md())["status"]["override"]["endedAt"] is not None
+    await c.set_spec_version("iris-v1")
+    c.now += STEP
+    await c.converge()
+    md = await c.md()
+    assert md["status"]["servingVersion"] == "iris-v1" and traffic_of(md) == {"iris-v1": 100}
+    assert [d["kind"] for d in md["status"]["decisions"]].count("Promote") == 1
+
 
 async def test_an_operator_restarted_mid_canary_converges_to_the_same_result():
     """Two clusters run the same canary; in one the operator restarts in the middle of a step, so the reconcile
