@@ -61,6 +61,34 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, defaults: bool, p
             target["x-kubernetes-validations"] = rules
         return _structural(target, defs, defaults=defaults, path=path)
 
+    single = _union(node, defs, defaults=defaults, path=path)
+    if single is not None:
+        return single
+
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "default" and (value is None or not defaults):
+            continue
+        out[key] = value
+
+    if "const" in out:
+        out["enum"] = [out.pop("const")]
+    if "exclusiveMinimum" in out:
+        out["minimum"] = out.pop("exclusiveMinimum")
+        out["exclusiveMinimum"] = True
+    if "exclusiveMaximum" in out:
+        out["maximum"] = out.pop("exclusiveMaximum")
+        out["exclusiveMaximum"] = True
+    _nested(out, defs, defaults=defaults, path=path)
+    _fill_types(out)
+    return out
+
+
+def _union(node: dict[str, Any], defs: dict[str, Any], *, defaults: bool, path: str) -> dict[str, Any] | None:
+    """anyOf/oneOf: a single non-null branch is that branch's schema (returned); a union of scalars or of
+    integer and string becomes a marker on `node` (changed in place; None returned)."""
     for key in ("anyOf", "oneOf"):
         if key not in node:
             continue
@@ -80,24 +108,11 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, defaults: bool, p
             node["x-kubernetes-preserve-unknown-fields"] = True
         else:
             raise SchemaError(f"{path}: cannot express a union of {types} structurally")
+    return None
 
-    out: dict[str, Any] = {}
-    for key, value in node.items():
-        if key in _DROP:
-            continue
-        if key == "default" and (value is None or not defaults):
-            continue
-        out[key] = value
 
-    if "const" in out:
-        out["enum"] = [out.pop("const")]
-    if "exclusiveMinimum" in out:
-        out["minimum"] = out.pop("exclusiveMinimum")
-        out["exclusiveMinimum"] = True
-    if "exclusiveMaximum" in out:
-        out["maximum"] = out.pop("exclusiveMaximum")
-        out["exclusiveMaximum"] = True
-
+def _nested(out: dict[str, Any], defs: dict[str, Any], *, defaults: bool, path: str) -> None:
+    """properties, items and additionalProperties of `out`, made structural in place."""
     if "properties" in out:
         out["properties"] = {
             name: _structural(sub, defs, defaults=defaults, path=f"{path}.{name}")
@@ -118,6 +133,9 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, defaults: bool, p
         if "properties" in out and "additionalProperties" in out:
             raise SchemaError(f"{path}: properties and additionalProperties together are not structural")
 
+
+def _fill_types(out: dict[str, Any]) -> None:
+    """Every node gets a type (or a marker that it needs none) and numbers a format, in place."""
     if "type" not in out and not (
         out.get("x-kubernetes-int-or-string") or out.get("x-kubernetes-preserve-unknown-fields")
     ):
@@ -135,7 +153,6 @@ def _structural(node: dict[str, Any], defs: dict[str, Any], *, defaults: bool, p
         out["format"] = "double"
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
         out["x-kubernetes-preserve-unknown-fields"] = True
-    return out
 
 
 def model_schema(model: type, *, defaults: bool, path: str) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlsteward_runtime.contracts import DriftWindow, FeatureType, Profile
 
@@ -91,8 +91,7 @@ def analyse(
     when they agree. Features are spec.features, or every feature of the reference; a selected feature that no
     replica reports is judged to have too few samples.
     """
-    # Imported here rather than at the top: scipy is slow to import and only this step needs it.
-    from mlsteward_runtime.stats.drift import drift_report, pool_windows
+    from mlsteward_runtime.stats.pooling import pool_windows
 
     time = second(now)
     used = [w for w in windows if version is None or w.version == version]
@@ -126,9 +125,17 @@ def analyse(
             f"no verdict until more inputs arrive",
         )
 
-    thresholds = thresholds_of(dm)
+    return _judged(dm, reference, current, selected, size, version=version, replicas=replicas, time=time)
+
+
+def _judged(dm: DriftMonitor, reference: Profile, current: dict[str, list[Any]], selected: list[str], size: int, *,
+            version: str | None, replicas: tuple[str, ...], time: dt.datetime) -> DriftVerdict:
+    """The verdict on a pooled window large enough to judge: every selected feature tested against `reference`."""
+    # Imported here rather than at the top: scipy is slow to import and only this step needs it.
+    from mlsteward_runtime.stats.drift import drift_report
+
     types: dict[str, FeatureType] = {n: reference.features[n].type for n in selected}
-    report = drift_report(reference, current, thresholds=thresholds, features=selected, types=types)
+    report = drift_report(reference, current, thresholds=thresholds_of(dm), features=selected, types=types)
     results, reasons = _results(report)
     drifted = [r.name for r in results if r.drifted]
     out = Report(time=time, window_size=size, version=version, features=results, drifted=bool(drifted))

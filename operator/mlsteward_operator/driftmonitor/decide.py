@@ -11,7 +11,8 @@ server), so the controller can run them every `interval` and a restarted operato
    and returns the actions to take as data, with the numbers behind them and the name of the retraining Job.
 3. `compute_status(dm, verdict, decision, now)` returns the whole status to write.
 
-Then the actions as data, for the controller (reconcile.py) to execute after it has recorded them in status:
+Then the actions as data (actions.py, re-exported here), for the controller (reconcile.py) to execute after it
+has recorded them in status:
 `rollback_request` (status.servingRequest for the ModelDeployment) and `alert_payload` (the webhook's JSON). A
 Retrain action is recorded as status.retrain under the Job name the retraining package derives, which then runs the
 Job and the steps after it (retraining/).
@@ -32,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlsteward_operator.api.common import ConditionType, ServingRequest, ServingRequestKind, parse_duration
+from mlsteward_operator.api.common import ConditionType, parse_duration
 from mlsteward_operator.api.driftmonitor import (
     MAX_HISTORY,
     Action,
@@ -40,8 +41,6 @@ from mlsteward_operator.api.driftmonitor import (
     DriftMonitorStatus,
     HistoryEntry,
     LastAction,
-    RetrainPhase,
-    RetrainStatus,
 )
 from mlsteward_operator.driftmonitor.analysis import DriftVerdict
 from mlsteward_operator.kernel.conditions import second, set_condition
@@ -88,11 +87,6 @@ class DriftDecision:
     job_name: str | None = None
     trigger: str | None = None
     evidence: Mapping[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------------------------------------------
-# 1. Analysis
-# --------------------------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -174,15 +168,7 @@ def decide(dm: DriftMonitor, verdict: DriftVerdict, now: dt.datetime) -> DriftDe
             evidence=_evidence(dm, verdict, streak, 0),
         )
 
-    # The breaches that count towards the next action: those after the last one.
-    run = history[len(history) - _trailing(history):]
-    after = [e for e in run if last is None or e.time > second(last.time)]
-    if len(after) == len(run):
-        since_action = streak  # no action, or one older than the whole streak (which may outrun the history)
-    else:
-        since_action = len(after)
-    breach_started = after[0].time if after else None
-    name = dm.metadata.name
+    since_action, breach_started = _since_action(history, last, streak)
     common: dict[str, Any] = dict(
         streak=streak, since_action=since_action, consecutive=consecutive, window_size=verdict.window_size,
         drifted_features=verdict.drifted_features, breach_started=breach_started, cooldown_until=cooldown_until,
@@ -207,14 +193,34 @@ def decide(dm: DriftMonitor, verdict: DriftVerdict, now: dt.datetime) -> DriftDe
             **common,
         )
 
-    actions = tuple(spec.actions)
     assert breach_started is not None
+    return _confirmed(dm, verdict, since_action, breach_started, common)
+
+
+def _since_action(history: Sequence[HistoryEntry], last: LastAction | None,
+                  streak: int) -> tuple[int, dt.datetime | None]:
+    """The breaches that count towards the next action (those after the last one), and when the first began."""
+    run = history[len(history) - _trailing(history):]
+    after = [e for e in run if last is None or e.time > second(last.time)]
+    if len(after) == len(run):
+        since_action = streak  # no action, or one older than the whole streak (which may outrun the history)
+    else:
+        since_action = len(after)
+    return since_action, (after[0].time if after else None)
+
+
+def _confirmed(dm: DriftMonitor, verdict: DriftVerdict, since_action: int, breach_started: dt.datetime,
+               common: dict[str, Any]) -> DriftDecision:
+    """Drift confirmed past the cooldown: spec.actions run, the breach named by when it began."""
+    name, consecutive = dm.metadata.name, dm.spec.consecutive
+    actions = tuple(dm.spec.actions)
     trigger = f"driftmonitor/{name}@{_rfc3339(breach_started)}"
     job = retrain_job_name(name, breach_started) if Action.retrain in actions else None
     what = ", ".join(a.value for a in actions) or "nothing (spec.actions is empty)"
     message = (
-        f"drift confirmed over {since_action} consecutive windows (threshold {consecutive}) in {features}; "
-        f"{verdict.message}; actions: {what}" + (f"; retraining Job {job}" if job else "")
+        f"drift confirmed over {since_action} consecutive windows (threshold {consecutive}) in "
+        f"{', '.join(verdict.drifted_features)}; {verdict.message}; actions: {what}"
+        + (f"; retraining Job {job}" if job else "")
     )
     return DriftDecision(
         act=bool(actions), reason="DriftConfirmed", message=message, actions=actions, job_name=job,
@@ -327,79 +333,14 @@ def _rfc3339(t: dt.datetime) -> str:
     return second(t).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# --------------------------------------------------------------------------------------------------------------
-# 4. Actions as data
-# --------------------------------------------------------------------------------------------------------------
+# The actions as data live in actions.py; the controller reads them here, with the decision they follow.
+from mlsteward_operator.driftmonitor.actions import (  # noqa: E402
+    alert_payload,
+    check_due,
+    report_numbers,
+    rollback_request,
+    start_retrain,
+)
 
-def check_due(dm: DriftMonitor, now: dt.datetime) -> bool:
-    """Whether a check is due: never checked, the spec changed since the last one, or `spec.interval` has passed
-    since the last check (with or without a verdict). The operator's timer fires more often than that."""
-    st = dm.status
-    if st.observed_generation is None or st.observed_generation != dm.metadata.generation:
-        return True
-    times = [second(t) for t in (st.last_check, st.last_report.time if st.last_report else None) if t is not None]
-    if not times:
-        return True
-    return second(now) >= max(times) + dt.timedelta(seconds=parse_duration(dm.spec.interval))
-
-
-def report_numbers(dm: DriftMonitor, verdict: DriftVerdict, decision: DriftDecision) -> tuple[dict[str, float],
-                                                                                            dict[str, float]]:
-    """(numbers, thresholds) of a decision, flat, for a ServingRequest and the ModelDeployment's decision log."""
-    numbers: dict[str, float] = {
-        "windowSize": float(verdict.window_size),
-        "consecutiveBreaches": float(decision.streak),
-        "driftedFeatures": float(len(verdict.drifted_features)),
-    }
-    for f in verdict.report.features if verdict.report else ():
-        if f.drifted:
-            if f.statistic is not None:
-                numbers[f"{f.name}.{f.method}"] = f.statistic
-            if f.p_value is not None:
-                numbers[f"{f.name}.pValue"] = f.p_value
-            if f.effect_size is not None:
-                numbers[f"{f.name}.psi"] = f.effect_size
-    t = dm.spec.thresholds
-    thresholds = {"pValue": t.p_value, "ks": t.ks, "wasserstein": t.wasserstein, "psi": t.psi,
-                  "jensenShannon": t.jensen_shannon, "consecutive": float(dm.spec.consecutive),
-                  "minSamples": float(dm.spec.window.min_samples)}
-    return numbers, thresholds
-
-
-def rollback_request(dm: DriftMonitor, verdict: DriftVerdict, decision: DriftDecision, serving: str,
-                     now: dt.datetime) -> ServingRequest:
-    """status.servingRequest of the Rollback action: back to the ModelDeployment's previous stable version, and
-    only while `serving` (served when drift was confirmed) is still served."""
-    numbers, thresholds = report_numbers(dm, verdict, decision)
-    return ServingRequest(
-        kind=ServingRequestKind.rollback, version=None, from_version=serving, time=second(now),
-        reason="DriftDetected", message=decision.message[:4096], numbers=numbers, thresholds=thresholds,
-    )
-
-
-def alert_payload(dm: DriftMonitor, verdict: DriftVerdict, decision: DriftDecision) -> dict[str, Any]:
-    """The webhook body: Slack-compatible (`text`) plus the structured facts a receiver can route on."""
-    ns = dm.metadata.namespace or ""
-    text = (f"Drift confirmed by DriftMonitor {ns}/{dm.metadata.name} on ModelDeployment {dm.spec.deployment}"
-            f"{' (version ' + verdict.report.version + ')' if verdict.report and verdict.report.version else ''}: "
-            f"{', '.join(decision.drifted_features)} drifted over {decision.since_action} consecutive windows. "
-            f"Actions: {', '.join(a.value for a in decision.actions)}.")
-    return {
-        "text": text,
-        "namespace": ns,
-        "monitor": dm.metadata.name,
-        "deployment": dm.spec.deployment,
-        "version": verdict.report.version if verdict.report else None,
-        "reason": decision.reason,
-        "actions": [a.value for a in decision.actions],
-        "driftedFeatures": list(decision.drifted_features),
-        "message": decision.message,
-        "evidence": dict(decision.evidence),
-    }
-
-
-def start_retrain(decision: DriftDecision, parent: str | None, now: dt.datetime) -> RetrainStatus:
-    """status.retrain of a Retrain action, recorded before the Job is created (the Job name is the breach's)."""
-    assert decision.job_name is not None and decision.trigger is not None
-    return RetrainStatus(job=decision.job_name, parent=parent, trigger=decision.trigger,
-                         phase=RetrainPhase.running, started_at=second(now))
+__all__ = ["DriftDecision", "alert_payload", "check_due", "compute_status", "decide", "report_numbers",
+           "rollback_request", "start_retrain", "streak_of"]

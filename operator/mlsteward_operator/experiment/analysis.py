@@ -185,6 +185,35 @@ def _previous_sequential_p(status: ExperimentStatus) -> float:
 
 
 
+def _sample_ratio(exp: Experiment, counts: list[VersionTotals]) -> tuple[ab.SRMResult | None, str | None]:
+    """(the sample-ratio mismatch check, None) or (None, why it is skipped)."""
+    spec = exp.spec
+    if spec.strategy.type != StrategyType.weighted:
+        return None, f"strategy {spec.strategy.type.value} moves the split on purpose"
+    if spec.sticky is not None:
+        return None, "sticky assignment splits users, not requests, so request counts need not follow the weights"
+    if sum(c.requests for c in counts) == 0:
+        return None, "no requests yet"
+    return ab.sample_ratio_mismatch([c.requests for c in counts], [v.weight for v in spec.variants],
+                                    alpha=SRM_ALPHA), None
+
+
+def _overall_test(exp: Experiment, comparisons: tuple[Comparison, ...],
+                  chi_square: tuple[float, float, int] | None) -> tuple[str, float | None]:
+    """The experiment's test and p-value: the always-valid one (never above the previous look's) when sequential,
+    else the chi-square over all arms of a binary metric, else the smallest Bonferroni-corrected comparison."""
+    base = TEST_Z if exp.spec.metric.kind == MetricKind.binary else TEST_WELCH
+    if exp.spec.stopping.sequential:
+        current = [c.sequential_p for c in comparisons if c.sequential_p is not None]
+        return SEQUENTIAL_PREFIX + base, min([_previous_sequential_p(exp.status), *current])
+    if chi_square is not None:
+        return TEST_CHI2, chi_square[1]
+    k = len(comparisons)
+    ps = [min(1.0, c.p_value * k) for c in comparisons if c.p_value is not None]
+    return base, (min(ps) if ps else None)
+
+
+
 def analyse(
     exp: Experiment, totals: Mapping[str, VersionTotals | ab.ArmStats], now: dt.datetime
 ) -> ExperimentAnalysis:
@@ -230,28 +259,8 @@ def analyse(
     if kind == MetricKind.binary and len(arms) > 2 and total_n > 0:
         chi_square = ab.chi2_proportions(stats)
 
-    srm, srm_skipped = None, None
-    if spec.strategy.type != StrategyType.weighted:
-        srm_skipped = f"strategy {spec.strategy.type.value} moves the split on purpose"
-    elif spec.sticky is not None:
-        srm_skipped = "sticky assignment splits users, not requests, so request counts need not follow the weights"
-    elif sum(c.requests for c in counts) == 0:
-        srm_skipped = "no requests yet"
-    else:
-        srm = ab.sample_ratio_mismatch([c.requests for c in counts], [v.weight for v in spec.variants],
-                                       alpha=SRM_ALPHA)
-
-    base = TEST_Z if kind == MetricKind.binary else TEST_WELCH
-    if sequential:
-        test = SEQUENTIAL_PREFIX + base
-        current = [c.sequential_p for c in comparisons if c.sequential_p is not None]
-        p_value: float | None = min([_previous_sequential_p(prev), *current])
-    elif chi_square is not None:
-        test, p_value = TEST_CHI2, chi_square[1]
-    else:
-        test = base
-        ps = [min(1.0, c.p_value * k) for c in comparisons if c.p_value is not None]
-        p_value = min(ps) if ps else None
+    srm, srm_skipped = _sample_ratio(exp, counts)
+    test, p_value = _overall_test(exp, comparisons, chi_square)
 
     leader, leader_p = None, None
     if pbest is not None:

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from mlsteward_runtime.contracts import RouterStats
 from mlsteward_runtime.stats import ab
 
-from mlsteward_operator.api.common import MAX_MESSAGE, ConditionType, parse_duration
+from mlsteward_operator.api.common import MAX_MESSAGE, Condition, ConditionType, parse_duration
 from mlsteward_operator.api.experiment import (
     Experiment,
     ExperimentPhase,
@@ -150,11 +150,6 @@ def merge_router_stats(
     kept.sort(key=lambda c: (-c.started, c.replica))
     kept = sorted(kept[:MAX_CHECKPOINTS], key=lambda c: (c.replica, c.started))
     return totals, kept
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Analysis
-# --------------------------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -314,6 +309,49 @@ def _promotion(exp: Experiment, analysis: ExperimentAnalysis, winner: str, when:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _conditions(exp: Experiment, decision: ExperimentDecision, now: dt.datetime) -> list[Condition]:
+    """Ready (unless Stopped), Progressing (while Running) and Degraded (on a sample-ratio mismatch)."""
+    phase, generation = decision.phase, exp.metadata.generation
+    conds = list(exp.status.conditions)
+    message = decision.message[:MAX_MESSAGE]
+    conds = set_condition(conds, ConditionType.ready, phase != ExperimentPhase.stopped, decision.reason, message,
+                          generation=generation, now=now)
+    conds = set_condition(conds, ConditionType.progressing, phase == ExperimentPhase.running, decision.reason,
+                          message, generation=generation, now=now)
+    degraded = decision.reason == "SampleRatioMismatch"
+    return set_condition(conds, ConditionType.degraded, degraded, decision.reason if degraded else "AsExpected",
+                         message if degraded else "assignment follows the configuration",
+                         generation=generation, now=now)
+
+
+def _variants(exp: Experiment, analysis: ExperimentAnalysis) -> list[VariantStatus]:
+    """status.variants: each arm's counts and statistics; a bandit's weight is the share it actually gave."""
+    total_requests = sum(a.requests for a in analysis.arms)
+    variants = []
+    for a in analysis.arms:
+        weight = a.weight
+        if exp.spec.strategy.type != StrategyType.weighted and total_requests:
+            weight = round(100 * a.requests / total_requests)  # bandits: the share they actually gave
+        variants.append(VariantStatus(
+            name=a.name, version=a.version, weight=weight, requests=a.requests, outcomes=a.stats.n,
+            outcome_sum=a.stats.sum, outcome_sumsq=a.stats.sumsq, outcome_m2=a.stats.m2, mean=a.mean,
+            ci=Interval(lower=a.ci95[0], upper=a.ci95[1]) if a.ci95 else None,
+            posterior=a.posterior, probability_best=a.probability_best,
+        ))
+    return variants
+
+
+def _shown_comparison(analysis: ExperimentAnalysis, decision: ExperimentDecision) -> Comparison | None:
+    """The comparison whose effect status shows: the winner's, else the treatment most likely to be best."""
+    if not analysis.comparisons:
+        return None
+    pb = {a.name: a.probability_best or 0.0 for a in analysis.arms}
+    shown = max(analysis.comparisons, key=lambda c: pb[c.treatment])
+    if decision.winner and analysis.comparison(decision.winner) is not None:
+        shown = analysis.comparison(decision.winner)
+    return shown
+
+
 def compute_status(
     exp: Experiment,
     analysis: ExperimentAnalysis,
@@ -329,47 +367,19 @@ def compute_status(
     prev, generation = exp.status, exp.metadata.generation
     kept = list(prev.checkpoints) if checkpoints is None else list(checkpoints)
     phase = decision.phase
-    conds = list(prev.conditions)
-    message = decision.message[:MAX_MESSAGE]
-    conds = set_condition(conds, ConditionType.ready, phase != ExperimentPhase.stopped, decision.reason, message,
-                          generation=generation, now=now)
-    conds = set_condition(conds, ConditionType.progressing, phase == ExperimentPhase.running, decision.reason,
-                          message, generation=generation, now=now)
-    degraded = decision.reason == "SampleRatioMismatch"
-    conds = set_condition(conds, ConditionType.degraded, degraded, decision.reason if degraded else "AsExpected",
-                          message if degraded else "assignment follows the configuration",
-                          generation=generation, now=now)
+    conds = _conditions(exp, decision, now)
     if prev.phase in (ExperimentPhase.concluded, ExperimentPhase.stopped):
         return prev.model_copy(update={"observed_generation": generation, "conditions": conds})
 
-    total_requests = sum(a.requests for a in analysis.arms)
-    variants = []
-    for a in analysis.arms:
-        weight = a.weight
-        if exp.spec.strategy.type != StrategyType.weighted and total_requests:
-            weight = round(100 * a.requests / total_requests)  # bandits: the share they actually gave
-        variants.append(VariantStatus(
-            name=a.name, version=a.version, weight=weight, requests=a.requests, outcomes=a.stats.n,
-            outcome_sum=a.stats.sum, outcome_sumsq=a.stats.sumsq, outcome_m2=a.stats.m2, mean=a.mean,
-            ci=Interval(lower=a.ci95[0], upper=a.ci95[1]) if a.ci95 else None,
-            posterior=a.posterior, probability_best=a.probability_best,
-        ))
-
-    # The effect shown is that of the treatment most likely to be best.
-    shown = None
-    if analysis.comparisons:
-        pb = {a.name: a.probability_best or 0.0 for a in analysis.arms}
-        shown = max(analysis.comparisons, key=lambda c: pb[c.treatment])
-        if decision.winner and analysis.comparison(decision.winner) is not None:
-            shown = analysis.comparison(decision.winner)
+    variants = _variants(exp, analysis)
+    shown = _shown_comparison(analysis, decision)
     effect_ci = None
     if shown is not None:
         ci = shown.sequential_ci if analysis.sequential else shown.ci95
         effect_ci = Interval(lower=ci[0], upper=ci[1]) if ci else None
 
-    srm = None
-    if analysis.srm is not None:
-        srm = SampleRatio(p_value=_finite(analysis.srm.p_value), mismatch=analysis.srm.mismatch)
+    srm = SampleRatio(p_value=_finite(analysis.srm.p_value), mismatch=analysis.srm.mismatch) \
+        if analysis.srm is not None else None
     final = phase in (ExperimentPhase.concluded, ExperimentPhase.stopped)
     return ExperimentStatus(
         observed_generation=generation,

@@ -47,7 +47,7 @@ def health_patch(new: HealthStatus, old: HealthStatus | None) -> dict[str, Any]:
 
 
 class Health:
-    """The health timer's state, owned by the composition root: the webhook deliveries still running."""
+    """The health sampler's state, owned by the composition root: the webhook deliveries still running."""
 
     def __init__(self) -> None:
         self.deliveries = Background()

@@ -20,25 +20,13 @@ predictors, `mlsteward.io/version`, and an owner reference to its parent (kernel
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlsteward_runtime.contracts import (
-    ArmOutcomes,
-    ArtifactRef,
-    AuthConfig,
-    Backend,
-    RateLimitConfig,
-    RouterConfig,
-    RouterStrategy,
-    RuntimeConfig,
-    ShadowConfig,
-    StickyConfig,
-)
+from mlsteward_runtime.contracts import ArtifactRef, RuntimeConfig
 
 from mlsteward_operator.api.experiment import Experiment
-from mlsteward_operator.api.modeldeployment import ModelDeployment, TrafficEntry
+from mlsteward_operator.api.modeldeployment import Autoscaling, ModelDeployment, TrafficEntry
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.errors import NotReady
@@ -58,6 +46,7 @@ from mlsteward_operator.kernel.names import (
     short_hash,
 )
 from mlsteward_operator.kernel.pods import CONFIG_DIR, _pod_spec, _resources
+from mlsteward_operator.modeldeployment.routing import auth_volume, router_config, service_url
 
 # A serving pod that is told to stop keeps accepting connections for a few seconds first: endpoints and
 # kube-proxy's rules drop it asynchronously, and a pod that closed its socket at once would refuse the requests
@@ -66,10 +55,6 @@ SERVING_LIFECYCLE = {"preStop": {"sleep": {"seconds": 5}}}
 
 RUNTIME_CONFIG_FILE = "config.json"
 ROUTER_CONFIG_FILE = "router.json"
-# The auth Secret's key is mounted here as one file. A Secret volume (no subPath) is updated in place by the
-# kubelet, and the router re-reads the file when it changes, so rotating tokens needs no restart.
-AUTH_DIR = "/etc/mlsteward-auth"
-TOKENS_FILE = "tokens"
 
 
 def _json(data: Any) -> str:
@@ -104,103 +89,9 @@ def runtime_config(mv: ModelVersion) -> RuntimeConfig:
     )
 
 
-def router_config(
-    md: ModelDeployment,
-    model: str,
-    traffic: Sequence[TrafficEntry],
-    stable: str | None,
-    cfg: OperatorConfig,
-    shadow: str | None = None,
-    experiment: Experiment | None = None,
-) -> RouterConfig:
-    """The router's weight table: one backend per version in `traffic`, pointing at that version's Service.
-
-    With an Experiment running on it, the router also gets the assignment strategy, sticky key, metric kind and
-    goal, and each arm's outcome statistics merged so far (status.variants) as the bandits' priors.
-    """
-    namespace = md.metadata.namespace
-    arms: dict[str, object] = {}
-    if experiment is not None:
-        spec = experiment.spec
-        arms = {
-            "strategy": RouterStrategy(spec.strategy.type.value),
-            "epsilon": spec.strategy.epsilon,
-            "sticky": StickyConfig(header=spec.sticky.header, body_key=spec.sticky.body_key) if spec.sticky else None,
-            "experiment": experiment.metadata.name,
-            "metric_kind": spec.metric.kind.value,
-            "goal": spec.metric.goal.value,
-            "outcome_priors": {
-                v.version: ArmOutcomes(n=v.outcomes, sum=v.outcome_sum, sumsq=max(0.0, v.outcome_sumsq),
-                                       m2=v.outcome_m2)
-                for v in experiment.status.variants if v.outcomes
-            },
-        }
-    auth, rate_limit = _access(md)
-    return RouterConfig(
-        deployment=md.metadata.name,
-        model=model,
-        backends=[
-            Backend(version=t.version, url=_service_url(predictor_name(md.metadata.name, t.version), namespace, cfg),
-                    weight=t.weight)
-            for t in traffic
-        ],
-        stable_version=stable,
-        fallback=md.spec.fallback,
-        shadow=(
-            ShadowConfig(
-                version=shadow,
-                url=_service_url(predictor_name(md.metadata.name, shadow), namespace, cfg),
-                percent=md.spec.shadow.percent if md.spec.shadow else 100,
-            )
-            if shadow
-            else None
-        ),
-        auth=auth,
-        rate_limit=rate_limit,
-        **arms,  # type: ignore[arg-type]
-    )
-
-
-def _access(md: ModelDeployment) -> tuple[AuthConfig | None, RateLimitConfig | None]:
-    """The router's auth and rate limit from spec.auth, with the defaults the CRD describes filled in."""
-    spec = md.spec.auth
-    if spec is None:
-        return None, None
-    auth = AuthConfig(tokens_file=f"{AUTH_DIR}/{TOKENS_FILE}", header=spec.header) if spec.secret_ref else None
-    rate_limit = None
-    if spec.rate_limit is not None:
-        rl = spec.rate_limit
-        by = rl.by.value if rl.by is not None else ("token" if auth is not None else "source")
-        rate_limit = RateLimitConfig(
-            requests_per_second=rl.requests_per_second,
-            burst=rl.burst if rl.burst is not None else max(1, math.ceil(rl.requests_per_second)),
-            by=by,  # type: ignore[arg-type]
-        )
-    return auth, rate_limit
-
-
-def auth_volume(md: ModelDeployment) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(volume, mount) of the auth Secret's key as the router's tokens file, or nothing without secretRef."""
-    if md.spec.auth is None or md.spec.auth.secret_ref is None:
-        return []
-    ref = md.spec.auth.secret_ref
-    volume = {
-        "name": "auth",
-        # Not optional: without its Secret the router pod waits in ContainerCreating rather than start open.
-        "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": TOKENS_FILE}], "defaultMode": 0o440},
-    }
-    return [(volume, {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})]
-
-
-def _service_url(service: str, namespace: str | None, cfg: OperatorConfig) -> str:
-    # Fully qualified, so a lookup does not walk the pod's DNS search path first.
-    host = f"{service}.{namespace}.svc.{cfg.cluster_domain}" if namespace else service
-    return f"http://{host}:{cfg.service_port}"
-
-
 def deployment_url(md: ModelDeployment, cfg: OperatorConfig) -> str:
     """In-cluster URL of the Service `<md>` (status.url)."""
-    return _service_url(service_name(md.metadata.name), md.metadata.namespace, cfg)
+    return service_url(service_name(md.metadata.name), md.metadata.namespace, cfg)
 
 
 def traffic_summary(traffic: Sequence[TrafficEntry]) -> str:
@@ -219,21 +110,7 @@ def render_predictor(md: ModelDeployment, mv: ModelVersion, cfg: OperatorConfig)
 
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, ns, labels, owner),
                   "data": config_data}
-    container = {
-        "name": "predictor",
-        "command": ["mlsteward"],
-        "args": ["serve", "--config", f"{CONFIG_DIR}/{RUNTIME_CONFIG_FILE}", "--port", str(cfg.predictor_port)],
-        "ports": [{"name": "http", "containerPort": cfg.predictor_port, "protocol": "TCP"}],
-        # Ready only after the artifact's digest was verified, the model loaded and the golden input predicted.
-        "readinessProbe": _http_probe("/v2/health/ready", periodSeconds=5, timeoutSeconds=3, failureThreshold=3),
-        "livenessProbe": _http_probe("/v2/health/live", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
-        # Fetching and loading a large artifact can take minutes; liveness waits for the first success.
-        "startupProbe": _http_probe("/v2/health/live", periodSeconds=5, timeoutSeconds=3, failureThreshold=60),
-        "resources": _resources(md.spec.resources, cfg.predictor_resources),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "lifecycle": SERVING_LIFECYCLE,
-    }
-    pod_spec = _pod_spec(cfg, container, config_map=name)
+    pod_spec = _pod_spec(cfg, _predictor_container(md, cfg), config_map=name)
     deploy_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector},
         "revisionHistoryLimit": 3,
@@ -249,37 +126,61 @@ def render_predictor(md: ModelDeployment, mv: ModelVersion, cfg: OperatorConfig)
         deploy_spec["replicas"] = md.spec.replicas if md.spec.replicas is not None else 1
     deployment = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta(name, ns, labels, owner),
                   "spec": deploy_spec}
-    service = {
+    service = _service(_meta(name, ns, labels, owner), selector, cfg)
+    children = [config_map, deployment, service, _pdb(name, ns, labels, selector, owner)]
+    if md.spec.autoscaling is not None:
+        children.append(_hpa(md.spec.autoscaling, _meta(name, ns, labels, owner)))
+    return children
+
+
+def _predictor_container(md: ModelDeployment, cfg: OperatorConfig) -> dict[str, Any]:
+    return {
+        "name": "predictor",
+        "command": ["mlsteward"],
+        "args": ["serve", "--config", f"{CONFIG_DIR}/{RUNTIME_CONFIG_FILE}", "--port", str(cfg.predictor_port)],
+        "ports": [{"name": "http", "containerPort": cfg.predictor_port, "protocol": "TCP"}],
+        # Ready only after the artifact's digest was verified, the model loaded and the golden input predicted.
+        "readinessProbe": _http_probe("/v2/health/ready", periodSeconds=5, timeoutSeconds=3, failureThreshold=3),
+        "livenessProbe": _http_probe("/v2/health/live", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
+        # Fetching and loading a large artifact can take minutes; liveness waits for the first success.
+        "startupProbe": _http_probe("/v2/health/live", periodSeconds=5, timeoutSeconds=3, failureThreshold=60),
+        "resources": _resources(md.spec.resources, cfg.predictor_resources),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": SERVING_LIFECYCLE,
+    }
+
+
+def _service(meta: dict[str, Any], selector: dict[str, str], cfg: OperatorConfig) -> dict[str, Any]:
+    return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _meta(name, ns, labels, owner),
+        "metadata": meta,
         "spec": {
             "type": "ClusterIP",
             "selector": selector,
             "ports": [{"name": "http", "port": cfg.service_port, "targetPort": "http", "protocol": "TCP"}],
         },
     }
-    children = [config_map, deployment, service, _pdb(name, ns, labels, selector, owner)]
-    if md.spec.autoscaling is not None:
-        a = md.spec.autoscaling
-        children.append({
-            "apiVersion": "autoscaling/v2",
-            "kind": "HorizontalPodAutoscaler",
-            "metadata": _meta(name, ns, labels, owner),
-            "spec": {
-                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                "minReplicas": a.min_replicas,
-                "maxReplicas": a.max_replicas,
-                "metrics": [{
-                    "type": "Resource",
-                    "resource": {
-                        "name": "cpu",
-                        "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization},
-                    },
-                }],
-            },
-        })
-    return children
+
+
+def _hpa(a: Autoscaling, meta: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta,
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": meta["name"]},
+            "minReplicas": a.min_replicas,
+            "maxReplicas": a.max_replicas,
+            "metrics": [{
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": a.target_cpu_utilization},
+                },
+            }],
+        },
+    }
 
 
 def _pdb(name: str, ns: str | None, labels: dict[str, str], selector: dict[str, str],
@@ -318,19 +219,6 @@ def render_router(
                                                            exclude={"outcome_priors"}))}
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, ns, labels, owner),
                   "data": config_data}
-    container = {
-        "name": "router",
-        "command": ["mlsteward"],
-        "args": ["route", "--config", f"{CONFIG_DIR}/{ROUTER_CONFIG_FILE}", "--port", str(cfg.router_port)],
-        "ports": [{"name": "http", "containerPort": cfg.router_port, "protocol": "TCP"}],
-        # Ready once its configuration is loaded and a backend answered; a router with nowhere to send traffic
-        # leaves the Service's endpoints instead of answering 502.
-        "readinessProbe": _http_probe("/readyz", periodSeconds=5, timeoutSeconds=3, failureThreshold=3),
-        "livenessProbe": _http_probe("/healthz", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
-        "resources": _resources(md.spec.router.resources, cfg.router_resources),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "lifecycle": SERVING_LIFECYCLE,
-    }
     annotations = {ANNOTATION_CONFIG_HASH: short_hash(hashed, 16), ANNOTATION_TRAFFIC: traffic_summary(traffic)}
     deployment = {
         "apiVersion": "apps/v1",
@@ -344,20 +232,28 @@ def render_router(
             # while a configuration rolls out.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {"metadata": {"labels": labels, "annotations": annotations},
-                         "spec": _pod_spec(cfg, container, config_map=name, extra_volumes=auth_volume(md))},
+                         "spec": _pod_spec(cfg, _router_container(md, cfg), config_map=name,
+                                           extra_volumes=auth_volume(md))},
         },
     }
-    service = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta(service_name(md_name), ns, labels, owner),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": selector,
-            "ports": [{"name": "http", "port": cfg.service_port, "targetPort": "http", "protocol": "TCP"}],
-        },
-    }
+    service = _service(_meta(service_name(md_name), ns, labels, owner), selector, cfg)
     return [config_map, deployment, service, _pdb(name, ns, labels, selector, owner)]
+
+
+def _router_container(md: ModelDeployment, cfg: OperatorConfig) -> dict[str, Any]:
+    return {
+        "name": "router",
+        "command": ["mlsteward"],
+        "args": ["route", "--config", f"{CONFIG_DIR}/{ROUTER_CONFIG_FILE}", "--port", str(cfg.router_port)],
+        "ports": [{"name": "http", "containerPort": cfg.router_port, "protocol": "TCP"}],
+        # Ready once its configuration is loaded and a backend answered; a router with nowhere to send traffic
+        # leaves the Service's endpoints instead of answering 502.
+        "readinessProbe": _http_probe("/readyz", periodSeconds=5, timeoutSeconds=3, failureThreshold=3),
+        "livenessProbe": _http_probe("/healthz", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
+        "resources": _resources(md.spec.router.resources, cfg.router_resources),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "lifecycle": SERVING_LIFECYCLE,
+    }
 
 
 def render_deployment(

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mlsteward_operator.api.common import MAX_DECISIONS, ConditionType
+from mlsteward_operator.api.common import MAX_DECISIONS, Condition, ConditionType
 from mlsteward_operator.api.modeldeployment import (
     Decision,
     DecisionKind,
@@ -164,7 +164,32 @@ def compute_deployment_status(
     traffic = plan_traffic(plan)
     serving = plan.serving
     model = md.spec.model or prev.model or _model_of(versions, serving or plan.router_target)
+    conds = _conditions(md, plan, children, url=url, now=now, wanted=wanted,
+                        override=override if overridden else None)
+    return ModelDeploymentStatus(
+        observed_generation=generation,
+        conditions=conds,
+        model=model,
+        serving_version=serving,
+        stable_version=plan.stable,
+        traffic=traffic,
+        traffic_summary=",".join(f"{t.version}={t.weight}" for t in traffic) or None,
+        rollout=_rollout_status(prev.rollout, plan, wanted, now),
+        url=url if traffic else None,
+        previous_version=(prev.stable_version if plan.stable != prev.stable_version and prev.stable_version
+                          else prev.previous_version),
+        override=override,
+        experiment=experiment,
+        decisions=_decisions(md, plan, wanted, now),
+        # Written by the health sampler only (reconcile_health.py); carried so that the status here is whole, and
+        # left out of this reconcile's patch (reconcile.py).
+        health=prev.health,
+    )
 
+
+def _decisions(md: ModelDeployment, plan: RolloutPlan, wanted: str, now: dt.datetime) -> list[Decision]:
+    """The decision log after this reconcile: the plan's own decisions, a completed switch, a Hold."""
+    prev, serving = md.status, plan.serving
     decisions = list(prev.decisions)
     for facts in getattr(plan, "decisions", ()):
         decisions = append_decision(decisions, Decision(
@@ -188,21 +213,31 @@ def compute_deployment_status(
             message=f"{plan.degraded.message}; {serving} keeps serving",
             git_change=git_change(md, serving),
         ))
+    return decisions
 
+
+def _ready(plan: RolloutPlan, children: ChildrenState, url: str, wanted: str) -> tuple[bool, str, str]:
+    """The Ready condition: the served version's predictor and the router have a ready pod."""
+    serving = plan.serving
     predictor = children.predictors.get(serving) if serving else None
-    serving_ready = bool(predictor and predictor.ready and children.router.ready)
-    conds = list(prev.conditions)
-    if serving_ready:
-        ready = (True, "Serving", f"{serving} serves at {url}")
-    elif plan.degraded is not None and not serving:
-        ready = (False, plan.degraded.reason, plan.degraded.message)
-    elif not serving:
-        ready = (False, "NotServing", f"waiting for {plan.router_target or wanted} to become ready")
-    elif not (predictor and predictor.ready):
-        ready = (False, "PredictorNotReady", f"the predictor of {serving} has no ready pod")
-    else:
-        ready = (False, "RouterNotReady", "the router has no ready pod")
-    conds = set_condition(conds, ConditionType.ready, *ready, generation=generation, now=now)
+    if predictor and predictor.ready and children.router.ready:
+        return True, "Serving", f"{serving} serves at {url}"
+    if plan.degraded is not None and not serving:
+        return False, plan.degraded.reason, plan.degraded.message
+    if not serving:
+        return False, "NotServing", f"waiting for {plan.router_target or wanted} to become ready"
+    if not (predictor and predictor.ready):
+        return False, "PredictorNotReady", f"the predictor of {serving} has no ready pod"
+    return False, "RouterNotReady", "the router has no ready pod"
+
+
+def _conditions(md: ModelDeployment, plan: RolloutPlan, children: ChildrenState, *, url: str, now: dt.datetime,
+                wanted: str, override: ServingOverride | None) -> list[Condition]:
+    """Ready, Progressing, Degraded and Alerting after this reconcile (`override`: one that holds)."""
+    serving, generation = plan.serving, md.metadata.generation
+    conds = list(md.status.conditions)
+    conds = set_condition(conds, ConditionType.ready, *_ready(plan, children, url, wanted), generation=generation,
+                          now=now)
     if plan.progressing is not None:
         progressing = (True, plan.progressing.reason, plan.progressing.message)
     else:
@@ -210,7 +245,7 @@ def compute_deployment_status(
     conds = set_condition(conds, ConditionType.progressing, *progressing, generation=generation, now=now)
     if plan.degraded is not None:
         degraded = (True, plan.degraded.reason, plan.degraded.message)
-    elif overridden and override is not None:
+    elif override is not None:
         # Served on a request, not on spec: say so, and how Git catches up (DESIGN §4).
         rolled_back = override.kind == "Rollback"
         degraded = (rolled_back, "RolledBack" if rolled_back else "Promoted",
@@ -219,48 +254,31 @@ def compute_deployment_status(
     else:
         degraded = (False, "AsExpected", f"spec.version {wanted} is the version being served or rolled out")
     conds = set_condition(conds, ConditionType.degraded, *degraded, generation=generation, now=now)
-    conds = set_condition(conds, ConditionType.alerting, *alerting_condition(prev.health), generation=generation,
-                          now=now)
+    return set_condition(conds, ConditionType.alerting, *alerting_condition(md.status.health),
+                         generation=generation, now=now)
 
+
+def _rollout_status(prev: RolloutStatus | None, plan: RolloutPlan, wanted: str, now: dt.datetime) -> RolloutStatus:
+    """status.rollout: the plan's when it has one, else the phase the plan is in, since when it is."""
+    planned = getattr(plan, "rollout", None)
     if planned is not None:
-        rollout = RolloutStatus(
+        return RolloutStatus(
             phase=RolloutPhase(planned.phase), step=planned.step, target_version=planned.target,
             step_started_at=planned.step_started_at,
             baseline=[ReplicaBaseline(replica=c.replica, started=c.started, requests=c.requests, errors=c.errors,
                                       latency_buckets=dict(c.latency_buckets)) for c in planned.baseline] or None,
         )
+    if plan.degraded is not None:
+        phase = RolloutPhase.waiting
+    elif plan.progressing is not None:
+        phase = RolloutPhase.progressing
     else:
-        if plan.degraded is not None:
-            phase = RolloutPhase.waiting
-        elif plan.progressing is not None:
-            phase = RolloutPhase.progressing
-        else:
-            phase = RolloutPhase.stable
-        target = None if phase == RolloutPhase.stable else wanted
-        started = second(now)
-        if prev.rollout is not None and prev.rollout.phase == phase and prev.rollout.target_version == target:
-            started = prev.rollout.step_started_at or started
-        rollout = RolloutStatus(phase=phase, target_version=target, step_started_at=started)
-
-    return ModelDeploymentStatus(
-        observed_generation=generation,
-        conditions=conds,
-        model=model,
-        serving_version=serving,
-        stable_version=plan.stable,
-        traffic=traffic,
-        traffic_summary=",".join(f"{t.version}={t.weight}" for t in traffic) or None,
-        rollout=rollout,
-        url=url if traffic else None,
-        previous_version=(prev.stable_version if plan.stable != prev.stable_version and prev.stable_version
-                          else prev.previous_version),
-        override=override,
-        experiment=experiment,
-        decisions=decisions,
-        # Written by the health sampler only (reconcile_health.py); carried so that the status here is whole, and
-        # left out of this reconcile's patch (reconcile.py).
-        health=prev.health,
-    )
+        phase = RolloutPhase.stable
+    target = None if phase == RolloutPhase.stable else wanted
+    started = second(now)
+    if prev is not None and prev.phase == phase and prev.target_version == target:
+        started = prev.step_started_at or started
+    return RolloutStatus(phase=phase, target_version=target, step_started_at=started)
 
 
 def alerting_condition(health: HealthStatus | None) -> tuple[bool, str, str]:

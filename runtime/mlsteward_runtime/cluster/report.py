@@ -291,6 +291,50 @@ _SOURCES_PROM = {
 _SOURCE_OUTCOMES = "status.health.samples: feedback-weighted mean of the sampled windows' values"
 
 
+def _coverage_notes(samples: list[dict[str, Any]], since: dt.datetime, until: dt.datetime) -> list[str]:
+    """A note when the health samples start or end more than one and a half sampling steps inside the range."""
+    covered_since, covered_until = parse_time(samples[0].get("time")), parse_time(samples[-1].get("time"))
+    times = [parse_time(s.get("time")) for s in samples]
+    spans = [(b - a).total_seconds() for a, b in zip(times, times[1:])]  # type: ignore[operator]
+    step = statistics.median(spans) if spans else 60.0
+    if (covered_since - since).total_seconds() > 1.5 * step \
+            or (until - covered_until).total_seconds() > 1.5 * step:  # type: ignore[operator]
+        return [f"The samples cover {show_time(covered_since)} to {show_time(covered_until)}, less than the range "
+                "asked (status keeps the last 240 samples, one per spec.alerts.interval)."]
+    return []
+
+
+def _drift(monitors: Iterable[dict[str, Any]], since: dt.datetime, until: dt.datetime) -> list[DriftSummary]:
+    """Each DriftMonitor's checks in the range, how many drifted, and its last action when in the range."""
+    drift = []
+    for dm in sorted(monitors, key=_name):
+        hist = [h for h in dig(dm, "status", "history") or []
+                if isinstance(h, dict) and _in(parse_time(h.get("time")), since, until)]
+        act = dig(dm, "status", "lastAction")
+        drift.append(DriftSummary(
+            monitor=_name(dm), checks=len(hist), drifted=sum(1 for h in hist if h.get("drifted")),
+            max_drifted_features=max((int(h.get("driftedFeatures") or 0) for h in hist), default=0),
+            last_action=act if isinstance(act, dict) and _in(parse_time(act.get("time")), since, until) else None,
+        ))
+    return drift
+
+
+def _experiments(objs: Iterable[dict[str, Any]], since: dt.datetime, until: dt.datetime) -> list[ExperimentSummary]:
+    """The Experiments that ran during the range."""
+    experiments = []
+    for exp in sorted(objs, key=_name):
+        st = exp.get("status") or {}
+        started, concluded = parse_time(st.get("startedAt")), parse_time(st.get("concludedAt"))
+        if started is None or started > until or (concluded is not None and concluded < since):
+            continue
+        experiments.append(ExperimentSummary(
+            name=_name(exp), phase=st.get("phase"), started_at=started, concluded_at=concluded,
+            winner=st.get("winner"),
+            variants=[str(v.get("name")) for v in dig(exp, "spec", "variants") or [] if isinstance(v, dict)],
+        ))
+    return experiments
+
+
 def build_report(objects: Sequence[Any], deployment: str, *, since: dt.datetime, until: dt.datetime,
                  namespace: str | None = None, prometheus: PromAnswers | None = None) -> Report:
     """The report of ModelDeployment `deployment` over [since, until]; ReportError when it cannot be made."""
@@ -318,40 +362,15 @@ def build_report(objects: Sequence[Any], deployment: str, *, since: dt.datetime,
     covered_since = parse_time(samples[0].get("time")) if samples else None
     covered_until = parse_time(samples[-1].get("time")) if samples else None
     if samples and prometheus is None:
-        times = [parse_time(s.get("time")) for s in samples]
-        spans = [(b - a).total_seconds() for a, b in zip(times, times[1:])]  # type: ignore[operator]
-        step = statistics.median(spans) if spans else 60.0
-        if (covered_since - since).total_seconds() > 1.5 * step \
-                or (until - covered_until).total_seconds() > 1.5 * step:  # type: ignore[operator]
-            notes.append(f"The samples cover {show_time(covered_since)} to {show_time(covered_until)}, less than the range asked "
-                         "(status keeps the last 240 samples, one per spec.alerts.interval).")
+        notes += _coverage_notes(samples, since, until)
 
     def ours(o: dict[str, Any]) -> bool:
         return dig(o, "spec", "deployment") == deployment and (ns is None or _ns(o) in (None, ns))
 
     decisions = [d for d in dig(md, "status", "decisions") or []
                  if isinstance(d, dict) and _in(parse_time(d.get("time")), since, until)]
-    drift = []
-    for dm in sorted(filter(ours, _of_kind(objects, "DriftMonitor")), key=_name):
-        hist = [h for h in dig(dm, "status", "history") or []
-                if isinstance(h, dict) and _in(parse_time(h.get("time")), since, until)]
-        act = dig(dm, "status", "lastAction")
-        drift.append(DriftSummary(
-            monitor=_name(dm), checks=len(hist), drifted=sum(1 for h in hist if h.get("drifted")),
-            max_drifted_features=max((int(h.get("driftedFeatures") or 0) for h in hist), default=0),
-            last_action=act if isinstance(act, dict) and _in(parse_time(act.get("time")), since, until) else None,
-        ))
-    experiments = []
-    for exp in sorted(filter(ours, _of_kind(objects, "Experiment")), key=_name):
-        st = exp.get("status") or {}
-        started, concluded = parse_time(st.get("startedAt")), parse_time(st.get("concludedAt"))
-        if started is None or started > until or (concluded is not None and concluded < since):
-            continue
-        experiments.append(ExperimentSummary(
-            name=_name(exp), phase=st.get("phase"), started_at=started, concluded_at=concluded,
-            winner=st.get("winner"),
-            variants=[str(v.get("name")) for v in dig(exp, "spec", "variants") or [] if isinstance(v, dict)],
-        ))
+    drift = _drift(filter(ours, _of_kind(objects, "DriftMonitor")), since, until)
+    experiments = _experiments(filter(ours, _of_kind(objects, "Experiment")), since, until)
     return Report(
         deployment=deployment, namespace=ns, since=since, until=until,
         source="prometheus" if prometheus is not None else "status",

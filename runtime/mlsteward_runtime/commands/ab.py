@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mlsteward_runtime.commands.drift import finite
     from mlsteward_runtime.errors import UsageError
-    from mlsteward_runtime.stats.ab import compare
+    from mlsteward_runtime.stats.comparison import compare
 
     if not 0 < args.alpha < 1:
         raise UsageError(f"--alpha must be between 0 and 1, got {args.alpha}")

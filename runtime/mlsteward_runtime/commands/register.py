@@ -85,18 +85,8 @@ def signature_from_data(model: Any, table: Any, features: list[str], types: dict
     return sig
 
 
-def run(args: argparse.Namespace) -> int:
-    import sklearn
-    import yaml
-
-    from mlsteward_runtime.commands.profile import split_names, write_json
-    from mlsteward_runtime.contracts import ArtifactRef
-    from mlsteward_runtime.errors import ModelLoadError, UsageError
-    from mlsteward_runtime.models import load_model, sha256_file
-    from mlsteward_runtime.signature import infer_signature
-    from mlsteward_runtime.stats.evaluate import evaluate, feature_matrix, labelled_rows
-    from mlsteward_runtime.stats.profile import build_profile
-    from mlsteward_runtime.stats.table import read_csv, sibling_uri
+def _check_flags(args: argparse.Namespace) -> None:
+    from mlsteward_runtime.errors import UsageError
 
     if not _SEMVER.match(args.version):
         raise UsageError(f"--version {args.version!r} is not a semantic version (MAJOR.MINOR.PATCH, e.g. 1.2.0)")
@@ -104,6 +94,62 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--data and --target go together: give both or neither")
     if (args.profile_out or args.reference_uri) and not args.data:
         raise UsageError("--profile-out and --reference-uri need --data and --target to profile")
+
+
+def _from_data(args: argparse.Namespace, model: Any, path: str) -> dict[str, Any]:
+    """signature, reference and metrics of the spec from --data: the profile is written beside the artifact (or to
+    --profile-out) and the metrics measured on the labelled rows."""
+    from mlsteward_runtime.commands.profile import split_names, write_json
+    from mlsteward_runtime.errors import UsageError
+    from mlsteward_runtime.models import sha256_file
+    from mlsteward_runtime.stats.evaluate import evaluate, feature_matrix, labelled_rows
+    from mlsteward_runtime.stats.profile import build_profile
+    from mlsteward_runtime.stats.table import read_csv, sibling_uri
+
+    table = read_csv(args.data)
+    table.column(args.target)
+    features = [c for c in table.header if c != args.target]
+    types = table.infer_types(categorical=split_names(args.categorical))
+    try:
+        sig = signature_from_data(model, table, features, types)
+    except ValueError as exc:
+        raise UsageError(f"{args.data}: {exc} (columns other than --target {args.target!r} are the features)") \
+            from None
+    profile = build_profile({n: table.columns[n] for n in features}, types={s.name: s.type for s in sig.inputs})
+    profile_out = args.profile_out or sibling_uri(path, ".profile.json")
+    write_json(profile_out, profile.model_dump(mode="json", exclude_none=True))
+    idx, y = labelled_rows(table, args.target, regression=not model.is_classifier)
+    try:
+        metrics = evaluate(model, feature_matrix(table, sig, rows=idx), y)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{args.data}: the model could not predict on the data ({exc})") from None
+    print(f"Wrote reference profile to {profile_out}.", file=sys.stderr)
+    return {"signature": sig.model_dump(mode="json", exclude_none=True),
+            "reference": {"uri": args.reference_uri or profile_out, "sha256": sha256_file(profile_out)},
+            "metrics": {k: round(v, 6) for k, v in metrics.items()}}
+
+
+def _manifest(args: argparse.Namespace, spec: dict[str, Any]) -> str:
+    """The ModelVersion as YAML."""
+    import yaml
+
+    metadata: dict[str, Any] = {"name": args.name or dns_name(f"{args.model}-{args.version}"),
+                                "labels": {"mlsteward.io/model": dns_name(args.model)}}
+    if args.namespace:
+        metadata["namespace"] = args.namespace
+    doc = {"apiVersion": "mlsteward.io/v1alpha1", "kind": "ModelVersion", "metadata": metadata, "spec": spec}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sklearn
+
+    from mlsteward_runtime.contracts import ArtifactRef
+    from mlsteward_runtime.errors import ModelLoadError, UsageError
+    from mlsteward_runtime.models import load_model, sha256_file
+    from mlsteward_runtime.signature import infer_signature
+
+    _check_flags(args)
     path = args.artifact
     if not Path(path).is_file():
         raise UsageError(f"{path}: no such file")
@@ -122,27 +168,7 @@ def run(args: argparse.Namespace) -> int:
         "framework": {"name": "sklearn", "version": model.framework_version or sklearn.__version__},
     }
     if args.data:
-        table = read_csv(args.data)
-        table.column(args.target)
-        features = [c for c in table.header if c != args.target]
-        types = table.infer_types(categorical=split_names(args.categorical))
-        try:
-            sig = signature_from_data(model, table, features, types)
-        except ValueError as exc:
-            raise UsageError(f"{args.data}: {exc} (columns other than --target {args.target!r} are the features)") \
-                from None
-        profile = build_profile({n: table.columns[n] for n in features}, types={s.name: s.type for s in sig.inputs})
-        profile_out = args.profile_out or sibling_uri(path, ".profile.json")
-        write_json(profile_out, profile.model_dump(mode="json", exclude_none=True))
-        idx, y = labelled_rows(table, args.target, regression=not model.is_classifier)
-        try:
-            metrics = evaluate(model, feature_matrix(table, sig, rows=idx), y)
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"{args.data}: the model could not predict on the data ({exc})") from None
-        spec["signature"] = sig.model_dump(mode="json", exclude_none=True)
-        spec["reference"] = {"uri": args.reference_uri or profile_out, "sha256": sha256_file(profile_out)}
-        spec["metrics"] = {k: round(v, 6) for k, v in metrics.items()}
-        print(f"Wrote reference profile to {profile_out}.", file=sys.stderr)
+        spec.update(_from_data(args, model, path))
     else:
         try:
             spec["signature"] = infer_signature(model).model_dump(mode="json", exclude_none=True)
@@ -150,12 +176,7 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"{path}: {exc}; give --data and --target to name the inputs") from None
     if args.description:
         spec["description"] = args.description
-    metadata: dict[str, Any] = {"name": args.name or dns_name(f"{args.model}-{args.version}"),
-                                "labels": {"mlsteward.io/model": dns_name(args.model)}}
-    if args.namespace:
-        metadata["namespace"] = args.namespace
-    doc = {"apiVersion": "mlsteward.io/v1alpha1", "kind": "ModelVersion", "metadata": metadata, "spec": spec}
-    text = yaml.safe_dump(doc, sort_keys=False)
+    text = _manifest(args, spec)
     if args.out:
         try:
             Path(args.out).write_text(text, encoding="utf-8")

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any
 
 from mlsteward_runtime.commands.termination import shorten_message
@@ -106,95 +107,141 @@ def _labels(raw: list[str], classifier: bool, source: str, target: str) -> Any:
         return np.array(keys, dtype=object)
 
 
-def train(args: argparse.Namespace, est: Any, params: dict[str, Any]) -> TrainResult:
-    import tempfile
+@dataclass
+class _Data:
+    """The training table read and checked: the feature matrix and the labels of the labelled rows."""
 
+    table: Any
+    features: list[str]
+    types: dict[str, Any]
+    X: Any
+    y: Any
+    classifier: bool
+
+
+def _read_data(args: argparse.Namespace, est: Any) -> _Data:
+    """--data read and checked (_Failed FetchFailed or InvalidData otherwise)."""
     import numpy as np
-    import sklearn
     from sklearn.base import is_classifier
-    from sklearn.model_selection import train_test_split
 
     from mlsteward_runtime.commands.profile import split_names
-    from mlsteward_runtime.commands.register import signature_from_data
+    from mlsteward_runtime.contracts import FeatureType, InputSpec
     from mlsteward_runtime.errors import ModelLoadError, UsageError
+    from mlsteward_runtime.stats.evaluate import feature_matrix
+    from mlsteward_runtime.stats.table import is_missing, read_csv_uri
+
+    try:
+        table = read_csv_uri(args.data)
+        labels = table.column(args.target)
+        features = [c for c in table.header if c != args.target]
+        if not features:
+            raise UsageError(f"{args.data}: no feature columns besides the target {args.target!r}")
+        types = table.infer_types(categorical=split_names(args.categorical))
+        keep = np.array([not is_missing(v) for v in labels])
+        if keep.sum() < 4:
+            raise UsageError(f"{args.data}: {int(keep.sum())} labelled rows; need at least 4 to split and fit")
+        draft = Signature(inputs=[InputSpec(name=f, type=types[f] if types[f] != FeatureType.integer
+                                            else FeatureType.number) for f in features])
+        X = feature_matrix(table, draft)[keep]
+        classifier = is_classifier(est)
+        y = _labels([v for v, k in zip(labels, keep) if k], classifier, args.data, args.target)
+    except ModelLoadError as exc:
+        raise _Failed("FetchFailed", exc.message) from None
+    except (UsageError, KeyError) as exc:
+        raise _Failed("InvalidData", str(exc).strip("'\"")) from None
+    return _Data(table, features, types, X, y, classifier)
+
+
+def _fit(args: argparse.Namespace, est: Any, data: _Data) -> tuple[Any, Any, Any, Any]:
+    """(Xtr, Xte, ytr, yte) after fitting `est` on the training split (_Failed TrainingFailed otherwise)."""
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from mlsteward_runtime.contracts import FeatureType
+
+    X, y = data.X, data.y
+    stratify = None
+    if data.classifier:
+        _, counts = np.unique(y.astype(str), return_counts=True)
+        stratify = y if counts.min() >= 2 else None
+    try:
+        Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=args.test_size, random_state=args.seed,
+                                              stratify=stratify)
+        est.fit(Xtr, ytr)
+    except Exception as exc:  # noqa: BLE001 - whatever the estimator raises, the Job's verdict is the same
+        cats = [f for f in data.features if data.types[f] in (FeatureType.categorical, FeatureType.boolean)]
+        hint = (f" (categorical column(s) {', '.join(cats)} need an estimator that encodes them)"
+                if cats and X.dtype == object else "")
+        raise _Failed("TrainingFailed", f"{type(exc).__name__}: {exc}{hint}") from None
+    return Xtr, Xte, ytr, yte
+
+
+def _write_model(args: argparse.Namespace, est: Any) -> tuple[ArtifactRef, Any]:
+    """The artifact written to --output after it reloaded the way serving loads it; (its ref, the loaded model)."""
+    import tempfile
+
+    from mlsteward_runtime.errors import ModelLoadError
     from mlsteward_runtime.models import dump_model, load_model
-    from mlsteward_runtime.stats.evaluate import evaluate, feature_matrix
+    from mlsteward_runtime.stats.table import write_uri
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "model." + args.format)
+        try:
+            sha = dump_model(est, local, args.format)
+        except Exception as exc:  # noqa: BLE001 - e.g. an estimator skl2onnx cannot convert
+            raise _Failed("WriteFailed", f"could not serialize as {args.format}: {exc}") from None
+        ref = ArtifactRef(uri=args.output, sha256=sha, format=args.format)
+        with open(local, "rb") as fh:
+            blob = fh.read()
+        try:
+            loaded = load_model(ref, data=blob)
+        except ModelLoadError as exc:
+            raise _Failed(exc.reason, f"the written artifact does not load: {exc.message}") from None
+    try:
+        write_uri(args.output, blob)
+    except Exception as exc:  # noqa: BLE001 - storage errors of any backend
+        raise _Failed("WriteFailed", f"could not write {args.output}: {exc}") from None
+    return ref, loaded
+
+
+def _write_profile(args: argparse.Namespace, data: _Data, sig: Signature) -> ProfileRef:
+    """The reference profile of the training data, written to --profile-out (or beside the artifact)."""
+    import hashlib
+
     from mlsteward_runtime.stats.profile import build_profile
-    from mlsteward_runtime.stats.table import category_key, is_missing, read_csv_uri, sibling_uri, write_uri
+    from mlsteward_runtime.stats.table import sibling_uri, write_uri
+
+    profile = build_profile({f: data.table.columns[f] for f in data.features},
+                            types={s.name: s.type for s in sig.inputs}, seed=args.seed)
+    body = json.dumps(profile.model_dump(mode="json", exclude_none=True), separators=(",", ":")).encode()
+    profile_uri = args.profile_out or sibling_uri(args.output, ".profile.json")
+    try:
+        write_uri(profile_uri, body)
+    except Exception as exc:  # noqa: BLE001
+        raise _Failed("WriteFailed", f"could not write {profile_uri}: {exc}") from None
+    return ProfileRef(uri=profile_uri, sha256=hashlib.sha256(body).hexdigest())
+
+
+def train(args: argparse.Namespace, est: Any, params: dict[str, Any]) -> TrainResult:
+    import numpy as np
+    import sklearn
+
+    from mlsteward_runtime.commands.register import signature_from_data
+    from mlsteward_runtime.stats.evaluate import evaluate
+    from mlsteward_runtime.stats.table import category_key
 
     base: dict[str, Any] = {"estimator": args.estimator, "params": params, "data": args.data, "target": args.target,
                             "framework": {"name": "sklearn", "version": sklearn.__version__}}
     try:
-        try:
-            table = read_csv_uri(args.data)
-            labels = table.column(args.target)
-            features = [c for c in table.header if c != args.target]
-            if not features:
-                raise UsageError(f"{args.data}: no feature columns besides the target {args.target!r}")
-            types = table.infer_types(categorical=split_names(args.categorical))
-            keep = np.array([not is_missing(v) for v in labels])
-            if keep.sum() < 4:
-                raise UsageError(f"{args.data}: {int(keep.sum())} labelled rows; need at least 4 to split and fit")
-            from mlsteward_runtime.contracts import FeatureType, InputSpec
-
-            draft = Signature(inputs=[InputSpec(name=f, type=types[f] if types[f] != FeatureType.integer
-                                                else FeatureType.number) for f in features])
-            X = feature_matrix(table, draft)[keep]
-            classifier = is_classifier(est)
-            y = _labels([v for v, k in zip(labels, keep) if k], classifier, args.data, args.target)
-        except ModelLoadError as exc:
-            raise _Failed("FetchFailed", exc.message) from None
-        except (UsageError, KeyError) as exc:
-            raise _Failed("InvalidData", str(exc).strip("'\"")) from None
-        stratify = None
-        if classifier:
-            _, counts = np.unique(y.astype(str), return_counts=True)
-            stratify = y if counts.min() >= 2 else None
-        try:
-            Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=args.test_size, random_state=args.seed,
-                                                  stratify=stratify)
-            est.fit(Xtr, ytr)
-        except Exception as exc:  # noqa: BLE001 - whatever the estimator raises, the Job's verdict is the same
-            cats = [f for f in features if types[f] in (FeatureType.categorical, FeatureType.boolean)]
-            hint = (f" (categorical column(s) {', '.join(cats)} need an estimator that encodes them)"
-                    if cats and X.dtype == object else "")
-            raise _Failed("TrainingFailed", f"{type(exc).__name__}: {exc}{hint}") from None
+        data = _read_data(args, est)
+        _, Xte, ytr, yte = _fit(args, est, data)
         base["rows"] = {"train": int(len(ytr)), "test": int(len(yte))}
-
-        with tempfile.TemporaryDirectory() as tmp:
-            local = os.path.join(tmp, "model." + args.format)
-            try:
-                sha = dump_model(est, local, args.format)
-            except Exception as exc:  # noqa: BLE001 - e.g. an estimator skl2onnx cannot convert
-                raise _Failed("WriteFailed", f"could not serialize as {args.format}: {exc}") from None
-            ref = ArtifactRef(uri=args.output, sha256=sha, format=args.format)
-            with open(local, "rb") as fh:
-                blob = fh.read()
-            try:
-                loaded = load_model(ref, data=blob)
-            except ModelLoadError as exc:
-                raise _Failed(exc.reason, f"the written artifact does not load: {exc.message}") from None
-        try:
-            write_uri(args.output, blob)
-        except Exception as exc:  # noqa: BLE001 - storage errors of any backend
-            raise _Failed("WriteFailed", f"could not write {args.output}: {exc}") from None
-        base["artifact"] = ref
-
-        yte_keys = yte if not classifier else np.array([category_key(v) for v in yte.tolist()], dtype=object)
+        base["artifact"], loaded = _write_model(args, est)
+        yte_keys = yte if not data.classifier else np.array([category_key(v) for v in yte.tolist()], dtype=object)
         base["metrics"] = evaluate(loaded, Xte, yte_keys)
-        sig = signature_from_data(loaded, table, features, types)
+        sig = signature_from_data(loaded, data.table, data.features, data.types)
         base["signature"] = sig
-        profile = build_profile({f: table.columns[f] for f in features}, types={s.name: s.type for s in sig.inputs},
-                                seed=args.seed)
-        body = json.dumps(profile.model_dump(mode="json", exclude_none=True), separators=(",", ":")).encode()
-        profile_uri = args.profile_out or sibling_uri(args.output, ".profile.json")
-        try:
-            write_uri(profile_uri, body)
-        except Exception as exc:  # noqa: BLE001
-            raise _Failed("WriteFailed", f"could not write {profile_uri}: {exc}") from None
-        import hashlib
-
-        base["reference"] = ProfileRef(uri=profile_uri, sha256=hashlib.sha256(body).hexdigest())
+        base["reference"] = _write_profile(args, data, sig)
         summary = ", ".join(f"{k}={v:.4g}" for k, v in base["metrics"].items())
         return TrainResult(phase="Succeeded", reason="Trained",
                            message=f"Trained {args.estimator} on {len(ytr)} rows; holdout {summary}.", **base)

@@ -101,17 +101,85 @@ def _jsonable(values: Any) -> list[Any]:
     return np.asarray(values, dtype=object).tolist() if not hasattr(values, "tolist") else values.tolist()
 
 
+def _checked_signature(model: Any, signature: Any) -> Any:
+    """The given signature checked against the model, or the one inferred from it (_Failed SignatureMismatch)."""
+    from mlsteward_runtime.signature import check_signature, infer_signature
+
+    if signature is not None:
+        problems = check_signature(signature, model)
+        if problems:
+            raise _Failed("SignatureMismatch", "; ".join(problems))
+        return signature
+    try:
+        return infer_signature(model)
+    except ValueError as exc:
+        raise _Failed("SignatureMismatch", f"no signature given and none can be inferred: {exc}") from None
+
+
+def _on_validation_data(args: argparse.Namespace, model: Any, signature: Any, inferred: bool,
+                        result: dict[str, Any]) -> dict[str, float]:
+    """The metrics on --validation-data (and the reference profile to --reference-out), recorded in `result`;
+    an inferred signature takes the data's column names when the model knows none."""
+    from mlsteward_runtime.contracts import ArtifactRef
+    from mlsteward_runtime.errors import ModelLoadError, UsageError
+    from mlsteward_runtime.signature import infer_signature
+    from mlsteward_runtime.stats.evaluate import evaluate, feature_matrix, labelled_rows
+    from mlsteward_runtime.stats.table import read_csv_uri
+
+    try:
+        table = read_csv_uri(args.validation_data)
+        if inferred and model.feature_names is None:
+            # A model fit on a plain array knows no names: its inputs are the data's columns in order.
+            columns = [c for c in table.header if c != args.target]
+            if len(columns) == len(signature.inputs):
+                signature = infer_signature(model, feature_names=columns)
+                result["signature"] = signature
+        idx, y = labelled_rows(table, args.target, regression=not model.is_classifier)
+        X = feature_matrix(table, signature, rows=idx)
+    except ModelLoadError as exc:
+        raise _Failed("FetchFailed", f"validation data: {exc.message}") from None
+    except (UsageError, KeyError) as exc:
+        raise _Failed("InvalidValidationData", str(exc).strip("'\"")) from None
+    if len(y) == 0:
+        raise _Failed("InvalidValidationData", f"{args.validation_data}: no labelled rows")
+    try:
+        metrics = evaluate(model, X, y)
+    except (ValueError, TypeError) as exc:
+        raise _Failed("EvaluationFailed", f"the model could not predict on the validation data: {exc}") \
+            from None
+    result["metrics"] = metrics
+    if args.reference_out:
+        result["reference"] = ArtifactRef(uri=args.reference_out,
+                                          sha256=_write_reference(args.reference_out, table, signature))
+    return metrics
+
+
+def _write_reference(uri: str, table: Any, signature: Any) -> str:
+    """The reference profile of the validation data written to `uri`; its sha256."""
+    import hashlib
+
+    from mlsteward_runtime.stats.profile import build_profile
+    from mlsteward_runtime.stats.table import write_uri
+
+    profile = build_profile({s.name: table.columns[s.name] for s in signature.inputs},
+                            types={s.name: s.type for s in signature.inputs})
+    body = json.dumps(profile.model_dump(mode="json", exclude_none=True), separators=(",", ":")).encode()
+    try:
+        write_uri(uri, body)
+    except Exception as exc:  # noqa: BLE001 - any storage error is the same verdict for the operator
+        raise _Failed("ReferenceWriteFailed", f"could not write {uri}: {exc}") from None
+    return hashlib.sha256(body).hexdigest()
+
+
 def validate(args: argparse.Namespace, thresholds: list[Any], signature: Any) -> Any:
     """Run the steps of the module description; returns a ValidationResult (never raises _Failed)."""
     import numpy as np
 
     from mlsteward_runtime.contracts import ArtifactRef, Golden, ValidationResult
-    from mlsteward_runtime.errors import ModelLoadError, UsageError
+    from mlsteward_runtime.errors import ModelLoadError
     from mlsteward_runtime.models import load_model
-    from mlsteward_runtime.signature import check_signature, golden_rows, infer_signature
-    from mlsteward_runtime.stats.evaluate import check_thresholds, evaluate, feature_matrix, labelled_rows
-    from mlsteward_runtime.stats.profile import build_profile
-    from mlsteward_runtime.stats.table import read_csv_uri, write_uri
+    from mlsteward_runtime.signature import golden_rows
+    from mlsteward_runtime.stats.evaluate import check_thresholds
 
     result: dict[str, Any] = {"sha256": args.sha256}
     try:
@@ -122,52 +190,13 @@ def validate(args: argparse.Namespace, thresholds: list[Any], signature: Any) ->
             raise _Failed(exc.reason, exc.message) from None
         result["sha256"] = model.sha256
         inferred = signature is None
-        if signature is not None:
-            problems = check_signature(signature, model)
-            if problems:
-                raise _Failed("SignatureMismatch", "; ".join(problems))
-        else:
-            try:
-                signature = infer_signature(model)
-            except ValueError as exc:
-                raise _Failed("SignatureMismatch", f"no signature given and none can be inferred: {exc}") from None
+        signature = _checked_signature(model, signature)
         result["signature"] = signature
 
         metrics: dict[str, float] = {}
         if args.validation_data:
-            try:
-                table = read_csv_uri(args.validation_data)
-                if inferred and model.feature_names is None:
-                    # A model fit on a plain array knows no names: its inputs are the data's columns in order.
-                    columns = [c for c in table.header if c != args.target]
-                    if len(columns) == len(signature.inputs):
-                        signature = infer_signature(model, feature_names=columns)
-                        result["signature"] = signature
-                idx, y = labelled_rows(table, args.target, regression=not model.is_classifier)
-                X = feature_matrix(table, signature, rows=idx)
-            except ModelLoadError as exc:
-                raise _Failed("FetchFailed", f"validation data: {exc.message}") from None
-            except (UsageError, KeyError) as exc:
-                raise _Failed("InvalidValidationData", str(exc).strip("'\"")) from None
-            if len(y) == 0:
-                raise _Failed("InvalidValidationData", f"{args.validation_data}: no labelled rows")
-            try:
-                metrics = evaluate(model, X, y)
-            except (ValueError, TypeError) as exc:
-                raise _Failed("EvaluationFailed", f"the model could not predict on the validation data: {exc}") \
-                    from None
-            result["metrics"] = metrics
-            if args.reference_out:
-                profile = build_profile({s.name: table.columns[s.name] for s in signature.inputs},
-                                        types={s.name: s.type for s in signature.inputs})
-                body = json.dumps(profile.model_dump(mode="json", exclude_none=True), separators=(",", ":")).encode()
-                try:
-                    write_uri(args.reference_out, body)
-                except Exception as exc:  # noqa: BLE001 - any storage error is the same verdict for the operator
-                    raise _Failed("ReferenceWriteFailed", f"could not write {args.reference_out}: {exc}") from None
-                import hashlib
-
-                result["reference"] = ArtifactRef(uri=args.reference_out, sha256=hashlib.sha256(body).hexdigest())
+            metrics = _on_validation_data(args, model, signature, inferred, result)
+            signature = result["signature"]
         failures = check_thresholds(metrics, thresholds)
         if failures:
             raise _Failed("BelowThreshold", "; ".join(failures))

@@ -45,7 +45,8 @@ import numpy as np
 from scipy import stats as st
 from scipy.spatial.distance import jensenshannon
 
-from mlsteward_runtime.contracts import DriftWindow, FeatureProfile, FeatureType, Profile
+from mlsteward_runtime.contracts import FeatureProfile, FeatureType, Profile
+from mlsteward_runtime.stats.pooling import pool_windows, window_types  # noqa: F401 - part of stats.drift's API
 from mlsteward_runtime.stats.profile import DEFAULT_BINS, bin_counts, quantile_edges
 from mlsteward_runtime.stats.table import (
     NUMERIC_TYPES, category_key, infer_type, is_missing, to_float_array,
@@ -279,6 +280,34 @@ def _as_list(values: Any) -> list[Any]:
     return values.tolist() if isinstance(values, np.ndarray) else list(values)
 
 
+def _apply_rule(results: dict[str, FeatureDrift], t: DriftThresholds) -> None:
+    """The decision rule on every feature's tests, in place: p_value, p_adjusted, effect_passed, drift, reason."""
+    # Rule 1 picks the family for the multiple-testing correction: a feature without enough data is not tested.
+    family = [
+        f for f in results.values()
+        if min(f.n_reference, f.n_current) >= t.min_samples
+        and f.tests["ks" if f.kind == "numeric" else "chi2"]["p_value"] is not None
+    ]
+    adjusted = adjust_pvalues([f.tests["ks" if f.kind == "numeric" else "chi2"]["p_value"] for f in family],
+                              t.correction)
+    tested = {f.name for f in family}
+    for f, adj in zip(family, adjusted):
+        f.p_adjusted = float(adj)
+    for f in results.values():
+        f.p_value = f.tests["ks" if f.kind == "numeric" else "chi2"]["p_value"]
+        f.effect_passed = _effect_passes(f, t)
+        if f.name not in tested:
+            f.reason = (f"insufficient samples (reference {f.n_reference}, current {f.n_current}, "
+                        f"minimum {t.min_samples})")
+        elif not f.effect_passed:
+            f.reason = "effect below threshold"
+        elif f.p_adjusted is None or f.p_adjusted >= t.alpha:
+            f.reason = f"not significant after {t.correction} correction"
+        else:
+            f.drift = True
+            f.reason = "drift"
+
+
 def drift_report(
     reference: Profile | Mapping[str, Sequence[Any]],
     current: Mapping[str, Sequence[Any]],
@@ -314,87 +343,7 @@ def drift_report(
                 FeatureType.categorical if n in forced else infer_type(ref))
             results[n] = _feature_from_raw(n, ftype, ref, cur)
 
-    # Rule 1 picks the family for the multiple-testing correction: a feature without enough data is not tested.
-    family = [
-        f for f in results.values()
-        if min(f.n_reference, f.n_current) >= t.min_samples
-        and f.tests["ks" if f.kind == "numeric" else "chi2"]["p_value"] is not None
-    ]
-    adjusted = adjust_pvalues([f.tests["ks" if f.kind == "numeric" else "chi2"]["p_value"] for f in family],
-                              t.correction)
-    tested = {f.name for f in family}
-    for f, adj in zip(family, adjusted):
-        f.p_adjusted = float(adj)
-    for f in results.values():
-        f.p_value = f.tests["ks" if f.kind == "numeric" else "chi2"]["p_value"]
-        f.effect_passed = _effect_passes(f, t)
-        if f.name not in tested:
-            f.reason = (f"insufficient samples (reference {f.n_reference}, current {f.n_current}, "
-                        f"minimum {t.min_samples})")
-        elif not f.effect_passed:
-            f.reason = "effect below threshold"
-        elif f.p_adjusted is None or f.p_adjusted >= t.alpha:
-            f.reason = f"not significant after {t.correction} correction"
-        else:
-            f.drift = True
-            f.reason = "drift"
+    _apply_rule(results, t)
     n_ref = reference.rows if isinstance(reference, Profile) else max((len(v) for v in reference.values()), default=0)
     n_cur = max((len(_as_list(current[n])) for n in names), default=0)
     return DriftReport(n_reference=n_ref, n_current=n_cur, features=results, thresholds=t)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Pooling the predictor replicas' windows
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _largest_remainder(quotas: np.ndarray, total: int) -> np.ndarray:
-    base = np.floor(quotas).astype(int)
-    short = total - int(base.sum())
-    if short > 0:
-        base[np.argsort(-(quotas - base), kind="stable")[:short]] += 1
-    return base
-
-
-def pool_windows(windows: Sequence[DriftWindow], max_samples: int, seed: int | None = 0) -> dict[str, list[Any]]:
-    """Pool replicas' reservoirs into one sample per feature that weighs each replica by the traffic it saw.
-
-    A kept row of replica r stands for w_r = seen_r / len(values_r) rows. Replica r's share of the pooled sample
-    is seen_r / sum(seen), so a busy replica is not drowned by an idle one with an equally full reservoir. The pool
-    size is the largest N <= max_samples for which every replica can supply its share from its own reservoir,
-    N = min(max_samples, min_r len_r * sum(seen) / seen_r); each replica's share is then drawn uniformly without
-    replacement (largest-remainder rounding). Features absent from a replica are pooled from the others.
-    """
-    if max_samples < 1:
-        raise ValueError(f"max_samples must be at least 1, got {max_samples}")
-    rng = np.random.default_rng(seed)
-    names: list[str] = []
-    for w in windows:
-        names.extend(n for n in w.features if n not in names)
-    pooled: dict[str, list[Any]] = {}
-    for name in names:
-        parts = [(w.features[name].values, max(w.seen, len(w.features[name].values)))
-                 for w in windows if name in w.features and w.features[name].values]
-        if not parts:
-            pooled[name] = []
-            continue
-        seen = np.array([s for _, s in parts], dtype=float)
-        lens = np.array([len(v) for v, _ in parts], dtype=float)
-        share = seen / seen.sum()
-        n_total = int(min(max_samples, np.floor(np.min(lens / share) + 1e-9)))
-        take = np.minimum(_largest_remainder(share * n_total, n_total), lens.astype(int))
-        out: list[Any] = []
-        for (values, _), k in zip(parts, take):
-            idx = rng.choice(len(values), size=int(k), replace=False) if k < len(values) else np.arange(len(values))
-            out.extend(values[i] for i in np.sort(idx))
-        pooled[name] = out
-    return pooled
-
-
-def window_types(windows: Sequence[DriftWindow]) -> dict[str, FeatureType]:
-    """Feature types as the replicas report them (first replica that has the feature wins)."""
-    out: dict[str, FeatureType] = {}
-    for w in windows:
-        for n, f in w.features.items():
-            out.setdefault(n, f.type)
-    return out

@@ -11,9 +11,9 @@ from statsmodels.stats.proportion import confint_proportions_2indep, proportion_
 
 from mlsteward_runtime.contracts import VersionStats
 from mlsteward_runtime.stats.ab import (
-    ArmStats, chi2_proportions, compare, mean_ci, msprt, prob_best, sample_ratio_mismatch, two_proportion_ztest,
-    welch_ttest,
+    ArmStats, chi2_proportions, mean_ci, msprt, prob_best, sample_ratio_mismatch, two_proportion_ztest, welch_ttest,
 )
+from mlsteward_runtime.stats.comparison import compare
 
 
 def _binary(n: int, s: int) -> ArmStats:
