@@ -25,7 +25,12 @@ from pydantic import ValidationError
 from mlsteward_operator import kube
 from mlsteward_operator.api.common import ServingRequest, parse_duration
 from mlsteward_operator.api.experiment import Experiment
-from mlsteward_operator.api.modeldeployment import ModelDeployment, RolloutStatus, ServingOverride
+from mlsteward_operator.api.modeldeployment import (
+    ModelDeployment,
+    ModelDeploymentStatus,
+    RolloutStatus,
+    ServingOverride,
+)
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.kernel import names, pods
@@ -104,6 +109,23 @@ async def _versions(client: kube.Client, ns: str, wanted: set[str]) -> dict[str,
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class _Steering:
+    """What steers a ModelDeployment besides its spec: the ServingRequests in the status of Experiments and
+    DriftMonitors on it, and the open Experiment whose arms the router splits between (oldest first)."""
+
+    requests: tuple[Request, ...]
+    active: Experiment | None
+
+    @property
+    def arms(self) -> dict[str, int]:
+        return {v.version: v.weight for v in self.active.spec.variants} if self.active is not None else {}
+
+    @property
+    def control(self) -> str | None:
+        return self.active.spec.variants[0].version if self.active is not None else None
+
+
 async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg: OperatorConfig,
                                now: dt.datetime | None = None) -> dict[str, Any] | None:
     """Brings the children of a ModelDeployment in line with its spec and what its versions allow.
@@ -117,14 +139,8 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
     md: ModelDeployment = _parse(ModelDeployment, body)
     ns, name = md.metadata.namespace, md.metadata.name
     serving_name = md.status.serving_version
-    experiments = [e for e in await client.list(GROUP_VERSION, "Experiment", ns)
-                   if (e.get("spec") or {}).get("deployment") == name]
-    monitors = [m for m in await client.list(GROUP_VERSION, "DriftMonitor", ns)
-                if (m.get("spec") or {}).get("deployment") == name]
-    requests = serving_requests(experiments, "Experiment") + serving_requests(monitors, "DriftMonitor")
-    active = active_experiment(experiments)
-    arms = {v.version: v.weight for v in active.spec.variants} if active is not None else {}
-    control = active.spec.variants[0].version if active is not None else None
+    steering = await _steering(client, ns, name)
+    arms = steering.arms
 
     prev_override = override_of(md.status.override)
     s = md.status
@@ -132,42 +148,22 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
         else None
     version_names = {md.spec.version, *(n for n in (serving_name, s.stable_version, s.previous_version) if n),
                      *([prev_override.version] if prev_override else []),
-                     *(r.version for r in requests if r.version), *arms}
+                     *(r.version for r in steering.requests if r.version), *arms}
     versions = await _versions(client, ns, version_names)
     ready = {n: mv.status.phase.value == "Ready" for n, mv in versions.items()}
     override, applied = resolve_override(md.spec.version, serving_name, s.stable_version, s.previous_version,
-                                         rollout_target, prev_override, requests, ready, now)
+                                         rollout_target, prev_override, steering.requests, ready, now)
     wanted = effective_version(md.spec.version, override)
+    spec = rollout_spec(md)
+    if override is not None and override.holds(md.spec.version):
+        spec = RolloutSpec(strategy="Immediate")  # a promoted version is warm; a rollback must be quick
 
     deployments = {d["metadata"]["name"]: d for d in await client.list(
         "apps/v1", "Deployment", ns, labels={names.LABEL_DEPLOYMENT: names.label_value(name)})}
     involved = {wanted, *([serving_name] if serving_name else []), *arms}
     predictors = {v: pods.observe_deployment(deployments.get(names.predictor_name(name, v))) for v in involved}
     router_obj = deployments.get(names.router_name(name))
-    table = pods.observe_router_table(router_obj)
-    router_on = status.observe_router(router_obj)
-    if arms and serving_name in arms and pods.router_template_table(router_obj) == arms \
-            and pods.observe_deployment(router_obj).ready:
-        # The router runs (or is moving to) the Experiment's split over the served version: for the rollout plan
-        # that is the served version, in place.
-        router_on = serving_name
-    spec = rollout_spec(md)
-    if override is not None and override.holds(md.spec.version):
-        spec = RolloutSpec(strategy="Immediate")  # a promoted version is warm; a rollback must be quick
-    stats = None
-    if strategy_for(spec.strategy).measures_traffic and serving_name not in (None, wanted) and table \
-            and len(table) > 1:
-        # A canary step is in effect: its baseline is taken, or it is judged, on what the routers counted.
-        report = await client.router_stats(ns, names.selector_labels(name, "router"), cfg.router_port)
-        stats = tuple(Counters(r.replica, r.started, v, s.requests, s.errors, dict(s.latency_buckets))
-                      for r in report.answers for v, s in r.versions.items())
-    observed = Observed(
-        predictor_ready={v: p.ready for v, p in predictors.items()},
-        router_on=router_on,
-        predictor_full={v: p.ready and p.available_replicas >= p.replicas for v, p in predictors.items()},
-        router_table=table,
-        router_stats=stats,
-    )
+    observed = await _observe(client, md, cfg, spec, wanted, predictors, router_obj, arms)
 
     desired = _facts(wanted, versions.get(wanted))
     serving = _facts(serving_name, versions.get(serving_name)) if serving_name else None
@@ -175,23 +171,10 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
                         model=md.spec.model)
     if applied is not None:
         plan = dataclasses.replace(plan, decisions=(applied, *plan.decisions))
-
-    experiment_on: str | None = None
-    if active is not None and control is not None:
-        served = versions.get(plan.serving) if plan.serving else None
-        model = md.spec.model or (served.spec.model if served is not None else None)
-        blocker = experiment_blocker(plan, control, {v: _facts(v, versions.get(v)) for v in arms}, model)
-        if blocker is None:
-            experiment_on = active.metadata.name
-            if all(predictors[v].ready for v in arms):
-                plan = with_experiment(plan, arms, control)
-            else:  # the arms warm up first; the router splits only once each answers
-                plan = dataclasses.replace(plan, live=tuple(dict.fromkeys([*plan.live, *arms])))
-        else:
-            log.info("Experiment %s/%s waits: %s", ns, active.metadata.name, blocker)
+    plan, experiment_on = _with_active_experiment(md, plan, steering, versions, predictors)
 
     children = desired_children(md, versions, plan, cfg,
-                                experiment=active if experiment_on and plan.traffic else None)
+                                experiment=steering.active if experiment_on and plan.traffic else None)
     for child in children:
         await client.apply(child)
     await _prune(client, ns, name, {names.child_key(c) for c in children})
@@ -201,6 +184,69 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
         versions, url=render.deployment_url(md, cfg), now=now, experiment=experiment_on,
         override=_override_status(override),
     )
+    return await _record(client, body, md, new)
+
+
+async def _steering(client: kube.Client, ns: str, name: str) -> _Steering:
+    experiments = [e for e in await client.list(GROUP_VERSION, "Experiment", ns)
+                   if (e.get("spec") or {}).get("deployment") == name]
+    monitors = [m for m in await client.list(GROUP_VERSION, "DriftMonitor", ns)
+                if (m.get("spec") or {}).get("deployment") == name]
+    return _Steering(serving_requests(experiments, "Experiment") + serving_requests(monitors, "DriftMonitor"),
+                     active_experiment(experiments))
+
+
+async def _observe(client: kube.Client, md: ModelDeployment, cfg: OperatorConfig, spec: RolloutSpec, wanted: str,
+                   predictors: Mapping[str, Any], router_obj: dict[str, Any] | None,
+                   arms: Mapping[str, int]) -> Observed:
+    """What the rollout plan reads of the children: predictor readiness, what the router runs, and while a canary
+    step is in effect the per-version counters of every router pod."""
+    ns, name, serving_name = md.metadata.namespace, md.metadata.name, md.status.serving_version
+    table = pods.observe_router_table(router_obj)
+    router_on = status.observe_router(router_obj)
+    if arms and serving_name in arms and pods.router_template_table(router_obj) == arms \
+            and pods.observe_deployment(router_obj).ready:
+        # The router runs (or is moving to) the Experiment's split over the served version: for the rollout plan
+        # that is the served version, in place.
+        router_on = serving_name
+    stats = None
+    if strategy_for(spec.strategy).measures_traffic and serving_name not in (None, wanted) and table \
+            and len(table) > 1:
+        # A canary step is in effect: its baseline is taken, or it is judged, on what the routers counted.
+        report = await client.router_stats(ns, names.selector_labels(name, "router"), cfg.router_port)
+        stats = tuple(Counters(r.replica, r.started, v, s.requests, s.errors, dict(s.latency_buckets))
+                      for r in report.answers for v, s in r.versions.items())
+    return Observed(
+        predictor_ready={v: p.ready for v, p in predictors.items()},
+        router_on=router_on,
+        predictor_full={v: p.ready and p.available_replicas >= p.replicas for v, p in predictors.items()},
+        router_table=table,
+        router_stats=stats,
+    )
+
+
+def _with_active_experiment(md: ModelDeployment, plan: Plan, steering: _Steering,
+                            versions: Mapping[str, ModelVersion],
+                            predictors: Mapping[str, Any]) -> tuple[Plan, str | None]:
+    """The plan with the open Experiment's arms once nothing blocks it (the arms warm up first; the router splits
+    only once each answers), and the name of the Experiment that runs, if one does."""
+    active, control, arms = steering.active, steering.control, steering.arms
+    if active is None or control is None:
+        return plan, None
+    served = versions.get(plan.serving) if plan.serving else None
+    model = md.spec.model or (served.spec.model if served is not None else None)
+    blocker = experiment_blocker(plan, control, {v: _facts(v, versions.get(v)) for v in arms}, model)
+    if blocker is not None:
+        log.info("Experiment %s/%s waits: %s", md.metadata.namespace, active.metadata.name, blocker)
+        return plan, None
+    if all(predictors[v].ready for v in arms):
+        return with_experiment(plan, arms, control), active.metadata.name
+    return dataclasses.replace(plan, live=tuple(dict.fromkeys([*plan.live, *arms]))), active.metadata.name
+
+
+async def _record(client: kube.Client, body: Mapping[str, Any], md: ModelDeployment,
+                  new: ModelDeploymentStatus) -> dict[str, Any] | None:
+    """Posts an Event per new decision and returns the status patch, or None when nothing changed."""
     for decision in status.new_decisions(md.status.decisions, new.decisions):
         await client.event(
             body, reason=decision.reason,
@@ -211,8 +257,7 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
         return None
     # Merge patch: a step's start time or baseline, or an ended override, must not survive into a new value.
     # status.health is the health sampler's (reconcile_health.py): never written here, whatever copy this one read.
-    out = status_patch(new, md.status, replaced=("rollout", "override"), others=("health",))
-    return out
+    return status_patch(new, md.status, replaced=("rollout", "override"), others=("health",))
 
 
 def serving_requests(objs: list[dict[str, Any]], kind: str) -> tuple[Request, ...]:
