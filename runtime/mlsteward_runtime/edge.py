@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from typing import Any
 
@@ -31,8 +32,7 @@ class Edge:
         self.plane = plane
         self.version_b = plane.version.encode()
         self.metrics = plane.metrics
-        self.counter = 0
-        self.prefix = f"{os.getpid():x}-{int(time.time()):x}-"
+        self.prefix = f"{os.getpid():x}-"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -47,15 +47,22 @@ class Edge:
                     if text.isprintable():
                         rid = text
                 break
+        extra = [(b"x-model-version", self.version_b)]
+        if rid is not None and self.plane.feedback.get(rid) is not None:
+            # A client may name its own request (the router passes its id this way), never take over one that was
+            # answered already: its feedback would be joined to this prediction. It keeps its value as a
+            # correlation id and gets an id of its own.
+            extra.append((b"x-correlation-id", rid.encode()))
+            rid = None
         if rid is None:
-            # Unique per process and cheap: pid and start time make it unique across workers and restarts.
-            self.counter += 1
-            rid = f"{self.prefix}{self.counter:x}"
+            # 128 random bits: nobody can guess the id of someone else's prediction and label it. The worker's pid
+            # in front tells in the logs which worker answered.
+            rid = self.prefix + secrets.token_hex(16)
         state = scope.get("state")
         if state is None:
             scope["state"] = state = {}
         state["request_id"] = rid
-        extra = [(b"x-request-id", rid.encode()), (b"x-model-version", self.version_b)]
+        extra.append((b"x-request-id", rid.encode()))
         status = 500
         started = False
 

@@ -63,13 +63,14 @@ class FeedbackStore:
         return len(self._entries)
 
     def put(self, request_id: str, predictions: np.ndarray) -> None:
+        """Remembers the first prediction made under `request_id`; a later one under the same id (two requests
+        racing with one client-chosen id) never replaces it."""
         entries = self._entries
         size = entry_bytes(request_id, predictions)
         evicted = 0
         with self._lock:
-            old = entries.pop(request_id, None)
-            if old is not None:
-                self.bytes -= old[2]
+            if request_id in entries:
+                return
             budget = self.max_bytes
             while entries and (len(entries) >= self.capacity or
                                (budget is not None and self.bytes + size > budget)):
