@@ -205,9 +205,11 @@ async def _observe(client: kube.Client, md: ModelDeployment, cfg: OperatorConfig
     table = pods.observe_router_table(router_obj)
     router_on = status.observe_router(router_obj)
     if arms and serving_name in arms and pods.router_template_table(router_obj) == arms \
-            and pods.observe_deployment(router_obj).ready:
+            and pods.observe_deployment(router_obj).available_replicas >= 1:
         # The router runs (or is moving to) the Experiment's split over the served version: for the rollout plan
-        # that is the served version, in place.
+        # that is the served version, in place. Old router pods send everything to it and new ones split with it,
+        # so the deployment is settled even mid-rollout; a reconcile woken by the rollout's own events must not
+        # take the split back (it would flap between the two tables).
         router_on = serving_name
     stats = None
     if strategy_for(spec.strategy).measures_traffic and serving_name not in (None, wanted) and table \

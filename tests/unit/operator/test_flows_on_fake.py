@@ -253,3 +253,39 @@ async def test_an_operator_restarted_mid_canary_converges_to_the_same_result():
     assert passed[0]["numbers"]["requests"] == 120  # the step's counts span the restart
     # Every step passed after the restart, each posted once: no decision was repeated.
     assert [e["reason"] for e in events_after].count("StepPassed") == 3
+
+
+async def _partly_rolled_out(c: Cluster, name: str) -> None:
+    """The Deployment's controller has seen the new template but the old pod still serves: one available pod of
+    the old template, the new one not ready yet (what a watch event shows in the middle of a rollout)."""
+    d = await c.fake.get("apps/v1", "Deployment", "ml", name)
+    assert d is not None
+    await c.fake.patch_status("apps/v1", "Deployment", "ml", name, {
+        "observedGeneration": d["metadata"]["generation"], "replicas": 2, "updatedReplicas": 1,
+        "readyReplicas": 1, "availableReplicas": 1})
+
+
+async def test_an_experiment_starts_without_flapping_while_the_router_rolls_to_its_split():
+    """Reconciles that run while the router Deployment is still rolling to the Experiment's split (as watch events
+    make them run) keep the split and the arms' predictors: the deployment still serves the control through the
+    old router pod, so nothing is unsettled."""
+    c = await serving_v1()
+    await c.create({"apiVersion": GV, "kind": "Experiment", "metadata": {"name": "ab", "namespace": "ml"},
+                    "spec": {"deployment": "iris", "metric": {"name": "reward", "kind": "binary",
+                                                              "goal": "maximize"},
+                             "variants": [{"name": "control", "version": "iris-v1", "weight": 50},
+                                          {"name": "treatment", "version": "iris-v2", "weight": 50}]}})
+    await c.reconcile()  # the arms' predictors are created
+    await c.settle()  # ... and become ready
+    await c.reconcile()  # the router is moved to the split
+    router = names.router_name("iris")
+    for _ in range(3):  # events from the router's rollout, each one reconciled before the rollout completes
+        await _partly_rolled_out(c, router)
+        await c.reconcile()
+        assert await c.predictors() == {names.predictor_name("iris", v) for v in ("iris-v1", "iris-v2")}
+        md = await c.md()
+        assert traffic_of(md) == {"iris-v1": 50, "iris-v2": 50}, md["status"]
+        assert md["status"]["experiment"] == "ab"
+    await c.converge()
+    md = await c.md()
+    assert traffic_of(md) == {"iris-v1": 50, "iris-v2": 50} and md["status"]["servingVersion"] == "iris-v1"
