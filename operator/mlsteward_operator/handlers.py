@@ -106,9 +106,7 @@ async def modelversion_ready(meta: kopf.Meta, memo: kopf.Memo, **_: Any) -> None
 @kopf.on.event(GROUP, VERSION, "modeldeployments")
 async def modeldeployment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo.watches.modeldeployment(event)
-    if event.get("type") == "DELETED":  # drops its alert series (a deletion missed while down leaves them)
-        meta = event["object"].get("metadata") or {}
-        metrics.alert_metrics().forget(meta.get("namespace") or "", meta.get("name") or "")
+    _forget_when_deleted(event, metrics.alert_metrics())
 
 
 @kopf.on.event(GROUP, VERSION, "experiments")
@@ -119,9 +117,14 @@ async def experiment_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> N
 @kopf.on.event(GROUP, VERSION, "driftmonitors")
 async def driftmonitor_event(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
     memo.watches.driftmonitor(event)
-    if event.get("type") == "DELETED":  # drops its metric series (a deletion missed while down leaves them)
+    _forget_when_deleted(event, metrics.drift_metrics())
+
+
+def _forget_when_deleted(event: kopf.RawEvent, series: Any) -> None:
+    """Drops a deleted object's metric series (a deletion missed while the operator was down leaves them)."""
+    if event.get("type") == "DELETED":
         meta = event["object"].get("metadata") or {}
-        metrics.drift_metrics().forget(meta.get("namespace") or "", meta.get("name") or "")
+        series.forget(meta.get("namespace") or "", meta.get("name") or "")
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
