@@ -11,17 +11,18 @@ An id the router hands back for a served prediction (the `x-request-id` header, 
   issued (uint32, big-endian); the length (0 or 8) and bytes of a token tag, HMAC-SHA256 under the signing key of
   the sha256 of the auth token the prediction was made with (keyed, so the id says nothing about the token to
   anyone without the key); the length and UTF-8 bytes of the version that served it; and, filling the rest, the
-  served predictions as JSON when they are small (at most `MAX_PREDICTION_BYTES`), so a label can be scored on a
-  replica that never saw the response.
+  served predictions as JSON when they are small (at most `MAX_PREDICTION_BYTES`, and with the version's name at
+  most `MAX_NAME_AND_PREDICTION_BYTES`), so a label can be scored on a replica that never saw the response.
 - `mac`: base64url of HMAC-SHA256 over `nonce.payload` under the signing key, truncated to 128 bits.
 
-The id is at most `MAX_ID_CHARS` characters (a version name has at most 253 characters); with short version names
-and predictions it is about 90.
+The id is at most `MAX_ID_CHARS` (414) characters, as a version name has at most 253; with the usual version names
+and predictions it is 70 to 110.
 
 Keys: `id_key_file` (MLSTEWARD_ROUTER_ID_KEY_FILE) holds one key per line, blank and # lines skipped, each at least
-32 characters (e.g. 32 random bytes in base64 or hex; the line's bytes are the HMAC key). The first key signs, every
-key verifies, so a key is rotated by prepending the new one, waiting until every replica has re-read the file, and
-removing the old one once the feedback window has passed (ids it signed are then refused). The file is re-read
+32 characters (e.g. 32 random bytes written in base64 or hex; the line's bytes are the HMAC key). The first key
+signs, every key verifies, so a key is rotated by adding the new one as a second line, moving it first once every
+replica has re-read the file (else a replica still without it would refuse what another signed), and removing the
+old one once the feedback window has passed (ids it signed are then refused). The file is re-read
 when its signature (inode, mtime, size) changes, checked at most every `reload_interval_s` on use. In Kubernetes it
 is the Secret `<deployment>-router-key` (key `key`) mounted at `ID_KEY_DIR`. A file that cannot be read or holds
 no usable key at startup stops the router (ConfigError, exit 2); later, the last keys are kept and a warning
@@ -69,8 +70,10 @@ MAC_CHARS = 22  # base64url of 16 bytes, unpadded
 TAG_BYTES = 8
 MAX_VERSION_BYTES = 253  # a Kubernetes object name; contracts.Backend.version has the same bound
 MAX_PREDICTION_BYTES = 64
+# A long version name leaves the prediction out, so that no id is longer than one with the longest name.
+MAX_NAME_AND_PREDICTION_BYTES = 128
 _FIXED = struct.Struct(">BIB")  # format, issued (unix s), tag length
-MAX_PAYLOAD_BYTES = _FIXED.size + TAG_BYTES + 1 + MAX_VERSION_BYTES + MAX_PREDICTION_BYTES
+MAX_PAYLOAD_BYTES = _FIXED.size + TAG_BYTES + 1 + max(MAX_VERSION_BYTES, MAX_NAME_AND_PREDICTION_BYTES)
 MAX_ID_CHARS = NONCE_CHARS + 1 + (MAX_PAYLOAD_BYTES * 4 + 2) // 3 + 1 + MAC_CHARS
 # Clocks of replicas differ a little (NTP keeps them within milliseconds; allow far more): an id issued at most this
 # far in the future is taken as issued now.
@@ -204,15 +207,16 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-def small_predictions(predictions: list[Any] | None) -> bytes:
-    """The predictions as JSON when at most MAX_PREDICTION_BYTES, else b"" (not carried)."""
+def small_predictions(predictions: list[Any] | None, version: str) -> bytes:
+    """The predictions as JSON when small enough to carry in an id of `version`, else b"" (not carried)."""
     if predictions is None:
         return b""
     try:
         out = orjson.dumps(predictions)
     except (TypeError, orjson.JSONEncodeError):
         return b""
-    return out if len(out) <= MAX_PREDICTION_BYTES else b""
+    fits = len(out) <= MAX_PREDICTION_BYTES and len(version.encode("utf-8")) + len(out) <= MAX_NAME_AND_PREDICTION_BYTES
+    return out if fits else b""
 
 
 def issue(keys: list[bytes], nonce: str, version: str, token_digest: bytes | None, predictions: bytes,
@@ -222,8 +226,9 @@ def issue(keys: list[bytes], nonce: str, version: str, token_digest: bytes | Non
     name = version.encode("utf-8")
     if len(name) > MAX_VERSION_BYTES:
         raise ValueError(f"version names have at most {MAX_VERSION_BYTES} bytes")
-    if len(predictions) > MAX_PREDICTION_BYTES:
-        raise ValueError(f"carried predictions have at most {MAX_PREDICTION_BYTES} bytes")
+    if len(predictions) > MAX_PREDICTION_BYTES or (predictions and len(name) + len(predictions)
+                                                   > MAX_NAME_AND_PREDICTION_BYTES):
+        raise ValueError("the predictions are too large to carry (see small_predictions)")
     tag = token_tag(key, token_digest) if token_digest is not None else b""
     issued = int(time.time() if now is None else now)
     record = _FIXED.pack(FORMAT, issued, len(tag)) + tag + bytes((len(name),)) + name + predictions

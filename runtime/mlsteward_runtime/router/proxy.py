@@ -166,7 +166,7 @@ class ProxyMixin(ShadowMixin):
         the ServedMap (when within feedback_max_body_bytes) so this replica can still score a label."""
         # Only small bodies can hold predictions small enough to carry; larger ones are not parsed on this path.
         predictions = extract_predictions(body) if len(body) <= _PARSE_MAX_BYTES else None
-        carried = small_predictions(predictions)
+        carried = small_predictions(predictions, version)
         try:
             signed = issue(self.ids.current(), nonce, version, token, carried)
         except ValueError:

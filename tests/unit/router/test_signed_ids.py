@@ -24,6 +24,7 @@ from mlsteward_runtime.router.ids import (
     InvalidId,
     issue,
     new_nonce,
+    small_predictions,
     verify,
 )
 from router_harness import config, wait_for
@@ -92,9 +93,17 @@ def test_an_id_is_nonce_payload_mac_and_its_fields_decode():
 
 
 def test_the_longest_id_fits_the_feedback_limit():
-    rid = issue([KEY1.encode()], new_nonce(), "v" * 253, digest(GOOD), b"[" + b"1" * (MAX_PREDICTION_BYTES - 2) + b"]")
-    assert len(rid) <= MAX_ID_CHARS < 512
-    assert verify([KEY1.encode()], rid).version == "v" * 253
+    widest = [1] * 31  # 63 bytes of JSON
+    assert small_predictions(widest, "v1") and not small_predictions([*widest, 1], "v1")
+    # A long version name leaves the prediction out rather than make a longer id.
+    assert small_predictions(widest, "v" * 64) and not small_predictions(widest, "v" * 66)
+    longest = [issue([KEY1.encode()], new_nonce(), "v" * 253, digest(GOOD), small_predictions(widest, "v" * 253)),
+               issue([KEY1.encode()], new_nonce(), "v" * 64, digest(GOOD), small_predictions(widest, "v" * 64))]
+    assert max(map(len, longest)) == MAX_ID_CHARS == 414
+    assert verify([KEY1.encode()], longest[0]).version == "v" * 253
+    assert verify([KEY1.encode()], longest[1]).predictions == widest
+    with pytest.raises(ValueError):
+        issue([KEY1.encode()], new_nonce(), "v" * 254, None, b"")
 
 
 def _tampered(rid: str, other: str) -> list[str]:
