@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 
 
-# Bytes an entry costs beyond its id and kept body: the Served object, the map's node and hash slot, the id's
-# str header, and the token digest. Measured with tracemalloc on CPython 3.11 at about 180; rounded up so the
+# Bytes an entry costs beyond its id and kept body: the Served object, the map's node and hash slot, and the id's
+# str header. Measured with tracemalloc on CPython 3.11 at about 180; rounded up so the
 # budget errs on the side of using less memory than it says (allocator slack, older interpreters).
 ENTRY_OVERHEAD = 400
 
@@ -29,8 +29,6 @@ class Served:
     # The raw response body, parsed only when a label arrives: most requests never get feedback, so parsing
     # every response on the request path would be wasted work. None when the body was too large to keep.
     body: bytes | None
-    # sha256 of the token the prediction was made with (None without auth): feedback must present the same one.
-    token: bytes | None = None
 
     def cost(self, request_id: str) -> int:
         return ENTRY_OVERHEAD + len(request_id) + (len(self.body) if self.body is not None else 0)

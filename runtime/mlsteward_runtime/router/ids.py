@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import functools
 import hmac
 import logging
 import re
@@ -195,12 +195,15 @@ class InvalidId(Exception):
     """The id is not one this deployment's router issued (malformed, altered, or signed by an unknown key)."""
 
 
+# hmac.digest is the one-shot form (OpenSSL's HMAC in one call): about half the time of hmac.new(...).digest().
+# A deployment has a handful of tokens, so their tags are cached (bounded) rather than computed per request.
+@functools.lru_cache(maxsize=1024)
 def token_tag(key: bytes, token_digest: bytes) -> bytes:
-    return hmac.new(key, _TAG_DOMAIN + token_digest, hashlib.sha256).digest()[:TAG_BYTES]
+    return hmac.digest(key, _TAG_DOMAIN + token_digest, "sha256")[:TAG_BYTES]
 
 
 def _mac(key: bytes, signed: bytes) -> str:
-    return _b64(hmac.new(key, _DOMAIN + signed, hashlib.sha256).digest()[:MAC_BYTES])
+    return _b64(hmac.digest(key, _DOMAIN + signed, "sha256")[:MAC_BYTES])
 
 
 def new_nonce() -> str:

@@ -174,7 +174,7 @@ class ProxyMixin(ShadowMixin):
             # bytes): the prediction is served, and feedback for it is refused as an unknown id.
             return nonce
         if not carried and len(body) <= self.settings.feedback_max_body_bytes:
-            self.served.put(nonce, Served(version, url, body, token))
+            self.served.put(nonce, Served(version, url, body))
             self.metrics.served_bytes.set(self.served.bytes)
         return signed
 
