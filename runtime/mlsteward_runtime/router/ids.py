@@ -240,8 +240,8 @@ def issue(keys: list[bytes], nonce: str, version: str, token_digest: bytes | Non
 
 
 def verify(keys: list[bytes], request_id: str) -> IssuedId:
-    """The decoded id when one of `keys` signed it; InvalidId (with why) otherwise. Never reveals which part failed
-    to a caller beyond the message, and compares every key's mac in constant time."""
+    """The decoded id when one of `keys` signed it; InvalidId otherwise, its message saying which check failed (the
+    form, the signature). Every key's mac is compared, each in constant time, so timing tells nothing more."""
     if len(request_id) > MAX_ID_CHARS:
         raise InvalidId(f"longer than {MAX_ID_CHARS} characters")
     parts = request_id.split(".")

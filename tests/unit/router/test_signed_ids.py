@@ -165,6 +165,17 @@ def test_the_key_file_is_required_readable_and_keys_long_enough(tmp_path: Path):
         verify(b.keys, issue(a.keys, new_nonce(), "v1", None, b""))
 
 
+def test_a_router_with_an_unreadable_key_file_does_not_start(tmp_path: Path):
+    from mlsteward_runtime.contracts import RouterConfig
+    from mlsteward_runtime.router.app import Router
+    from mlsteward_runtime.router.settings import RouterSettings
+
+    cfg = RouterConfig.model_validate(config(("v1", "http://127.0.0.1:9", 100)))
+    # `mlsteward route` turns a ConfigError into exit status 2 with the message.
+    with pytest.raises(ConfigError, match="missing-key"):
+        Router(RouterSettings(id_key_file=str(tmp_path / "missing-key")), config=cfg)
+
+
 def test_a_bad_new_key_file_keeps_the_previous_keys(tmp_path: Path):
     clock = [0.0]
     path = tmp_path / "keys"
