@@ -158,7 +158,8 @@ class RuntimeConfig(_Model):
 
 
 class Backend(_Model):
-    version: str = Field(description="ModelVersion served by this backend.", min_length=1)
+    # At most a Kubernetes object name's length: the version travels inside signed request ids (router.ids).
+    version: str = Field(description="ModelVersion served by this backend.", min_length=1, max_length=253)
     url: str = Field(description="Base URL of the predictor Service, e.g. http://md-v1:8080.", min_length=1)
     weight: int = Field(default=0, ge=0, le=100, description="Percent of traffic sent to this backend.")
 

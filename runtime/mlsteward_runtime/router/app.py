@@ -80,6 +80,7 @@ class Router(FeedbackMixin, AdmissionMixin):
         self.metrics = RouterMetrics()
         self.served = ServedMap(self.settings.feedback_capacity, self.settings.served_max_bytes,
                                 self.metrics.served_evictions.inc)
+        self._feedback_memory()
         self._auth_failures = RateLimiter(
             RateLimitConfig(requests_per_second=self.settings.auth_failure_per_s,
                             burst=self.settings.auth_failure_burst),

@@ -1,4 +1,10 @@
-"""Bounded memory of which version served which request id, so that feedback can be joined to its arm."""
+"""Bounded memories of feedback: the response bodies kept to score labels against, and the ids already counted.
+
+Which version served a request is in its signed id (see `ids`), so any replica can attribute feedback. What a
+replica remembers only helps it: `ServedMap` keeps the response bodies whose predictions were too large to carry in
+the id (so a label can still be scored where the prediction was served), and `CountedIds` the ids it has already
+counted an outcome for, so a repeat gets 409.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,8 @@ from typing import Any
 import orjson
 
 
-# Bytes an entry costs beyond its id and kept body: the Served object, the map's node and hash slot, the id's
-# str header, and the token digest. Measured with tracemalloc on CPython 3.11 at about 180; rounded up so the
+# Bytes an entry costs beyond its id and kept body: the Served object, the map's node and hash slot, and the id's
+# str header. Measured with tracemalloc on CPython 3.11 at about 180; rounded up so the
 # budget errs on the side of using less memory than it says (allocator slack, older interpreters).
 ENTRY_OVERHEAD = 400
 
@@ -23,9 +29,6 @@ class Served:
     # The raw response body, parsed only when a label arrives: most requests never get feedback, so parsing
     # every response on the request path would be wasted work. None when the body was too large to keep.
     body: bytes | None
-    # sha256 of the token the prediction was made with (None without auth): feedback must present the same one.
-    token: bytes | None = None
-    feedback: bool = False
 
     def cost(self, request_id: str) -> int:
         return ENTRY_OVERHEAD + len(request_id) + (len(self.body) if self.body is not None else 0)
@@ -68,6 +71,53 @@ class ServedMap:
 
     def get(self, request_id: str) -> Served | None:
         return self._items.get(request_id)
+
+
+# Bytes a counted id costs: a 32-character str key, an int and the ordered map's node and hash slot. Measured with
+# tracemalloc on CPython 3.11 at about 210; rounded up, as ENTRY_OVERHEAD.
+COUNTED_ENTRY_BYTES = 256
+
+
+class CountedIds:
+    """The nonces of the ids this replica counted an outcome for, with when each id was issued.
+
+    Bounded by count and by bytes (`COUNTED_ENTRY_BYTES` each). Past either bound the id counted longest ago is
+    forgotten first (`evicted` counts them, and `on_evict` is called): a repeat of a forgotten id that is still
+    within the feedback window would be counted again. Ids whose window has passed are dropped when they reach the
+    front, since feedback for them is refused anyway (they do not count as evicted).
+    """
+
+    def __init__(self, capacity: int, max_bytes: int, on_evict: Callable[[], None] | None = None) -> None:
+        self.capacity = max(1, min(capacity, max_bytes // COUNTED_ENTRY_BYTES))
+        self.evicted = 0
+        self._on_evict = on_evict
+        self._items: OrderedDict[str, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def bytes(self) -> int:
+        return len(self._items) * COUNTED_ENTRY_BYTES
+
+    def __contains__(self, nonce: str) -> bool:
+        return nonce in self._items
+
+    def add(self, nonce: str, issued: int, oldest_valid: float) -> None:
+        """Remembers `nonce` (issued at `issued`); ids issued before `oldest_valid` may be dropped."""
+        items = self._items
+        items[nonce] = issued
+        while items:
+            first, first_issued = next(iter(items.items()))
+            if first_issued < oldest_valid and first != nonce:
+                del items[first]
+            elif len(items) > self.capacity:
+                del items[first]
+                self.evicted += 1
+                if self._on_evict is not None:
+                    self._on_evict()
+            else:
+                break
 
 
 def extract_predictions(body: bytes | None) -> list[Any] | None:

@@ -59,6 +59,25 @@ class RouterMetrics:
             "mlsteward_router_served_bytes", "Estimated bytes held by the request ids remembered for feedback.",
             registry=r,
         )
+        self.feedback_refused = Counter(
+            "mlsteward_router_feedback_refused", "Feedback refused by reason (invalid_id: not an id this "
+            "deployment's router signed; expired; future; token; duplicate).", ["reason"], registry=r,
+        )
+        self.counted_evictions = Counter(
+            "mlsteward_router_feedback_counted_evictions", "Request ids forgotten as already given feedback (the "
+            "one counted longest ago first) to stay within feedback_counted_capacity and _max_bytes; a repeat of "
+            "one within the window is counted again.", registry=r,
+        )
+        self.counted_ids = Gauge(
+            "mlsteward_router_feedback_counted_ids", "Request ids remembered as already given feedback.", registry=r,
+        )
+        self.id_keys = Gauge(
+            "mlsteward_router_id_keys", "Keys that verify request ids (the first of them signs).", registry=r,
+        )
+        self.id_key_reloads = Counter(
+            "mlsteward_router_id_key_reloads", "Re-reads of the request id key file by result (ok, invalid: the "
+            "previous keys were kept).", ["result"], registry=r,
+        )
         self.rerouted = Counter(
             "mlsteward_router_unready_reroutes", "Requests assigned to a backend its probe saw unready, sent to a "
             "ready one instead.", ["from_version", "to_version"], registry=r,

@@ -6,9 +6,9 @@ are the predictor's (its own /openapi.json documents them); the router passes th
 4xx (the client's fault, never counted as the arm's error) and its own statuses:
 
 - 400 body not JSON (feedback) or a bad content-length; 401 no token; 403 token not accepted, or feedback with
-  another client's token; 404 path not on the list (or dot segments), unknown request id; 405 wrong method (with
-  Allow); 409 feedback already recorded; 413 body too large; 422 feedback body invalid (field and rule named,
-  e.g. a reward outside [reward_min, reward_max]); 429 rate limit or failed authentications (Retry-After);
+  another client's token; 404 path not on the list (or dot segments), unknown (unsigned, altered) request id; 405
+  wrong method (with Allow); 409 feedback already recorded; 410 request id older than the feedback window; 413 body
+  too large; 422 feedback body invalid (field and rule named, e.g. a reward outside [reward_min, reward_max]); 429 rate limit or failed authentications (Retry-After);
   502 every backend attempt failed (the arms are named, never their URLs); 503 /readyz with no backend ready.
 """
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
+
+from mlsteward_runtime.router.ids import MAX_ID_CHARS
 
 
 _ERROR = {
@@ -65,6 +67,7 @@ def _errors(*codes: str) -> dict[str, Any]:
         "404": "Not on the router's allow-list (dot segments included), or an unknown request id.",
         "405": "Wrong method; the Allow header names the right one.",
         "409": "Feedback for this request id was already recorded.",
+        "410": "The request id is older than the feedback window (MLSTEWARD_ROUTER_FEEDBACK_WINDOW_S).",
         "413": "Body larger than MLSTEWARD_ROUTER_MAX_BODY_BYTES.",
         "422": "Invalid body; `field` and `rule` say what and why.",
         "429": "Rate limit or failed-authentication limit; retry after Retry-After seconds.",
@@ -99,7 +102,8 @@ def _name(param: str = "name") -> dict[str, Any]:
 
 
 def _feedback(reward_min: float, reward_max: float) -> dict[str, Any]:
-    common = {"request_id": {"type": "string", "minLength": 1, "maxLength": 200}}
+    common = {"request_id": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
+                             "description": "The x-request-id the router returned with the prediction."}}
     reward = {"type": "number", "minimum": reward_min, "maximum": reward_max,
               "description": "Finite, within [reward_min, reward_max] (settings; default [-1e9, 1e9])."}
     body = {"oneOf": [
@@ -116,7 +120,7 @@ def _feedback(reward_min: float, reward_max: float) -> dict[str, Any]:
         "summary": "Join a label or reward to the arm that served request_id, and pass it on to that predictor.",
         "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
         "responses": {"200": _json(ok, "Recorded."),
-                      **_errors("400", "401", "403", "404", "405", "409", "413", "422", "429")},
+                      **_errors("400", "401", "403", "404", "405", "409", "410", "413", "422", "429")},
     }}
 
 

@@ -1,15 +1,17 @@
 """Proxying to the backends: prediction requests with fallback, metadata, request ids and per-arm counting.
 
-Request ids are the router's own: 128 random bits (`secrets.token_hex(16)`) for every request, sent to the
-backend and back to the client as `x-request-id`. Feedback is joined by that id, so it must not be guessable
-(sequential or client-chosen ids would let anyone label someone else's prediction) and a client's own
-`x-request-id` never replaces it: that value travels on as `x-correlation-id` (to the backend and back), so a
-client can still find its request in the logs.
+Request ids are the router's own, never guessable nor chosen by a client (sequential or client-chosen ids would let
+anyone label someone else's prediction): every request gets a nonce of 128 random bits (`ids.new_nonce`), sent to
+the backend as `x-request-id`. A served prediction (2xx) comes back to the client with the signed id
+`<nonce>.<payload>.<mac>` (see `ids`): the version that served it, when, a tag of the token and the prediction
+when small, so any replica holding the key can join feedback to it. A response that served no prediction (the
+backend's 4xx or 5xx, the router's 502) carries the bare nonce, which is what the backend logged; feedback for it
+is refused as an unknown id. A client's own `x-request-id` never replaces the router's: it travels on as
+`x-correlation-id` (to the backend and back), so a client can still find its request in the logs.
 """
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
@@ -17,12 +19,16 @@ import orjson
 
 from mlsteward_runtime.router.asgi import HOP, send_json, send_raw
 from mlsteward_runtime.router.backend import Attempt
-from mlsteward_runtime.router.feedback import Served
+from mlsteward_runtime.router.feedback import Served, extract_predictions
+from mlsteward_runtime.router.ids import issue, new_nonce, small_predictions
 from mlsteward_runtime.router.paths import forward_path
 from mlsteward_runtime.router.shadow import ShadowMixin
 from mlsteward_runtime.router.state import State
 
 _IDS = frozenset({"x-request-id", "x-correlation-id"})
+# Responses up to this size are parsed for predictions small enough to carry in the id (a small prediction's
+# response is a few hundred bytes at most; parsing one costs about a microsecond).
+_PARSE_MAX_BYTES = 2048
 
 
 def _correlation(value: str) -> bool:
@@ -32,7 +38,7 @@ def _correlation(value: str) -> bool:
 
 class ProxyMixin(ShadowMixin):
     def _forward_headers(self, scope: dict[str, Any]) -> tuple[list[tuple[str, str]], str, dict[str, str]]:
-        """Client headers to pass on, a new request id, and the headers by name.
+        """Client headers to pass on, a new request nonce (the backend's x-request-id), and the headers by name.
 
         The client's `x-request-id` (else its `x-correlation-id`) is passed on as `x-correlation-id`.
         """
@@ -47,7 +53,7 @@ class ProxyMixin(ShadowMixin):
             named[name] = value
             if name not in _IDS:
                 out.append((name, value))
-        rid = secrets.token_hex(16)
+        rid = new_nonce()
         out.append(("x-request-id", rid))
         correlation = named.get("x-request-id") or named.get("x-correlation-id")
         if correlation is not None and _correlation(correlation):
@@ -144,10 +150,8 @@ class ProxyMixin(ShadowMixin):
         status = attempt.status or 502
         self._count(attempt.version, status)
         if 200 <= status < 300:
-            keep = attempt.body if len(attempt.body) <= self.settings.feedback_max_body_bytes else None
-            self.served.put(rid, Served(attempt.version, state.urls[state.versions.index(attempt.version)], keep,
-                                        token))
-            self.metrics.served_bytes.set(self.served.bytes)
+            rid = self._signed_id(rid, attempt.version, state.urls[state.versions.index(attempt.version)],
+                                  attempt.body, token)
         self._mirror(state, scope, headers, body, attempt.body if 200 <= status < 300 else None)
         # The backend echoes the ids it was sent; the router's own go back, whatever the backend said.
         out = [(k, v) for k, v in attempt.headers or [] if k.lower() not in (b"x-request-id", b"x-correlation-id")]
@@ -156,6 +160,23 @@ class ProxyMixin(ShadowMixin):
         if fell_back:
             out.append((b"x-mlsteward-fallback", b"true"))
         await send_raw(send, status, attempt.body, out)
+
+    def _signed_id(self, nonce: str, version: str, url: str, body: bytes, token: bytes | None) -> str:
+        """The id of a served prediction. Its predictions go into the id when small; otherwise the body is kept in
+        the ServedMap (when within feedback_max_body_bytes) so this replica can still score a label."""
+        # Only small bodies can hold predictions small enough to carry; larger ones are not parsed on this path.
+        predictions = extract_predictions(body) if len(body) <= _PARSE_MAX_BYTES else None
+        carried = small_predictions(predictions, version)
+        try:
+            signed = issue(self.ids.current(), nonce, version, token, carried)
+        except ValueError:
+            # A version name longer than an id carries (the config allows 253 characters, which may be more
+            # bytes): the prediction is served, and feedback for it is refused as an unknown id.
+            return nonce
+        if not carried and len(body) <= self.settings.feedback_max_body_bytes:
+            self.served.put(nonce, Served(version, url, body))
+            self.metrics.served_bytes.set(self.served.bytes)
+        return signed
 
     def _count(self, version: str, status: int) -> None:
         child = self._req_children.get((version, status))

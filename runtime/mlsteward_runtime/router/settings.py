@@ -55,6 +55,26 @@ class RouterSettings(BaseSettings):
         "bookkeeping); past it the oldest are forgotten first. The default leaves most of the router pod's "
         "default 256Mi memory limit to the process itself.",
     )
+    id_key_file: str | None = Field(
+        default=None,
+        description="File of the keys that sign request ids, one per line (the first signs, all verify), re-read "
+        "when it changes; in Kubernetes the Secret <deployment>-router-key mounted at ids.ID_KEY_PATH. Every "
+        "replica sharing it accepts feedback for any replica's ids. Unset: a random key per process, so feedback "
+        "is accepted only by the replica that served the prediction, until it restarts.",
+    )
+    feedback_window_s: float = Field(
+        default=24 * 3600.0, gt=0, le=366 * 24 * 3600.0,
+        description="How long after a prediction feedback for it is accepted (older ids get 410).",
+    )
+    feedback_counted_capacity: int = Field(
+        default=100_000, ge=1,
+        description="Most request ids remembered as already given feedback (a repeat gets 409); past it, or past "
+        "feedback_counted_max_bytes, the id counted longest ago is forgotten, and a repeat of it within the "
+        "window would be counted again.",
+    )
+    feedback_counted_max_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024, description="Byte budget of the ids remembered as already given feedback."
+    )
     reward_min: float = Field(default=-1e9, allow_inf_nan=False, description="Smallest reward feedback accepts.")
     reward_max: float = Field(default=1e9, allow_inf_nan=False, description="Largest reward feedback accepts.")
     auth_failure_burst: int = Field(

@@ -11,7 +11,8 @@ import aiohttp
 
 from mlsteward_runtime.contracts import RouterConfig, ShadowConfig
 from mlsteward_runtime.router.access import Network, RateLimiter, TokenFile
-from mlsteward_runtime.router.feedback import ServedMap
+from mlsteward_runtime.router.feedback import CountedIds, ServedMap
+from mlsteward_runtime.router.ids import IdKeys
 from mlsteward_runtime.router.metrics import RouterMetrics
 from mlsteward_runtime.router.settings import RouterSettings
 from mlsteward_runtime.router.stats import StatsStore
@@ -45,6 +46,8 @@ class RouterCore:
     stats: StatsStore
     metrics: RouterMetrics
     served: ServedMap
+    ids: IdKeys
+    counted: CountedIds
     session: aiohttp.ClientSession | None
     ready: dict[str, bool]
     _random: random.Random

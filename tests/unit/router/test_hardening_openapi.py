@@ -33,7 +33,7 @@ def test_every_status_the_router_makes_is_documented(router_factory, backends):
     from mlsteward_runtime.router.openapi import document
 
     doc = document()
-    assert {"400", "401", "403", "404", "405", "409", "413", "422", "429"} <= set(doc["paths"]["/v1/feedback"]["post"]["responses"])
+    assert {"400", "401", "403", "404", "405", "409", "410", "413", "422", "429"} <= set(doc["paths"]["/v1/feedback"]["post"]["responses"])
     for path in ("/predict", "/v2/models/{name}/infer"):
         assert {"404", "405", "413", "429", "502", "4XX"} <= set(doc["paths"][path]["post"]["responses"])
     assert "503" in doc["paths"]["/readyz"]["get"]["responses"]

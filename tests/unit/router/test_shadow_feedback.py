@@ -79,8 +79,9 @@ def test_feedback_reaches_the_serving_arm_and_updates_outcomes(backends, router_
         r = rr.client.post("/v1/feedback", content=body, headers=headers)
         assert r.status_code == 200, r.text
         assert r.json()["version"] == version and r.json()["forwarded"] is True
-    assert {f["request_id"] for f in a.feedback} == {rid for rid, v in served.items() if v == "v1"}
-    assert {f["request_id"] for f in b.feedback} == {rid for rid, v in served.items() if v == "v2"}
+    # Forwarded under the nonce, the id the predictor was sent.
+    assert {f["request_id"] for f in a.feedback} == {rid.split(".")[0] for rid, v in served.items() if v == "v1"}
+    assert {f["request_id"] for f in b.feedback} == {rid.split(".")[0] for rid, v in served.items() if v == "v2"}
     stats = rr.stats()["versions"]
     for v in ("v1", "v2"):
         n = sum(1 for x in served.values() if x == v)
@@ -102,14 +103,18 @@ def test_label_feedback_scores_against_the_served_prediction(backends, router_fa
 
 
 def test_unknown_request_id_is_404_naming_the_field(backends, router_factory):
-    a = backends("v1")
-    rr = router_factory(config(("v1", a.url, 100)), feedback_capacity=2)
+    a, failing = backends("v1"), backends("v2", fail_status=400)
+    rr = router_factory(config(("v1", a.url, 100)))
     first = rr.predict().headers["x-request-id"]
-    rr.predict(), rr.predict()  # the map holds two ids, so the first is forgotten
-    for rid in ("never-seen", first):
+    # A response that served no prediction carries the bare nonce, which no feedback can name.
+    rr.write_config(config(("v2", failing.url, 100)))
+    wait_for(lambda: rr.router.state.versions == ["v2"], what="reload")
+    refused = rr.predict()
+    assert refused.status_code == 400 and len(refused.headers["x-request-id"]) == 32
+    for rid in ("never-seen", refused.headers["x-request-id"], first.split(".")[0], first + "x"):
         r = rr.client.post("/v1/feedback", json={"request_id": rid, "reward": 1})
         assert r.status_code == 404 and r.json()["field"] == "request_id", r.text
-    assert a.feedback == []
+    assert a.feedback == [] and failing.feedback == []
 
 
 def test_feedback_validation_names_field_and_rule(backends, router_factory):
