@@ -16,7 +16,8 @@ Endpoints (an explicit allow-list, see `paths`; anything else is 404, a wrong me
   primary backend (the stable version, else the heaviest weight) and are not counted in the arms' statistics.
   The predictor's internal endpoints (/v1/stats, /v1/drift/window, its /metrics) are not reachable.
 - POST /v1/feedback joins a label or reward to the arm that served the request id and forwards it there.
-- GET /openapi.json (this API, every status documented; see `openapi`), /v1/router/stats (RouterStats), /healthz (the process is live), /readyz (the config is loaded and at
+- GET /openapi.json (this API, every status documented; see `openapi`), /v1/router/stats (RouterStats, with the
+  `generation` of the config served), /healthz (the process is live), /readyz (the config is loaded and at
   least one backend answered its last readiness probe, so a router with nothing to send traffic to leaves the
   Service endpoints rather than answering 502), /metrics (Prometheus).
 
@@ -237,7 +238,8 @@ class Router(FeedbackMixin, AdmissionMixin):
             # not ask) and add a User-Agent the client did not send.
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
         )
-        if self.config_path is not None or self.state.tokens is not None:
+        # With the API as a source a config may bring auth (and a tokens file to poll) at any time.
+        if self.config_path is not None or self.state.tokens is not None or self.api is not None:
             self._tasks.append(asyncio.create_task(self._watch()))
         self._tasks.append(asyncio.create_task(self._probe()))
         if self.api is not None:
