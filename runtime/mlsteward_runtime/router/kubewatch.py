@@ -214,6 +214,10 @@ class ObjectWatch:
             except asyncio.TimeoutError:
                 failures += 1
                 self._failed("timeout", "no answer in time", failures)
+            except Exception:  # noqa: BLE001 - a defect must not end the watch for the life of the process
+                failures += 1
+                log.exception("Failed to handle %s name=%s", self.kind, self.name)
+                self._failed("internal", "see the traceback above", failures)
             else:
                 continue
             await asyncio.sleep(self.backoff(failures))

@@ -52,7 +52,7 @@ class RouterMetrics:
         )
         self.kube_errors = Counter(
             "mlsteward_router_kube_watch_errors", "Failed list or watch requests to the Kubernetes API, by object "
-            "kind and reason (unreachable, timeout, http_<status>, invalid, too_large, gone); the last good "
+            "kind and reason (unreachable, timeout, http_<status>, invalid, too_large, gone, internal); the last good "
             "config is kept meanwhile.", ["kind", "reason"], registry=r,
         )
         self.kube_synced = Gauge(

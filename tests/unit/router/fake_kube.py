@@ -122,6 +122,13 @@ class FakeKubeApi:
                 q.put_nowait(_END)
         self._call(change)
 
+    def send_raw(self, line: bytes) -> None:
+        """Writes `line` as is to every open watch (a broken or hostile server)."""
+        def change() -> None:
+            for _, _, q in self._watchers:
+                q.put_nowait(line)
+        self._call(change)
+
     def end_streams(self) -> None:
         """Ends every open watch, as the server does after timeoutSeconds."""
         def change() -> None:
@@ -181,7 +188,7 @@ class FakeKubeApi:
         self._watchers.append(entry)
         try:
             while (event := await q.get()) is not _END:
-                await resp.write(orjson.dumps(event) + b"\n")
+                await resp.write(event if isinstance(event, bytes) else orjson.dumps(event) + b"\n")
         finally:
             self._watchers.remove(entry)
         return resp

@@ -196,6 +196,27 @@ def test_auth_tokens_come_from_the_watched_secret(backends, kube_router, api, tm
     wait_for(lambda: status("api-token-2") == 403, what="a deleted Secret revokes its tokens")
 
 
+@pytest.mark.parametrize("line, reason", [
+    (b"{not json\n", "invalid"),
+    (b'{"type": "SURPRISE", "object": {"metadata": {"resourceVersion": "1"}}}\n', "invalid"),
+    (b'{"type": "ERROR", "object": {"kind": "Status", "code": 500, "message": "etcd"}}\n', "http_500"),
+    (b"x" * 5000, "too_large"),  # no newline in sight: buffered up to the bound only
+])
+def test_a_broken_watch_stream_is_counted_and_the_watch_recovers(backends, kube_router, api, monkeypatch, line,
+                                                                reason):
+    monkeypatch.setattr("mlsteward_runtime.router.kubewatch.MAX_EVENT_BYTES", 4096)
+    a, b = backends("v1"), backends("v2")
+    api.put("configmaps", CM, cm(config(("v1", a.url, 100), ("v2", b.url, 0), generation="g1")))
+    rr = kube_router(config(("v1", a.url, 100), ("v2", b.url, 0), generation="g0"))
+    wait_for(lambda: generation(rr) == "g1" and api.open_watches() == 1, what="watching")
+    api.send_raw(line)
+    wait_for(lambda: metric(rr, f'mlsteward_router_kube_watch_errors_total{{kind="configmaps",reason="{reason}"}}')
+             == 1.0, what=f"the {reason} stream counted")
+    assert generation(rr) == "g1" and rr.predict().headers["x-model-version"] == "v1"
+    api.put("configmaps", CM, cm(config(("v1", a.url, 0), ("v2", b.url, 100), generation="g2")))
+    wait_for(lambda: generation(rr) == "g2", what="a later change served")
+
+
 def test_in_cluster_endpoint_from_the_pod_environment(tmp_path):
     sa = tmp_path / "sa"
     sa.mkdir()
