@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import asyncio
     import importlib.util
     import logging
 
@@ -37,14 +38,10 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from mlsteward_runtime.router.app import create_app
-    from mlsteward_runtime.router.config import ConfigError
+    from mlsteward_runtime.router.config import ROUTER_CONFIG_FILE, ConfigError, parse_config
+    from mlsteward_runtime.router.kubewatch import KubeEndpoint, KubeError, first_object
     from mlsteward_runtime.router.server import uvicorn_config
     from mlsteward_runtime.router.settings import RouterSettings
-
-    import asyncio
-
-    from mlsteward_runtime.router.config import ROUTER_CONFIG_FILE, parse_config
-    from mlsteward_runtime.router.kubewatch import KubeEndpoint, KubeError, first_object
 
     if not 0 < args.port < 65536:
         raise UsageError(f"--port: {args.port} is not a TCP port (1..65535)")
