@@ -185,6 +185,13 @@ class AuthConfig(_Model):
         default="x-api-key", min_length=1,
         description="Header that may carry an API key instead of `Authorization: Bearer <token>`.",
     )
+    secret_name: str | None = Field(
+        default=None, min_length=1, max_length=253,
+        description="Secret (in the router's namespace) whose key `secret_key` holds the tokens. A router started "
+        "with `--config-map` watches it through the Kubernetes API, so a rotation applies within seconds; until "
+        "the Secret is first read, and without `--config-map`, `tokens_file` is used.",
+    )
+    secret_key: str = Field(default="tokens", min_length=1, description="Key of `secret_name` holding the tokens.")
 
 
 class RateLimitConfig(_Model):
@@ -247,6 +254,11 @@ class RouterConfig(_Model):
     )
     rate_limit: RateLimitConfig | None = Field(
         default=None, description="Token-bucket limit per client on the endpoints that auth protects."
+    )
+    generation: str | None = Field(
+        default=None, max_length=128,
+        description="Opaque id of this config (the operator sets a hash of its routing part); every replica reports "
+        "the generation it serves in GET /v1/router/stats.",
     )
 
 
@@ -334,6 +346,10 @@ class RouterStats(_Model):
     deployment: str
     replica: str
     started: float = Field(description="Unix time this router process started; a change means a restart.")
+    generation: str | None = Field(default=None, description="`generation` of the RouterConfig this replica serves.")
+    config_loaded_at: float | None = Field(
+        default=None, description="Unix time the served config was loaded (from its file or its ConfigMap)."
+    )
     versions: dict[str, VersionStats]
     shadow: dict[str, Any] | None = None
 

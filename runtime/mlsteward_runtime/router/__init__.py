@@ -6,7 +6,8 @@ requests, fallback, request ids), `backend` (one call to a backend), `shadow` (m
 (the view of one config), `strategies` (pure arm choice: weighted, sticky buckets, epsilon-greedy, Thompson
 sampling), `stats` (per-arm counters that merge across replicas), `feedback` (request id -> serving arm),
 `access` (tokens from a watched file, per-client token buckets), `config` (reading and watching the RouterConfig
-file), `metrics` (Prometheus), `settings` (MLSTEWARD_ROUTER_* environment).
+file), `kubewatch` (list/watch of one ConfigMap or Secret through the Kubernetes API), `source` (the config and
+tokens from the API, `--config-map`), `metrics` (Prometheus), `settings` (MLSTEWARD_ROUTER_* environment).
 
 Config semantics, beyond the field descriptions in `mlsteward_runtime.contracts.RouterConfig`:
 - Weights are relative (the operator keeps them summing to 100); all zero sends everything to stable_version.
@@ -19,6 +20,10 @@ Config semantics, beyond the field descriptions in `mlsteward_runtime.contracts.
 - The file is polled every 2 s (MLSTEWARD_ROUTER_RELOAD_INTERVAL_S) and swapped whole; an invalid file is
   logged and counted (mlsteward_router_config_reloads_total{result="invalid"}) and the previous config kept.
   Counters survive reloads.
+- With `--config-map` the ConfigMap is watched through the API and a change applies within a second; the first
+  config the API delivers takes over from the file for good. The API being unreachable, or the ConfigMap deleted,
+  leaves the last config served. `generation` (set by the operator) is reported in /v1/router/stats and
+  mlsteward_router_config_info, so the operator can tell when every replica serves a change.
 
 Nothing here is imported by the operator (import-linter forbids it); the shared shapes live in contracts.
 """

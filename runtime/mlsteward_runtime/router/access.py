@@ -40,8 +40,12 @@ def client_id(token_digest: bytes) -> str:
     return token_digest.hex()[:12]
 
 
-def parse_tokens(text: str) -> list[bytes]:
-    """Digests of the tokens in `text`: one per line, surrounding spaces ignored, blank and # lines skipped."""
+def parse_tokens(text: str | bytes) -> list[bytes]:
+    """Digests of the tokens in `text`: one per line, surrounding spaces ignored, blank and # lines skipped.
+
+    Bytes are decoded as UTF-8 (UnicodeDecodeError when they are not)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8")
     out: list[bytes] = []
     for line in text.splitlines():
         token = line.strip()
@@ -51,7 +55,10 @@ def parse_tokens(text: str) -> list[bytes]:
 
 
 class TokenFile:
-    """The accepted tokens, re-read when the file changes. Without a readable file nothing is accepted."""
+    """The accepted tokens, re-read when the file changes. Without a readable file nothing is accepted.
+
+    Once `load` hands it the content of the auth Secret (read through the Kubernetes API), the file is no longer
+    read: the Secret is the source and the mounted file only lags it."""
 
     def __init__(self, config: AuthConfig) -> None:
         self.config = config
@@ -60,6 +67,7 @@ class TokenFile:
         self._signature: tuple[int, int, int] | None = None
         self._digests: list[bytes] = []
         self._warned = False
+        self.source: str | None = None  # "secret/<name>" once loaded from the API
         self.refresh()
 
     @property
@@ -68,6 +76,8 @@ class TokenFile:
 
     def refresh(self) -> bool:
         """Re-reads the file when its signature changed; True when new tokens were loaded."""
+        if self.source is not None:
+            return False
         sig = file_signature(self.path)
         if sig is None:
             # A deleted (or never mounted) tokens file means no token is valid: keeping the last tokens would let
@@ -96,6 +106,25 @@ class TokenFile:
         else:
             log.info("Loaded tokens file path=%s tokens=%d", self.path, len(self._digests))
         return True
+
+    def load(self, content: bytes | None, source: str) -> None:
+        """Takes the tokens from `content` (the Secret's key) instead of the file from now on. None (the Secret or
+        its key is gone) accepts nothing, as a deleted file does; content that is not UTF-8 keeps the tokens."""
+        self.source = source
+        if content is None:
+            log.warning("Tokens %s are gone; every request will be refused until they are back", source)
+            self._digests = []
+            return
+        try:
+            digests = parse_tokens(content)
+        except UnicodeDecodeError:
+            log.warning("Cannot read tokens %s: not UTF-8; keeping %d token(s)", source, len(self._digests))
+            return
+        self._digests = digests
+        if not digests:
+            log.warning("Loaded tokens %s with no token: every request will be refused", source)
+        else:
+            log.info("Loaded tokens %s tokens=%d", source, len(digests))
 
     def credential(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
         """The token the request presents (`Authorization: Bearer <t>`, else the API key header), or None."""

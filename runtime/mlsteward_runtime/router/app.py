@@ -16,7 +16,8 @@ Endpoints (an explicit allow-list, see `paths`; anything else is 404, a wrong me
   primary backend (the stable version, else the heaviest weight) and are not counted in the arms' statistics.
   The predictor's internal endpoints (/v1/stats, /v1/drift/window, its /metrics) are not reachable.
 - POST /v1/feedback joins a label or reward to the arm that served the request id and forwards it there.
-- GET /openapi.json (this API, every status documented; see `openapi`), /v1/router/stats (RouterStats), /healthz (the process is live), /readyz (the config is loaded and at
+- GET /openapi.json (this API, every status documented; see `openapi`), /v1/router/stats (RouterStats, with the
+  `generation` of the config served), /healthz (the process is live), /readyz (the config is loaded and at
   least one backend answered its last readiness probe, so a router with nothing to send traffic to leaves the
   Service endpoints rather than answering 502), /metrics (Prometheus).
 
@@ -48,9 +49,11 @@ from mlsteward_runtime.router.asgi import JSON, ClientError, read_body, send_jso
 from mlsteward_runtime.router.config import ConfigError, file_signature, load_config
 from mlsteward_runtime.router.feedback import ServedMap
 from mlsteward_runtime.router.feedback_endpoint import FeedbackMixin
+from mlsteward_runtime.router.kubewatch import KubeEndpoint
 from mlsteward_runtime.router.metrics import RouterMetrics
 from mlsteward_runtime.router.paths import OPEN, Kind, classify
 from mlsteward_runtime.router.settings import RouterSettings
+from mlsteward_runtime.router.source import MISSING, ApiSource
 from mlsteward_runtime.router.state import State
 from mlsteward_runtime.router.stats import StatsStore
 from mlsteward_runtime.router.strategies import Assigner
@@ -59,7 +62,8 @@ log = logging.getLogger("mlsteward.router")
 
 
 class Router(FeedbackMixin, AdmissionMixin):
-    """The ASGI application. Build it with a config file path (watched) or a RouterConfig (fixed)."""
+    """The ASGI application. Build it with a config file path (watched) or a RouterConfig (fixed), and with
+    `kube` and `config_map`, a ConfigMap watched through the API that takes over from either (see `source`)."""
 
     def __init__(
         self,
@@ -67,9 +71,13 @@ class Router(FeedbackMixin, AdmissionMixin):
         *,
         config_path: str | Path | None = None,
         config: RouterConfig | None = None,
+        kube: KubeEndpoint | None = None,
+        config_map: str | None = None,
     ) -> None:
         if (config_path is None) == (config is None):
             raise ValueError("give exactly one of config_path and config")
+        if (kube is None) != (config_map is None):
+            raise ValueError("give kube and config_map together")
         self.settings = settings or RouterSettings()
         self.config_path = Path(config_path) if config_path is not None else None
         self._signature = file_signature(self.config_path) if self.config_path else None
@@ -89,7 +97,10 @@ class Router(FeedbackMixin, AdmissionMixin):
         self._trusted = parse_networks(self.settings.trusted_proxies)
         self._openapi = orjson.dumps(openapi.document(self.settings.reward_min, self.settings.reward_max))
         self._random = random.Random(self.settings.seed)
+        self.api = ApiSource(self, kube, config_map) if kube is not None and config_map is not None else None
+        self.config_source = "file" if self.config_path is not None else "inline"
         self.state = self._build(config, None)
+        self._loaded(config)
         self.ready: dict[str, bool] = {}
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -114,6 +125,9 @@ class Router(FeedbackMixin, AdmissionMixin):
         if config.auth is not None:
             same = previous is not None and previous.tokens is not None and previous.tokens.config == config.auth
             tokens = previous.tokens if same and previous is not None else TokenFile(config.auth)
+            content = self.api.tokens(config.auth) if self.api is not None else MISSING
+            if content is not MISSING and tokens.source is None:
+                tokens.load(content, f"secret/{config.auth.secret_name}:{config.auth.secret_key}")
         limiter = None
         if config.rate_limit is not None:
             same = previous is not None and previous.limiter is not None \
@@ -139,16 +153,39 @@ class Router(FeedbackMixin, AdmissionMixin):
             strip=frozenset({"authorization", config.auth.header.lower()}) if config.auth else frozenset(),
         )
 
-    def apply(self, config: RouterConfig) -> None:
-        """Swap in a new config. Counters are kept; the bandits restart from the new priors when those changed."""
+    def apply(self, config: RouterConfig, source: str | None = None) -> None:
+        """Swap in a new config. Counters are kept; the bandits restart from the new priors when those changed.
+
+        `source` (file, configmap) says where it came from, for the log, the metrics and the stats."""
         if config.outcome_priors != self.state.config.outcome_priors:
             # The operator's new priors already include this replica's outcomes up to its last poll.
             self.stats.reset_since()
         self.state = self._build(config, self.state)
         self.stats.deployment = config.deployment
+        if source is not None:
+            self.config_source = source
+        self._loaded(config)
+        self.metrics.reloads.labels("ok").inc()
+        log.info(
+            "Reloaded router config source=%s generation=%s deployment=%s strategy=%s backends=%s",
+            self.config_source, config.generation, config.deployment, config.strategy.value,
+            ",".join(f"{b.version}:{b.weight}" for b in config.backends),
+        )
+        if self.api is not None:
+            self.api.sync_secret()
+
+    def _loaded(self, config: RouterConfig) -> None:
+        """Records which config is served, for GET /v1/router/stats and the metrics."""
+        self.stats.generation = config.generation
+        self.stats.config_loaded_at = time.time()
+        self.metrics.config_info.clear()
+        self.metrics.config_info.labels(config.generation or "", self.config_source).set(1)
+        self.metrics.config_loaded.set(self.stats.config_loaded_at)
 
     def reload_if_changed(self) -> bool:
         assert self.config_path is not None
+        if self.api is not None and self.api.delivered:
+            return False  # the file lags the ConfigMap the API already delivered
         sig = file_signature(self.config_path)
         if sig is None or sig == self._signature:
             return False
@@ -159,13 +196,7 @@ class Router(FeedbackMixin, AdmissionMixin):
             self.metrics.reloads.labels("invalid").inc()
             log.error("Rejected router config, keeping the previous one: %s", exc)
             return False
-        self.apply(config)
-        self.metrics.reloads.labels("ok").inc()
-        log.info(
-            "Reloaded router config deployment=%s strategy=%s backends=%s",
-            config.deployment, config.strategy.value,
-            ",".join(f"{b.version}:{b.weight}" for b in config.backends),
-        )
+        self.apply(config, "file")
         return True
 
     async def _watch(self) -> None:
@@ -208,11 +239,16 @@ class Router(FeedbackMixin, AdmissionMixin):
             # not ask) and add a User-Agent the client did not send.
             skip_auto_headers=("Accept-Encoding", "User-Agent"),
         )
-        if self.config_path is not None or self.state.tokens is not None:
+        # With the API as a source a config may bring auth (and a tokens file to poll) at any time.
+        if self.config_path is not None or self.state.tokens is not None or self.api is not None:
             self._tasks.append(asyncio.create_task(self._watch()))
         self._tasks.append(asyncio.create_task(self._probe()))
+        if self.api is not None:
+            await self.api.start()
 
     async def shutdown(self) -> None:
+        if self.api is not None:
+            await self.api.stop()
         for t in self._tasks + list(self._mirrors):
             t.cancel()
         await asyncio.gather(*self._tasks, *self._mirrors, return_exceptions=True)
@@ -285,6 +321,20 @@ class Router(FeedbackMixin, AdmissionMixin):
             )
 
 
-def create_app(config_path: str | Path, settings: RouterSettings | None = None) -> Router:
-    """The router for `mlsteward route`: loads the config file (ConfigError when invalid) and watches it."""
-    return Router(settings, config_path=config_path)
+def create_app(
+    config_path: str | Path | None,
+    settings: RouterSettings | None = None,
+    *,
+    config: RouterConfig | None = None,
+    kube: KubeEndpoint | None = None,
+    config_map: str | None = None,
+) -> Router:
+    """The router for `mlsteward route`: loads the config file (ConfigError when invalid) and watches it, or starts
+    from `config` (read from the ConfigMap); with `config_map`, watches the ConfigMap through the API."""
+    router = Router(settings, config_path=config_path, config=config if config_path is None else None, kube=kube,
+                    config_map=config_map)
+    if config_path is None and router.api is not None:
+        router.api.delivered = True
+        router.config_source = "configmap"
+        router._loaded(router.state.config)
+    return router

@@ -1,4 +1,4 @@
-"""Reading the RouterConfig file and noticing when the operator changes it."""
+"""Reading the RouterConfig file (or the ConfigMap key of the same name) and noticing when the operator changes it."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from mlsteward_runtime.contracts import RouterConfig
+
+
+# The key of the router's ConfigMap (and the name of the mounted file) holding the RouterConfig JSON; the
+# operator renders the same name.
+ROUTER_CONFIG_FILE = "router.json"
 
 
 class ConfigError(Exception):

@@ -40,8 +40,24 @@ class RouterMetrics:
             "mlsteward_router_feedback", "Outcomes joined through feedback, by version.", ["version"], registry=r,
         )
         self.reloads = Counter(
-            "mlsteward_router_config_reloads", "Config file reloads by result (ok, invalid).", ["result"],
-            registry=r,
+            "mlsteward_router_config_reloads", "Config reloads (from the file or the ConfigMap) by result (ok, "
+            "invalid).", ["result"], registry=r,
+        )
+        self.config_info = Gauge(
+            "mlsteward_router_config_info", "1 for the generation of the config served and where it came from "
+            "(file, configmap).", ["generation", "source"], registry=r,
+        )
+        self.config_loaded = Gauge(
+            "mlsteward_router_config_loaded_timestamp_seconds", "Unix time the served config was loaded.", registry=r,
+        )
+        self.kube_errors = Counter(
+            "mlsteward_router_kube_watch_errors", "Failed list or watch requests to the Kubernetes API, by object "
+            "kind and reason (unreachable, timeout, http_<status>, invalid, too_large, gone, internal); the last good "
+            "config is kept meanwhile.", ["kind", "reason"], registry=r,
+        )
+        self.kube_synced = Gauge(
+            "mlsteward_router_kube_watch_synced", "1 while the watch of the object (by kind) is established.",
+            ["kind"], registry=r,
         )
         self.refusals = Counter(
             "mlsteward_router_refusals", "Requests refused by access control, by reason (unauthenticated, "

@@ -93,6 +93,31 @@ class RouterSettings(BaseSettings):
         description="Longest a connection may take to send a request's headers before it is closed (slow clients "
         "holding connections open).",
     )
+    kube_api_url: str | None = Field(
+        default=None,
+        description="Kubernetes API server URL for `--config-map`. Unset: https://$KUBERNETES_SERVICE_HOST:"
+        "$KUBERNETES_SERVICE_PORT, as in a pod.",
+    )
+    kube_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the ConfigMap and Secret. Unset: $POD_NAMESPACE, else the service account's "
+        "namespace file.",
+    )
+    kube_serviceaccount_dir: str = Field(
+        default="/var/run/secrets/kubernetes.io/serviceaccount",
+        description="Directory of the service account's token (re-read when it changes), ca.crt and namespace.",
+    )
+    kube_watch_timeout_s: float = Field(
+        default=300.0, ge=1, description="Longest a watch request lasts before it is renewed (with a fresh token)."
+    )
+    kube_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="Longest wait between retries while the Kubernetes API fails."
+    )
+    kube_startup_timeout_s: float = Field(
+        default=60.0, gt=0,
+        description="With `--config-map` and no `--config`: how long startup retries reading the ConfigMap "
+        "before the process exits.",
+    )
 
     @model_validator(mode="after")
     def _reward_range(self) -> RouterSettings:

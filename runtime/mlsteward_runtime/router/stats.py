@@ -139,6 +139,8 @@ class StatsStore:
         self.replica = replica
         self.started = started
         self.window = window
+        self.generation: str | None = None  # of the config served, and when it was loaded
+        self.config_loaded_at: float | None = None
         self.arms: dict[str, ArmCounters] = {}
         self.shadows: dict[str, ShadowCounters] = {}
         self.shadow_version: str | None = None
@@ -171,6 +173,8 @@ class StatsStore:
             deployment=self.deployment,
             replica=self.replica,
             started=self.started,
+            generation=self.generation,
+            config_loaded_at=self.config_loaded_at,
             versions={v: c.export() for v, c in self.arms.items()},
             shadow=shadow,
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fake_kube import FakeKubeApi
 from router_harness import client, config, wait_for
 
 
@@ -67,4 +68,66 @@ def test_route_refuses_a_bad_config_with_exit_2(tmp_path: Path, content: str | N
         cfg.write_text(content)
     proc = route("--config", str(cfg), "--port", str(free_port()))
     _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2 and message in err.decode(), err.decode()
+
+
+def _kube_env(api: FakeKubeApi, tmp_path: Path, **extra: str) -> dict[str, str]:
+    sa = tmp_path / "serviceaccount"
+    sa.mkdir(exist_ok=True)
+    (sa / "token").write_text("token-1")
+    return {"MLSTEWARD_ROUTER_KUBE_API_URL": api.url, "MLSTEWARD_ROUTER_KUBE_SERVICEACCOUNT_DIR": str(sa),
+            "POD_NAMESPACE": api.namespace, **extra}
+
+
+def test_route_starts_from_a_config_map_and_follows_it(backends, tmp_path: Path):
+    a, b = backends("v1"), backends("v2")
+    api = FakeKubeApi().start()
+    api.put("configmaps", "iris-router", {"router.json": json.dumps(config(("v1", a.url, 100), generation="g1"))})
+    port = free_port()
+    proc = route("--config-map", "iris-router", "--host", "127.0.0.1", "--port", str(port),
+                 env=_kube_env(api, tmp_path))
+    try:
+        with client(f"http://127.0.0.1:{port}") as c:
+            def up() -> bool:
+                try:
+                    return c.get("/healthz").status_code == 200
+                except Exception:  # noqa: BLE001 - not listening yet
+                    assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                    return False
+
+            wait_for(up, timeout=20, what="router listening")
+            assert c.get("/v1/router/stats").json()["generation"] == "g1"
+            assert c.post("/predict", json={"instances": [[1]]}).headers["x-model-version"] == "v1"
+            api.put("configmaps", "iris-router",
+                    {"router.json": json.dumps(config(("v2", b.url, 100), generation="g2"))})
+            wait_for(lambda: c.get("/v1/router/stats").json()["generation"] == "g2", what="g2 served")
+            assert c.post("/predict", json={"instances": [[1]]}).headers["x-model-version"] == "v2"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        api.stop()
+
+
+@pytest.mark.parametrize(
+    "args, prepare, message",
+    [
+        ((), None, "give --config FILE, --config-map NAME or both"),
+        (("--config-map", "absent"), "up", "ConfigMap absent in namespace ml does not exist"),
+        (("--config-map", "iris-router"), "invalid", "configmap/iris-router:router.json: backends"),
+        (("--config-map", "iris-router"), "down", "cannot read ConfigMap iris-router"),
+    ],
+)
+def test_route_refuses_a_config_map_it_cannot_serve_with_exit_2(tmp_path: Path, args: tuple[str, ...],
+                                                                prepare: str | None, message: str):
+    api = FakeKubeApi()
+    if prepare in ("up", "invalid"):
+        api.start()
+        api.put("configmaps", "iris-router", {"router.json": '{"deployment": "d", "model": "m", "backends": []}'})
+    proc = route(*args, "--port", str(free_port()),
+                 env=_kube_env(api, tmp_path, MLSTEWARD_ROUTER_KUBE_STARTUP_TIMEOUT_S="1",
+                               MLSTEWARD_ROUTER_KUBE_BACKOFF_MAX_S="0.2"))
+    try:
+        _, err = proc.communicate(timeout=30)
+    finally:
+        api.stop()
     assert proc.returncode == 2 and message in err.decode(), err.decode()
