@@ -244,6 +244,11 @@ class RouterConfig(_Model):
     auth: AuthConfig | None = Field(
         default=None, description="Require a token on every endpoint but health, readiness, metrics and stats."
     )
+    generation: str | None = Field(
+        default=None, max_length=64,
+        description="Opaque id of the routing part of this config (everything but outcome_priors), set by the "
+        "operator; the router reports the one it serves so the operator knows when every replica serves a change.",
+    )
     rate_limit: RateLimitConfig | None = Field(
         default=None, description="Token-bucket limit per client on the endpoints that auth protects."
     )
@@ -333,6 +338,7 @@ class RouterStats(_Model):
     deployment: str
     replica: str
     started: float = Field(description="Unix time this router process started; a change means a restart.")
+    generation: str | None = Field(default=None, description="RouterConfig.generation of the config it serves.")
     versions: dict[str, VersionStats]
     shadow: dict[str, Any] | None = None
 
