@@ -74,8 +74,9 @@ def run_canary(kube, namespace: str) -> None:
         "iris-1": f"http://iris-iris-1.{namespace}.svc.cluster.local:8080",
         "iris-2": f"http://iris-iris-2.{namespace}.svc.cluster.local:8080",
     }
-    router = client.AppsV1Api(kube).read_namespaced_deployment("iris-router", namespace)
-    assert router.spec.template.metadata.annotations["mlsteward.io/traffic"] == "iris-1=80,iris-2=20"
+    cm = client.CoreV1Api(kube).read_namespaced_config_map("iris-router", namespace)
+    assert cm.metadata.annotations["mlsteward.io/traffic"] == "iris-1=80,iris-2=20"
+    assert cm.metadata.annotations["mlsteward.io/router-generation"] == config["generation"]
     deployments = sorted(d.metadata.name for d in client.AppsV1Api(kube).list_namespaced_deployment(
         namespace, label_selector="mlsteward.io/deployment=iris").items)
     assert deployments == ["iris-iris-1", "iris-iris-2", "iris-router"]

@@ -485,6 +485,19 @@ class RolloutStatus(ApiModel):
     )
 
 
+class RouterStatus(ApiModel):
+    """Which router configuration the router replicas serve (they read it through the API, without a restart)."""
+
+    generation: ShortText | None = Field(
+        default=None, description="Generation of the router configuration last applied (its ConfigMap).")
+    traffic: ShortText | None = Field(default=None, description="That configuration's weight table on one line.")
+    replicas: int = Field(default=0, ge=0, description="Router replicas wanted.")
+    current: int = Field(
+        default=0, ge=0,
+        description="Ready router replicas that report serving `generation`. A canary step starts, and an "
+        "Experiment starts, only once every replica does.")
+
+
 class DecisionKind(StrEnum):
     rollout = "Rollout"
     promote = "Promote"
@@ -594,6 +607,7 @@ class ModelDeploymentStatus(StatusBase):
     override: ServingOverride | None = Field(
         default=None, description="A version served instead of spec.version (promotion or rollback), while it holds.")
     experiment: ShortText | None = Field(default=None, description="Experiment currently steering the traffic.")
+    router: RouterStatus | None = Field(default=None, description="The configuration the router replicas serve.")
     decisions: Annotated[list[Decision], Field(max_length=MAX_DECISIONS)] = Field(
         default_factory=list, description=f"The last {MAX_DECISIONS} decisions, oldest first."
     )

@@ -116,8 +116,9 @@ async def reconcile_experiment(body: Mapping[str, Any], client: kube.Client, cfg
         if md.status.experiment != exp.metadata.name:
             new = _pending(exp, *_why_waiting(exp, md), now)
             return await _write(body, exp, new, client)
-        router = await client.get("apps/v1", "Deployment", ns, names.router_name(md_name))
-        if pods.observe_router_table(router) != weights:
+        router = md.status.router
+        served = pods.parse_traffic(router.traffic or "") if router is not None else {}
+        if served != weights or router is None or router.replicas == 0 or router.current < router.replicas:
             new = _pending(exp, "WarmingUp", f"ModelDeployment {md_name} is starting the arms' predictors and "
                            "moving the router to the split", now)
             return await _write(body, exp, new, client)

@@ -95,6 +95,11 @@ def router_name(md_name: str) -> str:
     return dns_name(md_name, "router")
 
 
+def router_key_name(md_name: str) -> str:
+    """`<md>-router-key`: the Secret holding the key the router replicas sign request ids with."""
+    return dns_name(md_name, "router-key")
+
+
 def service_name(md_name: str) -> str:
     """`<md>`: the stable Service in front of the router (the CRD guarantees `<md>` is a valid Service name)."""
     return md_name
@@ -148,6 +153,10 @@ def child_key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
     return obj["apiVersion"], obj["kind"], obj["metadata"]["name"]
 
 
-# On the router's pod template: the weight table its configuration carries, e.g. `iris-v1=100`. Once the router
-# Deployment has rolled out, this says what every router pod routes by (render writes it, status reads it).
+# On the router's ConfigMap: the weight table its configuration carries, e.g. `iris-v1=100`. Once every router
+# replica reports serving the ConfigMap's generation, this is what they route by (render writes it, status reads it).
 ANNOTATION_TRAFFIC = "mlsteward.io/traffic"
+
+# On the router's ConfigMap: RouterConfig.generation of the configuration it holds (render writes it; the rollout
+# waits until every router replica reports serving it).
+ANNOTATION_ROUTER_GENERATION = "mlsteward.io/router-generation"

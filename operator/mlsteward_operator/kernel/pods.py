@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlsteward_operator.api.modeldeployment import Resources
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.kernel.names import ANNOTATION_TRAFFIC
+from mlsteward_operator.kernel.names import ANNOTATION_ROUTER_GENERATION, ANNOTATION_TRAFFIC
 
 
 CONFIG_DIR = "/etc/mlsteward"
@@ -73,6 +73,7 @@ def _pod_spec(
     config_map: str | None,
     restart_policy: str = "Always",
     extra_volumes: Sequence[tuple[dict[str, Any], dict[str, Any]]] = (),
+    service_account: str | None = None,
 ) -> dict[str, Any]:
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
@@ -95,30 +96,46 @@ def _pod_spec(
     env_from = _env_from(cfg)
     if env_from:
         container["envFrom"] = env_from
-    return {
-        # The pods call no Kubernetes API: no token in them.
-        "automountServiceAccountToken": False,
+    spec: dict[str, Any] = {
+        # Only a pod with a service account of its own calls the Kubernetes API (the router reads its ConfigMap);
+        # the others get no token.
+        "automountServiceAccountToken": service_account is not None,
         "enableServiceLinks": False,
         "restartPolicy": restart_policy,
         "securityContext": pod_security_context(cfg),
         "containers": [container],
         "volumes": volumes,
     }
+    if service_account is not None:
+        spec["serviceAccountName"] = service_account
+    return spec
 
 
-def observe_router_table(obj: Mapping[str, Any] | None) -> dict[str, int] | None:
-    """The weight table every router pod runs with (`{"v1": 90, "v2": 10}`), once the router Deployment has fully
-    rolled out; None while a rollout is in progress or when the router does not exist."""
-    if not observe_deployment(obj).rolled_out:
-        return None
-    template = ((obj or {}).get("spec") or {}).get("template") or {}
-    return parse_traffic(((template.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TRAFFIC, ""))
+def router_config_map(obj: Mapping[str, Any] | None) -> tuple[str | None, dict[str, int]]:
+    """(generation, weight table) of the router configuration a router ConfigMap holds ((None, {}) without one)."""
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(ANNOTATION_ROUTER_GENERATION), parse_traffic(annotations.get(ANNOTATION_TRAFFIC, ""))
 
 
-def router_template_table(obj: Mapping[str, Any] | None) -> dict[str, int]:
-    """The weight table the router Deployment's pod template asks for, rolled out or not (empty: no router)."""
-    template = ((obj or {}).get("spec") or {}).get("template") or {}
-    return parse_traffic(((template.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_TRAFFIC, ""))
+@dataclass(frozen=True)
+class RouterView:
+    """What the router replicas serve: the generation and table of their ConfigMap, and how many of the ready
+    replicas report serving that generation (each replica watches the ConfigMap and applies it in place)."""
+
+    generation: str | None = None
+    table: Mapping[str, int] = field(default_factory=dict)
+    replicas: int = 0  # ready router replicas at the look
+    current: int = 0  # of which report serving `generation`
+
+    @property
+    def settled(self) -> bool:
+        """Every ready replica serves the ConfigMap's configuration (and there is at least one)."""
+        return self.generation is not None and self.replicas > 0 and self.current >= self.replicas
+
+    @property
+    def served_table(self) -> dict[str, int] | None:
+        """The weight table every ready router replica routes by, or None while they are not all on it."""
+        return dict(self.table) if self.settled else None
 
 
 @dataclass(frozen=True)

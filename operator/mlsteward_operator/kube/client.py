@@ -68,6 +68,13 @@ def _pod_ready(pod: dict[str, Any]) -> bool:
         and not (pod.get("metadata") or {}).get("deletionTimestamp")
 
 
+def _pod_draining(pod: dict[str, Any]) -> bool:
+    """Being deleted but still running: its server drains (answers, not ready) until it exits."""
+    status = pod.get("status") or {}
+    return bool((pod.get("metadata") or {}).get("deletionTimestamp")) and status.get("phase") == "Running" \
+        and bool(status.get("podIP"))
+
+
 @dataclass(frozen=True)
 class Kind:
     api_version: str
@@ -99,6 +106,9 @@ KINDS: dict[tuple[str, str], Kind] = {
         Kind("v1", "Service", "services"),
         Kind("v1", "Pod", "pods"),
         Kind("v1", "Secret", "secrets"),
+        Kind("v1", "ServiceAccount", "serviceaccounts"),
+        Kind("rbac.authorization.k8s.io/v1", "Role", "roles"),
+        Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
         Kind("v1", "Event", "events"),
         Kind("v1", "Namespace", "namespaces", namespaced=False),
         Kind("apps/v1", "Deployment", "deployments"),
@@ -266,11 +276,13 @@ class Client:
         return raw.decode("utf-8", "replace")
 
     async def _ask_pods(self, namespace: str, labels: dict[str, str], port: int, path: str, model: type[T],
-                        timeout_s: float) -> PodAnswers[T]:
-        """`GET http://<podIP>:<port><path>` from every ready pod matching `labels`, concurrently, each within
-        `timeout_s`, parsed as `model`. A pod that does not answer, or answers something else, is logged and
-        listed in `failures`; listing the pods may raise ApiError like any API call."""
-        pods = [p for p in await self.list("v1", "Pod", namespace, labels=labels) if _pod_ready(p)]
+                        timeout_s: float, *, terminating: bool = False) -> PodAnswers[T]:
+        """`GET http://<podIP>:<port><path>` from every ready pod matching `labels` (with `terminating`, also from
+        the pods that are shutting down but still run), concurrently, each within `timeout_s`, parsed as `model`.
+        A pod that does not answer, or answers something else, is logged and listed in `failures`; listing the pods
+        may raise ApiError like any API call."""
+        pods = [p for p in await self.list("v1", "Pod", namespace, labels=labels)
+                if _pod_ready(p) or (terminating and _pod_draining(p))]
         if not pods:
             return PodAnswers([], [], 0)
 
@@ -295,8 +307,10 @@ class Client:
 
     async def router_stats(self, namespace: str, labels: dict[str, str], port: int, *,
                            timeout_s: float = 2.0) -> PodAnswers[RouterStats]:
-        """`GET /v1/router/stats` from every ready router pod matching `labels` (see `_ask_pods`)."""
-        return await self._ask_pods(namespace, labels, port, "/v1/router/stats", RouterStats, timeout_s)
+        """`GET /v1/router/stats` from every ready router pod matching `labels`, and from those draining: a router
+        told to stop keeps its counters until they were read once more, so nothing it counted is lost."""
+        return await self._ask_pods(namespace, labels, port, "/v1/router/stats", RouterStats, timeout_s,
+                                    terminating=True)
 
     async def drift_windows(self, namespace: str, labels: dict[str, str], port: int, *,
                             timeout_s: float = 5.0) -> PodAnswers[DriftWindow]:

@@ -42,8 +42,9 @@ class FakeClient:
         self.events: list[dict[str, str]] = []
         self.webhooks: list[tuple[str, str, str, dict[str, Any]]] = []
         self.writes = 0  # every create, apply, status patch and delete that changed something
-        # What the pods answer, by path ("/v1/router/stats", "/v1/drift/window", "/v1/stats").
-        self.pod_answers: dict[str, PodAnswers[Any]] = {}
+        # What the pods answer, by path ("/v1/router/stats", "/v1/drift/window", "/v1/stats"): PodAnswers, or a
+        # function of this client returning them.
+        self.pod_answers: dict[str, Any] = {}
         self.profiles: dict[str, Any] = {}
         self._versions = itertools.count(1)
 
@@ -143,7 +144,9 @@ class FakeClient:
     # -- the pods and the outside world --------------------------------------------------------------------------
 
     def _answers(self, path: str) -> PodAnswers[Any]:
-        return self.pod_answers.get(path, PodAnswers([], [], 0))
+        answers = self.pod_answers.get(path, PodAnswers([], [], 0))
+        # A test may play the pods with a function of the objects (e.g. router replicas that follow their ConfigMap).
+        return answers(self) if callable(answers) else answers
 
     async def router_stats(self, namespace: str, labels: dict[str, str], port: int, *,
                            timeout_s: float = 2.0) -> PodAnswers[Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -65,6 +66,9 @@ OWNED_KINDS: tuple[tuple[str, str], ...] = (
     ("apps/v1", "Deployment"),
     ("v1", "Service"),
     ("v1", "ConfigMap"),
+    ("v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io/v1", "Role"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("policy/v1", "PodDisruptionBudget"),
     ("autoscaling/v2", "HorizontalPodAutoscaler"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
@@ -163,7 +167,7 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
     involved = {wanted, *([serving_name] if serving_name else []), *arms}
     predictors = {v: pods.observe_deployment(deployments.get(names.predictor_name(name, v))) for v in involved}
     router_obj = deployments.get(names.router_name(name))
-    observed = await _observe(client, md, cfg, spec, wanted, predictors, router_obj, arms)
+    observed, router_view = await _observe(client, md, cfg, spec, wanted, predictors, router_obj, arms)
 
     desired = _facts(wanted, versions.get(wanted))
     serving = _facts(serving_name, versions.get(serving_name)) if serving_name else None
@@ -175,16 +179,39 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
 
     children = desired_children(md, versions, plan, cfg,
                                 experiment=steering.active if experiment_on and plan.traffic else None)
+    router_state = pods.observe_deployment(router_obj)
+    if any(c["kind"] == "Deployment" and c["metadata"]["name"] == names.router_name(name) for c in children) \
+            and (not router_state.exists or router_state.ready_replicas < router_state.replicas):
+        # Looked up only while router pods are missing: a pod without the Secret waits in ContainerCreating.
+        await _ensure_router_key(client, md)
     for child in children:
         await client.apply(child)
     await _prune(client, ns, name, {names.child_key(c) for c in children})
 
     new = status.compute_deployment_status(
-        md, plan, status.ChildrenState(predictors=predictors, router=pods.observe_deployment(router_obj)),
+        md, plan, status.ChildrenState(predictors=predictors, router=pods.observe_deployment(router_obj),
+                                       router_config=_applied(children, router_view)),
         versions, url=render.deployment_url(md, cfg), now=now, experiment=experiment_on,
         override=_override_status(override),
     )
     return await _record(client, body, md, new)
+
+
+async def _ensure_router_key(client: kube.Client, md: ModelDeployment) -> None:
+    """Makes the Secret `<md>-router-key` once: 256 random bits the router replicas sign request ids with, so that
+    any replica can attribute feedback for an id another one issued. Never rewritten (that would void the ids
+    issued so far); deleted with the ModelDeployment (owner reference)."""
+    ns, name = md.metadata.namespace, md.metadata.name
+    if await client.get("v1", "Secret", ns, names.router_key_name(name)) is None:
+        await client.create(render.router_key(md, secrets.token_urlsafe(32)))
+
+
+def _applied(children: list[dict[str, Any]], seen: pods.RouterView) -> pods.RouterView:
+    """The router configuration applied this time, and the replicas known to serve it (none yet when it is new)."""
+    config_map = next((c for c in children if c["kind"] == "ConfigMap"
+                       and names.ANNOTATION_ROUTER_GENERATION in (c["metadata"].get("annotations") or {})), None)
+    generation, table = pods.router_config_map(config_map)
+    return pods.RouterView(generation, table, seen.replicas, seen.current if generation == seen.generation else 0)
 
 
 async def _steering(client: kube.Client, ns: str, name: str) -> _Steering:
@@ -198,33 +225,62 @@ async def _steering(client: kube.Client, ns: str, name: str) -> _Steering:
 
 async def _observe(client: kube.Client, md: ModelDeployment, cfg: OperatorConfig, spec: RolloutSpec, wanted: str,
                    predictors: Mapping[str, Any], router_obj: dict[str, Any] | None,
-                   arms: Mapping[str, int]) -> Observed:
-    """What the rollout plan reads of the children: predictor readiness, what the router runs, and while a canary
-    step is in effect the per-version counters of every router pod."""
+                   arms: Mapping[str, int]) -> tuple[Observed, pods.RouterView]:
+    """What the rollout plan reads of the children: predictor readiness, what the router replicas serve, and while
+    a canary step is in effect the per-version counters of every router replica."""
     ns, name, serving_name = md.metadata.namespace, md.metadata.name, md.status.serving_version
-    table = pods.observe_router_table(router_obj)
-    router_on = status.observe_router(router_obj)
-    if arms and serving_name in arms and pods.router_template_table(router_obj) == arms \
-            and pods.observe_deployment(router_obj).available_replicas >= 1:
-        # The router runs (or is moving to) the Experiment's split over the served version: for the rollout plan
-        # that is the served version, in place. Old router pods send everything to it and new ones split with it,
-        # so the deployment is settled even mid-rollout; a reconcile woken by the rollout's own events must not
+    router_state = pods.observe_deployment(router_obj)
+    view, answers = await _router_view(client, md, cfg, router_state)
+    table = view.served_table
+    router_on = status.full_version(table)
+    if arms and serving_name in arms and dict(view.table) == dict(arms) and router_state.available_replicas >= 1:
+        # The router replicas serve (or are moving to) the Experiment's split over the served version: for the
+        # rollout plan that is the served version, in place. Until every replica reports the split, some still
+        # send everything to it, so the deployment is settled meanwhile; a reconcile woken in between must not
         # take the split back (it would flap between the two tables).
         router_on = serving_name
     stats = None
     if strategy_for(spec.strategy).measures_traffic and serving_name not in (None, wanted) and table \
             and len(table) > 1:
         # A canary step is in effect: its baseline is taken, or it is judged, on what the routers counted.
-        report = await client.router_stats(ns, names.selector_labels(name, "router"), cfg.router_port)
+        if answers is None:
+            answers = (await client.router_stats(ns, names.selector_labels(name, "router"), cfg.router_port)).answers
         stats = tuple(Counters(r.replica, r.started, v, s.requests, s.errors, dict(s.latency_buckets))
-                      for r in report.answers for v, s in r.versions.items())
-    return Observed(
+                      for r in answers for v, s in r.versions.items())
+    observed = Observed(
         predictor_ready={v: p.ready for v, p in predictors.items()},
         router_on=router_on,
         predictor_full={v: p.ready and p.available_replicas >= p.replicas for v, p in predictors.items()},
         router_table=table,
         router_stats=stats,
     )
+    return observed, view
+
+
+async def _router_view(client: kube.Client, md: ModelDeployment, cfg: OperatorConfig,
+                       router_state: pods.WorkloadState) -> tuple[pods.RouterView, list[Any] | None]:
+    """Which configuration the ready router replicas serve (and their answers, when they were asked).
+
+    Once every ready replica reported the ConfigMap's generation, later looks trust status.router while the
+    generation and the number of ready replicas stay the same: a replica that restarts becomes ready only after it
+    read its ConfigMap through the API, so it serves the same generation. The replicas are asked again when the
+    generation changed, when one was not on it, or when the number of ready replicas changed.
+    """
+    ns, name = md.metadata.namespace, md.metadata.name
+    if not router_state.exists:
+        return pods.RouterView(), None
+    generation, table = pods.router_config_map(await client.get("v1", "ConfigMap", ns, names.router_name(name)))
+    ready = router_state.ready_replicas
+    prev = md.status.router
+    if generation is None or ready == 0:
+        return pods.RouterView(generation, table, ready, 0), None
+    if prev is not None and prev.generation == generation and prev.replicas == ready and prev.current >= ready:
+        return pods.RouterView(generation, table, ready, ready), None
+    report = await client.router_stats(ns, names.selector_labels(name, "router"), cfg.router_port)
+    current = sum(1 for r in report.answers if r.generation == generation)
+    # A replica that did not answer is not known to be on it: the look is repeated (see schedule.next_look).
+    replicas = max(ready, len(report.answers) + len(report.failures))
+    return pods.RouterView(generation, table, replicas, current), list(report.answers)
 
 
 def _with_active_experiment(md: ModelDeployment, plan: Plan, steering: _Steering,

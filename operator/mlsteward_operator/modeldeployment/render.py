@@ -7,9 +7,10 @@ template so that a configuration change rolls the pods.
 For a ModelDeployment `<md>` (see `render_deployment`):
 - per live version `<v>`: ConfigMap, Deployment and Service `<md>-<v>` (the predictor, `mlsteward serve`), a
   PodDisruptionBudget and, with autoscaling, a HorizontalPodAutoscaler of the same name;
-- the router: ConfigMap, Deployment and PodDisruptionBudget `<md>-router` (`mlsteward route`) and the Service `<md>`
-  in front of it, the stable entry point of the deployment; with `spec.auth.secretRef` the Secret's key is mounted
-  read-only into the router pods as the tokens file;
+- the router: ConfigMap, ServiceAccount, Role, RoleBinding, Deployment and PodDisruptionBudget `<md>-router`
+  (`mlsteward route`, which watches its ConfigMap through the API) and the Service `<md>` in front of it, the
+  stable entry point of the deployment; with `spec.auth.secretRef` the Secret's key is mounted read-only into the
+  router pods as the tokens file, and the Secret `<md>-router-key` (the request-id signing key) always is;
 - the NetworkPolicy `<md>-predictors` (unless the settings turn it off): only this deployment's router pods and the
   operator reach the predictor pods.
 
@@ -32,6 +33,7 @@ from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.errors import NotReady
 from mlsteward_operator.kernel.names import (
     ANNOTATION_CONFIG_HASH,
+    ANNOTATION_ROUTER_GENERATION,
     ANNOTATION_TRAFFIC,
     LABEL_MODEL,
     _meta,
@@ -40,6 +42,7 @@ from mlsteward_operator.kernel.names import (
     label_value,
     owner_reference,
     predictor_name,
+    router_key_name,
     router_name,
     selector_labels,
     service_name,
@@ -52,6 +55,14 @@ from mlsteward_operator.modeldeployment.routing import auth_volume, router_confi
 # kube-proxy's rules drop it asynchronously, and a pod that closed its socket at once would refuse the requests
 # still sent to it meanwhile (kubernetes/kubernetes#43576). The sleep action needs no shell in the image.
 SERVING_LIFECYCLE = {"preStop": {"sleep": {"seconds": 5}}}
+
+# The serving process drains for a few seconds after SIGTERM (see the runtime's server module); the grace period
+# covers the preStop sleep, the drain and the longest in-flight request.
+TERMINATION_GRACE_S = 45
+
+# The router's request-id signing key: Secret `<md>-router-key`, key `key`, mounted here.
+ROUTER_KEY = "key"
+ROUTER_KEY_DIR = "/etc/mlsteward-router-key"
 
 RUNTIME_CONFIG_FILE = "config.json"
 ROUTER_CONFIG_FILE = "router.json"
@@ -111,6 +122,8 @@ def render_predictor(md: ModelDeployment, mv: ModelVersion, cfg: OperatorConfig)
     config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, ns, labels, owner),
                   "data": config_data}
     pod_spec = _pod_spec(cfg, _predictor_container(md, cfg), config_map=name)
+    pod_spec["topologySpreadConstraints"] = spread(selector)
+    pod_spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_S
     deploy_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector},
         "revisionHistoryLimit": 3,
@@ -203,10 +216,13 @@ def render_router(
     shadow: str | None = None,
     experiment: Experiment | None = None,
 ) -> list[dict[str, Any]]:
-    """ConfigMap, Deployment and PodDisruptionBudget `<md>-router`, and the Service `<md>` in front of them.
+    """The router of `md`: ConfigMap, ServiceAccount, Role, RoleBinding, Deployment and PodDisruptionBudget
+    `<md>-router`, and the Service `<md>` in front of them.
 
-    The pod template carries a hash of the configuration, so a change rolls the router pods, except for the
-    bandits' priors (`outcome_priors`), which the router reloads from the mounted file without a restart.
+    The configuration reaches running router pods through the API, not through a pod roll: each replica watches
+    its ConfigMap (the Role allows reading that one ConfigMap and nothing else) and reports the generation it
+    serves, so the pod template changes only when the image, resources or replicas do. The ConfigMap is still
+    mounted: a starting pod reads it before its first watch answers.
     """
     md_name, ns = md.metadata.name, md.metadata.namespace
     name = router_name(md_name)
@@ -214,12 +230,35 @@ def render_router(
     labels = deployment_labels(md_name, "router")
     selector = selector_labels(md_name, "router")
     config = router_config(md, model, traffic, stable, cfg, shadow, experiment)
-    config_data = {ROUTER_CONFIG_FILE: _json(config.model_dump(mode="json", exclude_none=True))}
-    hashed = {ROUTER_CONFIG_FILE: _json(config.model_dump(mode="json", exclude_none=True,
-                                                           exclude={"outcome_priors"}))}
-    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, ns, labels, owner),
-                  "data": config_data}
-    annotations = {ANNOTATION_CONFIG_HASH: short_hash(hashed, 16), ANNOTATION_TRAFFIC: traffic_summary(traffic)}
+    generation = short_hash(config.model_dump(mode="json", exclude_none=True, exclude={"outcome_priors"}), 16)
+    config = config.model_copy(update={"generation": generation})
+    config_meta = _meta(name, ns, labels, owner)
+    config_meta["annotations"] = {ANNOTATION_TRAFFIC: traffic_summary(traffic),
+                                  ANNOTATION_ROUTER_GENERATION: generation}
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": config_meta,
+                  "data": {ROUTER_CONFIG_FILE: _json(config.model_dump(mode="json", exclude_none=True))}}
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(name, ns, labels, owner),
+               "automountServiceAccountToken": False}
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": _meta(name, ns, labels, owner),
+        # Read and watch its own ConfigMap only: a watch narrowed by resourceNames needs the request's
+        # fieldSelector metadata.name=<name>, which is exactly what the router sends.
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name],
+                   "verbs": ["get", "list", "watch"]}],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": _meta(name, ns, labels, owner),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, **({"namespace": ns} if ns else {})}],
+    }
+    pod_spec = _pod_spec(cfg, _router_container(md, cfg, name), config_map=name,
+                         extra_volumes=[*auth_volume(md), key_volume(md_name)], service_account=name)
+    pod_spec["topologySpreadConstraints"] = spread(selector)
+    pod_spec["terminationGracePeriodSeconds"] = TERMINATION_GRACE_S
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -228,23 +267,54 @@ def render_router(
             "replicas": md.spec.router.replicas,
             "selector": {"matchLabels": selector},
             "revisionHistoryLimit": 3,
-            # Old router pods keep serving with the old weights until new ones are ready: no request is dropped
-            # while a configuration rolls out.
+            # When the template does change (image, resources), old router pods keep serving until new ones are
+            # ready: no request is dropped while it rolls.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-            "template": {"metadata": {"labels": labels, "annotations": annotations},
-                         "spec": _pod_spec(cfg, _router_container(md, cfg), config_map=name,
-                                           extra_volumes=auth_volume(md))},
+            "template": {"metadata": {"labels": labels}, "spec": pod_spec},
         },
     }
     service = _service(_meta(service_name(md_name), ns, labels, owner), selector, cfg)
-    return [config_map, deployment, service, _pdb(name, ns, labels, selector, owner)]
+    return [config_map, account, role, binding, deployment, service, _pdb(name, ns, labels, selector, owner)]
 
 
-def _router_container(md: ModelDeployment, cfg: OperatorConfig) -> dict[str, Any]:
+def spread(selector: dict[str, str]) -> list[dict[str, Any]]:
+    """Replicas spread across nodes when the cluster has several; never unschedulable on a single node."""
+    return [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": selector}}]
+
+
+def key_volume(md_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, mount) of the Secret `<md>-router-key` (made once by the reconcile, see `router_key`)."""
+    volume = {"name": "router-key",
+              "secret": {"secretName": router_key_name(md_name), "items": [{"key": ROUTER_KEY, "path": ROUTER_KEY}],
+                         "defaultMode": 0o440}}
+    return volume, {"name": "router-key", "mountPath": ROUTER_KEY_DIR, "readOnly": True}
+
+
+def router_key(md: ModelDeployment, key: str) -> dict[str, Any]:
+    """The Secret `<md>-router-key` holding `key` (random, made by the caller: this module stays pure)."""
+    md_name = md.metadata.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(router_key_name(md_name), md.metadata.namespace, deployment_labels(md_name, "router"),
+                          owner_reference(md.metadata, "ModelDeployment")),
+        "type": "Opaque",
+        "stringData": {ROUTER_KEY: key},
+    }
+
+
+def _router_container(md: ModelDeployment, cfg: OperatorConfig, config_map: str) -> dict[str, Any]:
     return {
         "name": "router",
         "command": ["mlsteward"],
-        "args": ["route", "--config", f"{CONFIG_DIR}/{ROUTER_CONFIG_FILE}", "--port", str(cfg.router_port)],
+        "args": ["route", "--config", f"{CONFIG_DIR}/{ROUTER_CONFIG_FILE}", "--config-map", config_map,
+                 "--port", str(cfg.router_port)],
+        "env": [
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "MLSTEWARD_ROUTER_ID_KEY_FILE", "value": f"{ROUTER_KEY_DIR}/{ROUTER_KEY}"},
+        ],
         "ports": [{"name": "http", "containerPort": cfg.router_port, "protocol": "TCP"}],
         # Ready once its configuration is loaded and a backend answered; a router with nowhere to send traffic
         # leaves the Service's endpoints instead of answering 502.

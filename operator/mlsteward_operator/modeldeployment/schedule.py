@@ -2,7 +2,8 @@
 
 A watch event wakes the reconcile for everything an event carries (spec changes, children's status, versions,
 Experiments and DriftMonitors naming it). What no event carries is the passing of time: the end of a canary or
-BlueGreen step (`next_look`) and the next health sample of a deployment with alerts (`next_sample`).
+BlueGreen step (`next_look`), the router replicas taking up a new configuration (they report it only when asked)
+and the next health sample of a deployment with alerts (`next_sample`).
 """
 
 from __future__ import annotations
@@ -21,12 +22,21 @@ from mlsteward_operator.modeldeployment import health
 # again this often: the requests the routers count raise no event.
 STEP_RECHECK = dt.timedelta(seconds=3)
 
+# A router configuration not yet reported by every ready replica is looked at again this often.
+ROUTER_RECHECK = dt.timedelta(seconds=1)
+
 
 def next_look(body: Mapping[str, Any], now: dt.datetime) -> tuple[dt.datetime | None, bool]:
     """(when the main reconcile must run again, None for on an event only; whether a rollout is in progress)."""
     md: ModelDeployment = parse_object(ModelDeployment, body)
     r = md.status.rollout
-    if r is None or r.phase.value != "Progressing":
+    progressing = r is not None and r.phase.value == "Progressing"
+    router = md.status.router
+    if router is not None and router.generation is not None and router.replicas > 0 \
+            and router.current < router.replicas:
+        # The router replicas apply a new configuration within a second or two and no event says so: ask again.
+        return now + ROUTER_RECHECK, progressing
+    if r is None or not progressing:
         return None, False
     if r.step_started_at is None:
         return None, True  # warming up: the predictor's Deployment reports readiness

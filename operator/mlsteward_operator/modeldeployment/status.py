@@ -1,7 +1,8 @@
 """A ModelDeployment's status (STYLE §5, §6): observed facts in, a whole status out, written once per reconcile.
 
-- Observations: `observe_router` (with kernel/pods.py's `observe_deployment`) turns raw API objects (plain dicts)
-  into the few facts the status functions need, so those functions never parse Kubernetes objects themselves.
+- Observations: kernel/pods.py's `observe_deployment` and `RouterView` turn raw API objects (plain dicts) and the
+  router replicas' answers into the few facts the status functions need (`full_version` reads a served table), so
+  those functions never parse Kubernetes objects themselves.
 - `compute_deployment_status` turns a rollout plan (see `decide.plan_deployment`) plus the observed children into
   status: servingVersion, stableVersion, traffic, rollout, url, conditions and the bounded decision log, whose
   entries carry the one-line spec change that would bring Git in line with what is served.
@@ -27,12 +28,13 @@ from mlsteward_operator.api.modeldeployment import (
     ReplicaBaseline,
     RolloutPhase,
     RolloutStatus,
+    RouterStatus,
     ServingOverride,
     TrafficEntry,
 )
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.kernel.conditions import second, set_condition
-from mlsteward_operator.kernel.pods import WorkloadState, observe_router_table
+from mlsteward_operator.kernel.pods import RouterView, WorkloadState
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -73,14 +75,10 @@ def new_decisions(old: Sequence[Decision], new: Sequence[Decision]) -> list[Deci
 # --------------------------------------------------------------------------------------------------------------
 
 
-def observe_router(obj: Mapping[str, Any] | None) -> str | None:
-    """The version every router pod sends all traffic to, once the router Deployment has fully rolled out.
-
-    Reads the weight table the builder puts on the pod template (`v1=100`). None while a rollout is in progress,
-    when the router does not exist, or when traffic is split (then no single version takes it all).
-    """
-    weights = observe_router_table(obj) or {}
-    full = [v for v, w in weights.items() if w == 100]
+def full_version(table: Mapping[str, int] | None) -> str | None:
+    """The version that takes all traffic in a served weight table (`{"v1": 100}`), or None: no table (the router
+    replicas are not all on their configuration yet, or there is no router) or a split."""
+    full = [v for v, w in (table or {}).items() if w == 100]
     return full[0] if len(full) == 1 else None
 
 
@@ -119,6 +117,8 @@ class ChildrenState:
 
     predictors: Mapping[str, WorkloadState]  # ModelVersion name -> its predictor Deployment
     router: WorkloadState = WorkloadState()
+    # The configuration applied this time (generation, table) and how many ready router replicas serve it.
+    router_config: RouterView = RouterView()
 
 
 def plan_traffic(plan: RolloutPlan) -> list[TrafficEntry]:
@@ -180,11 +180,19 @@ def compute_deployment_status(
                           else prev.previous_version),
         override=override,
         experiment=experiment,
+        router=_router_status(children) if traffic else None,
         decisions=_decisions(md, plan, wanted, now),
         # Written by the health sampler only (reconcile_health.py); carried so that the status here is whole, and
         # left out of this reconcile's patch (reconcile.py).
         health=prev.health,
     )
+
+
+def _router_status(children: ChildrenState) -> RouterStatus:
+    view = children.router_config
+    return RouterStatus(generation=view.generation,
+                        traffic=",".join(f"{v}={w}" for v, w in view.table.items()) or None,
+                        replicas=view.replicas, current=view.current)
 
 
 def _decisions(md: ModelDeployment, plan: RolloutPlan, wanted: str, now: dt.datetime) -> list[Decision]:

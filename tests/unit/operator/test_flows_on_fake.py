@@ -30,6 +30,20 @@ class Cluster:
     def __init__(self) -> None:
         self.fake, self.cfg, self.now = FakeClient(), OperatorConfig(), T0
         self.counts: dict[str, list[int]] = {}  # version -> [requests, errors] one router replica counted
+        # The router configuration generation the router replica serves: it takes up its ConfigMap's on `settle`.
+        self.router_generation: str | None = None
+        self.fake.pod_answers["/v1/router/stats"] = self._router_stats
+
+    def _router_stats(self, fake: FakeClient) -> PodAnswers[RouterStats]:
+        stats = RouterStats(deployment="iris", replica="iris-router-a", started=1000.0,
+                            generation=self.router_generation, versions={
+                                v: VersionStats(version=v, requests=r, errors=e, latency_buckets={"50": r, "+Inf": r})
+                                for v, (r, e) in self.counts.items()})
+        return PodAnswers([stats], [], 1)
+
+    async def router_config_generation(self) -> str | None:
+        cm = await self.fake.get("v1", "ConfigMap", "ml", names.router_name("iris"))
+        return ((cm or {}).get("metadata") or {}).get("annotations", {}).get(names.ANNOTATION_ROUTER_GENERATION)
 
     async def create(self, obj: dict[str, Any]) -> None:
         created = await self.fake.create({k: v for k, v in obj.items() if k != "status"})
@@ -47,7 +61,9 @@ class Cluster:
         return new
 
     async def settle(self) -> None:
-        """Every Deployment's controller catches up: each wanted pod runs the latest template and is ready."""
+        """Every Deployment's controller catches up: each wanted pod runs the latest template and is ready, and the
+        router replica serves its ConfigMap's configuration."""
+        self.router_generation = await self.router_config_generation()
         for d in await self.fake.list("apps/v1", "Deployment", "ml"):
             n = d["spec"].get("replicas", 1)
             await self.fake.patch_status("apps/v1", "Deployment", "ml", d["metadata"]["name"], {
@@ -68,10 +84,6 @@ class Cluster:
         c = self.counts.setdefault(version, [0, 0])
         c[0] += requests
         c[1] += errors
-        stats = RouterStats(deployment="iris", replica="iris-router-a", started=1000.0, versions={
-            v: VersionStats(version=v, requests=r, errors=e, latency_buckets={"50": r, "+Inf": r})
-            for v, (r, e) in self.counts.items()})
-        self.fake.pod_answers["/v1/router/stats"] = PodAnswers([stats], [], 1)
 
     async def md(self) -> dict[str, Any]:
         obj = await self.fake.get(GV, "ModelDeployment", "ml", "iris")
@@ -145,6 +157,39 @@ async def test_a_canary_goes_through_every_step_and_ends_serving_the_new_version
     # The old version's predictor is gone once the new one serves alone.
     assert await c.predictors() == {names.predictor_name("iris", "iris-v2")}
     assert md["spec"]["version"] == "iris-v2"
+
+
+async def test_a_step_begins_only_once_every_router_replica_serves_its_split():
+    """The router pods are not rolled for a new weight table: the step starts when the replicas report serving
+    the ConfigMap's generation (status.router), and the reconcile asks to look again meanwhile."""
+    from mlsteward_operator.modeldeployment.schedule import ROUTER_RECHECK, next_look
+
+    c = await serving_v1(CANARY)
+    router_pods = (await c.fake.get("apps/v1", "Deployment", "ml", names.router_name("iris")))["spec"]["template"]
+    await c.set_spec_version("iris-v2")
+    c.traffic("iris-v1", 0)
+    for _ in range(3):
+        await c.reconcile()
+        if c.router_generation != await c.router_config_generation():
+            break
+        await c.settle()  # the new predictor becomes ready; the router has not been given the split yet
+    new = await c.router_config_generation()
+    assert new is not None and c.router_generation != new
+    for _ in range(3):  # the replica has not taken up the split: no step begins
+        await c.reconcile()
+        md = await c.md()
+        assert rollout_of(md)["step"] == 0 and rollout_of(md).get("stepStartedAt") is None, md["status"]
+        assert md["status"]["router"]["generation"] == new and md["status"]["router"]["current"] == 0
+        assert next_look(md, c.now) == (c.now + ROUTER_RECHECK, True)
+    c.router_generation = new
+    await c.reconcile()
+    md = await c.md()
+    assert rollout_of(md)["stepStartedAt"] is not None
+    assert md["status"]["router"] == {"generation": new, "traffic": "iris-v1=90,iris-v2=10", "replicas": 1,
+                                      "current": 1}
+    # The router's pod template never changed: the split reached the running replica in place.
+    assert (await c.fake.get("apps/v1", "Deployment", "ml", names.router_name("iris")))["spec"]["template"] \
+        == router_pods
 
 
 async def test_a_step_failing_its_gate_rolls_back_and_leaves_the_spec_alone():
@@ -255,20 +300,10 @@ async def test_an_operator_restarted_mid_canary_converges_to_the_same_result():
     assert [e["reason"] for e in events_after].count("StepPassed") == 3
 
 
-async def _partly_rolled_out(c: Cluster, name: str) -> None:
-    """The Deployment's controller has seen the new template but the old pod still serves: one available pod of
-    the old template, the new one not ready yet (what a watch event shows in the middle of a rollout)."""
-    d = await c.fake.get("apps/v1", "Deployment", "ml", name)
-    assert d is not None
-    await c.fake.patch_status("apps/v1", "Deployment", "ml", name, {
-        "observedGeneration": d["metadata"]["generation"], "replicas": 2, "updatedReplicas": 1,
-        "readyReplicas": 1, "availableReplicas": 1})
-
-
-async def test_an_experiment_starts_without_flapping_while_the_router_rolls_to_its_split():
-    """Reconciles that run while the router Deployment is still rolling to the Experiment's split (as watch events
-    make them run) keep the split and the arms' predictors: the deployment still serves the control through the
-    old router pod, so nothing is unsettled."""
+async def test_an_experiment_starts_without_flapping_while_the_router_takes_up_its_split():
+    """Reconciles that run before the router replica reports the Experiment's split (as events and the router
+    recheck make them run) keep the split and the arms' predictors: the deployment still serves the control
+    through the replica's previous configuration, so nothing is unsettled."""
     c = await serving_v1()
     await c.create({"apiVersion": GV, "kind": "Experiment", "metadata": {"name": "ab", "namespace": "ml"},
                     "spec": {"deployment": "iris", "metric": {"name": "reward", "kind": "binary",
@@ -278,10 +313,10 @@ async def test_an_experiment_starts_without_flapping_while_the_router_rolls_to_i
     await c.reconcile()  # the arms' predictors are created
     await c.settle()  # ... and become ready
     await c.reconcile()  # the router is moved to the split
-    router = names.router_name("iris")
-    for _ in range(3):  # events from the router's rollout, each one reconciled before the rollout completes
-        await _partly_rolled_out(c, router)
+    old = c.router_generation
+    for _ in range(3):  # looks before the replica took up the split
         await c.reconcile()
+        assert c.router_generation == old and await c.router_config_generation() != old
         assert await c.predictors() == {names.predictor_name("iris", v) for v in ("iris-v1", "iris-v2")}
         md = await c.md()
         assert traffic_of(md) == {"iris-v1": 50, "iris-v2": 50}, md["status"]

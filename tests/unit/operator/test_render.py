@@ -112,6 +112,9 @@ def test_one_version_renders_predictor_and_router_children() -> None:
         ("policy/v1", "PodDisruptionBudget", "iris-iris-1-0-0"),
         ("networking.k8s.io/v1", "NetworkPolicy", "iris-predictors"),
         ("v1", "ConfigMap", "iris-router"),
+        ("v1", "ServiceAccount", "iris-router"),
+        ("rbac.authorization.k8s.io/v1", "Role", "iris-router"),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding", "iris-router"),
         ("apps/v1", "Deployment", "iris-router"),
         ("v1", "Service", "iris"),
         ("policy/v1", "PodDisruptionBudget", "iris-router"),
@@ -229,11 +232,14 @@ def test_router_config_points_at_version_services_with_weights() -> None:
         ("iris-1-1-0", "http://iris-iris-1-1-0.ml.svc.cluster.local:8080", 10),
     ]
     assert config.stable_version == "iris-1-0-0" and config.fallback is False
-    router = children[("Deployment", "iris-router")]
-    annotations = router["spec"]["template"]["metadata"]["annotations"]
+    annotations = children[("ConfigMap", "iris-router")]["metadata"]["annotations"]
     assert annotations["mlsteward.io/traffic"] == "iris-1-0-0=90,iris-1-1-0=10"
+    assert annotations["mlsteward.io/router-generation"] == config.generation and config.generation
+    router = children[("Deployment", "iris-router")]
+    assert "annotations" not in router["spec"]["template"]["metadata"]  # nothing of the config on the pods
     (c,) = router["spec"]["template"]["spec"]["containers"]
-    assert c["args"] == ["route", "--config", "/etc/mlsteward/router.json", "--port", "8080"]
+    assert c["args"] == ["route", "--config", "/etc/mlsteward/router.json", "--config-map", "iris-router",
+                         "--port", "8080"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert router["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
@@ -362,16 +368,18 @@ def test_experiment_configures_strategy_sticky_metric_and_priors() -> None:
     assert [(b.version, b.weight) for b in config.backends] == [("iris-1-0-0", 70), ("iris-1-1-0", 30)]
 
 
-def test_new_priors_reload_without_rolling_the_router_but_a_new_strategy_rolls_it() -> None:
+def test_no_config_change_rolls_the_router_and_only_routing_changes_move_the_generation() -> None:
     before, router_before = _router(_experiment(variants=[
         {"name": "control", "version": "iris-1-0-0", "outcomes": 10, "outcomeSum": 4, "outcomeSumsq": 4}]))
     after, router_after = _router(_experiment(variants=[
         {"name": "control", "version": "iris-1-0-0", "outcomes": 50, "outcomeSum": 30, "outcomeSumsq": 30}]))
     assert before.outcome_priors != after.outcome_priors
-    hash_of = lambda d: d["spec"]["template"]["metadata"]["annotations"]["mlsteward.io/config-hash"]  # noqa: E731
-    assert hash_of(router_before) == hash_of(router_after)
-    _, other = _router(_experiment(strategy="EpsilonGreedy"))
-    assert hash_of(other) != hash_of(router_before)
+    # New priors: the same generation (a canary step or an experiment start never waits on them).
+    assert before.generation == after.generation
+    other, router_other = _router(_experiment(strategy="EpsilonGreedy"))
+    assert other.generation != before.generation
+    # The configuration reaches the replicas through their ConfigMap: the pod template never changes with it.
+    assert router_before["spec"]["template"] == router_after["spec"]["template"] == router_other["spec"]["template"]
 
 
 # ---- access control --------------------------------------------------------------------------------------------
@@ -393,7 +401,9 @@ def test_auth_secret_is_mounted_read_only_as_the_tokens_file() -> None:
     mount = next(m for m in container["volumeMounts"] if m["name"] == "auth")
     assert mount == {"name": "auth", "mountPath": "/etc/mlsteward-auth", "readOnly": True}
     assert "subPath" not in mount  # a subPath mount would never see a rotated Secret
-    assert "env" not in container and "envFrom" not in container  # tokens never in the environment
+    # Tokens never in the environment.
+    assert "envFrom" not in container and all("valueFrom" not in e or "secretKeyRef" not in e["valueFrom"]
+                                              for e in container["env"])
     assert config.auth is not None and config.auth.tokens_file == "/etc/mlsteward-auth/tokens"
     assert config.auth.header == "x-api-key" and config.rate_limit is None
     # Predictors get no token.
@@ -422,16 +432,49 @@ def test_rate_limit_defaults_follow_the_crd() -> None:
     assert all(v["name"] != "auth" for v in deployment["spec"]["template"]["spec"]["volumes"])
 
 
-def test_a_change_of_auth_rolls_the_router() -> None:
-    def config_hash(m: ModelDeployment) -> str:
-        return _routed(m)[0]["spec"]["template"]["metadata"]["annotations"][render.ANNOTATION_CONFIG_HASH]
+def test_a_change_of_auth_moves_the_generation_and_only_a_new_secret_changes_the_pods() -> None:
+    def generation(m: ModelDeployment) -> str | None:
+        return _routed(m)[1].generation
 
-    plain = config_hash(md())
-    tokens = config_hash(md(auth={"secretRef": {"name": "s", "key": "k"}}))
-    limited = config_hash(md(auth={"secretRef": {"name": "s", "key": "k"}, "rateLimit": {"requestsPerSecond": 5}}))
+    def template(m: ModelDeployment) -> dict[str, Any]:
+        return _routed(m)[0]["spec"]["template"]
+
+    plain = generation(md())
+    tokens = generation(md(auth={"secretRef": {"name": "s", "key": "k"}}))
+    limited = generation(md(auth={"secretRef": {"name": "s", "key": "k"}, "rateLimit": {"requestsPerSecond": 5}}))
     assert len({plain, tokens, limited}) == 3
-    # The tokens themselves live in the Secret, not in the config: another Secret name changes the volume only.
-    assert config_hash(md(auth={"secretRef": {"name": "other", "key": "k"}})) == tokens
+    # A rate limit reaches running replicas in place; a token Secret is a volume, so naming another one rolls them.
+    assert template(md(auth={"secretRef": {"name": "s", "key": "k"}})) == \
+        template(md(auth={"secretRef": {"name": "s", "key": "k"}, "rateLimit": {"requestsPerSecond": 5}}))
+    assert template(md(auth={"secretRef": {"name": "other", "key": "k"}})) != \
+        template(md(auth={"secretRef": {"name": "s", "key": "k"}}))
+
+
+def test_the_router_may_read_its_own_configmap_and_nothing_else() -> None:
+    children = by_kind(render.render_deployment(md(), VERSIONS, ["iris-1-0-0"], TRAFFIC, "iris-1-0-0", CFG))
+    role = children[("Role", "iris-router")]
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["iris-router"],
+                              "verbs": ["get", "list", "watch"]}]
+    binding = children[("RoleBinding", "iris-router")]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "iris-router"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "iris-router", "namespace": "ml"}]
+    pod = children[("Deployment", "iris-router")]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "iris-router" and pod["automountServiceAccountToken"] is True
+    assert children[("ServiceAccount", "iris-router")]["automountServiceAccountToken"] is False
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    # The request-id key: mounted from the Secret the reconcile makes once, never rendered with a value.
+    key = next(v for v in pod["volumes"] if v["name"] == "router-key")
+    assert key["secret"]["secretName"] == "iris-router-key"
+    assert env["MLSTEWARD_ROUTER_ID_KEY_FILE"]["value"] == f"{render.ROUTER_KEY_DIR}/{render.ROUTER_KEY}"
+    assert all(c["kind"] != "Secret" for c in children.values())
+    # Replicas spread over nodes when there are several, without becoming unschedulable on one.
+    assert pod["topologySpreadConstraints"] == [{
+        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+        "labelSelector": {"matchLabels": {"mlsteward.io/deployment": "iris", "app.kubernetes.io/component": "router"}}}]
+    # Predictors call no API.
+    predictor = children[("Deployment", "iris-iris-1-0-0")]["spec"]["template"]["spec"]
+    assert predictor["automountServiceAccountToken"] is False and "serviceAccountName" not in predictor
 
 
 def test_network_policy_admits_only_this_router_and_the_operator() -> None:

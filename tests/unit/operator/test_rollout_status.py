@@ -131,17 +131,21 @@ def test_rollback_status_has_one_decision_with_numbers_thresholds_and_git_change
     assert conds(later)["Progressing"][0] == "False"
 
 
-def test_observe_router_table_reads_the_split_once_rolled_out():
-    def router(traffic: str, updated: int = 1) -> dict:
-        return {"metadata": {"generation": 2},
-                "spec": {"replicas": 1, "template": {"metadata": {"annotations": {"mlsteward.io/traffic": traffic}}}},
-                "status": {"observedGeneration": 2, "replicas": 1 if updated else 2, "updatedReplicas": updated,
-                           "availableReplicas": 1}}
+def test_the_served_table_is_the_configmaps_once_every_ready_replica_reports_its_generation():
+    def config_map(traffic: str, generation: str | None = "g2") -> dict:
+        annotations = {"mlsteward.io/traffic": traffic}
+        if generation:
+            annotations["mlsteward.io/router-generation"] = generation
+        return {"metadata": {"name": "iris-router", "annotations": annotations}}
 
-    assert pods.observe_router_table(router("iris-1=90,iris-2=10")) == {"iris-1": 90, "iris-2": 10}
-    assert pods.observe_router_table(router("iris-1=90,iris-2=10", updated=0)) is None
-    assert st.observe_router(router("iris-1=0,iris-2=100")) == "iris-2"
-    assert pods.observe_router_table(None) is None
+    generation, table = pods.router_config_map(config_map("iris-1=90,iris-2=10"))
+    assert (generation, table) == ("g2", {"iris-1": 90, "iris-2": 10})
+    assert pods.RouterView(generation, table, replicas=3, current=3).served_table == {"iris-1": 90, "iris-2": 10}
+    assert pods.RouterView(generation, table, replicas=3, current=2).served_table is None  # one is not on it yet
+    assert pods.RouterView(generation, table, replicas=0, current=0).served_table is None  # none is ready
+    assert pods.RouterView(*pods.router_config_map(config_map("iris-1=90", None)), 1, 1).served_table is None
+    assert pods.router_config_map(None) == (None, {})
+    assert st.full_version(pods.RouterView("g", {"iris-1": 0, "iris-2": 100}, 1, 1).served_table) == "iris-2"
 
 
 def test_every_rollout_field_is_sent_so_a_merge_patch_clears_stale_ones():

@@ -104,11 +104,11 @@ def test_observe_deployment() -> None:
     assert not pods.observe_deployment(deployment_obj(available=0)).ready
 
 
-def test_observe_router_reads_the_rolled_out_target() -> None:
-    assert st.observe_router(deployment_obj(traffic="iris-1-0-0=100")) == "iris-1-0-0"
-    assert st.observe_router(deployment_obj(traffic="iris-1-0-0=100", updated=1, total=2)) is None
-    assert st.observe_router(deployment_obj(traffic="a=90,b=10")) is None
-    assert st.observe_router(None) is None
+def test_full_version_reads_the_served_target() -> None:
+    assert st.full_version({"iris-1-0-0": 100}) == "iris-1-0-0"
+    assert st.full_version({"a": 0, "b": 100}) == "b"
+    assert st.full_version({"a": 90, "b": 10}) is None
+    assert st.full_version(None) is None
     assert pods.parse_traffic("a=90,b=10,junk") == {"a": 90, "b": 10}
 
 
