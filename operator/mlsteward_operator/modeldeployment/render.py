@@ -243,11 +243,14 @@ def render_router(
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(name, ns, labels, owner),
-        # Read and watch its own ConfigMap only: a watch narrowed by resourceNames needs the request's
-        # fieldSelector metadata.name=<name>, which is exactly what the router sends.
+        # Read and watch its own ConfigMap (and its tokens Secret) only: a list or watch narrowed by resourceNames
+        # needs the request's fieldSelector metadata.name=<name>, which is exactly what the router sends.
         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name],
                    "verbs": ["get", "list", "watch"]}],
     }
+    if md.spec.auth is not None and md.spec.auth.secret_ref is not None:
+        role["rules"].append({"apiGroups": [""], "resources": ["secrets"],
+                              "resourceNames": [md.spec.auth.secret_ref.name], "verbs": ["get", "list", "watch"]})
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",

@@ -24,8 +24,8 @@ from mlsteward_operator.api.modeldeployment import ModelDeployment, TrafficEntry
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.kernel.names import predictor_name
 
-# The auth Secret's key is mounted here as one file. A Secret volume (no subPath) is updated in place by the
-# kubelet, and the router re-reads the file when it changes, so rotating tokens needs no restart.
+# The auth Secret's key is mounted here as one file: what a router starts with. It then watches the Secret itself
+# through the API, so a rotation applies within seconds rather than at the kubelet's next sync.
 AUTH_DIR = "/etc/mlsteward-auth"
 TOKENS_FILE = "tokens"
 
@@ -92,7 +92,11 @@ def _access(md: ModelDeployment) -> tuple[AuthConfig | None, RateLimitConfig | N
     spec = md.spec.auth
     if spec is None:
         return None, None
-    auth = AuthConfig(tokens_file=f"{AUTH_DIR}/{TOKENS_FILE}", header=spec.header) if spec.secret_ref else None
+    ref = spec.secret_ref
+    # The router watches the Secret through the API (a rotation applies within seconds); the mounted file is what
+    # it starts with.
+    auth = AuthConfig(tokens_file=f"{AUTH_DIR}/{TOKENS_FILE}", header=spec.header, secret_name=ref.name,
+                      secret_key=ref.key) if ref else None
     rate_limit = None
     if spec.rate_limit is not None:
         rl = spec.rate_limit

@@ -406,6 +406,12 @@ def test_auth_secret_is_mounted_read_only_as_the_tokens_file() -> None:
                                               for e in container["env"])
     assert config.auth is not None and config.auth.tokens_file == "/etc/mlsteward-auth/tokens"
     assert config.auth.header == "x-api-key" and config.rate_limit is None
+    # The router also watches the Secret itself (seconds, not the kubelet's sync), allowed for that one name.
+    assert (config.auth.secret_name, config.auth.secret_key) == ("iris-tokens", "tokens.txt")
+    role = by_kind(render.render_deployment(md(auth={"secretRef": {"name": "iris-tokens", "key": "t"}}), VERSIONS,
+                                            ["iris-1-0-0"], TRAFFIC, "iris-1-0-0", CFG))[("Role", "iris-router")]
+    assert role["rules"][1] == {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["iris-tokens"],
+                                "verbs": ["get", "list", "watch"]}
     # Predictors get no token.
     children = render.render_deployment(md(auth={"secretRef": {"name": "iris-tokens", "key": "t"}}), VERSIONS,
                                         ["iris-1-0-0"], TRAFFIC, "iris-1-0-0", CFG)
