@@ -25,12 +25,11 @@ def run(args: argparse.Namespace) -> int:
     import importlib.util
     import logging
 
-    import uvicorn
     from pydantic import ValidationError
 
     from mlsteward_runtime.router.app import create_app
     from mlsteward_runtime.router.config import ConfigError
-    from mlsteward_runtime.router.server import uvicorn_config
+    from mlsteward_runtime.router.server import server, uvicorn_config
     from mlsteward_runtime.router.settings import RouterSettings
 
     if not 0 < args.port < 65536:
@@ -56,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         loop="uvloop" if has_uvloop else "asyncio",
         log_level=args.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
-    uvicorn.Server(config).run()
+    server(app, config, drain_s=settings.drain_s).run()
     return 0

@@ -202,12 +202,19 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _serve(settings: Any, plane: Any, sock: socket.socket) -> None:
+    """Run one worker's server; with several workers the supervisor forwards SIGTERM and each worker drains."""
     import uvicorn
 
     from mlsteward_runtime.app import create_app
+    from mlsteward_runtime.drain import DrainingServer
 
     app = create_app(settings, plane)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", http="auto", loop="auto",
-                            timeout_keep_alive=30, backlog=2048)
-    server = uvicorn.Server(config)
+                            timeout_keep_alive=30, backlog=2048,
+                            timeout_graceful_shutdown=settings.shutdown_timeout_s)
+
+    def on_drain() -> None:
+        plane.draining = True
+
+    server = DrainingServer(config, drain_s=settings.drain_s, on_drain=on_drain)
     server.run(sockets=[sock])

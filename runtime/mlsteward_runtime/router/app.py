@@ -18,7 +18,8 @@ Endpoints (an explicit allow-list, see `paths`; anything else is 404, a wrong me
 - POST /v1/feedback joins a label or reward to the arm that served the request id and forwards it there.
 - GET /openapi.json (this API, every status documented; see `openapi`), /v1/router/stats (RouterStats), /healthz (the process is live), /readyz (the config is loaded and at
   least one backend answered its last readiness probe, so a router with nothing to send traffic to leaves the
-  Service endpoints rather than answering 502), /metrics (Prometheus).
+  Service endpoints rather than answering 502; 503 with `draining` while the process drains before shutdown),
+  /metrics (Prometheus).
 
 With `auth` in the config every other path needs a token (`Authorization: Bearer <t>` or the API key header):
 401 without one, 403 with one not in the tokens file (see `access`), and failed attempts are limited per source
@@ -90,6 +91,8 @@ class Router(FeedbackMixin, AdmissionMixin):
         self._random = random.Random(self.settings.seed)
         self.state = self._build(config, None)
         self.ready: dict[str, bool] = {}
+        # Set when the process starts draining before shutdown (`drain`): /readyz answers 503 from then on.
+        self.draining = False
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._mirrors: set[asyncio.Task[None]] = set()
@@ -269,11 +272,11 @@ class Router(FeedbackMixin, AdmissionMixin):
         elif kind is Kind.healthz:
             await send_json(send, 200, {"status": "live"})
         elif kind is Kind.readyz:
-            ready = any(self.ready.values())
-            await send_json(
-                send, 200 if ready else 503,
-                {"ready": ready, "deployment": self.state.config.deployment, "backends": self.ready},
-            )
+            ready = any(self.ready.values()) and not self.draining
+            body = {"ready": ready, "deployment": self.state.config.deployment, "backends": self.ready}
+            if self.draining:
+                body["draining"] = True
+            await send_json(send, 200 if ready else 503, body)
         elif kind is Kind.stats:
             await send_raw(send, 200, self.stats.export().model_dump_json().encode(), JSON)
         elif kind is Kind.openapi:

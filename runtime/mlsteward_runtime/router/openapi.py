@@ -9,7 +9,8 @@ are the predictor's (its own /openapi.json documents them); the router passes th
   another client's token; 404 path not on the list (or dot segments), unknown request id; 405 wrong method (with
   Allow); 409 feedback already recorded; 413 body too large; 422 feedback body invalid (field and rule named,
   e.g. a reward outside [reward_min, reward_max]); 429 rate limit or failed authentications (Retry-After);
-  502 every backend attempt failed (the arms are named, never their URLs); 503 /readyz with no backend ready.
+  502 every backend attempt failed (the arms are named, never their URLs); 503 /readyz with no backend ready or while
+  the router drains before shutdown.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def document(reward_min: float = -1e9, reward_max: float = 1e9) -> dict[str, Any
         "/v1/models/{name}": {**_forwarded("get", "Model status (V1).", False), "parameters": [name]},
         "/v1/feedback": _feedback(reward_min, reward_max),
         "/healthz": _open("The router process is live.", _json({"type": "object"}, "Live.")),
-        "/readyz": _open("At least one backend passed its last readiness probe.", ready, {"503": ready}),
+        "/readyz": _open("At least one backend passed its last readiness probe and the router is not draining "
+                         "before shutdown.", ready, {"503": ready}),
         "/v1/router/stats": _open("Per-version counters of this replica (RouterStats).",
                                   _json({"type": "object", "required": ["deployment", "replica", "versions"]},
                                         "The counters.")),
