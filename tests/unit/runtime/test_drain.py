@@ -1,0 +1,252 @@
+"""Graceful drain of `mlsteward route` and `mlsteward serve`: SIGTERM under steady load from pooled keep-alive
+connections fails no request.
+
+Each test runs the real command in a subprocess on a loopback port and a client of pooled keep-alive connections
+(aiohttp, several loops posting at once), then sends SIGTERM as the kubelet does. The client plays the part of a
+Service whose endpoints lag: it keeps sending for PROPAGATION_S after the readiness endpoint first answers 503
+(kube-proxy learning that the pod left), which is less than the drain. Meanwhile one request is in flight across
+the whole drain: its body is still arriving when the drain ends and must still be answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import uvicorn
+
+from .helpers import REPO, ServerProcess, free_port
+
+DRAIN_S = 3.0
+SHUTDOWN_TIMEOUT_S = 5.0
+LOOPS = 8
+PROPAGATION_S = 1.0
+EXIT_MARGIN_S = 3.0
+ROW = [5.1, 3.5, 1.4, 0.2]
+BODY = json.dumps({"instances": [ROW]}).encode()
+
+
+@dataclass
+class Outcome:
+    sent: float
+    status: int | None = None
+    connection: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Run:
+    outcomes: list[Outcome] = field(default_factory=list)
+    sigterm_at: float = 0.0
+    unready_at: float | None = None
+    unready: tuple[int, Any] | None = None
+    slow_head: bytes = b""
+    slow_alive_before_end: bool = False
+    exit_code: int | None = None
+    exited_after_s: float | None = None
+
+
+async def _slow_request(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """Open a connection and send a request whose body stops halfway: it is in flight until the rest is sent."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    head = (f"POST /predict HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(BODY)}\r\n\r\n").encode()
+    writer.write(head + BODY[: len(BODY) // 2])
+    await writer.drain()
+    return reader, writer, BODY[len(BODY) // 2:]
+
+
+async def _drive(proc: subprocess.Popen[bytes], url: str, ready_path: str) -> Run:
+    run = Run()
+    stop_at: float | None = None
+    connector = aiohttp.TCPConnector(limit=LOOPS)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as session:
+
+        async def loop() -> None:
+            while stop_at is None or time.monotonic() < stop_at:
+                outcome = Outcome(time.monotonic())
+                try:
+                    async with session.post(url + "/predict", data=BODY,
+                                            headers={"content-type": "application/json"}) as r:
+                        await r.read()
+                        outcome.status, outcome.connection = r.status, r.headers.get("Connection")
+                except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                    outcome.error = repr(exc)
+                run.outcomes.append(outcome)
+
+        tasks = [asyncio.create_task(loop()) for _ in range(LOOPS)]
+        deadline = time.monotonic() + 10
+        while len(run.outcomes) < 20 * LOOPS and time.monotonic() < deadline:  # steady load on pooled connections
+            await asyncio.sleep(0.05)
+        reader, writer, rest = await _slow_request(url)
+        proc.send_signal(signal.SIGTERM)
+        run.sigterm_at = time.monotonic()
+
+        # The kubelet's probe: a new connection each time, until the pod answers 503 (or is gone).
+        probe = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True),
+                                      timeout=aiohttp.ClientTimeout(total=2))
+        async with probe:
+            while run.unready is None and time.monotonic() < run.sigterm_at + DRAIN_S + EXIT_MARGIN_S:
+                try:
+                    async with probe.get(url + ready_path) as r:
+                        if r.status == 503:
+                            run.unready_at = time.monotonic()
+                            run.unready = (r.status, await r.json(content_type=None))
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    if proc.poll() is not None:
+                        break
+                await asyncio.sleep(0.05)
+        # The endpoints catch up PROPAGATION_S later: from then on no request reaches this pod.
+        stop_at = (run.unready_at or time.monotonic()) + PROPAGATION_S
+        await asyncio.gather(*tasks)
+
+        # The slow request's body completes only after the drain has ended, while uvicorn waits for it.
+        await asyncio.sleep(max(0.0, run.sigterm_at + DRAIN_S + 0.5 - time.monotonic()))
+        run.slow_alive_before_end = proc.poll() is None
+        writer.write(rest)
+        await writer.drain()
+        try:
+            run.slow_head = await asyncio.wait_for(reader.read(), timeout=SHUTDOWN_TIMEOUT_S)  # to the server's EOF
+        except (OSError, asyncio.TimeoutError) as exc:
+            run.slow_head = repr(exc).encode()
+        writer.close()
+    try:
+        run.exit_code = await asyncio.to_thread(proc.wait, DRAIN_S + SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S)
+        run.exited_after_s = time.monotonic() - run.sigterm_at
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return run
+
+
+def _check(run: Run, stderr: str) -> None:
+    failed = [o for o in run.outcomes if o.error is not None or o.status != 200]
+    assert not failed, f"{len(failed)} of {len(run.outcomes)} requests failed, first: {failed[:3]}\n{stderr[-3000:]}"
+    assert run.unready is not None and run.unready_at is not None, f"readiness never answered 503\n{stderr[-3000:]}"
+    before = [o for o in run.outcomes if o.sent < run.sigterm_at]
+    during = [o for o in run.outcomes if o.sent >= run.unready_at]
+    # Before the signal the connections are kept alive (pooled); once draining, every response closes its own.
+    assert before and all(o.connection is None or o.connection.lower() != "close" for o in before)
+    assert len(during) >= LOOPS, f"only {len(during)} requests were sent during the drain"
+    assert all((o.connection or "").lower() == "close" for o in during), \
+        [o.connection for o in during if (o.connection or "").lower() != "close"][:5]
+    assert run.unready_at - run.sigterm_at < 1.0
+    # The request in flight across the drain was waited for and answered, and its connection closed after it.
+    assert run.slow_alive_before_end
+    status_line, _, rest = run.slow_head.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 200"), run.slow_head[:500]
+    assert b"connection: close" in rest.lower().partition(b"\r\n\r\n")[0]
+    assert run.exit_code == 0, f"exit code {run.exit_code}\n{stderr[-3000:]}"
+    assert run.exited_after_s is not None and run.exited_after_s < DRAIN_S + EXIT_MARGIN_S
+
+
+def test_serve_with_two_workers_drains_on_sigterm_without_failing_a_request(artifacts):
+    path, digest = artifacts["lr.skops"]
+    srv = ServerProcess(["--model", str(path), "--name", "iris", "--sha256", digest, "--workers", "2"],
+                        env={"MLSTEWARD_DRAIN_S": str(DRAIN_S),
+                             "MLSTEWARD_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S)})
+    try:
+        srv.wait_ready()
+        run = asyncio.run(_drive(srv.proc, srv.url, "/v2/health/ready"))
+    finally:
+        stderr = srv.stop()
+    _check(run, stderr)
+    assert run.unready is not None and run.unready[1]["reason"] == "Draining"
+
+
+# -- the router, in front of a trivial backend ---------------------------------------------------------------------
+
+
+async def _backend(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """A predictor stand-in: ready, and one prediction for any request."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            pass
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    more = True
+    while more:
+        more = (await receive()).get("more_body", False)
+    body = b'{"ready": true}' if scope["path"].endswith("/ready") else b'{"predictions": [0]}'
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"x-model-version", b"v1")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _BackendThread:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(_backend, host="127.0.0.1", port=self.port, log_level="warning",
+                                                    loop="asyncio", lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "backend did not start"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{self.port}"
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def test_router_drains_on_sigterm_without_failing_a_request(tmp_path: Path):
+    with _BackendThread() as backend:
+        cfg = tmp_path / "router.json"
+        cfg.write_text(json.dumps({"deployment": "iris", "model": "iris",
+                                   "backends": [{"version": "v1", "url": backend, "weight": 100}]}))
+        port = free_port()
+        env = {**os.environ, "MLSTEWARD_ROUTER_DRAIN_S": str(DRAIN_S),
+               "MLSTEWARD_ROUTER_SHUTDOWN_TIMEOUT_S": str(SHUTDOWN_TIMEOUT_S),
+               "MLSTEWARD_ROUTER_READINESS_INTERVAL_S": "0.2",
+               "PYTHONPATH": str(REPO / "runtime") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        log = tempfile.TemporaryFile()
+        proc = subprocess.Popen([sys.executable, "-m", "mlsteward_runtime.cli", "route", "--config", str(cfg),
+                                 "--host", "127.0.0.1", "--port", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=log, env=env)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_ready(proc, url + "/readyz")
+            run = asyncio.run(_drive(proc, url, "/readyz"))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            log.seek(0)
+            stderr = log.read().decode(errors="replace")
+    _check(run, stderr)
+    assert run.unready is not None and run.unready[1]["draining"] is True
+
+
+def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 20.0) -> None:
+    host, port = url.removeprefix("http://").split("/")[0].split(":")
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"router exited {proc.returncode}"
+        try:
+            with socket.create_connection((host, int(port)), timeout=1) as s:
+                s.sendall(f"GET /readyz HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
+                last = s.recv(4096)
+                if last.startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.1)
+    raise AssertionError(f"router not ready after {timeout}s; last observed: {last!r}")
