@@ -76,10 +76,16 @@ class DrainingServer(uvicorn.Server):
         self.draining = True
         self._drain_ends = time.monotonic() + self.drain_s
         # uvicorn puts its default headers (server, date, configured ones) in front of every response's headers and
-        # rebuilds them from `encoded_headers` once a second; a request whose cycle started before this line keeps
-        # the old ones and closes its connection on its next response instead.
+        # rebuilds them from `encoded_headers` once a second; each request cycle takes the list when it starts.
         self.config.encoded_headers = [*self.config.encoded_headers, CONNECTION_CLOSE]
         self.server_state.default_headers = [*self.server_state.default_headers, CONNECTION_CLOSE]
+        # Requests already in flight get the header too when their response has not started: one that outlasts the
+        # drain is closed after its response by uvicorn's shutdown, and h11 would not say so in the headers. (A
+        # response already under way keeps its connection; the next request on it gets the header.)
+        for connection in self.server_state.connections:
+            cycle = getattr(connection, "cycle", None)
+            if cycle is not None and not cycle.response_started:
+                cycle.default_headers = [*cycle.default_headers, CONNECTION_CLOSE]
         log.info("Draining before shutdown", extra={"drain_s": self.drain_s,
                                                     "connections": len(self.server_state.connections)})
         if self.on_drain is not None:

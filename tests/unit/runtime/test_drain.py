@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import uvicorn
 
 from .helpers import REPO, ServerProcess, free_port
@@ -54,6 +55,7 @@ class Run:
     unready: tuple[int, Any] | None = None
     slow_head: bytes = b""
     slow_alive_before_end: bool = False
+    idle_closed: tuple[float, bytes | str] | None = None
     exit_code: int | None = None
     exited_after_s: float | None = None
 
@@ -67,6 +69,28 @@ async def _slow_request(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamW
     writer.write(head + BODY[: len(BODY) // 2])
     await writer.drain()
     return reader, writer, BODY[len(BODY) // 2:]
+
+
+async def _idle_connection(url: str, path: str) -> asyncio.Task[tuple[float, bytes | str]]:
+    """A kept-alive connection that makes one request, then sends nothing: the task ends with (when, what) the
+    server closed it with (b"" for a clean close)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(f"GET {path} HTTP/1.1\r\nhost: {host}\r\n\r\n".encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(v) for k, _, v in (h.partition(b":") for h in head.split(b"\r\n"))
+                  if k.strip().lower() == b"content-length")
+    await reader.readexactly(length)
+
+    async def closed() -> tuple[float, bytes | str]:
+        try:
+            data: bytes | str = await reader.read()
+        except OSError as exc:
+            data = repr(exc)
+        writer.close()
+        return time.monotonic(), data
+
+    return asyncio.create_task(closed())
 
 
 async def _drive(proc: subprocess.Popen[bytes], url: str, ready_path: str) -> Run:
@@ -92,6 +116,7 @@ async def _drive(proc: subprocess.Popen[bytes], url: str, ready_path: str) -> Ru
         while len(run.outcomes) < 20 * LOOPS and time.monotonic() < deadline:  # steady load on pooled connections
             await asyncio.sleep(0.05)
         reader, writer, rest = await _slow_request(url)
+        idle = await _idle_connection(url, ready_path)
         proc.send_signal(signal.SIGTERM)
         run.sigterm_at = time.monotonic()
 
@@ -123,6 +148,7 @@ async def _drive(proc: subprocess.Popen[bytes], url: str, ready_path: str) -> Ru
         except (OSError, asyncio.TimeoutError) as exc:
             run.slow_head = repr(exc).encode()
         writer.close()
+        run.idle_closed = await asyncio.wait_for(idle, timeout=SHUTDOWN_TIMEOUT_S)
     try:
         run.exit_code = await asyncio.to_thread(proc.wait, DRAIN_S + SHUTDOWN_TIMEOUT_S + EXIT_MARGIN_S)
         run.exited_after_s = time.monotonic() - run.sigterm_at
@@ -143,12 +169,15 @@ def _check(run: Run, stderr: str) -> None:
     assert len(during) >= LOOPS, f"only {len(during)} requests were sent during the drain"
     assert all((o.connection or "").lower() == "close" for o in during), \
         [o.connection for o in during if (o.connection or "").lower() != "close"][:5]
-    assert run.unready_at - run.sigterm_at < 1.0
+    assert run.unready_at - run.sigterm_at < DRAIN_S - PROPAGATION_S - 0.5  # the clients stop before the drain ends
     # The request in flight across the drain was waited for and answered, and its connection closed after it.
     assert run.slow_alive_before_end
     status_line, _, rest = run.slow_head.partition(b"\r\n")
     assert status_line.startswith(b"HTTP/1.1 200"), run.slow_head[:500]
     assert b"connection: close" in rest.lower().partition(b"\r\n\r\n")[0]
+    # The connection idle through the whole drain was closed cleanly when it ended, not before.
+    assert run.idle_closed is not None and run.idle_closed[1] == b""
+    assert run.idle_closed[0] - run.sigterm_at >= DRAIN_S - 0.05
     assert run.exit_code == 0, f"exit code {run.exit_code}\n{stderr[-3000:]}"
     assert run.exited_after_s is not None and run.exited_after_s < DRAIN_S + EXIT_MARGIN_S
 
@@ -173,16 +202,18 @@ def test_serve_with_two_workers_drains_on_sigterm_without_failing_a_request(arti
 async def _backend(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """A predictor stand-in: ready, and one prediction for any request."""
     if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            pass
-        await send({"type": "lifespan.shutdown.complete"})
-        return
+        while True:
+            kind = (await receive())["type"]
+            await send({"type": kind + ".complete"})
+            if kind == "lifespan.shutdown":
+                return
     more = True
     while more:
         more = (await receive()).get("more_body", False)
     body = b'{"ready": true}' if scope["path"].endswith("/ready") else b'{"predictions": [0]}'
     await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"x-model-version", b"v1")]})
+                "headers": [(b"content-type", b"application/json"), (b"x-model-version", b"v1"),
+                            (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -250,3 +281,65 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, timeout: float = 20.0) 
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"router not ready after {timeout}s; last observed: {last!r}")
+
+
+# -- both of uvicorn's HTTP/1.1 protocols, in process ----------------------------------------------------------------
+
+
+class _ThreadedServer:
+    """A DrainingServer in a thread, with the Popen methods `_drive` uses; the "signal" calls its handler."""
+
+    def __init__(self, http: str) -> None:
+        from mlsteward_runtime.drain import DrainingServer
+
+        self.draining = False
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "lifespan":
+                await _backend(scope, receive, send)
+                return
+            if scope["path"] == "/ready" and self.draining:
+                await send({"type": "http.response.start", "status": 503, "headers": [(b"content-length", b"16")]})
+                await send({"type": "http.response.body", "body": b'{"ready": false}'})
+                return
+            await _backend(scope, receive, send)
+
+        def on_drain() -> None:
+            self.draining = True
+
+        self.port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, http=http, loop="asyncio", lifespan="on",
+                                log_level="warning", timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)  # type: ignore[arg-type]
+        self.server = DrainingServer(config, drain_s=DRAIN_S, on_drain=on_drain)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.01)
+
+    def send_signal(self, sig: int) -> None:
+        self.server.handle_exit(sig, None)
+
+    def poll(self) -> int | None:
+        return None if self.thread.is_alive() else 0
+
+    def wait(self, timeout: float) -> int:
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise subprocess.TimeoutExpired("server thread", timeout)
+        return 0
+
+    def kill(self) -> None:
+        self.server.force_exit = self.server.should_exit = True
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_drain_works_with_both_http_protocols(http: str):
+    server = _ThreadedServer(http)
+    try:
+        run = asyncio.run(_drive(server, f"http://127.0.0.1:{server.port}", "/ready"))  # type: ignore[arg-type]
+    finally:
+        server.kill()
+        server.thread.join(timeout=10)
+    _check(run, "")
