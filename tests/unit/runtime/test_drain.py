@@ -309,7 +309,7 @@ class _ThreadedServer:
 
         self.port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, http=http, loop="asyncio", lifespan="on",
-                                log_level="warning", timeout_graceful_shutdown=SHUTDOWN_TIMEOUT_S)  # type: ignore[arg-type]
+                                log_level="warning", timeout_graceful_shutdown=int(SHUTDOWN_TIMEOUT_S))
         self.server = DrainingServer(config, drain_s=DRAIN_S, on_drain=on_drain)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()
