@@ -10,7 +10,10 @@ HELP = "Route prediction traffic across model versions (weighted, sticky, bandit
 DESCRIPTION = (
     "Serve the router of one ModelDeployment. The RouterConfig JSON file is re-read whenever it changes on disk "
     "(the operator updates a mounted ConfigMap); an invalid new file is logged and the previous config kept. "
-    "Process settings come from MLSTEWARD_ROUTER_* environment variables."
+    "Process settings come from MLSTEWARD_ROUTER_* environment variables. On SIGTERM or SIGINT the router drains "
+    "for MLSTEWARD_ROUTER_DRAIN_S seconds (default 5: it keeps answering, /readyz answers 503 and every response "
+    "carries Connection: close), then waits up to MLSTEWARD_ROUTER_SHUTDOWN_TIMEOUT_S (default 15) for requests "
+    "in flight and exits 0."
 )
 
 

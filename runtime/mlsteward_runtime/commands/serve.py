@@ -29,6 +29,10 @@ Prometheus metrics are aggregated across workers; /v1/stats and /v1/drift/window
 workers publish every second; feedback for a request answered by another worker is found through the
 workers' shared prediction journals.
 
+On SIGTERM or SIGINT the server drains before it stops: for MLSTEWARD_DRAIN_S seconds (default 5) it keeps
+answering, /v2/health/ready answers 503 and every response carries Connection: close; then requests in flight
+get up to MLSTEWARD_SHUTDOWN_TIMEOUT_S seconds (default 15) and the process exits 0.
+
 Example:
   mlsteward serve --model model.skops --name iris --sha256 HEX --port 8080
   curl -s localhost:8080/predict -H 'content-type: application/json' -d '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
