@@ -55,6 +55,8 @@ class DataPlane:
         self.stats = SlidingStats(config.stats_window_s)
         self.prediction_log: PredictionLog | None = None
         self.ready = False
+        # Set when this worker starts draining before shutdown (`drain`): readiness answers 503, requests are served.
+        self.draining = False
         self.load_error: ModelLoadError | None = None
         self.load_seconds: float | None = None
         self._executor_threads = executor_threads

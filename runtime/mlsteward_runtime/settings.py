@@ -64,5 +64,14 @@ class ServeSettings(BaseSettings):
     the prediction log's writer have a budget of the same size; past it records are dropped and counted in
     mlsteward_buffer_evictions_total{buffer="prediction_log"}."""
 
+    drain_s: float = Field(default=5.0, ge=0, le=300)
+    """Seconds the server keeps serving after SIGTERM/SIGINT before it shuts down, with /v2/health/ready answering
+    503 and every response carrying `Connection: close`, so pooled client connections move to other pods cleanly
+    while the endpoints catch up (see `drain`). 0 shuts down at once."""
+
+    shutdown_timeout_s: float = Field(default=15.0, gt=0, le=600)
+    """Once the drain has ended, the longest in-flight requests are waited for before they are cancelled. The pod's
+    terminationGracePeriodSeconds must exceed drain_s + shutdown_timeout_s."""
+
     worker_index: int = 0
     """Index of this worker process (set by the server when forking)."""

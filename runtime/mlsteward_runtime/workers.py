@@ -194,7 +194,8 @@ class Peers:
 
 
 class Supervisor:
-    """Forks the workers, forwards SIGTERM/SIGINT, and replaces a worker that dies unexpectedly."""
+    """Forks the workers, forwards SIGTERM/SIGINT (as SIGTERM: each worker drains, then exits), and replaces a
+    worker that dies unexpectedly."""
 
     def __init__(self, settings: Any, plane: Any, sock: Any, shared_dir: str,
                  serve: Callable[[Any, Any, Any], None]) -> None:
@@ -225,12 +226,16 @@ class Supervisor:
 
     def run(self) -> int:
         def stop(signum: int, _frame: Any) -> None:
+            # Each worker drains, then closes its copy of the listening socket (`drain`); closing the supervisor's
+            # copy now means that once the last worker has closed its own, connections are refused rather than
+            # queued on a socket nobody accepts from.
             self.stopping = True
             for pid in list(self.children):
                 try:
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
+            self.sock.close()
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)

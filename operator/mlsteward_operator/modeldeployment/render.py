@@ -51,13 +51,11 @@ from mlsteward_operator.kernel.names import (
 from mlsteward_operator.kernel.pods import CONFIG_DIR, _pod_spec, _resources
 from mlsteward_operator.modeldeployment.routing import auth_volume, router_config, service_url
 
-# A serving pod that is told to stop keeps accepting connections for a few seconds first: endpoints and
-# kube-proxy's rules drop it asynchronously, and a pod that closed its socket at once would refuse the requests
-# still sent to it meanwhile (kubernetes/kubernetes#43576). The sleep action needs no shell in the image.
-SERVING_LIFECYCLE = {"preStop": {"sleep": {"seconds": 5}}}
-
-# The serving process drains for a few seconds after SIGTERM (see the runtime's server module); the grace period
-# covers the preStop sleep, the drain and the longest in-flight request.
+# A serving pod told to stop drains itself (mlsteward_runtime.drain): it keeps accepting for drain_s while the
+# endpoints and kube-proxy's rules drop it (kubernetes/kubernetes#43576), answers with `Connection: close` so pooled
+# client connections move elsewhere, and only then stops accepting. No preStop hook is needed. The grace period
+# covers the drain (5 s), a router's wait for its counters to be read (flush_timeout_s, 20 s) and the longest
+# request in flight (shutdown_timeout_s, 15 s).
 TERMINATION_GRACE_S = 45
 
 # The router's request-id signing key: Secret `<md>-router-key`, key `key`, mounted here.
@@ -159,7 +157,6 @@ def _predictor_container(md: ModelDeployment, cfg: OperatorConfig) -> dict[str, 
         "startupProbe": _http_probe("/v2/health/live", periodSeconds=5, timeoutSeconds=3, failureThreshold=60),
         "resources": _resources(md.spec.resources, cfg.predictor_resources),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "lifecycle": SERVING_LIFECYCLE,
     }
 
 
@@ -325,7 +322,6 @@ def _router_container(md: ModelDeployment, cfg: OperatorConfig, config_map: str)
         "livenessProbe": _http_probe("/healthz", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
         "resources": _resources(md.spec.router.resources, cfg.router_resources),
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "lifecycle": SERVING_LIFECYCLE,
     }
 
 

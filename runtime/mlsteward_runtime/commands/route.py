@@ -13,7 +13,10 @@ DESCRIPTION = (
     "With --config-map the ConfigMap's key router.json is watched through the Kubernetes API with the pod's "
     "service account (namespace: $POD_NAMESPACE), so a change applies within a second; a --config file given too "
     "is the config until the API first delivers, and is not read after. "
-    "Process settings come from MLSTEWARD_ROUTER_* environment variables."
+    "Process settings come from MLSTEWARD_ROUTER_* environment variables. On SIGTERM or SIGINT the router drains "
+    "for MLSTEWARD_ROUTER_DRAIN_S seconds (default 5: it keeps answering, /readyz answers 503 and every response "
+    "carries Connection: close), then waits up to MLSTEWARD_ROUTER_SHUTDOWN_TIMEOUT_S (default 15) for requests "
+    "in flight and exits 0."
 )
 
 
@@ -34,13 +37,12 @@ def run(args: argparse.Namespace) -> int:
     import importlib.util
     import logging
 
-    import uvicorn
     from pydantic import ValidationError
 
     from mlsteward_runtime.router.app import create_app
     from mlsteward_runtime.router.config import ROUTER_CONFIG_FILE, ConfigError, parse_config
     from mlsteward_runtime.router.kubewatch import KubeEndpoint, KubeError, first_object
-    from mlsteward_runtime.router.server import uvicorn_config
+    from mlsteward_runtime.router.server import server, uvicorn_config
     from mlsteward_runtime.router.settings import RouterSettings
 
     if not 0 < args.port < 65536:
@@ -91,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         loop="uvloop" if has_uvloop else "asyncio",
         log_level=args.log_level,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
     )
-    uvicorn.Server(config).run()
+    server(app, config, drain_s=settings.drain_s, flush_timeout_s=settings.flush_timeout_s).run()
     return 0

@@ -29,6 +29,10 @@ Prometheus metrics are aggregated across workers; /v1/stats and /v1/drift/window
 workers publish every second; feedback for a request answered by another worker is found through the
 workers' shared prediction journals.
 
+On SIGTERM or SIGINT the server drains before it stops: for MLSTEWARD_DRAIN_S seconds (default 5) it keeps
+answering, /v2/health/ready answers 503 and every response carries Connection: close; then requests in flight
+get up to MLSTEWARD_SHUTDOWN_TIMEOUT_S seconds (default 15) and the process exits 0.
+
 Example:
   mlsteward serve --model model.skops --name iris --sha256 HEX --port 8080
   curl -s localhost:8080/predict -H 'content-type: application/json' -d '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
@@ -202,12 +206,19 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _serve(settings: Any, plane: Any, sock: socket.socket) -> None:
+    """Run one worker's server; with several workers the supervisor forwards SIGTERM and each worker drains."""
     import uvicorn
 
     from mlsteward_runtime.app import create_app
+    from mlsteward_runtime.drain import DrainingServer
 
     app = create_app(settings, plane)
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", http="auto", loop="auto",
-                            timeout_keep_alive=30, backlog=2048)
-    server = uvicorn.Server(config)
+                            timeout_keep_alive=30, backlog=2048,
+                            timeout_graceful_shutdown=settings.shutdown_timeout_s)
+
+    def on_drain() -> None:
+        plane.draining = True
+
+    server = DrainingServer(config, drain_s=settings.drain_s, on_drain=on_drain)
     server.run(sockets=[sock])

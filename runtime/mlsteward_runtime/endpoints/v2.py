@@ -24,10 +24,13 @@ async def live() -> Response:
 
 
 @router.get("/v2/health/ready", tags=["health"],
-            responses={503: {"description": "Not ready; reason and message say why the model failed to load",
+            responses={503: {"description": "Not ready; reason and message say why the model failed to load, or "
+                                            "reason Draining while the server drains before shutdown",
                              "headers": {"Retry-After": {"schema": {"type": "string"}}}}})
 async def ready(request: Request) -> Response:
     plane = plane_of(request)
+    if plane.draining:
+        return json_response({"ready": False, "reason": "Draining", "message": "the server is shutting down"}, 503)
     if not plane.ready:
         body: dict[str, Any] = {"ready": False}
         if plane.load_error is not None:

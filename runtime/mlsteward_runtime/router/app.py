@@ -19,7 +19,8 @@ Endpoints (an explicit allow-list, see `paths`; anything else is 404, a wrong me
 - GET /openapi.json (this API, every status documented; see `openapi`), /v1/router/stats (RouterStats, with the
   `generation` of the config served), /healthz (the process is live), /readyz (the config is loaded and at
   least one backend answered its last readiness probe, so a router with nothing to send traffic to leaves the
-  Service endpoints rather than answering 502), /metrics (Prometheus).
+  Service endpoints rather than answering 502; 503 with `draining` while the process drains before shutdown),
+  /metrics (Prometheus).
 
 With `auth` in the config every other path needs a token (`Authorization: Bearer <t>` or the API key header):
 401 without one, 403 with one not in the tokens file (see `access`), and failed attempts are limited per source
@@ -102,6 +103,11 @@ class Router(FeedbackMixin, AdmissionMixin):
         self.state = self._build(config, None)
         self._loaded(config)
         self.ready: dict[str, bool] = {}
+        # Set when the process starts draining before shutdown (`drain`): /readyz answers 503 from then on.
+        self.draining = False
+        # Monotonic times of the last outcome recorded and of the last /v1/router/stats answered (see `unread`).
+        self.outcome_at = 0.0
+        self.stats_read_at = 0.0
         self.session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._mirrors: set[asyncio.Task[None]] = set()
@@ -306,19 +312,27 @@ class Router(FeedbackMixin, AdmissionMixin):
         elif kind is Kind.healthz:
             await send_json(send, 200, {"status": "live"})
         elif kind is Kind.readyz:
-            ready = any(self.ready.values())
-            await send_json(
-                send, 200 if ready else 503,
-                {"ready": ready, "deployment": self.state.config.deployment, "backends": self.ready},
-            )
+            ready = any(self.ready.values()) and not self.draining
+            body = {"ready": ready, "deployment": self.state.config.deployment, "backends": self.ready}
+            if self.draining:
+                body["draining"] = True
+            await send_json(send, 200 if ready else 503, body)
         elif kind is Kind.stats:
+            read_at = time.monotonic()
             await send_raw(send, 200, self.stats.export().model_dump_json().encode(), JSON)
+            self.stats_read_at = read_at
         elif kind is Kind.openapi:
             await send_raw(send, 200, self._openapi, JSON)
         else:
             await send_raw(
                 send, 200, generate_latest(self.metrics.registry), [(b"content-type", CONTENT_TYPE_LATEST.encode())]
             )
+
+
+    def unread(self) -> bool:
+        """Whether an outcome was recorded after /v1/router/stats was last read: the drain waits for one more read
+        (bounded by flush_timeout_s), so an Experiment loses no outcome when a router pod goes away."""
+        return self.outcome_at > self.stats_read_at
 
 
 def create_app(

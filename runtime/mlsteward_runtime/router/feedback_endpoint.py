@@ -128,6 +128,7 @@ class FeedbackMixin(ProxyMixin):
         self.metrics.counted_ids.set(len(self.counted))
         version = issued.version
         self.stats.arm(version).record_outcome(outcome)
+        self.outcome_at = time.monotonic()
         self.metrics.feedback.labels(version).inc()
         state = self.state
         url = state.urls[state.versions.index(version)] if version in state.versions else \

@@ -8,8 +8,9 @@ are the predictor's (its own /openapi.json documents them); the router passes th
 - 400 body not JSON (feedback) or a bad content-length; 401 no token; 403 token not accepted, or feedback with
   another client's token; 404 path not on the list (or dot segments), unknown (unsigned, altered) request id; 405
   wrong method (with Allow); 409 feedback already recorded; 410 request id older than the feedback window; 413 body
-  too large; 422 feedback body invalid (field and rule named, e.g. a reward outside [reward_min, reward_max]); 429 rate limit or failed authentications (Retry-After);
-  502 every backend attempt failed (the arms are named, never their URLs); 503 /readyz with no backend ready.
+  too large; 422 feedback body invalid (field and rule named, e.g. a reward outside [reward_min, reward_max]); 429
+  rate limit or failed authentications (Retry-After); 502 every backend attempt failed (the arms are named, never
+  their URLs); 503 /readyz with no backend ready or while the router drains before shutdown.
 """
 
 from __future__ import annotations
@@ -153,7 +154,8 @@ def document(reward_min: float = -1e9, reward_max: float = 1e9) -> dict[str, Any
         "/v1/models/{name}": {**_forwarded("get", "Model status (V1).", False), "parameters": [name]},
         "/v1/feedback": _feedback(reward_min, reward_max),
         "/healthz": _open("The router process is live.", _json({"type": "object"}, "Live.")),
-        "/readyz": _open("At least one backend passed its last readiness probe.", ready, {"503": ready}),
+        "/readyz": _open("At least one backend passed its last readiness probe and the router is not draining "
+                         "before shutdown.", ready, {"503": ready}),
         "/v1/router/stats": _open("Per-version counters of this replica (RouterStats).",
                                   _json({"type": "object", "required": ["deployment", "replica", "versions"]},
                                         "The counters.")),

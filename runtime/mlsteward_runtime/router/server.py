@@ -9,6 +9,9 @@ still governs idle time between requests.
 uvicorn's proxy headers are switched off: by default it believes X-Forwarded-For from 127.0.0.1, which a sidecar
 or a port-forward makes anyone. The router reads that header itself, from configured proxies only
 (`access.source_address`).
+
+`server` wraps the config in a `drain.DrainingServer`: on SIGTERM the router keeps serving for `drain_s` with
+/readyz answering 503 and `Connection: close` on every response, then shuts down (see `drain`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import importlib.util
 from typing import Any
 
 import uvicorn
+
+from mlsteward_runtime.drain import DrainingServer
 
 
 def header_timeout(base: type[asyncio.Protocol], seconds: float) -> type[asyncio.Protocol]:
@@ -85,3 +90,14 @@ def uvicorn_config(app: Any, *, header_timeout_s: float, **options: Any) -> uvic
     }
     defaults.update(options)
     return uvicorn.Config(app, http=http_protocol(header_timeout_s), **defaults)
+
+
+def server(app: Any, config: uvicorn.Config, *, drain_s: float, flush_timeout_s: float = 0.0) -> DrainingServer:
+    """The uvicorn server of a router `app`: draining sets `app.draining`, which turns /readyz to 503; the drain
+    then lasts, for at most `flush_timeout_s` more, until `app.unread()` is false (see Router.unread)."""
+
+    def on_drain() -> None:
+        app.draining = True
+
+    return DrainingServer(config, drain_s=drain_s, on_drain=on_drain, hold=getattr(app, "unread", None),
+                          max_hold_s=flush_timeout_s)

@@ -119,6 +119,25 @@ class RouterSettings(BaseSettings):
         "before the process exits.",
     )
 
+    drain_s: float = Field(
+        default=5.0, ge=0, le=300,
+        description="Seconds the router keeps serving after SIGTERM/SIGINT before it shuts down, with /readyz "
+        "answering 503 and every response carrying Connection: close, so pooled client connections move to other "
+        "pods cleanly while the endpoints catch up (see mlsteward_runtime.drain). 0 shuts down at once.",
+    )
+    shutdown_timeout_s: float = Field(
+        default=15.0, gt=0, le=600,
+        description="Once the drain has ended, the longest in-flight requests are waited for before they are "
+        "cancelled. The pod's terminationGracePeriodSeconds must exceed drain_s + flush_timeout_s + "
+        "shutdown_timeout_s.",
+    )
+    flush_timeout_s: float = Field(
+        default=20.0, ge=0, le=300,
+        description="After drain_s, a router that recorded outcomes since /v1/router/stats was last read keeps "
+        "draining until it is read once more (the operator reads draining router pods too), for at most this many "
+        "seconds: an Experiment's outcomes are not lost with the pod.",
+    )
+
     @model_validator(mode="after")
     def _reward_range(self) -> RouterSettings:
         if self.reward_min >= self.reward_max:

@@ -50,6 +50,7 @@ class RouterCore:
     counted: CountedIds
     session: aiohttp.ClientSession | None
     ready: dict[str, bool]
+    outcome_at: float
     _random: random.Random
     _mirrors: set[asyncio.Task[None]]
     _mirror_bytes: int  # request and served bodies held by the mirrors in flight

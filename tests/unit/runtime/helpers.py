@@ -41,7 +41,8 @@ class ServerProcess:
     def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {**os.environ, **(env or {})}
+        # No drain before shutdown unless a test asks for one: `stop` would otherwise wait out its seconds.
+        full_env = {**os.environ, "MLSTEWARD_DRAIN_S": "0", **(env or {})}
         full_env["PYTHONPATH"] = str(REPO / "runtime") + os.pathsep + full_env.get("PYTHONPATH", "")
         # The logs go to a file, not a pipe: a server logging every rejected request would fill an unread pipe's
         # 64 KiB and block on its next write, which looks exactly like a server that stopped answering.
