@@ -64,5 +64,20 @@ class ServeSettings(BaseSettings):
     the prediction log's writer have a budget of the same size; past it records are dropped and counted in
     mlsteward_buffer_evictions_total{buffer="prediction_log"}."""
 
+    batch_direct_rows: int = Field(default=0, ge=0)
+    """A request carrying at least this many rows is a model call by itself: it skips the batch queue and its event-
+    loop hop (it would fill a batch alone). 0 means runtime.batching.max_batch_size."""
+
+    batch_max_queue_delay_ms: float = Field(default=500.0, ge=0)
+    """Budget of model time the batch queue may hold, estimated from the measured cost of recent model calls: a
+    request that would queue behind more than this gets 503 with Retry-After (rule max_queue_delay) instead of a
+    latency that grows without bound under overload. 0 turns the check off (max_queue and batch_queue_max_bytes
+    still bound the queue)."""
+
+    gc_freeze: bool = True
+    """Move every object alive once the model is loaded (the model, the libraries, the app) out of the garbage
+    collector's reach (gc.freeze). A full collection otherwise walks all of them: hundreds of milliseconds on a busy
+    core, every request in flight stalled meanwhile, which is where the serving tail latency came from."""
+
     worker_index: int = 0
     """Index of this worker process (set by the server when forking)."""

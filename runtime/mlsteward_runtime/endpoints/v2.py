@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlsteward_runtime.endpoints.common import (
-    NOT_FOUND, NOT_READY, PREDICT_ERRORS, body_doc, check_name, check_ready, decode_body, json_response, plane_of,
+    NOT_FOUND, answer, NOT_READY, PREDICT_ERRORS, body_doc, check_name, check_ready, decode_body, json_response, plane_of,
     request_id,
 )
 from mlsteward_runtime.errors import NotFound
@@ -66,7 +66,7 @@ async def _infer(request: Request, name: str) -> Response:
     req = await decode_body(request, plane, lambda body: v2.decode(body, plane.validator))  # type: ignore[arg-type]
     pred, proba = await plane.infer(req.X)
     plane.observe(request_id(request), req.X, pred)
-    return json_response(v2.encode(name, plane.version, req, pred, proba))
+    return answer(plane, lambda: v2.encode(name, plane.version, req, pred, proba))
 
 
 @router.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=body_doc(v2.REQUEST_SCHEMA),
