@@ -21,7 +21,11 @@ measured its answers to the 1-row and the 100-row body are compared with scikit-
 
 Load: wrk (Debian's package) with a Lua POST script, one thread, pinned to the other core. Scenarios per model:
 1-row requests at concurrency 1, 8 and 64, and 100-row requests at concurrency 8; each cell has an unmeasured
-warm-up and reports requests/s (rows/s for 100-row requests) and wrk's p50/p99 latency. The targets of the
+warm-up and reports requests/s (rows/s for 100-row requests) and wrk's p50/p99 latency. All servers of a model run
+at once (idle ones wait on the same core) and each cell is measured on every server in turn, so that servers are
+compared within the same minute of a shared machine's drifting load. For mlsteward, each cell also reports the
+mean time of each step of the request path, server side, from the mlsteward_request_stage_seconds counters
+scraped before and after it. The targets of the
 serving issue are checked as ratios within one run (the machine is shared, absolute numbers are noisy).
 
 Reproduce:  python bench/serve.py [--quick] [--duration 10] [--only floor,ideal,mlsteward,mlserver,...]
@@ -742,6 +746,10 @@ def main() -> int:
                 for rows, body in m.bodies.items():
                     scripts[rows] = tmp / f"{key}-{rows}.lua"
                     scripts[rows].write_text(_LUA.format(body=body))
+                # Every server of this model is started and checked first, then each cell is measured on each
+                # server in turn: on a shared machine the load drifts over minutes, and the ratios compare
+                # servers measured within the same minute. The idle servers wait on the same core, using nothing.
+                urls: dict[str, str] = {}
                 for server in servers:
                     port = _free_port()
                     if server.startswith("mlsteward"):
@@ -752,14 +760,24 @@ def main() -> int:
                         assert mlserver_exe is not None
                         srv = start_mlserver(m, tmp, port, args.server_cpu, mlserver_exe)
                     live.append(srv)
+                    url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
                     try:
-                        url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
                         wait_ready(srv, url, m.bodies[1].read_bytes())
                         check_predictions(server, url, m)
-                        for rows, conc in scenarios_of(server):
+                        urls[server] = url
+                    except RuntimeError as exc:
+                        notes.append(f"{server} on {MODELS[key]} not measured: {str(exc).splitlines()[0]}")
+                        print(f"{server} on {key}: {exc}", file=sys.stderr)
+                        srv.stop()
+                        live.remove(srv)
+                for rows, conc in SCENARIOS:
+                    for server, url in urls.items():
+                        if (rows, conc) not in scenarios_of(server):
+                            continue
+                        try:
                             if args.warmup > 0:
                                 wrk(url, scripts[rows], conc, args.warmup, args.client_cpu)
-                            base = f"http://127.0.0.1:{port}"
+                            base = url.split("/v2/", 1)[0]
                             before = scrape_stages(base) if server.startswith("mlsteward") else None
                             r = wrk(url, scripts[rows], conc, args.duration, args.client_cpu)
                             results[(server, key, rows, conc)] = r
@@ -771,12 +789,13 @@ def main() -> int:
                                   f"  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms"
                                   + (f"  {int(r['errors'])} errors" if r["errors"] else ""),
                                   file=sys.stderr, flush=True)
-                    except RuntimeError as exc:
-                        notes.append(f"{server} on {MODELS[key]} not measured: {str(exc).splitlines()[0]}")
-                        print(f"{server} on {key}: {exc}", file=sys.stderr)
-                    finally:
-                        srv.stop()
-                        live.remove(srv)
+                        except (RuntimeError, OSError) as exc:
+                            notes.append(f"{server} on {MODELS[key]}, {rows} x {conc} not measured: "
+                                         f"{str(exc).splitlines()[0]}")
+                            print(f"{server} on {key}: {exc}", file=sys.stderr)
+                for srv in list(live):
+                    srv.stop()
+                    live.remove(srv)
         finally:
             for srv in live:
                 srv.stop()

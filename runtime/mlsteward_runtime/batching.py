@@ -5,8 +5,10 @@ matrices (up to `max_batch_size` rows), calls the model once and hands each requ
 exactly those of one call per request for row-wise models (tested).
 
 When to flush. The batcher measures what a model call costs (a fixed part per call and a part per row, fitted on
-the recent calls) and how often requests arrive. A request waits for company only while waiting is expected to pay
-off: when the next request is expected sooner than the fixed cost of the separate call it would otherwise need,
+the recent calls), how often requests arrive and how many share a call. A request waits for company only while
+waiting is expected to pay off: when requests overlap (recent calls served more than one; a sequential client
+cannot send its next request before this one is answered) and the next request is expected sooner than the fixed
+cost of the separate call it would otherwise need,
 and never longer than `max_wait_ms` nor past the moment the batch is expected to be full. Otherwise (sequential
 traffic, a cheap model, arrivals further apart than a call costs) the flush runs on the next loop iteration, adding
 no wait; requests that arrive while the loop is busy still share that call. A batch that is full is flushed at
@@ -118,6 +120,9 @@ class Batcher:
         self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
         self._deadline = 0.0  # when the forming batch is flushed at the latest (while a timer is set)
         self._running = 0  # calls in the executor
+        # Exponential average of requests per queued call; near 1 the traffic is sequential (a client waits for
+        # its answer before sending the next request), and then nobody else can arrive while a request waits.
+        self._avg_requests = 1.0
 
     @property
     def queued(self) -> int:
@@ -161,10 +166,10 @@ class Batcher:
         return loop.time() + (at - now)
 
     def _wait_s(self) -> float:
-        """How long the first request of a new batch waits for company: zero unless the next arrival is expected
-        sooner than the fixed cost of the call it would otherwise need; then until the batch is expected to be
-        full, at most max_wait_ms."""
-        if self.max_wait_s <= 0.0 or self.gap >= self.cost.fixed:
+        """How long the first request of a new batch waits for company: zero unless requests overlap (recent
+        calls served more than one) and the next arrival is expected sooner than the fixed cost of the call it
+        would otherwise need; then until the batch is expected to be full, at most max_wait_ms."""
+        if self.max_wait_s <= 0.0 or self._avg_requests < 1.5 or self.gap >= self.cost.fixed:
             return 0.0
         return min(self.max_wait_s, self.gap * (self.max_batch_size - self._rows))
 
@@ -232,6 +237,7 @@ class Batcher:
             self._scheduled = loop.call_soon(self._flush)
         if not batch:
             return
+        self._avg_requests += 0.2 * (len(batch) - self._avg_requests)
         if self.executor is None:
             self._deliver(batch, self._compute(batch))
         else:

@@ -58,7 +58,8 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 SIMPLE_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
-    503: {**error_body("Not ready (rule ready) or batch queue full (rules queue, queue_bytes)"),
+    503: {**error_body("Not ready (rule ready) or the batch queue is full (field queue; rules max_queue, "
+                       "max_queue_bytes, max_queue_delay)"),
           "headers": _RETRY_AFTER},
 }
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {**SIMPLE_ERRORS, **NOT_FOUND}

@@ -23,6 +23,7 @@ def _waiting_regime(b: Batcher) -> None:
     # Calls that look expensive and arrivals that look frequent: the first request of a batch waits for company.
     b.cost.fixed = 1.0
     b.gap = 1e-3
+    b._avg_requests = 2.0
 
 
 @settings(max_examples=60, deadline=None)

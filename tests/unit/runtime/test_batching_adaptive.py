@@ -47,15 +47,16 @@ def test_call_cost_of_one_size_is_all_fixed():
     assert cost.fixed == pytest.approx(0.004) and cost.per_row == 0.0
 
 
-@pytest.mark.parametrize(("gap", "fixed", "waits"), [
-    (0.05, 0.01, False),   # arrivals further apart than a call costs: flush on the next loop iteration
-    (1e-4, 0.01, True),    # the next request is expected long before a separate call would pay off: wait
-    (1e-3, 1e-4, False),   # a cheap model: a separate call costs less than waiting for company
+@pytest.mark.parametrize(("gap", "fixed", "shared", "waits"), [
+    (0.05, 0.01, 4.0, False),  # arrivals further apart than a call costs: flush on the next loop iteration
+    (1e-4, 0.01, 4.0, True),   # the next request is expected long before a separate call would pay off: wait
+    (1e-3, 1e-4, 4.0, False),  # a cheap model: a separate call costs less than waiting for company
+    (1e-4, 0.01, 1.0, False),  # sequential traffic (one request per call): nobody else can come meanwhile
 ])
-def test_first_request_waits_only_when_waiting_pays_off(iris_lr, gap, fixed, waits):
+def test_first_request_waits_only_when_waiting_pays_off(iris_lr, gap, fixed, shared, waits):
     async def main():
         b = Batcher(_predictor(iris_lr), max_batch_size=64, max_wait_ms=20)
-        b.cost.fixed, b.gap = fixed, gap
+        b.cost.fixed, b.gap, b._avg_requests = fixed, gap, shared
         task = asyncio.ensure_future(b.submit(np.zeros((1, 4))))
         await asyncio.sleep(0)  # the request is queued and the flush decided
         scheduled = b._scheduled
@@ -72,7 +73,7 @@ def test_first_request_waits_only_when_waiting_pays_off(iris_lr, gap, fixed, wai
 def test_a_full_batch_does_not_wait_for_the_timer(iris_lr):
     async def main():
         b = Batcher(_predictor(iris_lr), max_batch_size=4, max_wait_ms=10_000)
-        b.cost.fixed, b.gap = 1.0, 1e-4
+        b.cost.fixed, b.gap, b._avg_requests = 1.0, 1e-4, 4.0
         tasks = [asyncio.ensure_future(b.submit(np.zeros((1, 4)))) for _ in range(4)]
         await asyncio.sleep(0)
         return type(b._scheduled), await asyncio.wait_for(asyncio.gather(*tasks), 5)
@@ -87,7 +88,7 @@ def test_a_request_that_fills_a_batch_skips_the_queue(iris_lr):
 
     async def main():
         b = Batcher(_predictor(iris_lr), max_batch_size=8, max_wait_ms=50, on_batch=calls.append)
-        b.cost.fixed, b.gap = 1.0, 1e-4  # a small request waits for company
+        b.cost.fixed, b.gap, b._avg_requests = 1.0, 1e-4, 4.0  # a small request waits for company
 
         async def go(name, rows):
             await b.submit(np.zeros((rows, 4)))
@@ -232,7 +233,7 @@ def test_concurrent_mixed_requests_answer_as_sklearn_does(cancer_app, cancer_rf,
     b = plane.batcher
     assert b is not None
     b.on_batch = calls.append
-    b.cost.fixed, b.gap = (1.0, 1e-4) if waiting else (0.0, 0.05)
+    b.cost.fixed, b.gap, b._avg_requests = (0.005, 1e-4, 4.0) if waiting else (0.0, 0.05, 1.0)
 
     async def main():
         transport = httpx.ASGITransport(app=app)
