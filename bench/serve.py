@@ -722,7 +722,8 @@ def main() -> int:
     notes.append("mlsteward: the configuration the operator renders (artifact and sha256; all else default): "
                  "`--workers 1`, skops trusted-types load after the digest check, signature validation, Prometheus "
                  "metrics, /v1/stats window, drift reservoir (2,048 rows), feedback store (100,000 predictions), "
-                 "JSON logs at INFO, x-request-id, adaptive micro-batching (64 rows, at most 1 ms; requests of 64 rows or more skip the queue). With one worker there is no "
+                 "JSON logs at INFO, x-request-id, adaptive micro-batching (64 rows, at most 1 ms; requests of 64 "
+                 "rows or more skip the queue), the collector frozen after loading. With one worker there is no "
                  "cross-worker journal; the feedback store is in memory. mlsteward+predlog adds the JSONL prediction "
                  "log with one PII field redacted; mlsteward-nobatch turns batching off.")
     notes.append("ideal: uvicorn with uvloop and httptools, one process, no validation, metrics or logs.")

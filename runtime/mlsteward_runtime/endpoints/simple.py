@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mlsteward_runtime.endpoints.common import SIMPLE_ERRORS, answer, body_doc, decode_body, json_response, plane_of, request_id
+from mlsteward_runtime.endpoints.common import SIMPLE_ERRORS, answer, body_doc, decode_body, plane_of, request_id
 from mlsteward_runtime.protocols import simple
 
 router = APIRouter()

@@ -7,7 +7,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from fastapi.responses import Response
 
 from mlsteward_runtime.endpoints.common import (
-    NOT_FOUND, answer, PREDICT_ERRORS, body_doc, check_name, decode_body, json_response, plane_of, request_id,
+    NOT_FOUND, PREDICT_ERRORS, answer, body_doc, check_name, decode_body, json_response, plane_of, request_id,
 )
 from mlsteward_runtime.protocols import v1
 

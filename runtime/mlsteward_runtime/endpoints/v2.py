@@ -9,8 +9,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlsteward_runtime.endpoints.common import (
-    NOT_FOUND, answer, NOT_READY, PREDICT_ERRORS, body_doc, check_name, check_ready, decode_body, json_response, plane_of,
-    request_id,
+    NOT_FOUND, NOT_READY, PREDICT_ERRORS, answer, body_doc, check_name, check_ready, decode_body, json_response,
+    plane_of, request_id,
 )
 from mlsteward_runtime.errors import NotFound
 from mlsteward_runtime.protocols import v2
