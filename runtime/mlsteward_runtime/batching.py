@@ -18,9 +18,10 @@ With an executor, at most `concurrency` calls run at once and requests wait in t
 apply and where they join the next batch) rather than in the executor's unbounded one.
 
 Shedding. When more than `max_queue` requests, or more than `max_queue_bytes` bytes of input matrices, are waiting,
-or when the queue already holds more work than the model is expected to finish within `max_queue_delay_ms`, a new
-request is refused with Overloaded (503 with Retry-After; the rule names which bound) instead of letting latency
-grow without bound. A request is always admitted to an empty queue, however large: the request limits bound it.
+or when full batches queue up and the queue holds more work than the model is expected to finish within
+`max_queue_delay_ms`, a new request is refused with Overloaded (503 with Retry-After; the rule names which bound)
+instead of letting latency grow without bound. A request is always admitted to an empty queue, however large: the
+request limits bound it.
 """
 
 from __future__ import annotations
@@ -180,8 +181,10 @@ class Batcher:
         if self.max_queue_bytes is not None and self._bytes + X.nbytes > self.max_queue_bytes:
             self._shed(f"{self._bytes} bytes of input are waiting for the model (budget {self.max_queue_bytes}); "
                        "retry shortly", "max_queue_bytes")
-        if self.max_queue_delay_s is not None:
-            rows = self._rows + len(X)
+        rows = self._rows + len(X)
+        # A request that still fits the forming batch waits for one call, whatever it costs: the budget applies
+        # once full batches queue up ahead of it.
+        if self.max_queue_delay_s is not None and rows > self.max_batch_size:
             ahead = self.cost.seconds(rows, math.ceil(rows / self.max_batch_size))
             if self.executor is not None:
                 ahead /= self.concurrency

@@ -69,10 +69,11 @@ class ServeSettings(BaseSettings):
     loop hop (it would fill a batch alone). 0 means runtime.batching.max_batch_size."""
 
     batch_max_queue_delay_ms: float = Field(default=500.0, ge=0)
-    """Budget of model time the batch queue may hold, estimated from the measured cost of recent model calls: a
-    request that would queue behind more than this gets 503 with Retry-After (rule max_queue_delay) instead of a
-    latency that grows without bound under overload. 0 turns the check off (max_queue and batch_queue_max_bytes
-    still bound the queue)."""
+    """Budget of model time the batch queue may hold, estimated from the measured cost of recent model calls: once
+    full batches queue up, a request that would wait behind more than this gets 503 with Retry-After (rule
+    max_queue_delay) instead of a latency that grows without bound under overload; a request that joins the forming
+    batch is never refused by it. 0 turns the check off (max_queue and batch_queue_max_bytes still bound the
+    queue)."""
 
     gc_freeze: bool = True
     """Move every object alive once the model is loaded (the model, the libraries, the app) out of the garbage

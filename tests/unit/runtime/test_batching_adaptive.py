@@ -108,7 +108,7 @@ def test_a_request_that_fills_a_batch_skips_the_queue(iris_lr):
 
 def test_queue_sheds_by_expected_model_time(iris_lr):
     async def main():
-        b = Batcher(_predictor(iris_lr), max_batch_size=64, max_wait_ms=0, max_queue=100, max_queue_delay_ms=250)
+        b = Batcher(_predictor(iris_lr), max_batch_size=2, max_wait_ms=0, max_queue=100, max_queue_delay_ms=250)
         b.cost.per_row = 0.1  # each row is expected to take 100 ms of model time; the queue may hold 250 ms
         tasks = [asyncio.ensure_future(b.submit(np.zeros((1, 4)))) for _ in range(4)]
         return await asyncio.gather(*tasks, return_exceptions=True)
@@ -119,6 +119,17 @@ def test_queue_sheds_by_expected_model_time(iris_lr):
     e = errors[0]
     assert e.status_code == 503 and e.headers["Retry-After"] == "1"
     assert e.to_json()["field"] == "queue" and e.to_json()["rule"] == "max_queue_delay"
+
+
+def test_a_slow_model_still_fills_one_batch(iris_lr):
+    """The model-time budget never refuses a request that joins the forming batch: it waits for one call."""
+    async def main():
+        b = Batcher(_predictor(iris_lr), max_batch_size=8, max_wait_ms=0, max_queue_delay_ms=250)
+        b.cost.fixed = 2.0  # a call is expected to take 2 s, far over the budget
+        tasks = [asyncio.ensure_future(b.submit(np.zeros((1, 4)))) for _ in range(8)]
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    assert all(isinstance(r, tuple) for r in asyncio.run(main()))
 
 
 def test_requests_wait_in_the_queue_behind_a_busy_executor(iris_lr):
