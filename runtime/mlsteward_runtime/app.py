@@ -43,9 +43,7 @@ def create_app(settings: ServeSettings, plane: DataPlane | None = None) -> FastA
     """
     cfg = settings.runtime
     if plane is None:
-        plane = DataPlane(cfg, replica=settings.replica, executor_threads=settings.executor_threads,
-                          feedback_max_bytes=settings.feedback_max_bytes,
-                          queue_max_bytes=settings.batch_queue_max_bytes)
+        plane = DataPlane.from_settings(settings)
     app = FastAPI(
         title="mlsteward serve",
         version=cfg.version,

@@ -7,11 +7,12 @@ V2 and the simple protocol behave the same and the logic is testable without HTT
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from mlsteward_runtime.metrics import Metrics, SlidingStats, merge_snapshots, qu
 from mlsteward_runtime.models import LoadedModel, load_model
 from mlsteward_runtime.signature import RowValidator, check_signature, golden_rows, infer_signature
 from mlsteward_runtime.window import Reservoir
+
+if TYPE_CHECKING:
+    from mlsteward_runtime.settings import ServeSettings
 
 __all__ = ["DataPlane"]
 
@@ -38,7 +42,8 @@ class DataPlane:
 
     def __init__(self, config: RuntimeConfig, *, replica: str = "local", executor_threads: int = 0,
                  metrics: Metrics | None = None, feedback_max_bytes: int | None = 64 << 20,
-                 queue_max_bytes: int | None = 64 << 20) -> None:
+                 queue_max_bytes: int | None = 64 << 20, direct_rows: int = 0,
+                 queue_max_delay_ms: float = 500.0, gc_freeze: bool = False) -> None:
         self.config = config
         self.name = config.name
         self.version = config.version
@@ -52,6 +57,10 @@ class DataPlane:
         evicted = self.metrics.evictions.labels("feedback", config.version)
         self.feedback = FeedbackStore(config.feedback_capacity, feedback_max_bytes, evicted.inc)
         self._queue_max_bytes = queue_max_bytes
+        self._direct_rows = direct_rows
+        self._queue_max_delay_ms = queue_max_delay_ms
+        self._gc_freeze = gc_freeze
+        self.stages = self.metrics.stages
         self.stats = SlidingStats(config.stats_window_s)
         self.prediction_log: PredictionLog | None = None
         self.ready = False
@@ -62,6 +71,13 @@ class DataPlane:
         self._executor_threads = executor_threads
         # Other workers' published stats/window snapshots; set by the server when it forks several workers.
         self.peers: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: ServeSettings) -> DataPlane:
+        return cls(settings.runtime, replica=settings.replica, executor_threads=settings.executor_threads,
+                   feedback_max_bytes=settings.feedback_max_bytes, queue_max_bytes=settings.batch_queue_max_bytes,
+                   direct_rows=settings.batch_direct_rows, queue_max_delay_ms=settings.batch_max_queue_delay_ms,
+                   gc_freeze=settings.gc_freeze)
 
     # -- loading ------------------------------------------------------------------------------------------------
 
@@ -132,7 +148,9 @@ class DataPlane:
             self.batcher = Batcher(self._predict, max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms,
                                    max_queue=b.max_queue, executor=executor, on_batch=rows_hist.observe,
                                    max_queue_bytes=self._queue_max_bytes,
-                                   on_shed=self.metrics.rejected.labels(self.version).inc)
+                                   on_shed=self.metrics.rejected.labels(self.version).inc,
+                                   direct_rows=self._direct_rows, max_queue_delay_ms=self._queue_max_delay_ms,
+                                   concurrency=max(self._executor_threads, 1), on_timing=self._batch_timing)
         self.window = Reservoir(self.signature, self.config.drift_window.size, self.config.drift_window.seed,
                                 self.config.pii_fields)
         if self.config.prediction_log:
@@ -141,6 +159,9 @@ class DataPlane:
             self.prediction_log = PredictionLog(self.config.prediction_log, self.signature.names,
                                                 self.config.pii_fields, self.version,
                                                 max_pending_bytes=self._queue_max_bytes, on_drop=dropped.inc)
+        if self._gc_freeze:
+            # Everything alive now lives as long as the process; a full collection need not walk it again.
+            gc.freeze()
         self.ready = True
         self.metrics.ready.labels(self.version).set(1)
 
@@ -158,7 +179,9 @@ class DataPlane:
                 pred, proba = await self.batcher.submit(X)
             else:
                 self.metrics.batch_rows.observe(len(X))
+                t0 = time.perf_counter()
                 pred, proba = self._predict(X)
+                self.stages.add("predict", time.perf_counter() - t0)
         except (ValueError, TypeError) as exc:
             # Validated input the model still rejects (e.g. a category its encoder never saw) is the client's
             # request meeting the model's limits, not a server fault.
@@ -166,8 +189,17 @@ class DataPlane:
         _check_finite(pred, proba)
         return pred, proba
 
+    def _batch_timing(self, waited: float, seconds: float, requests: int, rows: int) -> None:
+        self.stages.add("queue", waited)
+        self.stages.add("predict", seconds)
+
     def observe(self, request_id: str, X: np.ndarray, pred: np.ndarray) -> None:
         """Record a served prediction: drift window, feedback join, prediction log."""
+        t0 = time.perf_counter()
+        self._observe(request_id, X, pred)
+        self.stages.add("observe", time.perf_counter() - t0)
+
+    def _observe(self, request_id: str, X: np.ndarray, pred: np.ndarray) -> None:
         if self.window is not None:
             self.window.observe(X)
         self.feedback.put(request_id, pred)

@@ -94,3 +94,4 @@ class Edge:
             self.metrics.observe_request(endpoint, status, dt)
             if endpoint in PREDICT_ENDPOINTS:
                 self.plane.record_request(dt * 1000.0, status)
+                self.plane.stages.request_done(dt)

@@ -76,6 +76,19 @@ class Metrics:
             "Entries dropped to keep a buffer within its byte budget (the oldest first where the buffer allows).",
             ["buffer", "version"], registry=r,
         )
+        self.stage_seconds = Counter(
+            "mlsteward_request_stage_seconds",
+            "Time spent by prediction requests in each step of the request path, summed over requests: read (the "
+            "body), parse (JSON), validate (protocol decode and signature checks), queue (waiting for a batch), "
+            "predict (the request's share of its model call), observe (drift window, feedback store, logs), encode "
+            "(response JSON) and total (the whole request inside the app); divide by stage_requests for a mean.",
+            ["stage", "version"], registry=r,
+        )
+        self.stage_requests = Counter(
+            "mlsteward_request_stage_requests", "Prediction requests counted in mlsteward_request_stage_seconds.",
+            ["version"], registry=r,
+        )
+        self.stages = StageTimes(self)
         self._req_children: dict[tuple[str, int], Any] = {}
         self._lat_children: dict[str, Any] = {}
         self.batch_rows = self.batch_size.labels(version)
@@ -93,6 +106,7 @@ class Metrics:
         h.observe(seconds)
 
     def exposition(self) -> bytes:
+        self.stages.flush()
         if self.multiprocess_dir:
             from prometheus_client import multiprocess
 
@@ -100,6 +114,44 @@ class Metrics:
             multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
             return generate_latest(registry)
         return generate_latest(self.registry)
+
+
+STAGES = ("read", "parse", "validate", "queue", "predict", "observe", "encode", "total")
+
+
+class StageTimes:
+    """Per-step seconds of the request path, summed in plain floats on the request path (a Prometheus increment
+    per step and request would cost more than some steps) and added to the counters at most once a second and
+    before every scrape."""
+
+    __slots__ = ("seconds", "requests", "_metrics", "_last")
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.requests = 0
+        self._metrics = metrics
+        self._last = time.monotonic()
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.seconds[stage] += seconds
+
+    def request_done(self, total: float) -> None:
+        self.seconds["total"] += total
+        self.requests += 1
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            self._last = now
+            self.flush()
+
+    def flush(self) -> None:
+        m, v = self._metrics, self._metrics.version
+        for stage, secs in self.seconds.items():
+            if secs:
+                m.stage_seconds.labels(stage, v).inc(secs)
+                self.seconds[stage] = 0.0
+        if self.requests:
+            m.stage_requests.labels(v).inc(self.requests)
+            self.requests = 0
 
 
 class _Bucket:

@@ -73,5 +73,21 @@ class ServeSettings(BaseSettings):
     """Once the drain has ended, the longest in-flight requests are waited for before they are cancelled. The pod's
     terminationGracePeriodSeconds must exceed drain_s + shutdown_timeout_s."""
 
+    batch_direct_rows: int = Field(default=0, ge=0)
+    """A request carrying at least this many rows is a model call by itself: it skips the batch queue and its event-
+    loop hop (it would fill a batch alone). 0 means runtime.batching.max_batch_size."""
+
+    batch_max_queue_delay_ms: float = Field(default=500.0, ge=0)
+    """Budget of model time the batch queue may hold, estimated from the measured cost of recent model calls: once
+    full batches queue up, a request that would wait behind more than this gets 503 with Retry-After (rule
+    max_queue_delay) instead of a latency that grows without bound under overload; a request that joins the forming
+    batch is never refused by it. 0 turns the check off (max_queue and batch_queue_max_bytes still bound the
+    queue)."""
+
+    gc_freeze: bool = True
+    """Move every object alive once the model is loaded (the model, the libraries, the app) out of the garbage
+    collector's reach (gc.freeze). A full collection otherwise walks all of them: hundreds of milliseconds on a busy
+    core, every request in flight stalled meanwhile, which is where the serving tail latency came from."""
+
     worker_index: int = 0
     """Index of this worker process (set by the server when forking)."""

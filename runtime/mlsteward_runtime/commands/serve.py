@@ -167,8 +167,7 @@ def run(args: argparse.Namespace) -> int:
 
     configure_logging(settings.log_level, settings.runtime.pii_fields,
                       {"model": settings.runtime.name, "version": settings.runtime.version})
-    plane = DataPlane(settings.runtime, replica=settings.replica, executor_threads=settings.executor_threads,
-                      feedback_max_bytes=settings.feedback_max_bytes, queue_max_bytes=settings.batch_queue_max_bytes)
+    plane = DataPlane.from_settings(settings)
     try:
         plane.load()
     except ModelLoadError as exc:

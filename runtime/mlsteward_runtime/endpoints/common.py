@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Callable, TypeVar
 
 import orjson
@@ -30,6 +31,15 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
                     headers=headers)
 
 
+def answer(plane: DataPlane, encode: Callable[[], Any]) -> Response:
+    """A prediction's 200 response: `encode()` builds the document (NumPy arrays stay arrays) and one orjson call
+    serializes it; the time is counted as the encode step."""
+    t0 = time.perf_counter()
+    resp = json_response(encode())
+    plane.stages.add("encode", time.perf_counter() - t0)
+    return resp
+
+
 def error_body(description: str = "Error naming the field and the rule") -> dict[str, Any]:
     return {"description": description, "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
@@ -48,7 +58,8 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 SIMPLE_ERRORS: dict[int | str, dict[str, Any]] = {
     **BODY_ERRORS,
-    503: {**error_body("Not ready (rule ready) or batch queue full (rules queue, queue_bytes)"),
+    503: {**error_body("Not ready (rule ready) or the batch queue is full (field queue; rules max_queue, "
+                       "max_queue_bytes, max_queue_delay)"),
           "headers": _RETRY_AFTER},
 }
 PREDICT_ERRORS: dict[int | str, dict[str, Any]] = {**SIMPLE_ERRORS, **NOT_FOUND}
@@ -140,9 +151,22 @@ async def decode_body(request: Request, plane: DataPlane, decode: Callable[[Any]
     requests are served in between. Small bodies are decoded in place, where a thread hop would cost more than it
     saves. `ready` checks readiness after the body arrived and before any parsing.
     """
+    t0 = time.perf_counter()
     body = await read_body(request, plane.config.limits.max_body_bytes, max_values(plane))
+    stages = plane.stages
+    stages.add("read", time.perf_counter() - t0)
     if ready:
         check_ready(plane)
+
+    def run() -> T:
+        t1 = time.perf_counter()
+        doc = parse_json(body)
+        t2 = time.perf_counter()
+        stages.add("parse", t2 - t1)
+        out = decode(doc)
+        stages.add("validate", time.perf_counter() - t2)
+        return out
+
     if len(body) < request.app.state.settings.parse_offload_bytes:
-        return decode(parse_json(body))
-    return await asyncio.to_thread(lambda: decode(parse_json(body)))
+        return run()
+    return await asyncio.to_thread(run)

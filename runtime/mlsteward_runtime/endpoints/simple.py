@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from mlsteward_runtime.endpoints.common import SIMPLE_ERRORS, body_doc, decode_body, json_response, plane_of, request_id
+from mlsteward_runtime.endpoints.common import SIMPLE_ERRORS, answer, body_doc, decode_body, plane_of, request_id
 from mlsteward_runtime.protocols import simple
 
 router = APIRouter()
@@ -20,4 +20,4 @@ async def predict(request: Request) -> Response:
     pred, proba = await plane.infer(X)
     rid = request_id(request)
     plane.observe(rid, X, pred)
-    return json_response(simple.encode(pred, proba, plane.version, rid, time.time()))
+    return answer(plane, lambda: simple.encode(pred, proba, plane.version, rid, time.time()))

@@ -7,7 +7,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from fastapi.responses import Response
 
 from mlsteward_runtime.endpoints.common import (
-    NOT_FOUND, PREDICT_ERRORS, body_doc, check_name, decode_body, json_response, plane_of, request_id,
+    NOT_FOUND, PREDICT_ERRORS, answer, body_doc, check_name, decode_body, json_response, plane_of, request_id,
 )
 from mlsteward_runtime.protocols import v1
 
@@ -46,4 +46,4 @@ async def v1_predict(request: Request, name: str) -> Response:
     X = await decode_body(request, plane, lambda body: v1.decode(body, plane.validator))  # type: ignore[arg-type]
     pred, _ = await plane.infer(X)
     plane.observe(request_id(request), X, pred)
-    return json_response(v1.encode(pred))
+    return answer(plane, lambda: v1.encode(pred))

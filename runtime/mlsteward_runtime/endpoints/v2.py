@@ -9,13 +9,40 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from mlsteward_runtime.endpoints.common import (
-    NOT_FOUND, NOT_READY, PREDICT_ERRORS, body_doc, check_name, check_ready, decode_body, json_response, plane_of,
-    request_id,
+    NOT_FOUND, NOT_READY, PREDICT_ERRORS, answer, body_doc, check_name, check_ready, decode_body, json_response,
+    plane_of, request_id,
 )
 from mlsteward_runtime.errors import NotFound
 from mlsteward_runtime.protocols import v2
 
 router = APIRouter()
+
+# The inference routes come first: the router tries routes in order, and these carry the traffic.
+
+
+async def _infer(request: Request, name: str) -> Response:
+    plane = plane_of(request)
+    check_name(plane, name)
+    req = await decode_body(request, plane, lambda body: v2.decode(body, plane.validator))  # type: ignore[arg-type]
+    pred, proba = await plane.infer(req.X)
+    plane.observe(request_id(request), req.X, pred)
+    return answer(plane, lambda: v2.encode(name, plane.version, req, pred, proba))
+
+
+@router.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=body_doc(v2.REQUEST_SCHEMA),
+             responses=PREDICT_ERRORS)
+async def infer(request: Request, name: str) -> Response:
+    return await _infer(request, name)
+
+
+@router.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=body_doc(v2.REQUEST_SCHEMA),
+             responses=PREDICT_ERRORS)
+async def infer_version(request: Request, name: str, version: str) -> Response:
+    served = plane_of(request).version
+    if version != served:
+        raise NotFound(f"version {version!r} is not served here (this is {served!r})", field="version",
+                       rule="exists")
+    return await _infer(request, name)
 
 
 @router.get("/v2/health/live", tags=["health"])
@@ -61,31 +88,6 @@ async def model_ready(request: Request, name: str) -> Response:
     plane = plane_of(request)
     check_name(plane, name)
     return json_response({"name": name, "ready": plane.ready}, 200 if plane.ready else 503)
-
-
-async def _infer(request: Request, name: str) -> Response:
-    plane = plane_of(request)
-    check_name(plane, name)
-    req = await decode_body(request, plane, lambda body: v2.decode(body, plane.validator))  # type: ignore[arg-type]
-    pred, proba = await plane.infer(req.X)
-    plane.observe(request_id(request), req.X, pred)
-    return json_response(v2.encode(name, plane.version, req, pred, proba))
-
-
-@router.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=body_doc(v2.REQUEST_SCHEMA),
-             responses=PREDICT_ERRORS)
-async def infer(request: Request, name: str) -> Response:
-    return await _infer(request, name)
-
-
-@router.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=body_doc(v2.REQUEST_SCHEMA),
-             responses=PREDICT_ERRORS)
-async def infer_version(request: Request, name: str, version: str) -> Response:
-    served = plane_of(request).version
-    if version != served:
-        raise NotFound(f"version {version!r} is not served here (this is {served!r})", field="version",
-                       rule="exists")
-    return await _infer(request, name)
 
 
 def _package_version() -> str:

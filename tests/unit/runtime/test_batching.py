@@ -19,6 +19,13 @@ def _predictor(est):
     return predict
 
 
+def _waiting_regime(b: Batcher) -> None:
+    # Calls that look expensive and arrivals that look frequent: the first request of a batch waits for company.
+    b.cost.fixed = 1.0
+    b.gap = 1e-3
+    b._avg_requests = 2.0
+
+
 @settings(max_examples=60, deadline=None)
 @given(sizes=st.lists(st.integers(1, 9), min_size=1, max_size=25), max_batch=st.integers(1, 40),
        wait_ms=st.sampled_from([0.0, 0.5, 2.0]), seed=st.integers(0, 2**16))
@@ -30,7 +37,7 @@ def test_batched_equals_unbatched(cancer_rf, sizes, max_batch, wait_ms, seed):
 
     async def main():
         b = Batcher(_predictor(est), max_batch_size=max_batch, max_wait_ms=wait_ms, on_batch=calls.append)
-        b._avg_requests = 2.0  # start in the waiting regime so both flush modes are exercised
+        _waiting_regime(b)  # so both flush modes are exercised
         return await asyncio.gather(*(b.submit(c) for c in chunks))
 
     results = asyncio.run(main())
@@ -45,7 +52,7 @@ def test_batched_equals_unbatched(cancer_rf, sizes, max_batch, wait_ms, seed):
 def test_full_queue_is_overloaded(iris_lr):
     async def main():
         b = Batcher(_predictor(iris_lr), max_batch_size=1000, max_wait_ms=50, max_queue=3)
-        b._avg_requests = 2.0
+        _waiting_regime(b)
         X = np.zeros((1, 4))
         tasks = [asyncio.ensure_future(b.submit(X)) for _ in range(5)]
         return await asyncio.gather(*tasks, return_exceptions=True)
@@ -64,7 +71,7 @@ def test_one_bad_request_does_not_fail_the_batch():
 
     async def main():
         b = Batcher(predict, max_batch_size=10, max_wait_ms=5)
-        b._avg_requests = 2.0
+        _waiting_regime(b)
         return await asyncio.gather(b.submit(np.array([[1.0]])), b.submit(np.array([[-1.0]])),
                                     b.submit(np.array([[3.0]])), return_exceptions=True)
 

@@ -48,7 +48,8 @@ def test_batch_queue_sheds_by_bytes_with_503(iris_lr):
     async def main():
         b = Batcher(lambda X: (iris_lr.predict(X), None), max_batch_size=100_000, max_wait_ms=50,
                     max_queue=1000, max_queue_bytes=1 << 20, on_shed=lambda: shed.append(1))
-        b._avg_requests = 2.0  # overlapping traffic: the flush waits, so the queue fills
+        # Overlapping traffic, costly calls, frequent arrivals: the flush waits, so the queue fills.
+        b.cost.fixed, b.gap, b._avg_requests = 1.0, 1e-3, 2.0
         X = np.zeros((5000, 4))  # 160 kB each
         tasks = [asyncio.ensure_future(b.submit(X)) for _ in range(10)]
         return await asyncio.gather(*tasks, return_exceptions=True)
