@@ -7,7 +7,8 @@
    written where a pod has them). The ConfigMap is then changed `--changes` times, each time to a new weight table
    (so a new generation), with the operator's server-side apply; the time from the apply returning to every
    replica reporting the new generation in GET /v1/router/stats (each replica polled every 20 ms) is one sample.
-   Reported: p50, p99 and max per replica count (target: p99 under 5 s).
+   Reported: p50, p99 and max per replica count (target: p99 under 5 s). The changes follow one another at once
+   unless `--pause` spaces them; `--watch-timeout` shortens the routers' watches so that renewals fall among them.
 
 2. CPU per request. A do-nothing backend (bench/router_overhead.py's stand-in) is loaded directly and through one
    router process (`--config` file), and an `mlsteward serve` of LogisticRegression (as bench/serve.py builds it)
@@ -20,7 +21,7 @@
 All processes share the machine's cores (no pinning); the figures include that contention.
 
 Reproduce:  python bench/router_ha.py [--quick] [--changes 50] [--replicas 1 3] [--requests 3000]
-                                      [--api-port 27443] [--etcd-port 23379]
+                                      [--pause S] [--watch-timeout S] [--api-port 27443] [--etcd-port 23379]
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import base64
 import contextlib
 import json
 import os
+import random
 import shlex
 import signal
 import socket
@@ -222,12 +224,14 @@ def table_of(i: int) -> dict[str, int]:
     return {"v-1": 100 - k, "v-2": k}
 
 
-def start_routers(n: int, host: str, sa_dir: Path, logs: Path) -> list[tuple[Proc, str]]:
+def start_routers(n: int, host: str, sa_dir: Path, logs: Path, watch_timeout_s: float | None) -> list[tuple[Proc, str]]:
     routers = []
     for i in range(n):
         port = _free_port()
         env = {**_env(), "MLSTEWARD_ROUTER_KUBE_API_URL": host, "MLSTEWARD_ROUTER_KUBE_SERVICEACCOUNT_DIR": str(sa_dir),
                "MLSTEWARD_ROUTER_REPLICA": f"router-{i}"}
+        if watch_timeout_s is not None:
+            env["MLSTEWARD_ROUTER_KUBE_WATCH_TIMEOUT_S"] = str(watch_timeout_s)
         env.pop("POD_NAMESPACE", None)
         proc = Proc(f"router-{i}", [sys.executable, "-m", "mlsteward_runtime.cli", "route", "--config-map", ROUTER,
                                     "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
@@ -254,13 +258,16 @@ async def _until(session: Any, url: str, generation: str, start: float, deadline
         await asyncio.sleep(max(0.0, tick + POLL_S - time.monotonic()))
 
 
-async def propagation(deployment: Deployment, urls: list[str], changes: int, first: int) -> dict[str, Any]:
+async def propagation(deployment: Deployment, urls: list[str], changes: int, first: int,
+                      pause_s: float) -> dict[str, Any]:
     import aiohttp
 
     samples: list[float] = []
     writes: list[float] = []
+    rng = random.Random(first)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         for i in range(first, first + changes):
+            await asyncio.sleep(rng.uniform(0, pause_s))
             (config_map,) = [o for o in deployment.render(table_of(i)) if o["kind"] == "ConfigMap"]
             t0 = time.monotonic()
             generation = await deployment.apply([config_map])
@@ -281,7 +288,7 @@ def measure_propagation(args: argparse.Namespace, tmp: Path) -> list[dict[str, A
         sa_dir = deployment.service_account_dir(tmp / "serviceaccount")
         done = 1
         for n in args.replicas:
-            routers = start_routers(n, deployment.host, sa_dir, tmp)
+            routers = start_routers(n, deployment.host, sa_dir, tmp, args.watch_timeout)
             try:
                 import urllib.request
 
@@ -290,7 +297,8 @@ def measure_propagation(args: argparse.Namespace, tmp: Path) -> list[dict[str, A
                         served = json.loads(r.read())["generation"]
                     if served != generation:
                         raise RuntimeError(f"{url} started on generation {served}, not {generation}")
-                result = asyncio.run(propagation(deployment, [u for _, u in routers], args.changes, done))
+                result = asyncio.run(propagation(deployment, [u for _, u in routers], args.changes, done,
+                                                 args.pause))
             finally:
                 for proc, _ in routers:
                     proc.stop()
@@ -461,6 +469,10 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=None, help="Measured requests per cell (default 3000).")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
     p.add_argument("--only", choices=["propagation", "cpu"], help="Run one of the two parts.")
+    p.add_argument("--pause", type=float, default=0.0,
+                   help="Wait a random time up to this many seconds before each change (default: none).")
+    p.add_argument("--watch-timeout", type=float, help="MLSTEWARD_ROUTER_KUBE_WATCH_TIMEOUT_S of the routers (default: "
+                   "theirs, 300 s); a short one puts watch renewals among the changes.")
     p.add_argument("--api-port", type=int, default=27443)
     p.add_argument("--etcd-port", type=int, default=23379)
     p.add_argument("--_load", help=argparse.SUPPRESS)
