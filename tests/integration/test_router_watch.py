@@ -1,4 +1,5 @@
-"""The router follows its ConfigMap through a real API server, with the narrow Role the operator renders.
+"""The router follows its ConfigMap and its tokens Secret through a real API server, with the narrow Role the
+operator renders.
 
 The operator's own builder renders the router's ConfigMap, ServiceAccount, Role and RoleBinding for a
 ModelDeployment, and the operator's client applies them (server-side apply, its field manager). A real
@@ -33,6 +34,7 @@ from .test_controllers import GV, custom
 ROOT = Path(__file__).resolve().parents[2]
 MD = "iris"
 ROUTER = f"{MD}-router"
+TOKENS = f"{MD}-tokens"
 
 
 def _free_port() -> int:
@@ -89,11 +91,16 @@ def service_account_dir(kube: Any, namespace: str, tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def deployment(kube: Any, namespace: str) -> list[dict[str, Any]]:
-    """The ModelDeployment (a real object, so that its children's owner reference is valid and the garbage
-    collector leaves them alone) and its router objects, applied; returns the objects."""
+    """The ModelDeployment, with its tokens in the Secret `TOKENS` (a real object, so that its children's owner
+    reference is valid and the garbage collector leaves them alone), and its router objects, applied; returns the
+    objects."""
+    from kubernetes import client
+
+    client.CoreV1Api(kube).create_namespaced_secret(namespace, {"metadata": {"name": TOKENS},
+                                                                "stringData": {"tokens": "token-a\n"}})
     custom(kube).create_namespaced_custom_object(*GV, namespace, "modeldeployments", {
         "apiVersion": "mlsteward.io/v1alpha1", "kind": "ModelDeployment", "metadata": {"name": MD},
-        "spec": {"version": "iris-1"}})
+        "spec": {"version": "iris-1", "auth": {"secretRef": {"name": TOKENS, "key": "tokens"}}}})
     objects = router_objects(kube, namespace, {"iris-1": 100})
     apply(kube, objects)
     return objects
@@ -186,9 +193,36 @@ def test_the_router_role_reads_its_own_config_map_and_nothing_else(kube, namespa
         assert '"type":"ADDED"' in first and f'"name":"{ROUTER}"' in first
         assert status(f"configmaps/{ROUTER}") == 200
 
-        # Nothing wider: every ConfigMap, another one by name or by selector, a watch of all, any Secret.
+        # Its tokens Secret, the same way.
+        assert status("secrets", fieldSelector=f"metadata.name={TOKENS}") == 200
+        assert status("secrets", fieldSelector=f"metadata.name={TOKENS}", watch="1", timeoutSeconds="1") == 200
+
+        # Nothing wider: every ConfigMap, another one by name or by selector, a watch of all, any other Secret.
         assert status("configmaps") == 403
         assert status("configmaps/other") == 403
         assert status("configmaps", fieldSelector="metadata.name=other") == 403
         assert status("configmaps", watch="1", timeoutSeconds="1") == 403
         assert status("secrets") == 403
+        assert status("secrets/other") == 403
+        assert status("secrets", fieldSelector="metadata.name=other") == 403
+
+
+def test_the_router_enforces_a_rotated_tokens_secret_within_2s(kube, namespace, router):
+    from kubernetes import client
+
+    accepted = 422  # past the token check, an empty feedback body is refused
+
+    def status(token: str) -> int:
+        # Feedback checks the token before it reads the body, and never reaches a backend (none is running).
+        return httpx.post(f"{router}/v1/feedback", headers={"Authorization": f"Bearer {token}"}, json={},
+                          timeout=5).status_code
+
+    # The router starts with the Secret's tokens from the API (no tokens file is mounted here).
+    wait_for(lambda: status("token-a") == accepted, timeout=10, what="token-a accepted", interval=0.05)
+    assert status("token-b") == 403
+
+    client.CoreV1Api(kube).patch_namespaced_secret(TOKENS, namespace, {"stringData": {"tokens": "token-b\n"}})
+    deadline = time.monotonic() + 2.0
+    while (seen := (status("token-a"), status("token-b"))) != (403, accepted):
+        assert time.monotonic() < deadline, f"2 s after the rotation token-a and token-b get {seen}"
+        time.sleep(0.02)
