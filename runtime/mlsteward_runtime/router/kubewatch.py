@@ -196,11 +196,13 @@ class ObjectWatch:
             try:
                 if self.resource_version is None:
                     await self.list_once()
+                started = time.monotonic()
                 delivered = await self.watch_once()
                 failures = 0
-                if not delivered:
+                if not delivered and time.monotonic() - started < 1.0:
                     # A stream that ended at once with nothing in it: a proxy cutting watches short, or a server
-                    # shutting down. Do not hammer it.
+                    # shutting down. Do not hammer it. (One that ran its course quietly is watched again at once:
+                    # a change made meanwhile must not wait for a pause.)
                     await asyncio.sleep(self.backoff(1))
             except asyncio.CancelledError:
                 self.on_synced(False)
