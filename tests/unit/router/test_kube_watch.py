@@ -232,3 +232,22 @@ def test_in_cluster_endpoint_from_the_pod_environment(tmp_path):
     assert ep.base_url == "https://10.0.0.1:6443" and ep.namespace == "ml"
     with pytest.raises(KubeError, match="KUBERNETES_SERVICE_HOST"):
         KubeEndpoint.in_cluster(serviceaccount_dir=sa, environ={})
+
+
+def test_a_watch_that_ran_its_course_quietly_is_renewed_at_once(backends, kube_router, api, monkeypatch):
+    """Only a watch that ends at once with nothing in it is followed by a pause (fixed at 1 s here); one that ran
+    quietly for a while (its timeoutSeconds with no event, no bookmark) is renewed at once, so a change made just
+    after it ended is served without waiting for the pause."""
+    from mlsteward_runtime.router import kubewatch
+
+    monkeypatch.setattr(kubewatch.ObjectWatch, "backoff", lambda self, failures: 1.0)
+    a = backends("v1")
+    api.put("configmaps", CM, cm(config(("v1", a.url, 100), generation="g1")))
+    rr = kube_router(config(("v1", a.url, 100), generation="g0"))
+    wait_for(lambda: generation(rr) == "g1" and api.open_watches() == 1, what="watching")
+    time.sleep(1.2)  # the watch stays open with nothing to say
+    api.end_streams()
+    t0 = time.monotonic()
+    api.put("configmaps", CM, cm(config(("v1", a.url, 100), generation="g2")))
+    wait_for(lambda: generation(rr) == "g2", what="the change after the quiet watch served")
+    assert time.monotonic() - t0 < 0.6
