@@ -317,11 +317,19 @@ def _check_auth_children(kube: Any, namespace: str, core: Any, apps: Any, net: A
     router = apps.read_namespaced_deployment("iris-router", namespace)
     container = router.spec.template.spec.containers[0]
     mount = next(m for m in container.volume_mounts if m.name == "auth")
-    assert mount.read_only is True and mount.sub_path is None and not container.env
+    # Tokens never in the environment (the router's env holds its pod name, namespace and key file path only).
+    assert mount.read_only is True and mount.sub_path is None
+    assert container.env_from is None and all(e.value_from is None or e.value_from.secret_key_ref is None
+                                              for e in container.env)
     config = json.loads(core.read_namespaced_config_map("iris-router", namespace).data["router.json"])
-    assert config["auth"] == {"tokens_file": f"{mount.mount_path}/tokens", "header": "x-api-key"}
+    assert config["auth"] == {"tokens_file": f"{mount.mount_path}/tokens", "header": "x-api-key",
+                              "secret_name": "iris-tokens", "secret_key": "tokens"}
     assert config["rate_limit"] == {"requests_per_second": 20.0, "burst": 40, "by": "token"}
-    hash_with_auth = router.spec.template.metadata.annotations["mlsteward.io/config-hash"]
+    generation_with_auth = config["generation"]
+    # The router may watch that one Secret (a rotation applies within seconds) and its own ConfigMap.
+    role = client.RbacAuthorizationV1Api(kube).read_namespaced_role("iris-router", namespace)
+    assert [(r.resources, r.resource_names) for r in role.rules] == [(["configmaps"], ["iris-router"]),
+                                                                    (["secrets"], ["iris-tokens"])]
 
     policy = wait_for(lambda: (net.list_namespaced_network_policy(
         namespace, label_selector="mlsteward.io/deployment=iris").items or [None])[0], timeout=60,
@@ -338,14 +346,14 @@ def _check_auth_children(kube: Any, namespace: str, core: Any, apps: Any, net: A
     assert rule._from[0].namespace_selector is None
     assert rule._from[1].pod_selector.match_labels["app.kubernetes.io/component"] == "operator"
 
-    # Auth removed: the router loses the volume and its config the auth, and rolls (a new config hash).
+    # Auth removed: the router loses the volume (its pods roll) and its config the auth (a new generation).
     custom(kube).patch_namespaced_custom_object(*GV, namespace, "modeldeployments", "iris", {"spec": {"auth": None}})
     volumes = wait_for(lambda: (v := router_volumes()) is not None and "auth" not in v and v, timeout=60,
                        what="the router without the auth volume")
     config = json.loads(core.read_namespaced_config_map("iris-router", namespace).data["router.json"])
     assert "auth" not in config and "rate_limit" not in config
+    assert config["generation"] != generation_with_auth
     router = apps.read_namespaced_deployment("iris-router", namespace)
-    assert router.spec.template.metadata.annotations["mlsteward.io/config-hash"] != hash_with_auth
     assert all(m.name != "auth" for m in router.spec.template.spec.containers[0].volume_mounts)
 
     # Nothing left to serve: the NetworkPolicy is pruned with the other children, and comes back with them.

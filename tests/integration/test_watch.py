@@ -2,7 +2,9 @@
 Deployment's status (its pods becoming unready) wakes its parent at once.
 
 The operator runs in-process against a real API server (tier A: a controller manager, no node). Here the test plays
-the kubelet: it marks the managed pods Running and Ready, or takes one out of Ready. The operator runs as a
+the kubelet: it marks the managed pods Running and Ready, or takes one out of Ready; and it plays the router
+replicas: the router pods are reported at 127.0.0.1, where an HTTP server answers `/v1/router/stats` with the
+generation of the router's ConfigMap, as a replica that watches it does. The operator runs as a
 ServiceAccount of its own that a FlowSchema of its own matches, so the API server counts its requests
 (`apiserver_flowcontrol_dispatched_requests_total`) apart from the controller manager's and the scheduler's, which
 keep posting Events about pods that no node runs.
@@ -69,6 +71,43 @@ def dispatched(kube: Any, flow_schema: str) -> float:
                and f'flow_schema="{flow_schema}"' in line)
 
 
+class RouterReplicas:
+    """Plays the router replicas: `GET /v1/router/stats` answers with the generation of the ConfigMap
+    `<md>-router` as it is now (a replica takes up its ConfigMap at once), on a loopback port."""
+
+    def __init__(self, kube: Any, ns: str, md: str) -> None:
+        import http.server
+        import json
+        import threading
+
+        from kubernetes import client
+
+        core = client.CoreV1Api(kube)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                cm = core.read_namespaced_config_map(f"{md}-router", ns)
+                generation = (cm.metadata.annotations or {}).get("mlsteward.io/router-generation")
+                body = json.dumps({"deployment": md, "replica": "router-0", "started": 1.0,
+                                   "generation": generation, "versions": {}}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def set_pods_ready(kube: Any, ns: str, ready: bool, *, component: str | None = None) -> int:
     """Plays the kubelet: marks the managed pods (of one component, if given) Ready or not; returns how many."""
     from kubernetes import client
@@ -79,9 +118,11 @@ def set_pods_ready(kube: Any, ns: str, ready: bool, *, component: str | None = N
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     flag = "True" if ready else "False"
     changed = 0
-    # Not a loopback address: the endpoints controller refuses one, retries and posts Events (counted as requests).
-    ip = "10.88.0.1"
     for pod in core.list_namespaced_pod(ns, label_selector=selector).items:
+        # Not a loopback address for predictors: the endpoints controller refuses one, retries and posts Events
+        # (the controller manager's requests, not the operator's). Router pods are where `RouterReplicas` answers.
+        is_router = (pod.metadata.labels or {}).get("app.kubernetes.io/component") == "router"
+        ip = "127.0.0.1" if is_router else "10.88.0.1"
         conds = {c.type: c.status for c in pod.status.conditions or []}
         if conds.get("Ready") == flag or pod.metadata.deletion_timestamp:
             continue
@@ -104,6 +145,8 @@ def test_an_idle_deployment_costs_no_request_and_a_child_status_change_wakes_it(
 
     ready_version(kube, namespace, "iris-1", "iris", "1.0.0")
     flow_schema = operator_identity(kube, namespace, tmp_path / "operator.kubeconfig")
+    replicas = RouterReplicas(kube, namespace, "iris")
+    monkeypatch.setenv("MLSTEWARD_OPERATOR_ROUTER_PORT", str(replicas.port))
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "operator.kubeconfig"))
     operator = OperatorThread(namespaces=[namespace]).start()
     try:
@@ -134,5 +177,6 @@ def test_an_idle_deployment_costs_no_request_and_a_child_status_change_wakes_it(
         wait_for(lambda: md_ready(kube, namespace) == "True", timeout=30, what="Ready again")
     finally:
         operator.stop()
+        replicas.close()
         drop_identity(kube, flow_schema)
     assert operator.error is None, f"operator failed: {operator.error!r}"
