@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,7 +35,7 @@ from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.kernel import names, pods
 from mlsteward_operator.kernel.status import parse_object, status_changed, status_patch
-from mlsteward_operator.modeldeployment import render, status
+from mlsteward_operator.modeldeployment import render, routers, status
 from mlsteward_operator.modeldeployment.decide import (
     Override,
     Request,
@@ -183,35 +182,18 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
     if any(c["kind"] == "Deployment" and c["metadata"]["name"] == names.router_name(name) for c in children) \
             and (not router_state.exists or router_state.ready_replicas < router_state.replicas):
         # Looked up only while router pods are missing: a pod without the Secret waits in ContainerCreating.
-        await _ensure_router_key(client, md)
+        await routers.ensure_key(client, md)
     for child in children:
         await client.apply(child)
     await _prune(client, ns, name, {names.child_key(c) for c in children})
 
     new = status.compute_deployment_status(
         md, plan, status.ChildrenState(predictors=predictors, router=pods.observe_deployment(router_obj),
-                                       router_config=_applied(children, router_view)),
+                                       router_config=routers.applied(children, router_view)),
         versions, url=render.deployment_url(md, cfg), now=now, experiment=experiment_on,
         override=_override_status(override),
     )
     return await _record(client, body, md, new)
-
-
-async def _ensure_router_key(client: kube.Client, md: ModelDeployment) -> None:
-    """Makes the Secret `<md>-router-key` once: 256 random bits the router replicas sign request ids with, so that
-    any replica can attribute feedback for an id another one issued. Never rewritten (that would void the ids
-    issued so far); deleted with the ModelDeployment (owner reference)."""
-    ns, name = md.metadata.namespace, md.metadata.name
-    if await client.get("v1", "Secret", ns, names.router_key_name(name)) is None:
-        await client.create(render.router_key(md, secrets.token_urlsafe(32)))
-
-
-def _applied(children: list[dict[str, Any]], seen: pods.RouterView) -> pods.RouterView:
-    """The router configuration applied this time, and the replicas known to serve it (none yet when it is new)."""
-    config_map = next((c for c in children if c["kind"] == "ConfigMap"
-                       and names.ANNOTATION_ROUTER_GENERATION in (c["metadata"].get("annotations") or {})), None)
-    generation, table = pods.router_config_map(config_map)
-    return pods.RouterView(generation, table, seen.replicas, seen.current if generation == seen.generation else 0)
 
 
 async def _steering(client: kube.Client, ns: str, name: str) -> _Steering:
@@ -230,7 +212,7 @@ async def _observe(client: kube.Client, md: ModelDeployment, cfg: OperatorConfig
     a canary step is in effect the per-version counters of every router replica."""
     ns, name, serving_name = md.metadata.namespace, md.metadata.name, md.status.serving_version
     router_state = pods.observe_deployment(router_obj)
-    view, answers = await _router_view(client, md, cfg, router_state)
+    view, answers = await routers.view(client, md, cfg, router_state)
     table = view.served_table
     router_on = status.full_version(table)
     if arms and serving_name in arms and dict(view.table) == dict(arms) and router_state.available_replicas >= 1:
@@ -255,32 +237,6 @@ async def _observe(client: kube.Client, md: ModelDeployment, cfg: OperatorConfig
         router_stats=stats,
     )
     return observed, view
-
-
-async def _router_view(client: kube.Client, md: ModelDeployment, cfg: OperatorConfig,
-                       router_state: pods.WorkloadState) -> tuple[pods.RouterView, list[Any] | None]:
-    """Which configuration the ready router replicas serve (and their answers, when they were asked).
-
-    Once every ready replica reported the ConfigMap's generation, later looks trust status.router while the
-    generation and the number of ready replicas stay the same: a replica that restarts becomes ready only after it
-    read its ConfigMap through the API, so it serves the same generation. The replicas are asked again when the
-    generation changed, when one was not on it, or when the number of ready replicas changed.
-    """
-    ns, name = md.metadata.namespace, md.metadata.name
-    if not router_state.exists:
-        return pods.RouterView(), None
-    generation, table = pods.router_config_map(await client.get("v1", "ConfigMap", ns, names.router_name(name)))
-    ready = router_state.ready_replicas
-    prev = md.status.router
-    if generation is None or ready == 0:
-        return pods.RouterView(generation, table, ready, 0), None
-    if prev is not None and prev.generation == generation and prev.replicas == ready and prev.current >= ready:
-        return pods.RouterView(generation, table, ready, ready), None
-    report = await client.router_stats(ns, names.selector_labels(name, "router"), cfg.router_port)
-    current = sum(1 for r in report.answers if r.generation == generation)
-    # A replica that did not answer is not known to be on it: the look is repeated (see schedule.next_look).
-    replicas = max(ready, len(report.answers) + len(report.failures))
-    return pods.RouterView(generation, table, replicas, current), list(report.answers)
 
 
 def _with_active_experiment(md: ModelDeployment, plan: Plan, steering: _Steering,
