@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
@@ -173,10 +173,47 @@ class ShadowConfig(_Model):
     version: str = Field(description="Version that receives mirrored traffic; its answers are never returned.")
     url: str = Field(description="Base URL of the shadow backend.")
     percent: int = Field(default=100, ge=0, le=100, description="Percent of requests mirrored.")
+    kind: Literal["classification", "regression"] | None = Field(
+        default=None,
+        description="Output kind of the shadow version (its signature's): how its answers are compared with the "
+        "served ones (equal classes; absolute difference for regression) and labelled pairs scored (correct or "
+        "not; absolute error for regression). Unset: classification.",
+    )
+
+
+class CacheConfig(_Model):
+    max_entries: int = Field(ge=1, description="Most cached predictions.")
+    max_bytes: int = Field(ge=1, description="Most bytes of cached keys and answers together.")
+    ttl_s: float = Field(gt=0, description="Seconds a cached prediction stays valid.")
+
+
+class JwtConfig(_Model):
+    jwks_file: str | None = Field(
+        default=None, min_length=1,
+        description="File holding the JSON Web Key Set (RFC 7517) the tokens are verified with; re-read when it "
+        "changes.",
+    )
+    secret_name: str | None = Field(
+        default=None, min_length=1, max_length=253,
+        description="Secret (in the router's namespace) whose key `secret_key` holds the JWKS; watched through the "
+        "Kubernetes API by a router started with `--config-map`, so a rotation applies within seconds.",
+    )
+    secret_key: str = Field(default="jwks", min_length=1, description="Key of `secret_name` holding the JWKS.")
+    issuer: str = Field(min_length=1, description="Required `iss` claim, compared exactly.")
+    audiences: list[str] = Field(min_length=1, description="Accepted `aud` values; the token must name one.")
+    algorithms: list[Literal["RS256", "ES256"]] = Field(
+        default_factory=lambda: ["RS256", "ES256"], min_length=1,
+        description="Accepted signature algorithms; never taken from the token.",
+    )
+    leeway_s: float = Field(default=30.0, ge=0, le=300, description="Clock skew allowed on exp, nbf and iat.")
+    client_claim: str = Field(
+        default="sub", min_length=1, description="Claim naming the client (the rate limit's key with by: token).",
+    )
 
 
 class AuthConfig(_Model):
-    tokens_file: str = Field(
+    tokens_file: str | None = Field(
+        default=None,
         description="File with the accepted bearer tokens or API keys, one per line (blank lines and lines starting "
         "with # are skipped); re-read when it changes, so a rotated Secret applies without a restart.",
         min_length=1,
@@ -192,6 +229,15 @@ class AuthConfig(_Model):
         "the Secret is first read, and without `--config-map`, `tokens_file` is used.",
     )
     secret_key: str = Field(default="tokens", min_length=1, description="Key of `secret_name` holding the tokens.")
+    jwt: JwtConfig | None = Field(
+        default=None, description="Also accept bearer JWTs signed by a key of this JWKS (tokens and JWTs together).",
+    )
+
+    @model_validator(mode="after")
+    def _some_credential(self) -> AuthConfig:
+        if self.tokens_file is None and self.jwt is None:
+            raise ValueError("auth needs tokens_file, jwt or both")
+        return self
 
 
 class RateLimitConfig(_Model):
@@ -234,6 +280,9 @@ class RouterConfig(_Model):
     epsilon: float = Field(default=0.1, ge=0, le=1, description="Exploration rate of EpsilonGreedy.")
     sticky: StickyConfig | None = Field(default=None, description="Sticky assignment key.")
     shadow: ShadowConfig | None = Field(default=None, description="Mirror a share of traffic to a candidate.")
+    cache: CacheConfig | None = Field(
+        default=None, description="Cache answers keyed by the chosen version and the canonical input rows.",
+    )
     experiment: str | None = Field(default=None, description="Experiment name whose arms these backends are.")
     metric_kind: Literal["binary", "continuous"] | None = Field(
         default=None,
@@ -340,6 +389,40 @@ class VersionStats(_Model):
     latency_m2_ms: float | None = Field(default=None, ge=0)
 
 
+class ShadowStats(_Model):
+    """How a shadow version did on mirrored traffic, at one router replica. Every field is a count or a sum, so
+    the operator merges replicas by adding (moments with Chan's formula)."""
+
+    version: str
+    kind: Literal["classification", "regression"] | None = None
+    mirrored: int = Field(default=0, ge=0, description="Mirrored requests the shadow answered (ok or error).")
+    errors: int = Field(default=0, ge=0, description="Mirrored requests that failed (non-2xx, timeout, refused).")
+    dropped: int = Field(default=0, ge=0, description="Mirrors not sent: the in-flight bounds were full.")
+    compared: int = Field(default=0, ge=0, description="Answered mirrors compared with the served answer.")
+    agreed: int = Field(default=0, ge=0, description="Of `compared`, those whose every row matched.")
+    rows_compared: int = Field(default=0, ge=0)
+    rows_agreed: int = Field(default=0, ge=0)
+    # Regression: per compared row, |served - shadow| (moments: n, mean, M2).
+    diff_n: int = Field(default=0, ge=0)
+    diff_mean: float = 0.0
+    diff_m2: float = Field(default=0.0, ge=0)
+    latency_ms: Quantiles = Field(default_factory=Quantiles)
+    latency_buckets: dict[str, int] = Field(
+        default_factory=dict, description="Cumulative histogram of the shadow's latency by upper bound (ms).",
+    )
+    # Labelled pairs: feedback with a label for a mirrored request, scored against both answers at the replica
+    # that mirrored it. Classification: the four cells of the paired table (per request: every row right or not).
+    pairs: int = Field(default=0, ge=0, description="Mirrored requests whose label scored both answers.")
+    both_correct: int = Field(default=0, ge=0)
+    served_only: int = Field(default=0, ge=0, description="Pairs where only the served answer was right.")
+    shadow_only: int = Field(default=0, ge=0, description="Pairs where only the shadow's answer was right.")
+    neither: int = Field(default=0, ge=0)
+    # Regression: per labelled row, |shadow error| - |served error| (positive: the shadow is worse).
+    error_diff_n: int = Field(default=0, ge=0)
+    error_diff_mean: float = 0.0
+    error_diff_m2: float = Field(default=0.0, ge=0)
+
+
 class RouterStats(_Model):
     """`GET /v1/router/stats`."""
 
@@ -351,7 +434,10 @@ class RouterStats(_Model):
         default=None, description="Unix time the served config was loaded (from its file or its ConfigMap)."
     )
     versions: dict[str, VersionStats]
-    shadow: dict[str, Any] | None = None
+    shadow: dict[str, ShadowStats] | None = Field(
+        default=None, description="Per shadow version, how it did on the requests mirrored to it (summed by the "
+        "operator across replicas).",
+    )
 
 
 class RuntimeStats(_Model):

@@ -123,7 +123,6 @@ class ShadowCounters:
             "dropped": self.dropped,
             "compared": self.compared,
             "agreed": self.agreed,
-            "agreement": (self.agreed / self.compared) if self.compared else None,
             "rows_compared": self.rows_compared,
             "rows_agreed": self.rows_agreed,
             "latency_ms": quantiles(self.latency.window).model_dump(),

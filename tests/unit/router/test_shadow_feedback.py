@@ -19,7 +19,7 @@ def test_shadow_never_changes_responses_and_is_scored(backends, router_factory):
         assert r.status_code == 200 and r.json() == {"predictions": ["setosa"]}
         assert r.headers["x-model-version"] == "v1"
     s = wait_for(lambda: (x := rr.stats()["shadow"]["v2"])["compared"] == 20 and x, what="shadow scored")
-    assert (s["mirrored"], s["errors"], s["agreed"], s["agreement"]) == (20, 0, 0, 0.0)
+    assert (s["mirrored"], s["errors"], s["compared"], s["agreed"]) == (20, 0, 20, 0)
     assert s["latency_buckets"]["+Inf"] == 20
     # The mirror carries the served request's id and says it is a mirror.
     assert shadow.received[0]["headers"]["x-mlsteward-shadow"] == "true"
@@ -35,7 +35,7 @@ def test_shadow_agreement_counts_matching_predictions(backends, router_factory):
     for _ in range(10):
         rr.client.post("/v2/models/iris/infer", json={"inputs": [1, 2]})
     s = wait_for(lambda: (x := rr.stats()["shadow"]["v2"])["compared"] == 10 and x, what="shadow scored")
-    assert s["agreement"] == 1.0 and s["rows_compared"] == s["rows_agreed"] == 20
+    assert s["agreed"] == s["compared"] == 10 and s["rows_compared"] == s["rows_agreed"] == 20
 
 
 def test_slow_or_failing_shadow_does_not_delay_or_fail_clients(backends, router_factory):
