@@ -101,7 +101,8 @@ def test_rss_stays_flat_under_a_stream_of_the_largest_requests(backends, tmp_pat
 
 
 def test_mirrors_in_flight_are_bounded_by_bytes(backends, router_factory):
-    served, slow = backends("v1"), backends("v2", delay_s=2.0)
+    # The shadow holds each mirror 8 s: far longer than the five requests take even on a loaded machine.
+    served, slow = backends("v1"), backends("v2", delay_s=8.0)
     rr = router_factory(config(("v1", served.url, 100), shadow={"version": "v2", "url": slow.url, "percent": 100}),
                         shadow_max_inflight_bytes=100_000)
     body = {"instances": [["x" * 40_000]]}  # ~40 kB a request, plus the small served answer
@@ -109,5 +110,5 @@ def test_mirrors_in_flight_are_bounded_by_bytes(backends, router_factory):
         assert rr.predict(body).status_code == 200
     # Two mirrors fit in 100 kB; the other three are dropped rather than held in memory behind the slow shadow.
     assert rr.stats()["shadow"]["v2"]["dropped"] == 3
-    s = wait_for(lambda: (x := rr.stats()["shadow"]["v2"])["mirrored"] == 2 and x, what="mirrors done")
+    s = wait_for(lambda: (x := rr.stats()["shadow"]["v2"])["mirrored"] == 2 and x, timeout=20, what="mirrors done")
     assert rr.router._mirror_bytes == 0 and s["dropped"] == 3
