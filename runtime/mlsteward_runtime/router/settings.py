@@ -51,7 +51,8 @@ class RouterSettings(BaseSettings):
     )
     shadow_answers_max_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1024,
-        description="Byte budget of the kept shadow answers (ids, predictions and bookkeeping). An answer whose "
+        description="Byte budget of the kept shadow answers (ids, predictions and bookkeeping, about 440 "
+        "bytes for an entry with a short answer, so some 75,000 of those fit the default). An answer whose "
         "predictions take more than feedback_max_body_bytes as JSON is not kept. 32 MiB, beside served_max_bytes "
         "and the in-flight mirrors, still leaves the router pod's default 256Mi memory limit room for the process.",
     )

@@ -46,10 +46,10 @@ class ShadowMixin(BackendMixin):
             s.shadow_answers_capacity, s.shadow_answers_max_bytes, s.feedback_window_s, s.feedback_max_body_bytes,
             self.metrics.shadow_answers_evictions.inc,
         )
-
-    def _answers_changed(self) -> None:
-        self.metrics.shadow_answers.set(len(self.shadow_answers))
-        self.metrics.shadow_answers_bytes.set(self.shadow_answers.bytes)
+        # Read when scraped, so the mirror path pays nothing for them.
+        answers = self.shadow_answers
+        self.metrics.shadow_answers.set_function(lambda: len(answers))
+        self.metrics.shadow_answers_bytes.set_function(lambda: answers.bytes)
 
     def _mirror(self, state: State, scope: dict[str, Any], headers: list[tuple[str, str]], body: bytes,
                 served_body: bytes | None) -> None:
@@ -69,11 +69,9 @@ class ShadowMixin(BackendMixin):
             self.metrics.shadow.labels(shadow.version, "dropped").inc()
             if nonce is not None:
                 self.shadow_answers.mirrored(nonce, shadow.version, shadow.kind, time.monotonic(), pairs.DROPPED)
-                self._answers_changed()
             return
         if nonce is not None:
             self.shadow_answers.mirrored(nonce, shadow.version, shadow.kind, time.monotonic())
-            self._answers_changed()
         task = asyncio.create_task(self._shadow_call(
             shadow, nonce, state.timeout, forward_path(scope["path"], scope.get("query_string")), headers, body,
             served_body,
@@ -121,8 +119,8 @@ class ShadowMixin(BackendMixin):
                     counters.add_diff(abs(x - y))
 
     def _answered(self, nonce: str | None, state: str, predictions: list[Any] | None) -> None:
-        if nonce is not None and self.shadow_answers.answered(nonce, state, predictions, time.monotonic()):
-            self._answers_changed()
+        if nonce is not None:
+            self.shadow_answers.answered(nonce, state, predictions, time.monotonic())
 
     def _pair(self, nonce: str, label: Any, has_label: bool, served: list[Any] | None) -> None:
         """Scores the label against the served and the shadow's answer to the request `nonce`, when this replica
@@ -134,7 +132,6 @@ class ShadowMixin(BackendMixin):
             if shadow is not None:
                 self.metrics.shadow_unpaired.labels(shadow.version, "unknown").inc()
             return
-        self._answers_changed()
         reason = "reward" if not has_label else None if entry.state == pairs.ANSWERED else entry.state
         if reason is not None:
             self.metrics.shadow_unpaired.labels(entry.version, reason).inc()

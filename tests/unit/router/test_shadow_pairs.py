@@ -50,12 +50,15 @@ def test_labels_fill_the_paired_cells(backends, router_factory):
          (False, False): "neither"}[(label == "setosa", label == answer)] for label, answer in zip(labels, answers)
     )
     assert set(expected) == set(CELLS)  # the sequence visits every cell
+    assert metric(rr, "mlsteward_router_shadow_answers") == len(ids)
+    assert metric(rr, "mlsteward_router_shadow_answers_bytes") == rr.router.shadow_answers.bytes > 0
     for rid, label in zip(ids, labels):
         r = rr.client.post("/v1/feedback", json={"request_id": rid, "label": label})
         assert r.status_code == 200, r.text
     s = rr.stats()["shadow"]["v2"]
     assert {c: s[c] for c in CELLS} == {c: expected[c] for c in CELLS}
     assert s["pairs"] == len(labels) and s["kind"] == "classification"
+    assert metric(rr, "mlsteward_router_shadow_answers") == 0  # each answer is taken by its label
     for c in CELLS:
         assert metric(rr, "mlsteward_router_shadow_pairs_total", version="v2", result=c) == expected[c]
     # The served arm's outcomes are what they were without pairs.
