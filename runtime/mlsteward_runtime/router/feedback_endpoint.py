@@ -14,6 +14,8 @@ and, when small, what it predicted. The rules, each a 4xx naming `request_id` (o
   (`ServedMap`); with neither, 422 (send a reward);
 - a reward must be a finite number within [reward_min, reward_max] (settings, default [-1e9, 1e9]), so one value
   can neither overflow the statistics nor swamp an experiment's mean;
+- a label for a request this replica mirrored to a shadow also scores the shadow's answer: a labelled pair (see
+  `shadow`; made only here, at the replica that mirrored it, and at most once per request);
 - a version no longer in this replica's config is still counted under its name: the operator merges every
   replica's statistics by version, and the id proves the version served the prediction. It is not forwarded (no
   backend of that version is known here).
@@ -51,6 +53,7 @@ class FeedbackMixin(ProxyMixin):
         self.metrics.id_keys.set(len(self.ids.keys))
         self.counted = CountedIds(s.feedback_counted_capacity, s.feedback_counted_max_bytes,
                                   self.metrics.counted_evictions.inc)
+        self._shadow_memory()
 
     def _keys_reloaded(self, result: str) -> None:
         self.metrics.id_key_reloads.labels(result).inc()
@@ -113,6 +116,7 @@ class FeedbackMixin(ProxyMixin):
                                         f"feedback for request_id {rid!r} was already recorded",
                                         "one feedback per request")
         served = self.served.get(issued.nonce)
+        predictions: list[Any] | None = None
         if reward is not None:
             outcome = reward
         else:
@@ -128,6 +132,7 @@ class FeedbackMixin(ProxyMixin):
         self.metrics.counted_ids.set(len(self.counted))
         version = issued.version
         self.stats.arm(version).record_outcome(outcome)
+        self._pair(issued.nonce, doc.get("label"), reward is None, predictions)
         self.outcome_at = time.monotonic()
         self.metrics.feedback.labels(version).inc()
         state = self.state

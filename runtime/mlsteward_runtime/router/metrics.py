@@ -36,6 +36,29 @@ class RouterMetrics:
             "mlsteward_router_shadow_agreement", "Mirrored requests whose prediction matched the served one.",
             ["version", "agreed"], registry=r,
         )
+        self.shadow_pairs = Counter(
+            "mlsteward_router_shadow_pairs", "Labelled feedback for a mirrored request that scored both answers, by "
+            "result: both_correct, served_only, shadow_only, neither (classification) or regression (its rows' "
+            "error differences are in /v1/router/stats).", ["version", "result"], registry=r,
+        )
+        self.shadow_unpaired = Counter(
+            "mlsteward_router_shadow_unpaired_feedback", "Feedback that made no labelled pair, by reason: reward (no "
+            "label), pending (the mirror had not answered), dropped, error, unreadable (no predictions in the "
+            "shadow's answer), too_large (answer not kept), not_comparable (regression rows that are not numbers), "
+            "unknown (no mirror of it remembered here: not mirrored by this replica, or forgotten).",
+            ["version", "reason"], registry=r,
+        )
+        self.shadow_answers = Gauge(
+            "mlsteward_router_shadow_answers", "Mirrored requests remembered for labelled pairs.", registry=r,
+        )
+        self.shadow_answers_bytes = Gauge(
+            "mlsteward_router_shadow_answers_bytes", "Estimated bytes held by the shadow answers kept for labelled "
+            "pairs.", registry=r,
+        )
+        self.shadow_answers_evictions = Counter(
+            "mlsteward_router_shadow_answers_evictions", "Shadow answers forgotten (oldest first) to stay within "
+            "shadow_answers_capacity and shadow_answers_max_bytes; feedback for them makes no pair.", registry=r,
+        )
         self.feedback = Counter(
             "mlsteward_router_feedback", "Outcomes joined through feedback, by version.", ["version"], registry=r,
         )

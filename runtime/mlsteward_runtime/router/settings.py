@@ -43,6 +43,19 @@ class RouterSettings(BaseSettings):
         default=32 * 1024 * 1024, ge=1024,
         description="Most bytes of mirrored request bodies in flight; past it a mirror is dropped and counted.",
     )
+    shadow_answers_capacity: int = Field(
+        default=100_000, ge=1,
+        description="Most mirrored requests whose shadow answer is kept for a label to score beside the served "
+        "one (labelled pairs); past it, or past shadow_answers_max_bytes, the oldest are forgotten first and "
+        "feedback for them makes no pair. Entries older than feedback_window_s are dropped.",
+    )
+    shadow_answers_max_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1024,
+        description="Byte budget of the kept shadow answers (ids, predictions and bookkeeping, about 440 "
+        "bytes for an entry with a short answer, so some 75,000 of those fit the default). An answer whose "
+        "predictions take more than feedback_max_body_bytes as JSON is not kept. 32 MiB, beside served_max_bytes "
+        "and the in-flight mirrors, still leaves the router pod's default 256Mi memory limit room for the process.",
+    )
     latency_window: int = Field(default=4096, ge=16, description="Recent latencies kept per version for quantiles.")
     pool_limit: int = Field(default=1024, ge=1, description="Most open connections to each backend.")
     rate_limit_max_keys: int = Field(

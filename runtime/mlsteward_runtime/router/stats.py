@@ -13,11 +13,10 @@ from __future__ import annotations
 import bisect
 import math
 from collections import deque
-from typing import Any
 
 import numpy as np
 
-from mlsteward_runtime.contracts import Quantiles, RouterStats, VersionStats
+from mlsteward_runtime.contracts import Quantiles, RouterStats, ShadowStats, VersionStats
 from mlsteward_runtime.stats.moments import Moments, Welford
 
 # Upper bounds (ms) of the latency histogram. Fixed so that every replica's buckets line up and can be summed.
@@ -101,11 +100,26 @@ class ArmCounters:
         )
 
 
+PAIR_CELLS = ("both_correct", "served_only", "shadow_only", "neither")
+
+
 class ShadowCounters:
-    """How the shadow version would have done on mirrored traffic."""
+    """How the shadow version would have done on mirrored traffic, exported as `ShadowStats`.
+
+    `kind` is the comparison the config asks for (ShadowConfig.kind), set with every mirror and exported as
+    "classification" when unset. Regression adds, per compared row where both answers are numbers, |served - shadow| to `diff`; and per
+    labelled row |shadow error| - |served error| to `error_diff` (see `pairs`). Classification pairs fill the four
+    cells of the paired table. A difference that is not finite (two answers near the float limits) is left out, so
+    no answer can turn the moments into inf or NaN.
+    """
+
+    __slots__ = ("version", "kind", "mirrored", "errors", "dropped", "compared", "agreed", "rows_compared",
+                 "rows_agreed", "latency", "diff", "pairs", "both_correct", "served_only", "shadow_only", "neither",
+                 "error_diff")
 
     def __init__(self, version: str, window: int) -> None:
         self.version = version
+        self.kind: str | None = None
         self.mirrored = 0
         self.errors = 0
         self.dropped = 0
@@ -114,20 +128,69 @@ class ShadowCounters:
         self.rows_compared = 0
         self.rows_agreed = 0
         self.latency = LatencyRecorder(window)
+        self.diff = Welford()
+        self.pairs = 0
+        self.both_correct = 0
+        self.served_only = 0
+        self.shadow_only = 0
+        self.neither = 0
+        self.error_diff = Welford()
 
-    def export(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "mirrored": self.mirrored,
-            "errors": self.errors,
-            "dropped": self.dropped,
-            "compared": self.compared,
-            "agreed": self.agreed,
-            "rows_compared": self.rows_compared,
-            "rows_agreed": self.rows_agreed,
-            "latency_ms": quantiles(self.latency.window).model_dump(),
-            "latency_buckets": self.latency.buckets(),
-        }
+    def add_diff(self, value: float) -> bool:
+        return _add_finite(self.diff, value)
+
+    def add_pair(self, cell: str) -> None:
+        """One classification pair, `cell` one of both_correct, served_only, shadow_only, neither."""
+        if cell not in PAIR_CELLS:
+            raise ValueError(f"not a cell of the paired table: {cell!r}")
+        setattr(self, cell, getattr(self, cell) + 1)
+        self.pairs += 1
+
+    def add_error_pair(self, diffs: list[float]) -> int:
+        """One regression pair: its rows' |shadow error| - |served error|. Returns the rows taken (the finite ones);
+        with none, nothing is counted."""
+        taken = sum(_add_finite(self.error_diff, d) for d in diffs)
+        self.pairs += taken > 0
+        return taken
+
+    def export(self) -> ShadowStats:
+        d, e = self.diff, self.error_diff
+        return ShadowStats(
+            version=self.version,
+            kind="regression" if self.kind == "regression" else "classification",
+            mirrored=self.mirrored,
+            errors=self.errors,
+            dropped=self.dropped,
+            compared=self.compared,
+            agreed=self.agreed,
+            rows_compared=self.rows_compared,
+            rows_agreed=self.rows_agreed,
+            diff_n=d.n,
+            diff_mean=d.mean,
+            diff_m2=max(0.0, d.m2),
+            latency_ms=quantiles(self.latency.window),
+            latency_buckets=self.latency.buckets(),
+            pairs=self.pairs,
+            both_correct=self.both_correct,
+            served_only=self.served_only,
+            shadow_only=self.shadow_only,
+            neither=self.neither,
+            error_diff_n=e.n,
+            error_diff_mean=e.mean,
+            error_diff_m2=max(0.0, e.m2),
+        )
+
+
+def _add_finite(w: Welford, x: float) -> bool:
+    """Adds x unless x, or the mean or M2 it would leave, is not finite (values near the float limits)."""
+    if not math.isfinite(x):
+        return False
+    saved = (w.n, w.mean, w.m2, w.total, w.total_sq)
+    w.add(x)
+    if math.isfinite(w.mean) and math.isfinite(w.m2):
+        return True
+    w.n, w.mean, w.m2, w.total, w.total_sq = saved
+    return False
 
 
 class StatsStore:
