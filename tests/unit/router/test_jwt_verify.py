@@ -178,3 +178,23 @@ def test_a_jwks_loaded_from_the_secret_replaces_the_file(tmp_path):
     assert not v.refresh()  # the file only lags the Secret now
     v.load(None, "secret/iris-jwks:jwks")
     assert refusal(v, EC.token()).message == "no JWKS is loaded to verify the token"
+
+
+def test_a_remembered_token_still_expires_and_goes_with_its_key(tmp_path):
+    v = verifier(tmp_path, RSA, leeway_s=0)
+    token = RSA.token(exp=int(time.time()) + 2).encode()
+    assert v.verify(token) == "jwt:alice" and v.verify(token) == "jwt:alice"  # the second from memory
+    deadline = time.monotonic() + 6
+    while True:  # past exp the remembered token is checked again, and refused
+        try:
+            v.verify(token)
+        except JwtRefused as exc:
+            assert exc.message == "the token has expired"
+            break
+        assert time.monotonic() < deadline, "a remembered token outlived its exp"
+        time.sleep(0.05)
+    fresh = RSA.token().encode()
+    assert v.verify(fresh) == "jwt:alice"
+    write_jwks(v.path, jwks(EC))
+    assert v.refresh()
+    assert refusal(v, fresh).message == "no key of the JWKS has the token's kid"  # not from memory
