@@ -133,7 +133,10 @@ def test_jwks_file_rotation_applies_without_a_restart(backends, router_factory, 
 def test_the_jwks_secret_is_watched_and_a_rotation_applies_within_seconds(backends, tmp_path):
     a = backends("v1")
     api = FakeKubeApi().start()
-    jwt_cfg = {"secret_name": "iris-auth", "secret_key": "jwks", "issuer": ISSUER, "audiences": [AUDIENCE]}
+    # The mounted file (what a router starts with) holds the RSA key; the Secret takes over once read.
+    write_jwks(tmp_path / "jwks.json", jwks(RSA))
+    jwt_cfg = {"jwks_file": str(tmp_path / "jwks.json"), "secret_name": "iris-auth", "secret_key": "jwks",
+               "issuer": ISSUER, "audiences": [AUDIENCE]}
     # One Secret holds both the tokens and the JWKS: it is watched once and feeds both.
     auth_cfg = {"secret_name": "iris-auth", "secret_key": "tokens", "jwt": jwt_cfg}
     cfg = config(("v1", a.url, 100), generation="g1", auth=auth_cfg)
@@ -169,6 +172,13 @@ def test_the_jwks_secret_is_watched_and_a_rotation_applies_within_seconds(backen
         wait_for(lambda: status(RSA.token()) == 401, what="the rotated-out key refused")
         assert time.monotonic() - started < 3.0
         assert status(EC.token()) == 200 and status(STATIC) == 200
+
+        # A new config (another audience) builds a new verifier: it starts from the Secret's JWKS, not the file.
+        jwt_cfg2 = {**jwt_cfg, "audiences": [AUDIENCE, "batch-api"]}
+        api.put("configmaps", "iris-router", {"router.json": json.dumps(
+            config(("v1", a.url, 100), generation="g2", auth={**auth_cfg, "jwt": jwt_cfg2}))})
+        wait_for(lambda: status(EC.token(aud="batch-api")) == 200, what="the new audience accepted")
+        assert status(RSA.token()) == 401 and status(STATIC) == 200
 
         api.put("secrets", "iris-auth", secret(STATIC, '{"keys": "broken"}'))
         wait_for(lambda: metric_of(http, 'mlsteward_router_jwks_loads_total{result="invalid"}') >= 1,
