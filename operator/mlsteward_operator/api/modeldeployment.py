@@ -17,6 +17,8 @@ from pydantic import AfterValidator, Field, model_validator
 from mlsteward_operator.api.common import (
     AGE,
     DNS_LABEL,
+    DURATION,
+    MAX_NAME,
     MAX_DECISIONS,
     MAX_HEALTH_SAMPLES,
     MAX_MESSAGE,
@@ -28,12 +30,16 @@ from mlsteward_operator.api.common import (
     ObjectName,
     Percent,
     PrinterColumn,
+    SECRET_KEY_RE,
     SecretKeyRef,
     ShortText,
     StatusBase,
     cel,
+    cel_string,
     checked,
     defaulted,
+    matching,
+    parse_duration,
     ranged,
     ready_column,
     rules,
@@ -219,21 +225,93 @@ class RateLimit(ApiModel):
     )
     by: RateLimitKey | None = Field(
         default=None,
-        description="What a client is: its token (needs secretRef) or its source address. Default: token with "
-        "secretRef, else source.",
+        description="What a client is: its token (needs secretRef or jwt; a static token is one client, a JWT's "
+        "client is its jwt.clientClaim, so a refreshed JWT keeps its bucket) or its source address. Default: token "
+        "with secretRef or jwt, else source.",
+    )
+
+
+class JwtAlgorithm(StrEnum):
+    rs256 = "RS256"
+    es256 = "ES256"
+
+
+MAX_LEEWAY_S = 300.0
+_LEEWAY_MESSAGE = "auth.jwt.leeway must be a duration such as 30s or 1m, from 0s to 5m"
+JwtLeeway = Annotated[str, *checked(
+    f"self.matches({cel_string(DURATION)}) && !self.matches('[0-9]{{7,}}') && duration(self) <= duration('5m')",
+    _LEEWAY_MESSAGE,
+    lambda v: re.fullmatch(DURATION, v) is not None and re.search("[0-9]{7,}", v) is None
+    and parse_duration(v) <= MAX_LEEWAY_S,
+    max_length=32,
+)]
+
+
+class JwksSecretRef(ApiModel):
+    """The key of a Secret (in the deployment's namespace) holding a JSON Web Key Set."""
+
+    name: ObjectName = Field(description="Secret name, in the same namespace.")
+    # SecretKeyRef's key, with a default.
+    key: Annotated[str, *checked(
+        f"self.matches({cel_string(SECRET_KEY_RE)}) && self != '.' && self != '..'",
+        "auth.jwt.jwksSecretRef.key is letters, digits, '-', '_' and '.', not '.' or '..'",
+        lambda v: re.fullmatch(SECRET_KEY_RE, v) is not None and v not in (".", ".."),
+        min_length=1, max_length=MAX_NAME,
+    )] = Field(default="jwks", description="Key within the Secret holding the JWKS (RFC 7517 JSON).")
+
+
+class Jwt(ApiModel):
+    """Bearer JWTs accepted beside (or instead of) the static tokens, verified by the router against a JWKS.
+
+    A request whose `Authorization: Bearer` value is not a listed token and is shaped like a JWT (three
+    dot-separated parts) is accepted only if its header's alg is one of `algorithms` (never taken from the token:
+    `none` and HS256 are refused), its signature verifies under the JWKS key with its `kid` (without a kid, any key
+    of the alg's type), `exp`, `iss` and `aud` are present, `exp`/`nbf`/`iat` hold within `leeway`, `iss` equals
+    `issuer` exactly and `aud` names one of `audiences`. Otherwise the answer is 401 with
+    `WWW-Authenticate: Bearer error="invalid_token"` and a JSON body naming the rule.
+    """
+
+    jwks_secret_ref: JwksSecretRef = Field(
+        description="Secret key holding the JWKS. Mounted into the router pods and watched through the API, so a "
+        "rotated key set applies within seconds without a restart; a JWKS that does not parse (or has no RSA "
+        "2048+ or EC P-256 signing key) keeps the keys in use; a deleted Secret accepts no JWT. Symmetric (oct) "
+        "keys are never used.",
+    )
+    issuer: Annotated[str, Field(min_length=1, max_length=MAX_SHORT * 2)] = Field(
+        description="The `iss` every token must carry, compared exactly (not as a prefix or substring).")
+    audiences: Annotated[list[Annotated[str, Field(min_length=1, max_length=MAX_SHORT)]], Field(
+        min_length=1, max_length=16, json_schema_extra={"x-kubernetes-list-type": "set"})] = Field(
+        description="Accepted `aud` values: a token's aud (a string or a list) must name at least one.")
+    algorithms: Annotated[list[JwtAlgorithm], Field(
+        min_length=1, max_length=2, json_schema_extra={"x-kubernetes-list-type": "set"})] = Field(
+        default=[JwtAlgorithm.rs256, JwtAlgorithm.es256],
+        description="Accepted signature algorithms (RS256: RSA keys of 2048 bits or more; ES256: EC P-256 keys). "
+        "Never taken from the token: a token whose header names another alg (none, HS256) gets 401.",
+    )
+    leeway: JwtLeeway = Field(
+        default="30s", description="Clock skew allowed on exp, nbf and iat, from 0s to 5m.")
+    client_claim: Annotated[str, *matching(
+        r"^[!-~]{1,128}$", "auth.jwt.clientClaim must be a claim name: 1 to 128 printable characters, no spaces",
+        min_length=1, max_length=128,
+    )] = Field(
+        default="sub",
+        description="Claim naming the client (a non-empty string or integer, else 401): the rate limit's key "
+        "(`jwt:<value>`) with rateLimit.by token, and whose feedback a prediction accepts.",
     )
 
 
 class Auth(ApiModel):
-    """Access control of the deployment's endpoint: tokens read from a Secret, and an optional rate limit."""
+    """Access control of the deployment's endpoint: static tokens from a Secret, JWTs verified against a JWKS,
+    and an optional rate limit."""
 
     model_config = ApiModel.model_config | {
         "json_schema_extra": rules(
-            cel("has(self.secretRef) || has(self.rateLimit)", "auth needs secretRef, rateLimit or both"),
+            cel("has(self.secretRef) || has(self.jwt) || has(self.rateLimit)",
+                "auth needs secretRef, jwt or rateLimit"),
             cel(
                 "!has(self.rateLimit) || !has(self.rateLimit.by) || self.rateLimit.by != 'token' "
-                "|| has(self.secretRef)",
-                "auth.rateLimit.by token needs auth.secretRef; without tokens, limit by source",
+                "|| has(self.secretRef) || has(self.jwt)",
+                "auth.rateLimit.by token needs auth.secretRef or auth.jwt; without either, limit by source",
             ),
         )
     }
@@ -246,14 +324,25 @@ class Auth(ApiModel):
     header: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9-]+$")] = Field(
         default="x-api-key", description="Header that may carry a token instead of Authorization: Bearer.",
     )
+    jwt: Jwt | None = Field(
+        default=None,
+        description="Also accept bearer JWTs verified against a JWKS; with secretRef, a listed token or a valid JWT "
+        "passes. An `Authorization: Bearer` value that is not a listed token and has three dot-separated parts is "
+        "accepted only if its alg is one of `algorithms`, its signature verifies under the JWKS key with its kid "
+        "(without a kid, any key for its alg), it carries exp, iss and aud, exp/nbf/iat hold within `leeway`, iss "
+        "equals `issuer` and aud names one of `audiences`; otherwise 401 with WWW-Authenticate: Bearer "
+        "error=\"invalid_token\" and a JSON body naming the rule.",
+    )
     rate_limit: RateLimit | None = Field(default=None, description="Requests allowed per client.")
 
     @model_validator(mode="after")
     def _check(self) -> Auth:
-        if self.secret_ref is None and self.rate_limit is None:
-            raise ValueError("auth needs secretRef, rateLimit or both")
-        if self.rate_limit is not None and self.rate_limit.by == RateLimitKey.token and self.secret_ref is None:
-            raise ValueError("auth.rateLimit.by token needs auth.secretRef; without tokens, limit by source")
+        if self.secret_ref is None and self.jwt is None and self.rate_limit is None:
+            raise ValueError("auth needs secretRef, jwt or rateLimit")
+        if self.rate_limit is not None and self.rate_limit.by == RateLimitKey.token and self.secret_ref is None \
+                and self.jwt is None:
+            raise ValueError("auth.rateLimit.by token needs auth.secretRef or auth.jwt; without either, limit by "
+                             "source")
         return self
 
 
@@ -412,7 +501,8 @@ class ModelDeploymentSpec(ApiModel):
         description="Automatic rollback policy.",
     )
     auth: Auth | None = Field(
-        default=None, description="Require tokens read from a Secret and/or limit each client's request rate."
+        default=None, description="Require tokens read from a Secret or JWTs verified against a JWKS, and/or limit "
+        "each client's request rate."
     )
     cache: Cache | None = Field(default=None, description="Cache predictions in the router.")
     router: RouterSpec = Field(

@@ -10,7 +10,9 @@ For a ModelDeployment `<md>` (see `render_deployment`):
 - the router: ConfigMap, ServiceAccount, Role, RoleBinding, Deployment and PodDisruptionBudget `<md>-router`
   (`mlsteward route`, which watches its ConfigMap through the API) and the Service `<md>` in front of it, the
   stable entry point of the deployment; with `spec.auth.secretRef` the Secret's key is mounted read-only into the
-  router pods as the tokens file, and the Secret `<md>-router-key` (the request-id signing key) always is;
+  router pods as the tokens file, with `spec.auth.jwt` the JWKS Secret's key as the JWKS file (the Role lets the
+  router get, list and watch exactly these Secrets), and the Secret `<md>-router-key` (the request-id signing key)
+  always is;
 - the NetworkPolicy `<md>-predictors` (unless the settings turn it off): only this deployment's router pods and the
   operator reach the predictor pods.
 
@@ -49,7 +51,7 @@ from mlsteward_operator.kernel.names import (
     short_hash,
 )
 from mlsteward_operator.kernel.pods import CONFIG_DIR, _pod_spec, _resources
-from mlsteward_operator.modeldeployment.routing import auth_volume, router_config, service_url
+from mlsteward_operator.modeldeployment.routing import auth_secrets, auth_volume, router_config, service_url
 
 # A serving pod told to stop drains itself (mlsteward_runtime.drain): it keeps accepting for drain_s while the
 # endpoints and kube-proxy's rules drop it (kubernetes/kubernetes#43576), answers with `Connection: close` so pooled
@@ -240,14 +242,14 @@ def render_router(
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
         "metadata": _meta(name, ns, labels, owner),
-        # Read and watch its own ConfigMap (and its tokens Secret) only: a list or watch narrowed by resourceNames
-        # needs the request's fieldSelector metadata.name=<name>, which is exactly what the router sends.
+        # Read and watch its own ConfigMap (and its tokens and JWKS Secrets) only: a list or watch narrowed by
+        # resourceNames needs the request's fieldSelector metadata.name=<name>, which is exactly what the router sends.
         "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [name],
                    "verbs": ["get", "list", "watch"]}],
     }
-    if md.spec.auth is not None and md.spec.auth.secret_ref is not None:
-        role["rules"].append({"apiGroups": [""], "resources": ["secrets"],
-                              "resourceNames": [md.spec.auth.secret_ref.name], "verbs": ["get", "list", "watch"]})
+    if secrets := auth_secrets(md):
+        role["rules"].append({"apiGroups": [""], "resources": ["secrets"], "resourceNames": secrets,
+                              "verbs": ["get", "list", "watch"]})
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",

@@ -1,6 +1,7 @@
 """The router's configuration (pure): what `mlsteward route` reads from its ConfigMap (backends and their weights,
 the stable version it falls back to, the shadow, an Experiment's arms and priors, auth and rate limit), and the
-volume that mounts the auth Secret's key as its tokens file. render.py puts them into the router's children."""
+volumes that mount the auth Secret's key as its tokens file and the JWKS Secret's key as its JWKS file. render.py
+puts them into the router's children."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mlsteward_runtime.contracts import (
     ArmOutcomes,
     AuthConfig,
     Backend,
+    JwtConfig,
     RateLimitConfig,
     RouterConfig,
     RouterStrategy,
@@ -19,6 +21,7 @@ from mlsteward_runtime.contracts import (
     StickyConfig,
 )
 
+from mlsteward_operator.api.common import parse_duration
 from mlsteward_operator.api.experiment import Experiment
 from mlsteward_operator.api.modeldeployment import ModelDeployment, TrafficEntry
 from mlsteward_operator.config import OperatorConfig
@@ -28,6 +31,9 @@ from mlsteward_operator.kernel.names import predictor_name
 # through the API, so a rotation applies within seconds rather than at the kubelet's next sync.
 AUTH_DIR = "/etc/mlsteward-auth"
 TOKENS_FILE = "tokens"
+# The same for the JWKS Secret's key (spec.auth.jwt.jwksSecretRef).
+JWKS_DIR = "/etc/mlsteward-jwks"
+JWKS_FILE = "jwks.json"
 
 
 def router_config(
@@ -93,10 +99,22 @@ def _access(md: ModelDeployment) -> tuple[AuthConfig | None, RateLimitConfig | N
     if spec is None:
         return None, None
     ref = spec.secret_ref
-    # The router watches the Secret through the API (a rotation applies within seconds); the mounted file is what
-    # it starts with.
-    auth = AuthConfig(tokens_file=f"{AUTH_DIR}/{TOKENS_FILE}", header=spec.header, secret_name=ref.name,
-                      secret_key=ref.key) if ref else None
+    # The router watches the Secrets through the API (a rotation applies within seconds); the mounted files are
+    # what it starts with.
+    jwt = None
+    if spec.jwt is not None:
+        j = spec.jwt
+        jwt = JwtConfig(
+            jwks_file=f"{JWKS_DIR}/{JWKS_FILE}", secret_name=j.jwks_secret_ref.name, secret_key=j.jwks_secret_ref.key,
+            issuer=j.issuer, audiences=list(j.audiences), algorithms=[a.value for a in j.algorithms],
+            leeway_s=parse_duration(j.leeway), client_claim=j.client_claim,
+        )
+    auth = None
+    if ref is not None or jwt is not None:
+        auth = AuthConfig(
+            tokens_file=f"{AUTH_DIR}/{TOKENS_FILE}" if ref else None, header=spec.header,
+            secret_name=ref.name if ref else None, secret_key=ref.key if ref else "tokens", jwt=jwt,
+        )
     rate_limit = None
     if spec.rate_limit is not None:
         rl = spec.rate_limit
@@ -110,16 +128,37 @@ def _access(md: ModelDeployment) -> tuple[AuthConfig | None, RateLimitConfig | N
 
 
 def auth_volume(md: ModelDeployment) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """(volume, mount) of the auth Secret's key as the router's tokens file, or nothing without secretRef."""
-    if md.spec.auth is None or md.spec.auth.secret_ref is None:
+    """(volume, mount) of the auth Secret's key as the router's tokens file (with secretRef) and of the JWKS
+    Secret's key as its JWKS file (with jwt)."""
+    auth = md.spec.auth
+    if auth is None:
         return []
-    ref = md.spec.auth.secret_ref
-    volume = {
-        "name": "auth",
-        # Not optional: without its Secret the router pod waits in ContainerCreating rather than start open.
-        "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": TOKENS_FILE}], "defaultMode": 0o440},
-    }
-    return [(volume, {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True})]
+    out = []
+    # Not optional: without its Secret the router pod waits in ContainerCreating rather than start open (or, for
+    # the JWKS, start refusing every JWT).
+    if auth.secret_ref is not None:
+        ref = auth.secret_ref
+        volume = {"name": "auth", "secret": {"secretName": ref.name, "items": [{"key": ref.key, "path": TOKENS_FILE}],
+                                             "defaultMode": 0o440}}
+        out.append((volume, {"name": "auth", "mountPath": AUTH_DIR, "readOnly": True}))
+    if auth.jwt is not None:
+        jref = auth.jwt.jwks_secret_ref
+        volume = {"name": "auth-jwks", "secret": {"secretName": jref.name,
+                                                  "items": [{"key": jref.key, "path": JWKS_FILE}],
+                                                  "defaultMode": 0o440}}
+        out.append((volume, {"name": "auth-jwks", "mountPath": JWKS_DIR, "readOnly": True}))
+    return out
+
+
+def auth_secrets(md: ModelDeployment) -> list[str]:
+    """The Secrets the router reads (tokens, JWKS), each once, sorted: its Role's resourceNames."""
+    auth = md.spec.auth
+    if auth is None:
+        return []
+    names = {auth.secret_ref.name} if auth.secret_ref is not None else set()
+    if auth.jwt is not None:
+        names.add(auth.jwt.jwks_secret_ref.name)
+    return sorted(names)
 
 
 def service_url(service: str, namespace: str | None, cfg: OperatorConfig) -> str:

@@ -7,6 +7,10 @@ presented token is hashed and compared with every digest with `hmac.compare_dige
 time nor an early exit says how much of a token was right. A client is named in logs, metrics and rate-limit keys
 by `client_id`, the first 12 hex digits of its token's sha256, never by the token.
 
+With `jwt` in the auth config a bearer value that is not one of the tokens and has the shape of a JWT (three
+dot-separated parts) is verified against the JWKS (see `jwks`); it names its client `jwt:<claim>`. Tokens and JWTs
+work together: a token of the file passes first. Only the `Authorization: Bearer` header carries a JWT.
+
 The rate limit is a token bucket per key (a client id, or the source address of the connection), refilled at
 `requests_per_second` up to `burst`. The buckets live in an LRU map of bounded size: a key pushed out comes back
 with a full bucket, which errs on the side of letting a client through rather than using unbounded memory.
@@ -22,11 +26,13 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlsteward_runtime.contracts import AuthConfig, RateLimitConfig
 from mlsteward_runtime.router.config import file_signature
+from mlsteward_runtime.router.jwks import JwtRefused, JwtVerifier, looks_like_jwt
 
 log = logging.getLogger("mlsteward.router")
 
@@ -38,6 +44,29 @@ def digest(token: str | bytes) -> bytes:
 def client_id(token_digest: bytes) -> str:
     """The short name of a token that logs and metrics may show."""
     return token_digest.hex()[:12]
+
+
+def principal_digest(client: str) -> bytes:
+    """What stands for a JWT's client where a token's digest would (the request ids' token tag): the same client
+    with a refreshed JWT is the same principal. The prefix keeps it apart from the digest of any token."""
+    return digest(b"mlsteward-jwt\x00" + client.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a request is: `digest` binds its request ids, `client` names it in rate limits, logs and metrics."""
+
+    digest: bytes
+    client: str
+
+
+class Refused(Exception):
+    """The credential is not accepted: `jwt` carries why when it was a JWT (401), else a token not listed (403)."""
+
+    def __init__(self, token_digest: bytes, jwt: JwtRefused | None = None) -> None:
+        super().__init__(jwt.message if jwt else "the token is not accepted")
+        self.digest = token_digest
+        self.jwt = jwt
 
 
 def parse_tokens(text: str | bytes) -> list[bytes]:
@@ -58,11 +87,13 @@ class TokenFile:
     """The accepted tokens, re-read when the file changes. Without a readable file nothing is accepted.
 
     Once `load` hands it the content of the auth Secret (read through the Kubernetes API), the file is no longer
-    read: the Secret is the source and the mounted file only lags it."""
+    read: the Secret is the source and the mounted file only lags it. Without `tokens_file` (JWTs only) no token
+    is accepted and nothing is read. `jwt` verifies JWTs when the config has `jwt`."""
 
-    def __init__(self, config: AuthConfig) -> None:
+    def __init__(self, config: AuthConfig, on_jwks: Callable[[str], None] | None = None) -> None:
         self.config = config
-        self.path = Path(config.tokens_file)
+        self.path = Path(config.tokens_file) if config.tokens_file else None
+        self.jwt = JwtVerifier(config.jwt, on_jwks) if config.jwt is not None else None
         self.header = config.header.lower().encode("latin-1")
         self._signature: tuple[int, int, int] | None = None
         self._digests: list[bytes] = []
@@ -75,8 +106,10 @@ class TokenFile:
         return len(self._digests)
 
     def refresh(self) -> bool:
-        """Re-reads the file when its signature changed; True when new tokens were loaded."""
-        if self.source is not None:
+        """Re-reads the file (and the JWKS file) when its signature changed; True when new tokens were loaded."""
+        if self.jwt is not None:
+            self.jwt.refresh()
+        if self.source is not None or self.path is None:
             return False
         sig = file_signature(self.path)
         if sig is None:
@@ -126,17 +159,32 @@ class TokenFile:
         else:
             log.info("Loaded tokens %s tokens=%d", source, len(digests))
 
-    def credential(self, headers: list[tuple[bytes, bytes]]) -> bytes | None:
-        """The token the request presents (`Authorization: Bearer <t>`, else the API key header), or None."""
+    def credential(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bool] | None:
+        """The token the request presents and whether it came as `Authorization: Bearer <t>` (else the API key
+        header), or None."""
         api_key = None
         for k, v in headers:
             if k == b"authorization":
                 scheme, _, rest = v.partition(b" ")
                 if scheme.lower() == b"bearer" and rest.strip():
-                    return rest.strip()
+                    return rest.strip(), True
             elif k == self.header and v.strip():
                 api_key = v.strip()
-        return api_key
+        return (api_key, False) if api_key is not None else None
+
+    def identify(self, token: bytes, bearer: bool) -> Identity:
+        """Who presents `token`: a listed token, else a valid JWT (a bearer value shaped like one, with `jwt`
+        configured). Refused otherwise."""
+        token_digest = digest(token)
+        if self.accepts(token_digest):
+            return Identity(token_digest, client_id(token_digest))
+        if self.jwt is not None and bearer and looks_like_jwt(token):
+            try:
+                client = self.jwt.verify(token)
+            except JwtRefused as exc:
+                raise Refused(token_digest, exc) from None
+            return Identity(principal_digest(client), client)
+        raise Refused(token_digest)
 
     def accepts(self, token_digest: bytes) -> bool:
         # Every digest is compared, matching or not, so the time taken does not depend on which one matched.

@@ -23,8 +23,8 @@ Endpoints (an explicit allow-list, see `paths`; anything else is 404, a wrong me
   /metrics (Prometheus).
 
 With `auth` in the config every other path needs a token (`Authorization: Bearer <t>` or the API key header):
-401 without one, 403 with one not in the tokens file (see `access`), and failed attempts are limited per source
-(see `admission`). With `rate_limit`, a client past its bucket gets 429 with Retry-After. Health, readiness,
+401 without one, 403 with one not in the tokens file (see `access`), 401 with a bearer JWT that fails verification
+against the JWKS of `auth.jwt` (see `jwks`), and failed attempts are limited per source (see `admission`). With `rate_limit`, a client past its bucket gets 429 with Retry-After. Health, readiness,
 metrics, stats and /openapi.json stay open: kubelet probes, Prometheus and the operator's stats poll carry no
 token. The credential headers are not forwarded to the backends.
 """
@@ -54,7 +54,7 @@ from mlsteward_runtime.router.kubewatch import KubeEndpoint
 from mlsteward_runtime.router.metrics import RouterMetrics
 from mlsteward_runtime.router.paths import OPEN, Kind, classify
 from mlsteward_runtime.router.settings import RouterSettings
-from mlsteward_runtime.router.source import MISSING, ApiSource
+from mlsteward_runtime.router.source import ApiSource
 from mlsteward_runtime.router.state import State
 from mlsteward_runtime.router.stats import StatsStore
 from mlsteward_runtime.router.strategies import Assigner
@@ -130,10 +130,10 @@ class Router(FeedbackMixin, AdmissionMixin):
         tokens = None
         if config.auth is not None:
             same = previous is not None and previous.tokens is not None and previous.tokens.config == config.auth
-            tokens = previous.tokens if same and previous is not None else TokenFile(config.auth)
-            content = self.api.tokens(config.auth) if self.api is not None else MISSING
-            if content is not MISSING and tokens.source is None:
-                tokens.load(content, f"secret/{config.auth.secret_name}:{config.auth.secret_key}")
+            tokens = previous.tokens if same and previous is not None else TokenFile(
+                config.auth, lambda result: self.metrics.jwks_loads.labels(result).inc())
+            if self.api is not None:
+                self.api.feed(tokens)
         limiter = None
         if config.rate_limit is not None:
             same = previous is not None and previous.limiter is not None \

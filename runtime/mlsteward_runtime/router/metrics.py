@@ -84,7 +84,12 @@ class RouterMetrics:
         )
         self.refusals = Counter(
             "mlsteward_router_refusals", "Requests refused by access control, by reason (unauthenticated, "
-            "forbidden, rate_limited, auth_failures).", ["reason"], registry=r,
+            "forbidden, invalid_token: a JWT that failed verification, rate_limited, auth_failures).", ["reason"],
+            registry=r,
+        )
+        self.jwks_loads = Counter(
+            "mlsteward_router_jwks_loads", "Loads of the JWKS (file or Secret) by result (ok, invalid: not JSON or "
+            "no usable key, the keys in use were kept).", ["result"], registry=r,
         )
         self.backend_ready = Gauge(
             "mlsteward_router_backend_ready", "1 when the backend answered its last readiness probe.",

@@ -7,7 +7,9 @@ is deleted, or that lacks the key, leaves the last config in place; an invalid o
 file (counted as a reload with result "invalid").
 
 With `auth.secret_name` in the config the Secret's key `auth.secret_key` is watched too and replaces the tokens
-file; a deleted Secret, like a deleted tokens file, accepts no token (revoking a Secret must revoke access).
+file; a deleted Secret, like a deleted tokens file, accepts no token (revoking a Secret must revoke access). With
+`auth.jwt.secret_name` the JWKS Secret's key `auth.jwt.secret_key` is watched the same way and replaces the JWKS file
+(a deleted one accepts no JWT); one Secret may hold both keys, and is then watched once.
 """
 
 from __future__ import annotations
@@ -15,14 +17,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mlsteward_runtime.contracts import AuthConfig
 from mlsteward_runtime.router.config import ROUTER_CONFIG_FILE, ConfigError, parse_config
 from mlsteward_runtime.router.kubewatch import KubeClient, KubeEndpoint, ObjectWatch
 
 if TYPE_CHECKING:
+    from mlsteward_runtime.router.access import TokenFile
     from mlsteward_runtime.router.app import Router
 
 log = logging.getLogger("mlsteward.router")
@@ -41,8 +44,9 @@ class ApiSource:
         self.delivered = False  # the API delivered the ConfigMap: the file is no longer read
         self.client: KubeClient | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._secret: tuple[str, str] | None = None  # (name, key) watched
-        self._secret_content: Any = MISSING  # the key's content last received (None: gone)
+        # The Secrets watched (tokens, JWKS), each with its data as last received: MISSING before the first, None
+        # once it is gone.
+        self._secrets: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------------------- lifecycle
 
@@ -57,6 +61,7 @@ class ApiSource:
             task.cancel()
         await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         self._tasks.clear()
+        self._secrets.clear()
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -98,47 +103,75 @@ class ApiSource:
             return  # a re-list after 410 Gone, or a change of the ConfigMap's metadata only
         router.apply(config, source="configmap")
 
-    # ---------------------------------------------------------------------------------------------------- tokens
+    # ----------------------------------------------------------------------------------------- tokens, JWKS
+
+    def _wanted(self) -> set[str]:
+        auth = self.router.state.config.auth
+        if auth is None:
+            return set()
+        names = {auth.secret_name} if auth.secret_name else set()
+        if auth.jwt is not None and auth.jwt.secret_name:
+            names.add(auth.jwt.secret_name)
+        return names
 
     def sync_secret(self) -> None:
-        """Watches the auth Secret the current config names (and stops watching one it no longer names)."""
+        """Watches the Secrets the current config names (tokens, JWKS; one watch for a Secret holding both) and
+        stops watching those it no longer names."""
         if self.client is None:
             return
-        auth = self.router.state.config.auth
-        wanted = (auth.secret_name, auth.secret_key) if auth is not None and auth.secret_name else None
-        if wanted == self._secret:
-            return
-        old = self._tasks.pop("secrets", None)
-        if old is not None:
-            old.cancel()
-        self._secret, self._secret_content = wanted, MISSING
-        if wanted is not None:
-            self._tasks["secrets"] = asyncio.create_task(self._watch("secrets", wanted[0], self._on_secret).run())
+        wanted = self._wanted()
+        for name in [n for n in self._secrets if n not in wanted]:
+            self._tasks.pop(f"secrets/{name}").cancel()
+            self._secrets.pop(name)
+        for name in sorted(wanted - set(self._secrets)):
+            self._secrets[name] = MISSING
+            self._tasks[f"secrets/{name}"] = asyncio.create_task(
+                self._watch("secrets", name, functools.partial(self._on_secret, name)).run())
 
-    def tokens(self, auth: AuthConfig) -> Any:
-        """The Secret's content last received for `auth` (bytes, or None when gone), else `MISSING`."""
-        if self._secret is not None and self._secret == (auth.secret_name, auth.secret_key):
-            return self._secret_content
-        return MISSING
+    def content(self, name: str, key: str) -> Any:
+        """The key of Secret `name` as last received: bytes, None when the Secret or key is gone, `MISSING` when
+        nothing was received yet (or the value is not base64, which keeps what is in use)."""
+        data = self._secrets.get(name, MISSING)
+        if data is MISSING:
+            return MISSING
+        value = data.get(key) if isinstance(data, dict) else None
+        if not isinstance(value, str):
+            return None
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            log.warning("Secret name=%s key=%s is not base64; keeping what is in use", name, key)
+            return MISSING
 
-    def _on_secret(self, obj: dict[str, Any] | None) -> None:
-        if self._secret is None:
-            return
-        name, key = self._secret
-        content: bytes | None = None
-        if obj is not None:
-            data = obj.get("data")
-            value = data.get(key) if isinstance(data, dict) else None
-            if isinstance(value, str):
-                try:
-                    content = base64.b64decode(value, validate=True)
-                except (binascii.Error, ValueError):
-                    log.warning("Secret name=%s key=%s is not base64; keeping the tokens", name, key)
-                    return
-        self._secret_content = content
+    def feed(self, tokens: TokenFile, only_new: bool = True) -> None:
+        """Hands `tokens` (and its JWT verifier) what their Secrets last held; with `only_new`, only to those that
+        have not been fed from a Secret yet (a TokenFile just built for a new config)."""
+        auth = tokens.config
+        if auth.secret_name and not (only_new and tokens.source is not None):
+            content = self.content(auth.secret_name, auth.secret_key)
+            if content is not MISSING:
+                tokens.load(content, f"secret/{auth.secret_name}:{auth.secret_key}")
+        verifier, jwt = tokens.jwt, auth.jwt
+        if verifier is not None and jwt is not None and jwt.secret_name \
+                and not (only_new and verifier.source is not None):
+            content = self.content(jwt.secret_name, jwt.secret_key)
+            if content is not MISSING:
+                verifier.load(content, f"secret/{jwt.secret_name}:{jwt.secret_key}")
+
+    def _on_secret(self, name: str, obj: dict[str, Any] | None) -> None:
+        if name not in self._secrets:
+            return  # a watch being cancelled
+        data = obj.get("data") if obj is not None else None
+        self._secrets[name] = data if isinstance(data, dict) else ({} if obj is not None else None)
         tokens = self.router.state.tokens
-        if tokens is not None and self.router.state.config.auth is not None \
-                and self.router.state.config.auth.secret_name == name:
-            tokens.load(content, f"secret/{name}:{key}")
-
-
+        if tokens is None:
+            return
+        auth = tokens.config
+        if auth.secret_name == name:
+            content = self.content(name, auth.secret_key)
+            if content is not MISSING:
+                tokens.load(content, f"secret/{name}:{auth.secret_key}")
+        if tokens.jwt is not None and auth.jwt is not None and auth.jwt.secret_name == name:
+            content = self.content(name, auth.jwt.secret_key)
+            if content is not MISSING:
+                tokens.jwt.load(content, f"secret/{name}:{auth.jwt.secret_key}")
