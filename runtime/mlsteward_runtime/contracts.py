@@ -210,6 +210,12 @@ class JwtConfig(_Model):
         default="sub", min_length=1, description="Claim naming the client (the rate limit's key with by: token).",
     )
 
+    @model_validator(mode="after")
+    def _some_keys(self) -> JwtConfig:
+        if self.jwks_file is None and self.secret_name is None:
+            raise ValueError("jwt needs jwks_file, secret_name or both: without keys every JWT would be refused")
+        return self
+
 
 class AuthConfig(_Model):
     tokens_file: str | None = Field(

@@ -198,3 +198,11 @@ def test_a_remembered_token_still_expires_and_goes_with_its_key(tmp_path):
     write_jwks(v.path, jwks(EC))
     assert v.refresh()
     assert refusal(v, fresh).message == "no key of the JWKS has the token's kid"  # not from memory
+
+
+def test_a_jwt_config_without_any_key_source_is_refused_where_it_is_read():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="jwt needs jwks_file, secret_name or both"):
+        JwtConfig(issuer=ISSUER, audiences=[AUDIENCE])
+    assert JwtConfig(secret_name="jwks", issuer=ISSUER, audiences=[AUDIENCE]).jwks_file is None
