@@ -1,6 +1,7 @@
 """The router's configuration (pure): what `mlsteward route` reads from its ConfigMap (backends and their weights,
-the stable version it falls back to, the shadow, an Experiment's arms and priors, auth and rate limit), and the
-volume that mounts the auth Secret's key as its tokens file. render.py puts them into the router's children."""
+the stable version it falls back to, the shadow, an Experiment's arms and priors, the prediction cache, auth and
+rate limit), and the volume that mounts the auth Secret's key as its tokens file. render.py puts them into the
+router's children."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mlsteward_runtime.contracts import (
     ArmOutcomes,
     AuthConfig,
     Backend,
+    CacheConfig,
     RateLimitConfig,
     RouterConfig,
     RouterStrategy,
@@ -19,6 +21,7 @@ from mlsteward_runtime.contracts import (
     StickyConfig,
 )
 
+from mlsteward_operator.api.common import parse_duration
 from mlsteward_operator.api.experiment import Experiment
 from mlsteward_operator.api.modeldeployment import ModelDeployment, TrafficEntry
 from mlsteward_operator.config import OperatorConfig
@@ -81,10 +84,20 @@ def router_config(
             if shadow
             else None
         ),
+        cache=_cache(md),
         auth=auth,
         rate_limit=rate_limit,
         **arms,  # type: ignore[arg-type]
     )
+
+
+def _cache(md: ModelDeployment) -> CacheConfig | None:
+    """spec.cache as the router reads it. Rendered with an Experiment too: the router itself turns the cache off
+    while `experiment` is set, so the rule lives in one place."""
+    spec = md.spec.cache
+    if spec is None:
+        return None
+    return CacheConfig(max_entries=spec.max_entries, max_bytes=spec.max_bytes, ttl_s=parse_duration(spec.ttl))
 
 
 def _access(md: ModelDeployment) -> tuple[AuthConfig | None, RateLimitConfig | None]:

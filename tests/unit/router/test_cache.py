@@ -222,3 +222,16 @@ def test_accounted_bytes_cover_what_entries_really_take() -> None:
     assert used <= c.bytes, (used / n, c.bytes / n)
     # And the overhead is not wildly generous either (the budget should mean something).
     assert c.bytes <= 2 * used
+
+
+def test_the_crd_describes_what_the_router_counts() -> None:
+    """kubectl explain md.spec.cache says what counts against maxBytes and which bodies bypass: the router's own
+    numbers."""
+    from mlsteward_operator.api.modeldeployment import Cache, ModelDeploymentSpec
+
+    max_bytes = Cache.model_fields["max_bytes"].description or ""
+    assert f"{ENTRY_OVERHEAD} bytes" in max_bytes and "32-byte key" in max_bytes
+    k = key(b"[1]")
+    assert k is not None and len(k) == 32
+    spec = ModelDeploymentSpec.model_fields["cache"].description or ""
+    assert MAX_KEY_BODY_BYTES == 1024 * 1024 and "over 1 MiB" in spec
