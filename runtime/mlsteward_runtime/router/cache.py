@@ -16,7 +16,9 @@ A repeated prediction request is answered from memory, without a call to a predi
   `Cache-Control: no-store` only keeps the answer out of the cache.
 - **What is stored**: only 2xx answers to the prediction paths, and only when the version that answered is the one
   the key names (an answer the stable version gave after a fallback is never stored under the failing version's
-  key). An answer whose entry would be larger than `max_bytes` is not stored.
+  key). An answer whose entry would be larger than `max_bytes` is not stored. Identical requests that arrive before
+  the first answer is stored each go to the predictor (no coalescing: a waiting request would hold its body and a
+  task while a slow predictor answers, an unbounded queue behind one key).
 - **A hit** answers with the stored status, body and content-type, the stored `x-model-version`, `x-cache: hit`,
   `x-mlsteward-arm` and a fresh signed request id (`ids`), so feedback for it is attributed to the version exactly
   as for a miss: the outcome is counted at the router and a label scored against the prediction carried in the id
