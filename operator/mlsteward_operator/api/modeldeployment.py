@@ -347,10 +347,26 @@ class Auth(ApiModel):
 
 
 class Cache(ApiModel):
-    """Cache of predictions keyed by the request's input rows."""
+    """A prediction cache in each router pod (the behaviour is described on ModelDeploymentSpec.cache)."""
 
-    max_entries: int = Field(default=10000, ge=1, le=10_000_000, description="Most cached predictions per router.")
-    ttl: duration_type("cache.ttl") = Field(default="5m", description="How long a cached prediction stays valid.")
+    max_entries: int = Field(
+        default=10000, ge=1, le=10_000_000,
+        description="Most cached predictions per router pod; past it (or past maxBytes) the least recently used "
+        "prediction is dropped first.",
+    )
+    max_bytes: int = Field(
+        default=64 * 1024 * 1024, ge=1024, le=8 * 1024 * 1024 * 1024,
+        description="Most memory, in bytes, the cache of one router pod may hold (1 KiB to 8 GiB; default 64 MiB): "
+        "each entry counts its 32-byte key, the response body, its content-type and model-version header values "
+        "and a fixed per-entry overhead of 512 bytes. Past it the least recently used prediction is dropped first; "
+        "a single answer larger than this is never stored. The router pod's memory limit must leave room for it "
+        "(spec.router.resources).",
+    )
+    ttl: duration_type("cache.ttl") = Field(
+        default="5m",
+        description="How long a cached prediction is answered from memory after the predictor computed it (e.g. "
+        "30s, 5m, 1h); checked when the entry is read, so an expired one is never returned.",
+    )
 
 
 class RouterSpec(ApiModel):
@@ -504,7 +520,21 @@ class ModelDeploymentSpec(ApiModel):
         default=None, description="Require tokens read from a Secret or JWTs verified against a JWKS, and/or limit "
         "each client's request rate."
     )
-    cache: Cache | None = Field(default=None, description="Cache predictions in the router.")
+    cache: Cache | None = Field(
+        default=None,
+        description="A prediction cache in each router pod (off when absent): a repeated request is answered "
+        "from memory, without a call to a predictor. The key is the version chosen for the request (by the traffic "
+        "split, so a canary split never mixes versions and a new version never gets another's answers), the path, "
+        "and the request's JSON body in canonical form (key order and whitespace do not matter). Only successful "
+        "(2xx) predictions are stored; a body that is not JSON, or is over 1 MiB, is never cached. Requests with "
+        "`Cache-Control: no-cache` skip the lookup, with `no-store` skip storing. A cached answer carries "
+        "`x-cache: hit` (a call to a predictor `x-cache: miss`, or `bypass` when the lookup was skipped), the "
+        "version in `x-model-version` and a request id of its own, so feedback is attributed to the version as "
+        "usual; it is not mirrored to the shadow version and does not count in the version's request statistics "
+        "(a canary's gates judge the calls the version really served). While an Experiment runs on this deployment "
+        "the cache is off: every assignment must be a real call. Each router replica has its own cache; changing "
+        "these settings empties it.",
+    )
     router: RouterSpec = Field(
         default_factory=RouterSpec, json_schema_extra=defaulted(RouterSpec), description="Router pods.")
     alerts: Alerts | None = Field(

@@ -51,7 +51,13 @@ from mlsteward_operator.kernel.names import (
     short_hash,
 )
 from mlsteward_operator.kernel.pods import CONFIG_DIR, _pod_spec, _resources
-from mlsteward_operator.modeldeployment.routing import auth_secrets, auth_volume, router_config, service_url
+from mlsteward_operator.modeldeployment.routing import (
+    auth_secrets,
+    auth_volume,
+    router_config,
+    router_resources,
+    service_url,
+)
 
 # A serving pod told to stop drains itself (mlsteward_runtime.drain): it keeps accepting for drain_s while the
 # endpoints and kube-proxy's rules drop it (kubernetes/kubernetes#43576), answers with `Connection: close` so pooled
@@ -322,7 +328,7 @@ def _router_container(md: ModelDeployment, cfg: OperatorConfig, config_map: str)
         # leaves the Service's endpoints instead of answering 502.
         "readinessProbe": _http_probe("/readyz", periodSeconds=5, timeoutSeconds=3, failureThreshold=3),
         "livenessProbe": _http_probe("/healthz", periodSeconds=10, timeoutSeconds=3, failureThreshold=3),
-        "resources": _resources(md.spec.router.resources, cfg.router_resources),
+        "resources": router_resources(md, _resources(md.spec.router.resources, cfg.router_resources)),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
 

@@ -1,11 +1,12 @@
 """The router's configuration (pure): what `mlsteward route` reads from its ConfigMap (backends and their weights,
-the stable version it falls back to, the shadow, an Experiment's arms and priors, auth and rate limit), and the
-volumes that mount the auth Secret's key as its tokens file and the JWKS Secret's key as its JWKS file. render.py
-puts them into the router's children."""
+the stable version it falls back to, the shadow, an Experiment's arms and priors, the prediction cache, auth and
+rate limit), and the volumes that mount the auth Secret's key as its tokens file and the JWKS Secret's key as its
+JWKS file. render.py puts them into the router's children."""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,7 @@ from mlsteward_runtime.contracts import (
     ArmOutcomes,
     AuthConfig,
     Backend,
+    CacheConfig,
     JwtConfig,
     RateLimitConfig,
     RouterConfig,
@@ -87,10 +89,20 @@ def router_config(
             if shadow
             else None
         ),
+        cache=_cache(md),
         auth=auth,
         rate_limit=rate_limit,
         **arms,  # type: ignore[arg-type]
     )
+
+
+def _cache(md: ModelDeployment) -> CacheConfig | None:
+    """spec.cache as the router reads it. Rendered with an Experiment too: the router itself turns the cache off
+    while `experiment` is set, so the rule lives in one place."""
+    spec = md.spec.cache
+    if spec is None:
+        return None
+    return CacheConfig(max_entries=spec.max_entries, max_bytes=spec.max_bytes, ttl_s=parse_duration(spec.ttl))
 
 
 def _access(md: ModelDeployment) -> tuple[AuthConfig | None, RateLimitConfig | None]:
@@ -165,3 +177,20 @@ def service_url(service: str, namespace: str | None, cfg: OperatorConfig) -> str
     # Fully qualified, so a lookup does not walk the pod's DNS search path first.
     host = f"{service}.{namespace}.svc.{cfg.cluster_domain}" if namespace else service
     return f"http://{host}:{cfg.service_port}"
+
+
+_BINARY = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def router_resources(md: ModelDeployment, resources: dict[str, Any]) -> dict[str, Any]:
+    """The router container's resources: with spec.cache and no spec.router.resources, the default memory limit
+    grows by cache.maxBytes, so a full cache never gets the pod OOM-killed. Resources the user set are kept as
+    written (they are the user's to size; docs/rollouts.md says how)."""
+    if md.spec.cache is None or md.spec.router.resources is not None:
+        return resources
+    limit = str((resources.get("limits") or {}).get("memory", ""))
+    m = re.fullmatch(r"([0-9]+)(Ki|Mi|Gi|Ti)?", limit)
+    if m is None:
+        return resources
+    total = int(m.group(1)) * _BINARY[m.group(2) or ""] + md.spec.cache.max_bytes
+    return {**resources, "limits": {**resources["limits"], "memory": f"{-(-total // 2**20)}Mi"}}

@@ -130,3 +130,19 @@ class RouterMetrics:
             "mlsteward_router_panic_routes", "Requests routed while no backend's probe was ready (sent to the "
             "assigned backend anyway, as the probes may be wrong).", ["version"], registry=r,
         )
+        self.cache_requests = Counter(
+            "mlsteward_router_cache_requests", "Prediction requests while the cache is on, by result: hit (answered "
+            "from the cache), miss (looked up, sent to a backend), bypass (not looked up: a body that is not JSON or "
+            "is too large, or Cache-Control: no-cache).", ["result"], registry=r,
+        )
+        self.cache_evictions = Counter(
+            "mlsteward_router_cache_evictions", "Cached predictions dropped, by reason: capacity (past maxEntries), "
+            "bytes (past maxBytes), expired (older than the ttl).", ["reason"], registry=r,
+        )
+        self.cache_entries = Gauge(
+            "mlsteward_router_cache_entries", "Predictions held by the cache.", registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "mlsteward_router_cache_bytes", "Bytes the cache accounts for (keys, bodies, header values and the "
+            "per-entry overhead), at most maxBytes.", registry=r,
+        )

@@ -51,6 +51,13 @@ _ID_HEADERS = {
     "x-request-id": {"description": "The router's 128-bit random request id (32 hex digits); feedback joins by it.",
                      "schema": {"type": "string"}},
 }
+_PREDICT_HEADERS = {
+    **_ID_HEADERS,
+    "x-cache": {"description": "With the deployment's prediction cache on: hit (answered from the router's cache, "
+                               "see router.cache), miss (looked up, answered by the predictor) or bypass (not looked "
+                               "up: a body that is not JSON or over 1 MiB, or Cache-Control: no-cache).",
+                "schema": {"enum": ["hit", "miss", "bypass"]}},
+}
 
 
 def _json(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -85,7 +92,8 @@ def _forwarded(method: str, summary: str, body: bool) -> dict[str, Any]:
     op: dict[str, Any] = {
         "summary": summary,
         "responses": {
-            "200": _json({}, "The predictor's answer.", _ID_HEADERS if body else None),
+            "200": _json({}, "The predictor's answer (or the cached one, see x-cache).",
+                         _PREDICT_HEADERS if body else None),
             **_errors("400", "401", "403", "404", "405", "413", "429"),
             "4XX": _json({}, "A client error of the predictor, passed through (never counted as the arm's error)."),
             "502": _json(_BAD_GATEWAY, "Every backend attempt failed (connect error, timeout, 5xx)."),

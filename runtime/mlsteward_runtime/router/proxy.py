@@ -19,6 +19,7 @@ import orjson
 
 from mlsteward_runtime.router.asgi import HOP, send_json, send_raw
 from mlsteward_runtime.router.backend import Attempt
+from mlsteward_runtime.router.cache import CacheMixin, Lookup
 from mlsteward_runtime.router.feedback import Served, extract_predictions
 from mlsteward_runtime.router.ids import issue, new_nonce, small_predictions
 from mlsteward_runtime.router.paths import forward_path
@@ -36,7 +37,7 @@ def _correlation(value: str) -> bool:
     return 0 < len(value) <= 200 and value.isprintable()
 
 
-class ProxyMixin(ShadowMixin):
+class ProxyMixin(CacheMixin, ShadowMixin):
     def _forward_headers(self, scope: dict[str, Any]) -> tuple[list[tuple[str, str]], str, dict[str, str]]:
         """Client headers to pass on, a new request nonce (the backend's x-request-id), and the headers by name.
 
@@ -113,6 +114,10 @@ class ProxyMixin(ShadowMixin):
         headers, rid, named = self._forward_headers(scope)
         arm = self._ready_arm(state, state.assigner.choose(self._sticky_key(state, named, body)))
         path = forward_path(scope["path"], scope.get("query_string"))
+        lookup = self._cache_lookup(state, arm, path, body, named)
+        if lookup is not None and lookup.hit is not None:
+            await self._answer_hit(lookup, rid, named, state.urls[arm], token, send)
+            return
         target = state.urls[arm] + path
         t0 = time.perf_counter()
         attempt = await self._call("POST", state.versions[arm], target, headers, body, state.timeout)
@@ -149,6 +154,7 @@ class ProxyMixin(ShadowMixin):
             return
         status = attempt.status or 502
         self._count(attempt.version, status)
+        nonce = rid
         if 200 <= status < 300:
             rid = self._signed_id(rid, attempt.version, state.urls[state.versions.index(attempt.version)],
                                   attempt.body, token)
@@ -159,7 +165,22 @@ class ProxyMixin(ShadowMixin):
         out.append((b"x-mlsteward-arm", state.versions[arm].encode("latin-1")))
         if fell_back:
             out.append((b"x-mlsteward-fallback", b"true"))
+        if lookup is not None:
+            out.append((b"x-cache", lookup.result.encode()))
+            self._cache_store(lookup, attempt.version, status, attempt.headers, attempt.body, nonce)
         await send_raw(send, status, attempt.body, out)
+
+    async def _answer_hit(self, lookup: Lookup, nonce: str, named: dict[str, str], url: str, token: bytes | None,
+                          send: Any) -> None:
+        """A cached prediction, with a fresh signed id so that feedback is attributed as for a miss (see `cache`)."""
+        hit = lookup.hit
+        assert hit is not None
+        body = hit.body_for(nonce)
+        self._count(hit.version, hit.status)
+        rid = self._signed_id(nonce, hit.version, url, body, token)
+        out = [(b"content-type", hit.content_type), (b"x-model-version", hit.model_version), (b"x-cache", b"hit"),
+               *_id_headers(rid, named), (b"x-mlsteward-arm", hit.version.encode("latin-1"))]
+        await send_raw(send, hit.status, body, out)
 
     def _signed_id(self, nonce: str, version: str, url: str, body: bytes, token: bytes | None) -> str:
         """The id of a served prediction. Its predictions go into the id when small; otherwise the body is kept in

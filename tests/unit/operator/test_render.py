@@ -523,3 +523,59 @@ def test_network_policy_settings() -> None:
                                    OperatorConfig(network_policy=False))
     assert all(c["kind"] != "NetworkPolicy" for c in off)
     assert render.render_deployment(md(), VERSIONS, [], [], None, CFG) == []
+
+
+# ---- prediction cache ----------------------------------------------------------------------------------------
+
+
+def test_no_cache_spec_renders_no_cache_config() -> None:
+    assert _routed(md())[1].cache is None
+
+
+def test_cache_spec_becomes_the_routers_cache_config() -> None:
+    _, config = _routed(md(cache={"maxEntries": 500, "maxBytes": 2 * 1024 * 1024, "ttl": "1m30s"}))
+    assert config.cache is not None
+    assert (config.cache.max_entries, config.cache.max_bytes, config.cache.ttl_s) == (500, 2 * 1024 * 1024, 90.0)
+    # The defaults the CRD describes: 10,000 entries, 64 MiB, 5 minutes.
+    _, defaults = _routed(md(cache={}))
+    assert defaults.cache is not None
+    assert (defaults.cache.max_entries, defaults.cache.max_bytes, defaults.cache.ttl_s) == (10000, 64 << 20, 300.0)
+    _, short = _routed(md(cache={"ttl": "250ms"}))
+    assert short.cache is not None and short.cache.ttl_s == 0.25
+
+
+def test_cache_settings_move_the_generation_and_never_the_pods() -> None:
+    plain, with_cache = _routed(md()), _routed(md(cache={"ttl": "1m"}))
+    other = _routed(md(cache={"ttl": "2m"}))
+    assert len({plain[1].generation, with_cache[1].generation, other[1].generation}) == 3
+    # A TTL change rolls no pod; adding the cache only grows the router's memory limit (below).
+    assert with_cache[0]["spec"]["template"] == other[0]["spec"]["template"]
+
+
+def test_the_cache_budget_is_added_to_the_default_router_memory_limit() -> None:
+    def memory(router: dict[str, Any]) -> str:
+        return router["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+
+    plain, cached = _routed(md())[0], _routed(md(cache={"maxBytes": 100 << 20}))[0]
+    assert memory(plain) == "256Mi" and memory(cached) == "356Mi"
+    odd = _routed(md(cache={"maxBytes": 1024}))[0]
+    assert memory(odd) == "257Mi"  # rounded up to whole MiB, never below the budget
+    # Resources the user set are the user's: kept as written.
+    own = _routed(md(cache={"maxBytes": 100 << 20}, router={"resources": {"limits": {"memory": "300Mi"}}}))[0]
+    assert memory(own) == "300Mi"
+
+
+def test_cache_is_rendered_with_an_experiment_and_the_router_turns_it_off() -> None:
+    traffic = [TrafficEntry(version="iris-1-0-0", weight=70), TrafficEntry(version="iris-1-1-0", weight=30)]
+    children = by_kind(render.render_deployment(md(cache={"ttl": "1m"}), VERSIONS, ["iris-1-0-0", "iris-1-1-0"],
+                                                traffic, "iris-1-0-0", CFG, experiment=_experiment()))
+    config = RouterConfig.model_validate_json(children[("ConfigMap", "iris-router")]["data"]["router.json"])
+    # One rule in one place: the router uses no cache while `experiment` is set (tests/unit/router/test_cache_http).
+    assert config.experiment == "iris-ab" and config.cache is not None and config.cache.ttl_s == 60.0
+
+
+@pytest.mark.parametrize("cache", [{"maxBytes": 1023}, {"maxBytes": 8 * 1024**3 + 1}, {"maxEntries": 0},
+                                   {"ttl": "0s"}, {"ttl": "soon"}])
+def test_cache_bounds_are_refused(cache: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        md(cache=cache)
