@@ -165,7 +165,6 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
                                          rollout_target, prev_override, steering.requests + shadow.requests, ready,
                                          now)
     wanted = effective_version(md.spec.version, override)
-    shadow = reconcile_shadow.settle(shadow, md, wanted)
     spec = rollout_spec(md)
     if override is not None and override.holds(md.spec.version) and not is_shadow_source(override.source):
         # A version promoted by an Experiment is warm; a rollback must be quick. A shadow that passed its gate was
@@ -182,6 +181,7 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
     serving = _facts(serving_name, versions.get(serving_name)) if serving_name else None
     plan = plan_rollout(desired, serving, observed, spec, rollout_state(md.status.rollout), now,
                         model=md.spec.model)
+    shadow = reconcile_shadow.settle(shadow, plan.serving, wanted)
     if applied is not None or shadow.decisions:
         plan = dataclasses.replace(plan, decisions=(*shadow.decisions, *([applied] if applied else []),
                                                     *plan.decisions))

@@ -112,13 +112,14 @@ async def look(client: kube.Client, md: ModelDeployment, cfg: OperatorConfig, ve
     return ShadowLook(status, target, requests, decisions, answers, facts, model, ready)
 
 
-def settle(seen: ShadowLook, md: ModelDeployment, wanted: str) -> ShadowLook:
-    """`seen` judged again against the version wanted after this reconcile's requests applied: a shadow promoted
-    now is no longer mirrored (its predictor stays: it is the rollout's target)."""
+def settle(seen: ShadowLook, serving: str | None, wanted: str) -> ShadowLook:
+    """`seen` judged again against what this reconcile decided: the version wanted once its requests applied (a
+    shadow promoted now is no longer mirrored; its predictor stays, as the rollout's target) and the version
+    served by its plan (a first version served now lets the shadow's predictor start at once)."""
     if seen.status is None or seen.target is None or seen.facts is None:
         return seen
     status = seen.status
-    target = shadow_target(status.version, seen.facts, seen.target.kind, serving=md.status.serving_version,
+    target = shadow_target(status.version, seen.facts, seen.target.kind, serving=serving,
                            wanted=wanted, model=seen.model, predictor_ready=seen.predictor_ready,
                            promoted=_passed(status, status.version))
     if target == seen.target:
