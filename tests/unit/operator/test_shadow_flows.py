@@ -157,3 +157,23 @@ async def test_removing_spec_shadow_removes_its_predictor_and_status():
     md = await c.md()
     assert "shadow" not in md["status"] and "shadow" not in await c.router_json()
     assert await c.predictors() == {names.predictor_name("iris", "iris-v1")}
+
+
+async def test_the_reconcile_that_serves_the_first_version_starts_the_shadow_predictor():
+    """Nothing wakes a steady deployment again: the reconcile in which the first version comes to serve must
+    already render the shadow's predictor (its Deployment's events then bring the mirroring)."""
+    c = ShadowCluster()
+    await c.create(version("iris-v1"))
+    await c.create(version("iris-v2"))
+    await c.create({"apiVersion": GV, "kind": "ModelDeployment", "metadata": {"name": "iris", "namespace": "ml"},
+                    "spec": {"model": "iris", "version": "iris-v1", "shadow": {"version": "iris-v2"}}})
+    for _ in range(8):
+        await c.settle()
+        await c.reconcile()
+        md = await c.md()
+        if md["status"].get("servingVersion") == "iris-v1":
+            break
+    else:
+        raise AssertionError("iris-v1 never served")
+    assert names.predictor_name("iris", "iris-v2") in await c.predictors()
+    assert md["status"]["shadow"]["phase"] == "Waiting" and "starting" in md["status"]["shadow"]["message"]
