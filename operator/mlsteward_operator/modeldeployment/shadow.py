@@ -87,7 +87,7 @@ def measure(s: ShadowStats, replicas: int, kind: str, confidence: float) -> dict
     """The measurement fields of ShadowStatus from merged counters (`kind`: classification or regression)."""
     out: dict[str, Any] = {"replicas": replicas, "requests": s.mirrored, "errors": s.errors, "dropped": s.dropped,
                            "compared": s.compared, "pairs": s.pairs}
-    if s.mirrored:
+    if s.mirrored and s.errors <= s.mirrored:  # (a report that says otherwise gets no rate rather than a crash)
         out["error_rate"] = _r(s.errors / s.mirrored)
     out["p99_ms"] = _r(histogram_quantile(0.99, s.latency_buckets))
     agreement = paired.wilson(s.agreed, s.compared, confidence=confidence) if s.agreed <= s.compared else None
@@ -96,7 +96,7 @@ def measure(s: ShadowStats, replicas: int, kind: str, confidence: float) -> dict
                    agreement_high=_r(agreement[1]))
     if kind == "regression":
         if s.diff_n:
-            out["mean_abs_diff"] = _r(s.diff_mean)
+            out["mean_abs_diff"] = _r(max(0.0, s.diff_mean))
         t = paired.paired_t(Moments(s.error_diff_n, s.error_diff_mean, s.error_diff_m2), confidence=confidence)
         if s.error_diff_n:
             out["mean_error_diff"] = _r(s.error_diff_mean)

@@ -181,3 +181,9 @@ def test_a_restarted_replica_counts_from_zero_so_the_sum_goes_down():
     after, _ = look(before, [replica("a", mirrored=100, compared=100, agreed=90),
                              replica("b", mirrored=3, compared=3, agreed=3)])
     assert (before.requests, after.requests) == (200, 103) and after.replicas == 2
+
+
+def test_an_inconsistent_report_gives_no_rate_rather_than_a_crash():
+    status, _ = look(None, [replica("a", mirrored=5, errors=9, compared=3, agreed=7, pairs=4, both_correct=9)])
+    assert status.requests == 5 and status.error_rate is None and status.agreement is None
+    assert status.served_accuracy is None
