@@ -10,7 +10,11 @@ wanted. Running it twice in a row changes nothing the second time.
 
 While a Canary or BlueGreen step is in effect, the reconcile also reads every router pod's statistics
 (`kube.Client.router_stats`); the plan takes the step's baseline from them or judges the step on them (see
-decide.py), and status.rollout keeps what the next reconcile, or a restarted operator, needs to continue."""
+decide.py), and status.rollout keeps what the next reconcile, or a restarted operator, needs to continue.
+
+With spec.shadow, reconcile_shadow.py decides whether its version is mirrored, reads the router replicas' shadow
+counters into status.shadow while it is, and turns a passed promotion gate into a request that `resolve_override`
+applies like an Experiment's (but through spec.rollout)."""
 
 from __future__ import annotations
 

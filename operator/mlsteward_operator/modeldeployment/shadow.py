@@ -5,7 +5,8 @@ of spec.shadow.promote.
   is their sum over the replicas answering now: counts add, latency histograms add bucket by bucket, moments merge
   with Chan's formula. A replica counts from its own start, so when one restarts its counts start from zero and the
   totals go down; nothing is carried over (a restart loses what that replica counted, and the gate judges what is
-  left, which only makes it slower to decide).
+  left, which only makes it slower to decide). Conversely a replica keeps a version's counters for as long as it
+  runs, so a version mirrored before, stopped and mirrored again starts from what was counted the first time.
 - Statistics (mlsteward_runtime.stats.paired, scipy underneath; imported with this module, which the reconcile
   imports only while a deployment has a shadow): the agreement's Wilson interval; for classifiers the paired table
   of labelled requests (served and shadow accuracy, Newcombe's interval of their difference, McNemar's exact p);
