@@ -77,9 +77,12 @@ def routers_ready(kube: Any, ns: str) -> int:
         ns, label_selector="app.kubernetes.io/managed-by=mlsteward,app.kubernetes.io/component=router").items
         if not p.metadata.deletion_timestamp]
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for pod, ip in zip(sorted(pods, key=lambda p: p.metadata.name), ADDRESSES, strict=False):
-        if pod.status.pod_ip == ip:
+    # A pod's IP cannot change once set: a pod keeps its address, a new pod gets one no pod has.
+    free = [a for a in ADDRESSES if a not in {p.status.pod_ip for p in pods}]
+    for pod in sorted(pods, key=lambda p: p.metadata.name):
+        if pod.status.pod_ip or not free:
             continue
+        ip = free.pop(0)
         core.patch_namespaced_pod_status(pod.metadata.name, ns, {"status": {
             "phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}], "startTime": now,
             "conditions": [{"type": t, "status": "True", "lastTransitionTime": now}
