@@ -45,6 +45,7 @@ from mlsteward_operator.api.common import (
     rules,
 )
 from mlsteward_operator.api.fields import duration_type
+from mlsteward_operator.api.shadow import Shadow, ShadowStatus
 
 # A resource quantity (`500m`, `1Gi`, `2`): Kubernetes accepts an integer or a string. The pattern is
 # apimachinery's Quantity without a sign, and integers have a minimum: a Pod refuses negative requests and limits.
@@ -192,13 +193,6 @@ class Rollout(ApiModel):
     def _check_steps(self) -> Rollout:
         _steps_ascend(self.steps)
         return self
-
-
-class Shadow(ApiModel):
-    """Mirror a share of requests to another version; its answers are scored but never returned."""
-
-    version: ObjectName = Field(description="ModelVersion that receives the mirrored requests.")
-    percent: Percent = Field(default=100, description="Percent of requests mirrored (0..100).")
 
 
 class RollbackPolicy(ApiModel):
@@ -734,6 +728,8 @@ class ModelDeploymentStatus(StatusBase):
     health: HealthStatus | None = Field(
         default=None, description="Samples of the served version's traffic and the alerts on them (spec.alerts)."
     )
+    shadow: ShadowStatus | None = Field(
+        default=None, description="How spec.shadow's version does on mirrored traffic, and the promotion gate.")
 
 
 class ModelDeployment(ApiModel):
@@ -763,6 +759,8 @@ INFO = KindInfo(
         ready_column(),
         PrinterColumn("URL", ".status.url", "string", "In-cluster URL."),
         PrinterColumn("Wanted", ".spec.version", "string", "spec.version.", priority=1),
+        PrinterColumn("Shadow", ".status.shadow.agreement", "number",
+                      "Share of mirrored requests the shadow version answered as the served one did.", priority=1),
         PrinterColumn("Alerting", '.status.conditions[?(@.type=="Alerting")].status', "string",
                       "Whether a metric alert (spec.alerts) fires.", priority=1),
         AGE,

@@ -183,3 +183,79 @@ def with_experiment(plan: Plan, arms: Mapping[str, int], control: str) -> Plan:
     live = tuple(dict.fromkeys([*plan.live, *arms]))
     return Plan(live=live, router_target=plan.router_target, serving=plan.serving, stable=plan.stable,
                 traffic=dict(arms), fallback=control, rollout=plan.rollout, decisions=plan.decisions)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shadow (spec.shadow): whether its version is mirrored, and its promotion as a serving request
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShadowTarget:
+    """What to do with spec.shadow's version now: render its predictor, have the router mirror to it (once that
+    predictor is ready), and status.shadow's phase and message."""
+
+    version: str
+    phase: str  # api ShadowPhase values: Waiting, Mirroring, Promoted
+    message: str
+    kind: str | None = None  # classification | regression (its signature's output), None: unknown
+    render: bool = False
+    mirror: bool = False
+
+
+def shadow_kind(output_kind: str | None) -> str | None:
+    """The router's comparison kind for a signature output kind: regression, or classification (class or
+    probability); None when the version declares none (the router then compares as classification)."""
+    if output_kind is None:
+        return None
+    return "regression" if output_kind == "regression" else "classification"
+
+
+def shadow_target(version: str, facts: VersionFacts, kind: str | None, *, serving: str | None, wanted: str,
+                  model: str | None, predictor_ready: bool, promoted: bool) -> ShadowTarget:
+    """Whether spec.shadow's `version` is mirrored (pure). It is when its ModelVersion exists, is Ready, is of the
+    served model and is neither the served version nor the wanted one, and once its predictor is ready; its
+    predictor is rendered from the moment the rest holds. `promoted`: its promotion gate passed."""
+    if version in (serving, wanted):
+        if promoted:
+            return ShadowTarget(version, "Promoted", f"{version} passed the promotion gate and is the version wanted "
+                                "now; it is no longer mirrored", kind)
+        return ShadowTarget(version, "Waiting", f"{version} is the version served or rolled out: nothing to compare "
+                            "it with", kind)
+    if serving is None:
+        return ShadowTarget(version, "Waiting", "nothing is served yet", kind)
+    if not facts.exists:
+        return ShadowTarget(version, "Waiting", f"ModelVersion {version} does not exist", kind)
+    if facts.phase != "Ready":
+        return ShadowTarget(version, "Waiting", f"ModelVersion {version} is {facts.phase or 'Pending'}, not Ready",
+                            kind)
+    if model and facts.model != model:
+        return ShadowTarget(version, "Waiting", f"ModelVersion {version} is of model {facts.model}, not {model}",
+                            kind)
+    if not predictor_ready:
+        return ShadowTarget(version, "Waiting", f"the predictor of {version} is starting", kind, render=True)
+    return ShadowTarget(version, "Mirroring", f"mirroring requests to {version}", kind, render=True, mirror=True)
+
+
+def shadow_source(deployment: str) -> str:
+    """The source of a shadow's promotion request (status.override.source, the decision's message)."""
+    return f"ModelDeployment/{deployment}/shadow"
+
+
+def is_shadow_source(source: str) -> bool:
+    return source.startswith("ModelDeployment/") and source.endswith("/shadow")
+
+
+def shadow_request(deployment: str, version: str, serving: str, since: dt.datetime, message: str,
+                   numbers: Mapping[str, float], thresholds: Mapping[str, float]) -> Request:
+    """A passed shadow gate as a promotion request, applied through `resolve_override` like an Experiment's."""
+    return Request(shadow_source(deployment), "Promote", version, serving, since, "ShadowPassed",
+                   f"the shadow version passed its promotion gate: {message}", dict(numbers), dict(thresholds))
+
+
+def shadow_failed(serving: str, version: str, message: str, numbers: Mapping[str, float],
+                  thresholds: Mapping[str, float]) -> DecisionFacts:
+    """A failed shadow gate as a Hold decision: nothing moves, and the numbers say why."""
+    return DecisionFacts("Hold", serving, serving, "ShadowFailed",
+                         f"the shadow version {version} failed its promotion gate: {message}; {serving} keeps serving",
+                         dict(numbers), dict(thresholds))

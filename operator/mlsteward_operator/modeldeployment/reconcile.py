@@ -10,7 +10,11 @@ wanted. Running it twice in a row changes nothing the second time.
 
 While a Canary or BlueGreen step is in effect, the reconcile also reads every router pod's statistics
 (`kube.Client.router_stats`); the plan takes the step's baseline from them or judges the step on them (see
-decide.py), and status.rollout keeps what the next reconcile, or a restarted operator, needs to continue."""
+decide.py), and status.rollout keeps what the next reconcile, or a restarted operator, needs to continue.
+
+With spec.shadow, reconcile_shadow.py decides whether its version is mirrored, reads the router replicas' shadow
+counters into status.shadow while it is, and turns a passed promotion gate into a request that `resolve_override`
+applies like an Experiment's (but through spec.rollout)."""
 
 from __future__ import annotations
 
@@ -35,12 +39,14 @@ from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.kernel import names, pods
 from mlsteward_operator.kernel.status import parse_object, status_changed, status_patch
-from mlsteward_operator.modeldeployment import render, routers, status
+from mlsteward_operator.modeldeployment import reconcile_shadow, render, routers, status
 from mlsteward_operator.modeldeployment.decide import (
     Override,
     Request,
+    ShadowTarget,
     effective_version,
     experiment_blocker,
+    is_shadow_source,
     plan_rollout,
     resolve_override,
     with_experiment,
@@ -151,33 +157,43 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
         else None
     version_names = {md.spec.version, *(n for n in (serving_name, s.stable_version, s.previous_version) if n),
                      *([prev_override.version] if prev_override else []),
-                     *(r.version for r in steering.requests if r.version), *arms}
+                     *(r.version for r in steering.requests if r.version), *arms,
+                     *([md.spec.shadow.version] if md.spec.shadow else [])}
     versions = await _versions(client, ns, version_names)
-    ready = {n: mv.status.phase.value == "Ready" for n, mv in versions.items()}
-    override, applied = resolve_override(md.spec.version, serving_name, s.stable_version, s.previous_version,
-                                         rollout_target, prev_override, steering.requests, ready, now)
-    wanted = effective_version(md.spec.version, override)
-    spec = rollout_spec(md)
-    if override is not None and override.holds(md.spec.version):
-        spec = RolloutSpec(strategy="Immediate")  # a promoted version is warm; a rollback must be quick
-
     deployments = {d["metadata"]["name"]: d for d in await client.list(
         "apps/v1", "Deployment", ns, labels={names.LABEL_DEPLOYMENT: names.label_value(name)})}
+    shadow = await reconcile_shadow.look(client, md, cfg, versions, deployments,
+                                         effective_version(md.spec.version, prev_override), now)
+    ready = {n: mv.status.phase.value == "Ready" for n, mv in versions.items()}
+    override, applied = resolve_override(md.spec.version, serving_name, s.stable_version, s.previous_version,
+                                         rollout_target, prev_override, steering.requests + shadow.requests, ready,
+                                         now)
+    wanted = effective_version(md.spec.version, override)
+    spec = rollout_spec(md)
+    if override is not None and override.holds(md.spec.version) and not is_shadow_source(override.source):
+        # A version promoted by an Experiment is warm; a rollback must be quick. A shadow that passed its gate was
+        # judged on copies of requests only: it takes over through spec.rollout (a Canary starts from it).
+        spec = RolloutSpec(strategy="Immediate")
+
     involved = {wanted, *([serving_name] if serving_name else []), *arms}
     predictors = {v: pods.observe_deployment(deployments.get(names.predictor_name(name, v))) for v in involved}
     router_obj = deployments.get(names.router_name(name))
-    observed, router_view = await _observe(client, md, cfg, spec, wanted, predictors, router_obj, arms)
+    observed, router_view = await _observe(client, md, cfg, spec, wanted, predictors, router_obj, arms,
+                                           prefetched=shadow.answers)
 
     desired = _facts(wanted, versions.get(wanted))
     serving = _facts(serving_name, versions.get(serving_name)) if serving_name else None
     plan = plan_rollout(desired, serving, observed, spec, rollout_state(md.status.rollout), now,
                         model=md.spec.model)
-    if applied is not None:
-        plan = dataclasses.replace(plan, decisions=(applied, *plan.decisions))
+    shadow = reconcile_shadow.settle(shadow, plan.serving, wanted)
+    if applied is not None or shadow.decisions:
+        plan = dataclasses.replace(plan, decisions=(*shadow.decisions, *([applied] if applied else []),
+                                                    *plan.decisions))
     plan, experiment_on = _with_active_experiment(md, plan, steering, versions, predictors)
 
     children = desired_children(md, versions, plan, cfg,
-                                experiment=steering.active if experiment_on and plan.traffic else None)
+                                experiment=steering.active if experiment_on and plan.traffic else None,
+                                shadow=shadow.target)
     router_state = pods.observe_deployment(router_obj)
     if any(c["kind"] == "Deployment" and c["metadata"]["name"] == names.router_name(name) for c in children) \
             and (not router_state.exists or router_state.ready_replicas < router_state.replicas):
@@ -191,7 +207,7 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
         md, plan, status.ChildrenState(predictors=predictors, router=pods.observe_deployment(router_obj),
                                        router_config=routers.applied(children, router_view)),
         versions, url=render.deployment_url(md, cfg), now=now, experiment=experiment_on,
-        override=_override_status(override),
+        override=_override_status(override), shadow=shadow.status,
     )
     return await _record(client, body, md, new)
 
@@ -207,7 +223,7 @@ async def _steering(client: kube.Client, ns: str, name: str) -> _Steering:
 
 async def _observe(client: kube.Client, md: ModelDeployment, cfg: OperatorConfig, spec: RolloutSpec, wanted: str,
                    predictors: Mapping[str, Any], router_obj: dict[str, Any] | None,
-                   arms: Mapping[str, int]) -> tuple[Observed, pods.RouterView]:
+                   arms: Mapping[str, int], prefetched: Any = None) -> tuple[Observed, pods.RouterView]:
     """What the rollout plan reads of the children: predictor readiness, what the router replicas serve, and while
     a canary step is in effect the per-version counters of every router replica."""
     ns, name, serving_name = md.metadata.namespace, md.metadata.name, md.status.serving_version
@@ -226,7 +242,8 @@ async def _observe(client: kube.Client, md: ModelDeployment, cfg: OperatorConfig
             and len(table) > 1:
         # A canary step is in effect: its baseline is taken, or it is judged, on what the routers counted.
         if answers is None:
-            answers = (await client.router_stats(ns, names.selector_labels(name, "router"), cfg.router_port)).answers
+            answers = prefetched if prefetched is not None else (await client.router_stats(
+                ns, names.selector_labels(name, "router"), cfg.router_port)).answers
         stats = tuple(Counters(r.replica, r.started, v, s.requests, s.errors, dict(s.latency_buckets))
                       for r in answers for v, s in r.versions.items())
     observed = Observed(
@@ -271,7 +288,7 @@ async def _record(client: kube.Client, body: Mapping[str, Any], md: ModelDeploym
         return None
     # Merge patch: a step's start time or baseline, or an ended override, must not survive into a new value.
     # status.health is the health sampler's (reconcile_health.py): never written here, whatever copy this one read.
-    return status_patch(new, md.status, replaced=("rollout", "override"), others=("health",))
+    return status_patch(new, md.status, replaced=("rollout", "override", "shadow"), others=("health",))
 
 
 def serving_requests(objs: list[dict[str, Any]], kind: str) -> tuple[Request, ...]:
@@ -324,7 +341,8 @@ def _override_status(o: Override | None) -> ServingOverride | None:
 
 
 def desired_children(md: ModelDeployment, versions: Mapping[str, ModelVersion], plan: Plan,
-                     cfg: OperatorConfig, experiment: Experiment | None = None) -> list[dict[str, Any]]:
+                     cfg: OperatorConfig, experiment: Experiment | None = None,
+                     shadow: ShadowTarget | None = None) -> list[dict[str, Any]]:
     """The children a plan calls for (pure). Only Ready versions are ever live in a plan.
 
     The router's fallback (stable) version is the version it routes to, so its configuration depends on the router
@@ -332,8 +350,11 @@ def desired_children(md: ModelDeployment, versions: Mapping[str, ModelVersion], 
     falls back to the stable version instead (`plan.fallback`), which is one of its backends.
     """
     traffic = status.plan_traffic(plan)
-    return render.render_deployment(md, versions, plan.live, traffic, plan.fallback or plan.router_target, cfg,
-                                    experiment=experiment)
+    rendered = shadow if shadow is not None and shadow.render and shadow.version not in plan.live else None
+    return render.render_deployment(
+        md, versions, plan.live, traffic, plan.fallback or plan.router_target, cfg,
+        shadow=rendered.version if rendered else None, experiment=experiment,
+        shadow_kind=rendered.kind if rendered else None, mirror=bool(rendered and rendered.mirror))
 
 
 def rollout_spec(md: ModelDeployment) -> RolloutSpec:

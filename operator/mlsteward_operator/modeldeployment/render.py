@@ -220,6 +220,7 @@ def render_router(
     cfg: OperatorConfig,
     shadow: str | None = None,
     experiment: Experiment | None = None,
+    shadow_kind: str | None = None,
 ) -> list[dict[str, Any]]:
     """The router of `md`: ConfigMap, ServiceAccount, Role, RoleBinding, Deployment and PodDisruptionBudget
     `<md>-router`, and the Service `<md>` in front of them.
@@ -234,7 +235,7 @@ def render_router(
     owner = owner_reference(md.metadata, "ModelDeployment")
     labels = deployment_labels(md_name, "router")
     selector = selector_labels(md_name, "router")
-    config = router_config(md, model, traffic, stable, cfg, shadow, experiment)
+    config = router_config(md, model, traffic, stable, cfg, shadow, experiment, shadow_kind=shadow_kind)
     generation = short_hash(config.model_dump(mode="json", exclude_none=True, exclude={"outcome_priors"}), 16)
     config = config.model_copy(update={"generation": generation})
     config_meta = _meta(name, ns, labels, owner)
@@ -342,6 +343,8 @@ def render_deployment(
     cfg: OperatorConfig,
     shadow: str | None = None,
     experiment: Experiment | None = None,
+    shadow_kind: str | None = None,
+    mirror: bool = True,
 ) -> list[dict[str, Any]]:
     """Every child of `md`, in apply order (predictors first, then the router that points at them).
 
@@ -350,7 +353,9 @@ def render_deployment(
     - `traffic`: the router's weight table; empty means nothing can be served yet, and then no router is rendered
       (a router without backends would only answer 503s).
     - `stable`: the fallback version of the router.
-    - `shadow`: a Ready version receiving mirrored traffic (the caller checks spec.shadow's ModelVersion is Ready).
+    - `shadow`: a Ready version receiving mirrored traffic (the caller checks spec.shadow's ModelVersion is Ready),
+      compared as `shadow_kind` (classification or regression). Its predictor is rendered; the router mirrors to it
+      only with `mirror` (the caller waits for that predictor to be ready, so that warming up counts no errors).
     - `experiment`: the Experiment whose split `traffic` is, if any (its strategy and priors go to the router).
     Raises NotReady when a ModelVersion it needs is missing from `versions`.
     """
@@ -365,7 +370,8 @@ def render_deployment(
         children.append(render_network_policy(md, cfg))
     if traffic:
         model = md.spec.model or md.status.model or versions[traffic[0].version].spec.model
-        children += render_router(md, model, traffic, stable, cfg, shadow, experiment)
+        children += render_router(md, model, traffic, stable, cfg, shadow if mirror else None, experiment,
+                                  shadow_kind=shadow_kind)
     return children
 
 

@@ -46,11 +46,15 @@ def router_config(
     cfg: OperatorConfig,
     shadow: str | None = None,
     experiment: Experiment | None = None,
+    *,
+    shadow_kind: str | None = None,
 ) -> RouterConfig:
     """The router's weight table: one backend per version in `traffic`, pointing at that version's Service.
 
     With an Experiment running on it, the router also gets the assignment strategy, sticky key, metric kind and
-    goal, and each arm's outcome statistics merged so far (status.variants) as the bandits' priors.
+    goal, and each arm's outcome statistics merged so far (status.variants) as the bandits' priors. With a
+    `shadow` version, the router mirrors spec.shadow.percent of the requests to it and compares its answers as
+    `shadow_kind` (classification or regression; None: the router's default, classification).
     """
     namespace = md.metadata.namespace
     arms: dict[str, object] = {}
@@ -85,6 +89,7 @@ def router_config(
                 version=shadow,
                 url=service_url(predictor_name(md.metadata.name, shadow), namespace, cfg),
                 percent=md.spec.shadow.percent if md.spec.shadow else 100,
+                kind=shadow_kind,  # type: ignore[arg-type]
             )
             if shadow
             else None

@@ -2,8 +2,9 @@
 
 A watch event wakes the reconcile for everything an event carries (spec changes, children's status, versions,
 Experiments and DriftMonitors naming it). What no event carries is the passing of time: the end of a canary or
-BlueGreen step (`next_look`), the router replicas taking up a new configuration (they report it only when asked)
-and the next health sample of a deployment with alerts (`next_sample`).
+BlueGreen step (`next_look`), the router replicas taking up a new configuration (they report it only when asked),
+the counters of a mirrored shadow version (status.shadow moves only when the routers are asked) and the next health
+sample of a deployment with alerts (`next_sample`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,24 @@ STEP_RECHECK = dt.timedelta(seconds=3)
 # A router configuration not yet reported by every ready replica is looked at again this often.
 ROUTER_RECHECK = dt.timedelta(seconds=1)
 
+# A mirrored shadow version's counters (status.shadow) and its promotion gate are looked at this often. The status
+# write this causes wakes nothing (a status-only change of the same generation is not an event for the reconcile,
+# controllers.Watches), and a look whose numbers did not change writes nothing.
+SHADOW_RECHECK = dt.timedelta(seconds=10)
+
 
 def next_look(body: Mapping[str, Any], now: dt.datetime) -> tuple[dt.datetime | None, bool]:
     """(when the main reconcile must run again, None for on an event only; whether a rollout is in progress)."""
     md: ModelDeployment = parse_object(ModelDeployment, body)
+    when, progressing = _next_rollout_look(md, now)
+    shadow = md.status.shadow
+    if md.spec.shadow is not None and shadow is not None and shadow.phase.value == "Mirroring" \
+            and shadow.version == md.spec.shadow.version:
+        when = min(when, now + SHADOW_RECHECK) if when is not None else now + SHADOW_RECHECK
+    return when, progressing
+
+
+def _next_rollout_look(md: ModelDeployment, now: dt.datetime) -> tuple[dt.datetime | None, bool]:
     r = md.status.rollout
     progressing = r is not None and r.phase.value == "Progressing"
     router = md.status.router

@@ -33,6 +33,7 @@ from mlsteward_operator.api.modeldeployment import (
     TrafficEntry,
 )
 from mlsteward_operator.api.modelversion import ModelVersion
+from mlsteward_operator.api.shadow import ShadowStatus
 from mlsteward_operator.kernel.conditions import second, set_condition
 from mlsteward_operator.kernel.pods import RouterView, WorkloadState
 
@@ -145,6 +146,7 @@ def compute_deployment_status(
     now: dt.datetime,
     experiment: str | None = None,
     override: ServingOverride | None = None,
+    shadow: ShadowStatus | None = None,
 ) -> ModelDeploymentStatus:
     """The whole status of `md` after this reconcile.
 
@@ -153,7 +155,8 @@ def compute_deployment_status(
     - `versions`: the ModelVersions involved, by name (for the model name and messages).
     - `url`: the Service's URL (render.deployment_url), shown once something can be served.
     - `experiment`: the Experiment whose arms are rendered, if any; `override`: status.override after this
-      reconcile (a version served instead of spec.version while it holds).
+      reconcile (a version served instead of spec.version while it holds); `shadow`: status.shadow after this
+      reconcile (reconcile_shadow.py), None without spec.shadow.
     A spec.version that cannot be served while another version serves is recorded as a Hold decision whose
     gitChange puts the served version back in Git; each completed switch is recorded as a Rollout decision.
     """
@@ -185,6 +188,7 @@ def compute_deployment_status(
         # Written by the health sampler only (reconcile_health.py); carried so that the status here is whole, and
         # left out of this reconcile's patch (reconcile.py).
         health=prev.health,
+        shadow=shadow,
     )
 
 

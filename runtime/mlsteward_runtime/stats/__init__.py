@@ -9,5 +9,7 @@ experiments), which imports these modules only where it analyses, never at start
 - `stats.ab`: `ArmStats`, `two_proportion_ztest`, `chi2_proportions`, `welch_ttest`, `prob_best`,
   `sample_ratio_mismatch`, `msprt`; `stats.comparison`: `compare` (the offline comparison of `mlsteward ab`).
 - `stats.bandits`: `epsilon_greedy`, `thompson`, `thompson_allocation`.
+- `stats.paired`: `wilson`, `mcnemar_exact`, `newcombe_paired`, `paired_proportions`, `paired_t` (a shadow version
+  against the served one on the same requests).
 - `stats.table`: the CSV reader of the tool verbs.
 """
