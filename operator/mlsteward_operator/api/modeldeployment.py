@@ -501,7 +501,13 @@ class ModelDeploymentSpec(ApiModel):
         json_schema_extra=defaulted(Rollout),
         description="How a new version replaces the served one.",
     )
-    shadow: Shadow | None = Field(default=None, description="Mirror a share of traffic to a candidate version.")
+    shadow: Shadow | None = Field(
+        default=None,
+        description="Mirror a share of the prediction requests to another version, without delaying the answer: "
+        "its answers are never returned, they are compared with the served ones and, with labels sent to "
+        "/v1/feedback, scored against them (status.shadow); with promote, a shadow that passes the gate is "
+        "rolled out through spec.rollout.",
+    )
     fallback: bool = Field(
         default=True, description="Answer from the stable version when the active one errors."
     )
