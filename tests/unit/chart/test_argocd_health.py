@@ -125,7 +125,7 @@ def test_the_argocd_cm_patch_in_the_docs_is_the_scripts():
     patch = yaml.safe_load(blocks[0])
     assert (patch["kind"], patch["metadata"]) == ("ConfigMap", {"name": "argocd-cm", "namespace": "argocd"})
     assert patch["data"] == {f"resource.customizations.health.mlsteward.io_{kind}": (HEALTH / f"{kind}.lua").read_text()
-                             for kind in MODELS}, "docs/gitops.md is stale: copy the scripts into its argocd-cm patch"
+                             for kind in MODELS}, "docs/gitops.md is stale: run python hack/argocd-health-doc.py"
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
@@ -246,7 +246,8 @@ def test_a_canary_through_plan_rollout(luahealth: Path):
     def mv(name: str) -> ModelVersion:
         return ModelVersion.model_validate({
             "metadata": {"name": name, "namespace": "ml"}, "status": {"phase": "Ready"},
-            "spec": {"model": "iris", "version": "1.0.0", "artifact": {"uri": f"file:///m/{name}", "sha256": "a" * 64}}})
+            "spec": {"model": "iris", "version": "1.0.0",
+                     "artifact": {"uri": f"file:///m/{name}", "sha256": "a" * 64}}})
 
     versions = {"iris-1": mv("iris-1"), "iris-2": mv("iris-2")}
     facts = {n: VersionFacts(n, exists=True, model="iris", phase="Ready") for n in versions}

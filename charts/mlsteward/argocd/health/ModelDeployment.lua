@@ -60,6 +60,11 @@ end
 local ready = condition("Ready")
 if ready ~= nil and ready.status == "True" then
   local message = said(ready)
+  -- Served on a request (an Experiment's Promote) rather than spec.version: how Git catches up.
+  local degraded = condition("Degraded")
+  if degraded ~= nil and degraded.reason == "Promoted" then
+    message = message .. "; " .. tostring(degraded.message)
+  end
   local shadow = status.shadow
   if shadow ~= nil then
     message = message .. "; shadow " .. tostring(shadow.version) .. " " .. tostring(shadow.phase)
