@@ -68,3 +68,60 @@ def test_dashboard_and_alert_rules_render_from_their_files():
     assert cm["metadata"]["namespace"] == "monitoring"
     dashboard = json.loads(cm["data"]["mlsteward.json"])
     assert dashboard == json.loads((ROOT / "charts/mlsteward/dashboards/mlsteward.json").read_text())
+
+
+KINDS = ("ModelVersion", "ModelDeployment", "Experiment", "DriftMonitor")
+HEALTH = ROOT / "charts/mlsteward/argocd/health"
+
+
+def test_argocd_health_checks_render_from_their_files():
+    assert not [d for d in _helm_template() if d["metadata"]["name"].endswith("-argocd-health")], "off by default"
+    docs = _helm_template("argocd.healthChecks.enabled=true", "argocd.healthChecks.namespace=argocd")
+    (cm,) = [d for d in docs if d["metadata"]["name"] == "mlsteward-operator-argocd-health"]
+    assert (cm["kind"], cm["metadata"]["namespace"]) == ("ConfigMap", "argocd")
+    assert cm["data"] == {f"resource.customizations.health.mlsteward.io_{kind}": (HEALTH / f"{kind}.lua").read_text()
+                          .strip() for kind in KINDS}
+
+
+def test_the_documented_argocd_cm_patches_merge_the_health_checks(control_plane: Path, tmp_path: Path):
+    """Both ways docs/gitops.md gives (its argocd-cm patch file, and the chart's ConfigMap merged by its kubectl
+    command) leave argocd-cm with the four scripts next to what it held."""
+    import re
+
+    import yaml
+
+    env = {**os.environ, "KUBECONFIG": str(control_plane), "PATH": f"{_bin_path()}:{os.environ['PATH']}"}
+
+    def kubectl(*args: str, stdin: str | None = None) -> str:
+        proc = subprocess.run(["kubectl", *args], env=env, input=stdin, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    def fresh_argocd_cm() -> None:
+        subprocess.run(["kubectl", "create", "namespace", "argocd"], env=env, capture_output=True)
+        kubectl("delete", "configmap", "argocd-cm", "-n", "argocd", "--ignore-not-found")
+        kubectl("create", "configmap", "argocd-cm", "-n", "argocd", "--from-literal=url=https://argocd.example")
+
+    def merged() -> dict[str, str]:
+        return yaml.safe_load(kubectl("get", "configmap", "argocd-cm", "-n", "argocd", "-o", "yaml"))["data"]
+
+    scripts = {f"resource.customizations.health.mlsteward.io_{kind}": (HEALTH / f"{kind}.lua").read_text()
+               for kind in KINDS}
+    text = (ROOT / "docs/gitops.md").read_text()
+    (patch,) = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "resource.customizations.health." in b]
+    (command,) = [b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "-argocd-health" in b]
+
+    fresh_argocd_cm()
+    (tmp_path / "argocd-cm-mlsteward.yaml").write_text(patch)
+    kubectl("patch", "configmap", "argocd-cm", "-n", "argocd", "--type", "merge", "--patch-file",
+            str(tmp_path / "argocd-cm-mlsteward.yaml"))
+    assert merged() == {"url": "https://argocd.example", **scripts}
+
+    fresh_argocd_cm()
+    subprocess.run(["kubectl", "create", "namespace", "mlsteward-system"], env=env, capture_output=True)
+    rendered = [d for d in _helm_template("argocd.healthChecks.enabled=true") if d["kind"] == "ConfigMap"
+                and d["metadata"]["name"].endswith("-argocd-health")]
+    kubectl("apply", "-f", "-", stdin=yaml.safe_dump(rendered[0]))
+    proc = subprocess.run(["bash", "-c", command], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert merged() == {"url": "https://argocd.example", **{k: v.strip() for k, v in scripts.items()}}
