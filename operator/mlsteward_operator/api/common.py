@@ -222,6 +222,11 @@ class ConditionType(StrEnum):
     degraded = "Degraded"
     # ModelDeployment: whether a metric alert (spec.alerts) fires on the served version.
     alerting = "Alerting"
+    # kstatus (kubernetes-sigs/cli-utils, read by Flux health checks and `kubectl wait`): abnormal-true conditions,
+    # present only while True. Reconciling: the operator is still moving the object towards its spec. Stalled: it
+    # will not get there without a change of spec (a person must act).
+    reconciling = "Reconciling"
+    stalled = "Stalled"
 
 
 class Condition(ApiModel):

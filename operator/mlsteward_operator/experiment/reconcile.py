@@ -34,7 +34,7 @@ from mlsteward_operator.api.common import MAX_MESSAGE, ConditionType, ServingReq
 from mlsteward_operator.api.experiment import Experiment, ExperimentPhase, ExperimentStatus, MetricName
 from mlsteward_operator.api.modeldeployment import ModelDeployment
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.kernel.conditions import second, set_condition
+from mlsteward_operator.kernel.conditions import second, set_condition, set_kstatus
 from mlsteward_operator.kernel.status import parse_object, status_changed
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ def metric_view(report: RouterStats, metric: MetricName) -> RouterStats:
     return report.model_copy(update={"versions": versions})
 
 
+_BAD_REFERENCE = ("DeploymentNotFound",)
+
+
 def _pending(exp: Experiment, reason: str, message: str, now: dt.datetime) -> ExperimentStatus:
     prev, generation = exp.status, exp.metadata.generation
     message = message[:MAX_MESSAGE]
@@ -77,6 +80,10 @@ def _pending(exp: Experiment, reason: str, message: str, now: dt.datetime) -> Ex
     conds = set_condition(conds, ConditionType.progressing, True, reason, message, generation=generation, now=now)
     conds = set_condition(conds, ConditionType.degraded, False, "AsExpected", "nothing is wrong with the experiment",
                           generation=generation, now=now)
+    # A missing ModelDeployment is a bad reference (Stalled); every other wait ends by itself (Reconciling).
+    bad = (reason, message) if reason in _BAD_REFERENCE else None
+    conds = set_kstatus(conds, reconciling=None if bad else (reason, message), stalled=bad,
+                        generation=generation, now=now)
     return prev.model_copy(update={"phase": ExperimentPhase.pending, "observed_generation": generation,
                                    "conditions": conds})
 
