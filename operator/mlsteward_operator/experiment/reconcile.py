@@ -88,6 +88,22 @@ def _pending(exp: Experiment, reason: str, message: str, now: dt.datetime) -> Ex
                                    "conditions": conds})
 
 
+def _final(exp: Experiment, now: dt.datetime) -> dict[str, Any] | None:
+    """A Concluded or Stopped experiment keeps its results; observedGeneration (root and conditions) follows the
+    spec, and a Stopped one is Stalled (also one stopped before that condition existed). None when unchanged."""
+    prev, generation = exp.status, exp.metadata.generation
+    conds = [c.model_copy(update={"observed_generation": generation}) for c in prev.conditions]
+    ready = prev.condition(ConditionType.ready)
+    stalled = None
+    if prev.phase == ExperimentPhase.stopped:
+        stalled = (ready.reason, ready.message) if ready else ("Stopped", "the experiment stopped")
+    conds = set_kstatus(conds, reconciling=None, stalled=stalled, generation=generation, now=now)
+    if prev.observed_generation == generation and conds == prev.conditions:
+        return None
+    new = prev.model_copy(update={"observed_generation": generation, "conditions": conds}).to_k8s()
+    return {"observedGeneration": generation, "conditions": new["conditions"]}
+
+
 def _why_waiting(exp: Experiment, md: ModelDeployment) -> tuple[str, str]:
     name, control = exp.spec.deployment, exp.spec.variants[0].version
     if md.status.experiment and md.status.experiment != exp.metadata.name:
@@ -106,9 +122,7 @@ async def reconcile_experiment(body: Mapping[str, Any], client: kube.Client, cfg
     exp: Experiment = parse_object(Experiment, body)
     prev = exp.status
     if prev.phase in FINAL:
-        if prev.observed_generation == exp.metadata.generation:
-            return None
-        return {"observedGeneration": exp.metadata.generation}
+        return _final(exp, now)
     ns, md_name = exp.metadata.namespace, exp.spec.deployment
     arms = {v.version: v.name for v in exp.spec.variants}
     weights = {v.version: v.weight for v in exp.spec.variants}

@@ -188,3 +188,19 @@ def test_confirmed_drift_is_current_with_degraded_and_a_recovery_moves_nothing_t
     assert verdict(as_object("DriftMonitor", 4, dm.status))[:2] == (IN_PROGRESS, "NoWindows")
     dm = check(dm, dra.analyse(dm, reference, [window(600, seed=9)], later), later)
     assert {c.type for c in dm.status.conditions} == {"Ready", "Progressing", "Degraded"}
+
+
+async def test_a_stopped_experiment_from_before_stalled_existed_becomes_failed_once():
+    c = Cluster()
+    old_ready = {"type": "Ready", "status": "False", "reason": "SampleRatioMismatch", "message": "split is off",
+                 "observedGeneration": 1, "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    await c.create({**EXPERIMENT, "status": {"phase": "Stopped", "observedGeneration": 1, "conditions": [old_ready]}})
+    assert verdict(await c.fake.get(GV, "Experiment", "ml", "ab"))[0] == IN_PROGRESS  # what kstatus read before
+    exp = await look(c.fake)
+    assert verdict(exp) == (FAILED, "SampleRatioMismatch", set())
+    assert exp["status"]["phase"] == "Stopped" and exp["status"]["conditions"][0] == old_ready
+    body = await c.fake.get(GV, "Experiment", "ml", "ab")
+    assert await reconcile_experiment(body, c.fake, OperatorConfig(), now=T0 + STEP_LATER) is None  # idempotent
+
+
+STEP_LATER = dt.timedelta(minutes=5)
