@@ -322,8 +322,7 @@ def _conditions(exp: Experiment, decision: ExperimentDecision, now: dt.datetime)
     conds = set_condition(conds, ConditionType.degraded, degraded, decision.reason if degraded else "AsExpected",
                           message if degraded else "assignment follows the configuration",
                           generation=generation, now=now)
-    # kstatus (docs/gitops.md): Running and Concluded are the states the spec asks for (Current); Stopped ends
-    # without a result a person can act on by itself, and never resumes (Stalled, so Failed).
+    # kstatus (docs/gitops.md): Running and Concluded are Current; Stopped never resumes (Stalled, so Failed).
     stopped = (decision.reason, message) if phase == ExperimentPhase.stopped else None
     return set_kstatus(conds, reconciling=None, stalled=stopped, generation=generation, now=now)
 

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mlsteward_operator.api.common import MAX_DECISIONS, Condition, ConditionType
+from mlsteward_operator.api.common import MAX_DECISIONS, MAX_MESSAGE, Condition, ConditionType
 from mlsteward_operator.api.modeldeployment import (
     Decision,
     DecisionKind,
@@ -287,9 +287,8 @@ def _kstatus(plan: RolloutPlan, ready: tuple[bool, str, str], override: ServingO
         return {"reconciling": (plan.progressing.reason, plan.progressing.message), "stalled": None}
     problem = plan.degraded
     if problem is not None and problem.reason not in _WAITS:
-        return {"reconciling": None,
-                "stalled": (problem.reason, f"{problem.message}; spec.version {spec_version} will not be served "
-                                            "until the spec changes")}
+        why = f"{problem.message}; spec.version {spec_version} will not be served until the spec changes"
+        return {"reconciling": None, "stalled": (problem.reason, why[:MAX_MESSAGE])}
     if override is not None and override.kind == "Rollback":
         return {"reconciling": None,
                 "stalled": ("RolledBack", f"{override.version} serves instead of spec.version {spec_version} "
