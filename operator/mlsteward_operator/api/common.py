@@ -222,13 +222,19 @@ class ConditionType(StrEnum):
     degraded = "Degraded"
     # ModelDeployment: whether a metric alert (spec.alerts) fires on the served version.
     alerting = "Alerting"
+    # kstatus (kubernetes-sigs/cli-utils, read by Flux health checks and `kubectl wait`): abnormal-true conditions,
+    # present only while True. Reconciling: the operator is still moving the object towards its spec. Stalled: it
+    # will not get there without a change of spec (a person must act).
+    reconciling = "Reconciling"
+    stalled = "Stalled"
 
 
 class Condition(ApiModel):
     """A standard Kubernetes condition (the shape of metav1.Condition)."""
 
     type: str = Field(
-        description="Condition type: Ready, Progressing, Degraded (and Alerting on a ModelDeployment).", min_length=1, max_length=316
+        description="Condition type: Ready, Progressing, Degraded (and Alerting on a ModelDeployment); Reconciling "
+        "and Stalled, present only while True, for kstatus (Flux health checks).", min_length=1, max_length=316
     )
     status: ConditionStatus = Field(description="True, False or Unknown.")
     reason: str = Field(
@@ -262,7 +268,8 @@ class StatusBase(ApiModel):
         default=None, ge=0, description="metadata.generation last acted on by the operator."
     )
     conditions: Conditions = Field(
-        default_factory=list, description="Standard conditions: Ready, Progressing, Degraded."
+        default_factory=list, description="Standard conditions: Ready, Progressing, Degraded; Reconciling (still "
+        "working towards the spec) or Stalled (will not get there until the spec changes) while True."
     )
 
     def condition(self, type_: str) -> Condition | None:

@@ -43,7 +43,7 @@ from mlsteward_operator.api.driftmonitor import (
     LastAction,
 )
 from mlsteward_operator.driftmonitor.analysis import DriftVerdict
-from mlsteward_operator.kernel.conditions import second, set_condition
+from mlsteward_operator.kernel.conditions import second, set_condition, set_kstatus
 # The retraining workflow names (and runs) the Job; the monitor only says when to retrain and why.
 from mlsteward_operator.retraining.decide import retrain_job_name
 
@@ -304,6 +304,7 @@ def compute_status(
     else:
         degraded = (False, "NoConfirmedDrift", decision.message)
     conds = set_condition(conds, ConditionType.degraded, *degraded, generation=generation, now=now)
+    conds = set_kstatus(conds, **_kstatus(ready), generation=generation, now=now)
 
     return DriftMonitorStatus(
         observed_generation=generation,
@@ -314,6 +315,20 @@ def compute_status(
         consecutive_breaches=decision.streak,
         last_action=last_action,
     )
+
+
+# No verdict for a reason only a change of spec (or of a referenced object) fixes.
+_STALLED = ("UnknownFeatures", "DeploymentNotFound", "VersionNotFound")
+
+
+def _kstatus(ready: tuple[bool, str, str]) -> dict[str, tuple[str, str] | None]:
+    """Reconciling and Stalled (kstatus, docs/gitops.md): a check with a verdict is the steady state (Current); a
+    bad reference or feature list is Stalled; waiting for traffic, windows or a served version is Reconciling."""
+    if ready[0]:
+        return {"reconciling": None, "stalled": None}
+    if ready[1] in _STALLED:
+        return {"reconciling": None, "stalled": (ready[1], ready[2])}
+    return {"reconciling": (ready[1], ready[2]), "stalled": None}
 
 
 def _kept_degraded(prev: DriftMonitorStatus, verdict: DriftVerdict) -> tuple[bool, str, str]:

@@ -69,7 +69,7 @@ from mlsteward_operator.experiment.analysis import (
     VersionTotals,
     _finite,
 )
-from mlsteward_operator.kernel.conditions import second, set_condition
+from mlsteward_operator.kernel.conditions import second, set_condition, set_kstatus
 
 MAX_CHECKPOINTS = 64  # router processes remembered; a pod unseen for longer is assumed gone for good
 
@@ -319,9 +319,12 @@ def _conditions(exp: Experiment, decision: ExperimentDecision, now: dt.datetime)
     conds = set_condition(conds, ConditionType.progressing, phase == ExperimentPhase.running, decision.reason,
                           message, generation=generation, now=now)
     degraded = decision.reason == "SampleRatioMismatch"
-    return set_condition(conds, ConditionType.degraded, degraded, decision.reason if degraded else "AsExpected",
-                         message if degraded else "assignment follows the configuration",
-                         generation=generation, now=now)
+    conds = set_condition(conds, ConditionType.degraded, degraded, decision.reason if degraded else "AsExpected",
+                          message if degraded else "assignment follows the configuration",
+                          generation=generation, now=now)
+    # kstatus (docs/gitops.md): Running and Concluded are Current; Stopped never resumes (Stalled, so Failed).
+    stopped = (decision.reason, message) if phase == ExperimentPhase.stopped else None
+    return set_kstatus(conds, reconciling=None, stalled=stopped, generation=generation, now=now)
 
 
 def _variants(exp: Experiment, analysis: ExperimentAnalysis) -> list[VariantStatus]:

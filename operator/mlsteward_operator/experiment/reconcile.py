@@ -34,7 +34,7 @@ from mlsteward_operator.api.common import MAX_MESSAGE, ConditionType, ServingReq
 from mlsteward_operator.api.experiment import Experiment, ExperimentPhase, ExperimentStatus, MetricName
 from mlsteward_operator.api.modeldeployment import ModelDeployment
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.kernel.conditions import second, set_condition
+from mlsteward_operator.kernel.conditions import second, set_condition, set_kstatus
 from mlsteward_operator.kernel.status import parse_object, status_changed
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,9 @@ def metric_view(report: RouterStats, metric: MetricName) -> RouterStats:
     return report.model_copy(update={"versions": versions})
 
 
+_BAD_REFERENCE = ("DeploymentNotFound",)
+
+
 def _pending(exp: Experiment, reason: str, message: str, now: dt.datetime) -> ExperimentStatus:
     prev, generation = exp.status, exp.metadata.generation
     message = message[:MAX_MESSAGE]
@@ -77,8 +80,28 @@ def _pending(exp: Experiment, reason: str, message: str, now: dt.datetime) -> Ex
     conds = set_condition(conds, ConditionType.progressing, True, reason, message, generation=generation, now=now)
     conds = set_condition(conds, ConditionType.degraded, False, "AsExpected", "nothing is wrong with the experiment",
                           generation=generation, now=now)
+    # A missing ModelDeployment is a bad reference (Stalled); every other wait ends by itself (Reconciling).
+    bad = (reason, message) if reason in _BAD_REFERENCE else None
+    conds = set_kstatus(conds, reconciling=None if bad else (reason, message), stalled=bad,
+                        generation=generation, now=now)
     return prev.model_copy(update={"phase": ExperimentPhase.pending, "observed_generation": generation,
                                    "conditions": conds})
+
+
+def _final(exp: Experiment, now: dt.datetime) -> dict[str, Any] | None:
+    """A Concluded or Stopped experiment keeps its results; observedGeneration (root and conditions) follows the
+    spec, and a Stopped one is Stalled (also one stopped before that condition existed). None when unchanged."""
+    prev, generation = exp.status, exp.metadata.generation
+    conds = [c.model_copy(update={"observed_generation": generation}) for c in prev.conditions]
+    ready = prev.condition(ConditionType.ready)
+    stalled = None
+    if prev.phase == ExperimentPhase.stopped:
+        stalled = (ready.reason, ready.message) if ready else ("Stopped", "the experiment stopped")
+    conds = set_kstatus(conds, reconciling=None, stalled=stalled, generation=generation, now=now)
+    if prev.observed_generation == generation and conds == prev.conditions:
+        return None
+    new = prev.model_copy(update={"observed_generation": generation, "conditions": conds}).to_k8s()
+    return {"observedGeneration": generation, "conditions": new["conditions"]}
 
 
 def _why_waiting(exp: Experiment, md: ModelDeployment) -> tuple[str, str]:
@@ -99,9 +122,7 @@ async def reconcile_experiment(body: Mapping[str, Any], client: kube.Client, cfg
     exp: Experiment = parse_object(Experiment, body)
     prev = exp.status
     if prev.phase in FINAL:
-        if prev.observed_generation == exp.metadata.generation:
-            return None
-        return {"observedGeneration": exp.metadata.generation}
+        return _final(exp, now)
     ns, md_name = exp.metadata.namespace, exp.spec.deployment
     arms = {v.version: v.name for v in exp.spec.variants}
     weights = {v.version: v.weight for v in exp.spec.variants}

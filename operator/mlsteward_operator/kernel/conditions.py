@@ -51,3 +51,26 @@ def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | No
     return next((c for c in conditions if c.type == type_), None)
 
 
+
+
+def set_kstatus(
+    conditions: Sequence[Condition],
+    *,
+    reconciling: tuple[str, str] | None,
+    stalled: tuple[str, str] | None,
+    generation: int | None,
+    now: dt.datetime,
+) -> list[Condition]:
+    """A copy of `conditions` with kstatus's abnormal-true conditions (docs/gitops.md): `Reconciling` (reason,
+    message) while the operator is still working towards the spec, `Stalled` when it will not get there by itself.
+    Each is present only while True (as Flux's own controllers do) and never both; lastTransitionTime is kept while
+    one stays True, so a reconcile that changes nothing writes nothing."""
+    if reconciling is not None and stalled is not None:
+        raise ValueError("an object is never both Reconciling and Stalled")
+    out = list(conditions)
+    for type_, value in ((ConditionType.reconciling, reconciling), (ConditionType.stalled, stalled)):
+        if value is None:
+            out = [c for c in out if c.type != type_]
+        else:
+            out = set_condition(out, type_, True, value[0], value[1], generation=generation, now=now)
+    return out

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mlsteward_operator.api.common import MAX_DECISIONS, Condition, ConditionType
+from mlsteward_operator.api.common import MAX_DECISIONS, MAX_MESSAGE, Condition, ConditionType
 from mlsteward_operator.api.modeldeployment import (
     Decision,
     DecisionKind,
@@ -34,7 +34,7 @@ from mlsteward_operator.api.modeldeployment import (
 )
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.api.shadow import ShadowStatus
-from mlsteward_operator.kernel.conditions import second, set_condition
+from mlsteward_operator.kernel.conditions import second, set_condition, set_kstatus
 from mlsteward_operator.kernel.pods import RouterView, WorkloadState
 
 
@@ -248,8 +248,8 @@ def _conditions(md: ModelDeployment, plan: RolloutPlan, children: ChildrenState,
     """Ready, Progressing, Degraded and Alerting after this reconcile (`override`: one that holds)."""
     serving, generation = plan.serving, md.metadata.generation
     conds = list(md.status.conditions)
-    conds = set_condition(conds, ConditionType.ready, *_ready(plan, children, url, wanted), generation=generation,
-                          now=now)
+    ready = _ready(plan, children, url, wanted)
+    conds = set_condition(conds, ConditionType.ready, *ready, generation=generation, now=now)
     if plan.progressing is not None:
         progressing = (True, plan.progressing.reason, plan.progressing.message)
     else:
@@ -266,8 +266,38 @@ def _conditions(md: ModelDeployment, plan: RolloutPlan, children: ChildrenState,
     else:
         degraded = (False, "AsExpected", f"spec.version {wanted} is the version being served or rolled out")
     conds = set_condition(conds, ConditionType.degraded, *degraded, generation=generation, now=now)
+    conds = set_kstatus(conds, **_kstatus(plan, ready, override, md.spec.version), generation=generation, now=now)
     return set_condition(conds, ConditionType.alerting, *alerting_condition(md.status.health),
                          generation=generation, now=now)
+
+
+# A spec.version still being validated: the deployment gets there by itself once the version is Ready.
+_WAITS = ("VersionNotReady",)
+
+
+def _kstatus(plan: RolloutPlan, ready: tuple[bool, str, str], override: ServingOverride | None,
+             spec_version: str) -> dict[str, tuple[str, str] | None]:
+    """Reconciling and Stalled (kstatus, docs/gitops.md) for this plan.
+
+    Stalled: spec.version will not be served without a change of spec: it does not exist, failed validation, is of
+    another model, failed its canary analysis (rolled back, or held with onFailedAnalysis off), or a rollback
+    request holds the stable version in its place. Reconciling: anything else still moving (a rollout step, pods
+    or a validation to wait for, traffic going back), including a Ready=False that pods may still fix."""
+    if plan.progressing is not None:
+        return {"reconciling": (plan.progressing.reason, plan.progressing.message), "stalled": None}
+    problem = plan.degraded
+    if problem is not None and problem.reason not in _WAITS:
+        why = f"{problem.message}; spec.version {spec_version} will not be served until the spec changes"
+        return {"reconciling": None, "stalled": (problem.reason, why[:MAX_MESSAGE])}
+    if override is not None and override.kind == "Rollback":
+        return {"reconciling": None,
+                "stalled": ("RolledBack", f"{override.version} serves instead of spec.version {spec_version} "
+                                          f"after a rollback by {override.source}, until the spec changes")}
+    if problem is not None:
+        return {"reconciling": (problem.reason, problem.message), "stalled": None}
+    if not ready[0]:
+        return {"reconciling": (ready[1], ready[2]), "stalled": None}
+    return {"reconciling": None, "stalled": None}
 
 
 def _rollout_status(prev: RolloutStatus | None, plan: RolloutPlan, wanted: str, now: dt.datetime) -> RolloutStatus:

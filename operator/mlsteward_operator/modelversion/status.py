@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from mlsteward_operator.api.common import Condition, ConditionType
 from mlsteward_operator.api.modelversion import ModelVersion, ModelVersionStatus, VersionPhase, VersionReason
-from mlsteward_operator.kernel.conditions import second, set_condition
+from mlsteward_operator.kernel.conditions import second, set_condition, set_kstatus
 from mlsteward_operator.kernel.pods import JobState
 
 
@@ -41,7 +41,11 @@ def compute_version_status(mv: ModelVersion, job_name: str, job: JobState, now: 
     prev = mv.status
     generation = mv.metadata.generation
     if version_is_terminal(mv, job_name):
-        return prev.model_copy(update={"observed_generation": generation})
+        # Stalled also reaches a verdict recorded before that condition existed.
+        failed = prev.phase == VersionPhase.failed
+        stalled = (prev.reason or "Failed", prev.message or "") if failed else None
+        conds = set_kstatus(prev.conditions, reconciling=None, stalled=stalled, generation=generation, now=now)
+        return prev.model_copy(update={"observed_generation": generation, "conditions": conds})
 
     base: dict[str, Any] = {"observed_generation": generation, "validation_job": job_name}
     result = parse_validation_result(job.termination_message)
@@ -101,4 +105,8 @@ def _with_version_conditions(
                           generation=generation, now=now)
     conds = set_condition(conds, ConditionType.degraded, phase == VersionPhase.failed, reason, message,
                           generation=generation, now=now)
+    # The spec is immutable: a Failed version never becomes Ready by itself (kstatus: Stalled, so Failed).
+    conds = set_kstatus(conds, reconciling=(reason, message) if in_progress else None,
+                        stalled=(reason, message) if phase == VersionPhase.failed else None,
+                        generation=generation, now=now)
     return status.model_copy(update={"conditions": conds})
