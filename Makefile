@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 CLUSTER ?= local
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv bins crds docs manifests cluster-up cluster-down image test unit integration e2e e2e-current lint demo bench clean
+.PHONY: help deps venv bins crds docs manifests cluster-up cluster-down gitops-up gitops-down image test unit integration e2e e2e-current lint demo bench clean
 
 help: ## List the targets.
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -59,10 +59,16 @@ integration: venv bins ## Integration tier: the operator against a real kube-api
 # may be installed on the machine.
 CLUSTER_ENV = source hack/lib.sh && eval "$$(hack/cluster.sh env)" && export PATH="$$(mls_bin_path):$$PATH"
 
-e2e: venv cluster-up image ## End-to-end tier: real cluster, real pods (the local cluster's kubeconfig).
-	$(CLUSTER_ENV) && $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+gitops-up: cluster-up ## Start Flux (built from its Go modules) and a Git server on the machine, syncing into the local cluster.
+	$(CLUSTER_ENV) && hack/gitops.sh up
 
-e2e-current: venv ## End-to-end tier against the current kubeconfig (any cluster with the image loaded).
+gitops-down: ## Stop Flux and the Git server (cluster-down stops them too).
+	hack/gitops.sh down
+
+e2e: venv cluster-up gitops-up image ## End-to-end tier: real cluster, real pods, Flux (the local cluster's kubeconfig).
+	$(CLUSTER_ENV) && eval "$$(hack/gitops.sh env)" && $(BIN)/pytest tests/e2e $(PYTEST_ARGS)
+
+e2e-current: venv ## End-to-end tier against the current kubeconfig (any cluster with the image loaded; MLS_GIT_URL from `hack/gitops.sh env`).
 	$(BIN)/pytest tests/e2e $(PYTEST_ARGS)
 
 test: deps venv lint unit integration e2e ## Run every test tier.

@@ -706,6 +706,8 @@ cmd_down() {
   [ -f "$DIR/tier" ] || die "$DIR exists but holds no cluster (no $DIR/tier); not touching it"
   local tier; tier="$(cat "$DIR/tier" 2>/dev/null || echo A)"
   local t0; t0=$(date +%s)
+  # Flux and the Git server, when hack/gitops.sh started them.
+  stop flux-kustomize-controller flux-source-controller flux-gitserver
   stop kube-scheduler kube-controller-manager
   if [ "$tier" = B ]; then
     delete_pods

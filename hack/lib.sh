@@ -113,3 +113,9 @@ finish() {
   mv "$tmp" "$dir"
   log "Built $(basename "$dir") in $(( $(date +%s) - start ))s: $(cd "$dir" && echo *)"
 }
+
+# Flux (source-controller, kustomize-controller) and the Git test server, for the GitOps end-to-end test
+# (hack/build-flux.sh, hack/gitops.sh); the versions are the wrapper modules'.
+FLUX_SOURCE_VERSION="$(awk '$1 == "github.com/fluxcd/source-controller" {print $2; exit}' "$HACK_DIR/gomod/flux-source/go.mod")"
+FLUX_KUSTOMIZE_VERSION="$(awk '$1 == "github.com/fluxcd/kustomize-controller" {print $2; exit}' "$HACK_DIR/gomod/flux-kustomize/go.mod")"
+FLUX_BIN="$MLS_BIN_ROOT/flux-source-$FLUX_SOURCE_VERSION-kustomize-$FLUX_KUSTOMIZE_VERSION"
