@@ -123,8 +123,9 @@ def _traffic(st: dict[str, Any], roles: dict[str, list[str]]) -> list[dict[str, 
 def _replicas(d: dict[str, Any]) -> dict[str, Any]:
     """A Deployment's wanted and ready replicas, as `kubectl get deploy` shows them (READY ready/wanted)."""
     spec, st = _map(d.get("spec")), _map(d.get("status"))
-    return {"deployment": name_of(d), "replicas": spec.get("replicas", 1), "readyReplicas": st.get("readyReplicas") or 0,
-            "updatedReplicas": st.get("updatedReplicas") or 0, "availableReplicas": st.get("availableReplicas") or 0}
+    return {"deployment": name_of(d), "replicas": spec.get("replicas", 1),
+            "readyReplicas": st.get("readyReplicas") or 0, "updatedReplicas": st.get("updatedReplicas") or 0,
+            "availableReplicas": st.get("availableReplicas") or 0}
 
 
 def _workloads(st: dict[str, Any], workloads: list[dict[str, Any]] | None

@@ -172,10 +172,11 @@ def _experiments(v: dict[str, Any]) -> list[str]:
 def _drift(v: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for m in v.get("driftMonitors") or []:
-        verdict = {True: "drift detected", False: "no drift", None: "not checked yet"}.get(m.get("driftDetected"),
-                                                                                          "unknown")
+        detected = m.get("driftDetected")
+        verdict = "drift detected" if detected is True else "no drift" if detected is False else "not checked yet"
+        actions = ", ".join(_s(a) for a in m.get("actions") or []) or "Alert"
         lines.append(f"  {_s(m.get('name'))}: {verdict}, {_s(m.get('consecutiveBreaches'))} of "
-                     f"{_s(m.get('consecutive'))} windows in breach before {', '.join(m.get('actions') or []) or 'Alert'}")
+                     f"{_s(m.get('consecutive'))} windows in breach before {actions}")
         last = m.get("lastReport")
         if last:
             drifted = last.get("driftedFeatures") or []
