@@ -135,7 +135,7 @@ def test_kubectl_mlsteward_status_shows_what_the_cluster_holds(kube, namespace, 
     text = proc.stdout
     assert text.startswith(f"ModelDeployment {namespace}/iris\n")
     for line in ("Wanted:     iris-v2  (spec.version)", "Serving:    iris-v1  (stable iris-v1)",
-                 "Traffic:    iris-v1 90% (stable), iris-v2 10% (canary)",
+                 "Traffic:    iris-v1 90% (stable, arm control), iris-v2 10% (canary, arm treatment)",
                  "Rollout:    Canary, Progressing to iris-v2, step 1 of 3 (10/50/100%)",
                  "iris-ab: Running, Weighted on reward; p=0.0421 (two-proportion z); leader treatment P(best)=0.930",
                  "iris-drift: drift detected, 1 of 3 windows in breach before Alert",
