@@ -11,7 +11,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from mlsteward_runtime.errors import UsageError
 
@@ -27,6 +27,7 @@ VERBS: dict[str, str] = {
     "ab": "ab",
     "card": "card",
     "report": "report",
+    "status": "status",
     "operator": "operator",
 }
 
@@ -39,13 +40,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="mlsteward",
-        description="Serve, route, validate, profile and compare scikit-learn models; run the mlsteward operator.",
-    )
+DESCRIPTION = "Serve, route, validate, profile and compare scikit-learn models; run the mlsteward operator."
+
+
+def build_parser(prog: str = "mlsteward", verbs: Mapping[str, str] = VERBS,
+                 description: str = DESCRIPTION) -> argparse.ArgumentParser:
+    """The parser of `prog` with the subcommands `verbs` (verb name -> module under mlsteward_runtime.commands)."""
+    parser = _Parser(prog=prog, description=description)
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
-    for verb, module_name in VERBS.items():
+    for verb, module_name in verbs.items():
         try:
             module = importlib.import_module(f"mlsteward_runtime.commands.{module_name}")
         except ModuleNotFoundError as exc:
@@ -58,8 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = "mlsteward", verbs: Mapping[str, str] = VERBS,
+         description: str = DESCRIPTION) -> int:
+    """Runs the verb `argv` names (default: the command line) and returns the exit code. `prog`, `verbs` and
+    `description` let another console script offer some of the verbs (`kubectl-mlsteward`: the cluster verbs)."""
+    parser = build_parser(prog, verbs, description)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
@@ -67,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except UsageError as exc:
-        print(f"mlsteward {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"{prog} {args.verb}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

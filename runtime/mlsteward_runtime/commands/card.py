@@ -23,14 +23,14 @@ examples:
 """
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mlsteward_runtime.cluster.objects import add_cluster_arguments
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("model_version", metavar="MODELVERSION", help="Name of the ModelVersion.")
-    parser.add_argument("-n", "--namespace", help="Namespace (default: the kubeconfig context's, or with --file the "
-                        "ModelVersion's own).")
+    add_cluster_arguments(parser, "Namespace (default: the kubeconfig context's, or with --file the "
+                          "ModelVersion's own).")
     parser.add_argument("--file", "-f", action="append", default=[], metavar="FILE.yaml",
                         help="Read objects from this YAML file instead of the cluster (repeatable; - is stdin).")
-    parser.add_argument("--kubeconfig", metavar="PATH", help="Kubeconfig (default: $KUBECONFIG, ~/.kube/config, "
-                        "or the in-cluster service account).")
     parser.add_argument("--output", "-o", metavar="FILE", help="Write the card to FILE instead of standard output.")
 
 
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.file:
         objects, namespace = read_files(args.file), args.namespace
     else:
-        objects, namespace = read_cluster(args.kubeconfig, args.namespace)
+        objects, namespace = read_cluster(args.kubeconfig, args.namespace, context=args.context)
     try:
         text = render_card(args.model_version, objects, namespace=namespace)
     except CardError as exc:

@@ -28,10 +28,12 @@ examples:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from mlsteward_runtime.cluster.objects import add_cluster_arguments
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("deployment", metavar="DEPLOYMENT", help="Name of the ModelDeployment.")
-    parser.add_argument("-n", "--namespace", help="Namespace (default: the kubeconfig context's, or with --file the "
-                        "ModelDeployment's own).")
+    add_cluster_arguments(parser, "Namespace (default: the kubeconfig context's, or with --file the "
+                          "ModelDeployment's own).")
     parser.add_argument("--since", default="24h", metavar="DURATION",
                         help="Length of the range, ending at --until (e.g. 24h, 90m, 7d; default 24h).")
     parser.add_argument("--until", default="now", metavar="TIME",
@@ -45,8 +47,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Output format (default text).")
     parser.add_argument("--file", "-f", action="append", default=[], metavar="FILE.yaml",
                         help="Read objects from this YAML file instead of the cluster (repeatable; - is stdin).")
-    parser.add_argument("--kubeconfig", metavar="PATH", help="Kubeconfig (default: $KUBECONFIG, ~/.kube/config, "
-                        "or the in-cluster service account).")
     parser.add_argument("--output", "-o", metavar="FILE", help="Write the report to FILE instead of standard output.")
 
 
@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         objects, namespace = read_files(args.file), args.namespace
     else:
         objects, namespace = read_cluster(args.kubeconfig, args.namespace,
-                                          ("ModelDeployment", "Experiment", "DriftMonitor"))
+                                          ("ModelDeployment", "Experiment", "DriftMonitor"), context=args.context)
     source = ", ".join(args.file) if args.file else "the cluster"
     try:
         prom = None
