@@ -20,8 +20,9 @@ import pytest
 from kstatus import CURRENT, FAILED, IN_PROGRESS, compute, flux_violations
 from test_flows_on_fake import GV, Cluster, serving_v1, version
 
+from mlsteward_operator.api.modeldeployment import ProgressStatus
 from mlsteward_operator.kernel import names
-from mlsteward_operator.modeldeployment import schedule
+from mlsteward_operator.modeldeployment import progress, schedule, status
 from mlsteward_operator.modeldeployment.progress import VERSION_GRACE
 
 SECOND = dt.timedelta(seconds=1)
@@ -221,3 +222,49 @@ async def test_a_canary_step_with_ready_pods_has_no_deadline(minutes: int):
     md = await c.md()
     assert verdict(md) == (IN_PROGRESS, "Analysing")
     assert md["status"]["progress"].get("deadline") is None
+
+
+# ---- the pure clock (progress.py) -----------------------------------------------------------------------------
+
+
+def test_the_grace_turns_only_a_missing_version_into_a_wait():
+    from mlsteward_operator.modeldeployment.rollout.base import Plan, Problem
+
+    t0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+    missing = Plan(live=(), router_target=None, serving=None, stable=None,
+                   degraded=Problem("VersionNotFound", "ModelVersion v2 does not exist"))
+    failed = Plan(live=(), router_target=None, serving=None, stable=None,
+                  degraded=Problem("VersionFailed", "ModelVersion v2 failed validation (DigestMismatch)"))
+    waiting = progress.within_grace(missing, None, "v2", 1, t0)
+    assert waiting.degraded is None and waiting.progressing is not None
+    assert waiting.progressing.reason == "WaitingForVersion" and "v2" in waiting.progressing.message
+    assert progress.within_grace(failed, None, "v2", 1, t0) == failed  # never served: no grace
+    tracked = ProgressStatus(version="v2", generation=1, last_progress_time=t0)
+    assert progress.within_grace(missing, tracked, "v2", 1, t0 + VERSION_GRACE) == missing
+    # Another generation or version starts a new grace.
+    assert progress.within_grace(missing, tracked, "v2", 2, t0 + VERSION_GRACE).degraded is None
+    assert progress.within_grace(missing, tracked, "v3", 1, t0 + VERSION_GRACE).degraded is None
+
+
+def test_the_clock_runs_only_while_a_rollout_waits_for_pods():
+    from mlsteward_operator.api.modeldeployment import ModelDeployment
+    from mlsteward_operator.kernel.pods import WorkloadState
+    from mlsteward_operator.modeldeployment.rollout.base import Plan, Problem
+
+    t0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
+    md = ModelDeployment.model_validate({"metadata": {"name": "iris", "generation": 3}, "spec": {
+        "version": "v2", "rollout": {"progressDeadline": "90s"}}})
+    rolling = Plan(live=("v2",), router_target="v2", serving=None, stable=None,
+                   progressing=Problem("RollingOut", "waiting for v2 and the router to be ready"))
+    settled = Plan(live=("v2",), router_target="v2", serving="v2", stable="v2")
+    pending = WorkloadState(exists=True, replicas=2, ready_replicas=1, available_replicas=1, rolled_out=False)
+    clock, stuck = progress.clock(md, rolling, "v2", {"v2": pending}, t0)
+    assert clock is not None and clock.deadline == t0 + dt.timedelta(seconds=90) and stuck is None
+    assert (clock.version, clock.generation, clock.ready_replicas) == ("v2", 3, 1)
+    ready = WorkloadState(exists=True, replicas=2, ready_replicas=2, available_replicas=2, rolled_out=True)
+    assert progress.clock(md, rolling, "v2", {"v2": ready}, t0)[0].deadline is None  # type: ignore[union-attr]
+    assert progress.clock(md, settled, "v2", {"v2": ready}, t0) == (None, None)
+    later = md.model_copy(update={"status": md.status.model_copy(update={
+        "progress": clock, "rollout": status.rollout_status(None, rolling, "v2", t0)})})
+    clock2, stuck = progress.clock(later, rolling, "v2", {"v2": pending}, t0 + dt.timedelta(seconds=90))
+    assert clock2 == clock and stuck is not None and stuck.reason == "ProgressDeadlineExceeded"
