@@ -220,16 +220,18 @@ def children_status_gitops_and_deletion(kube, namespace: str) -> None:
     assert cond(obj, "Progressing")["status"] == "True"
     assert obj["status"]["traffic"] == [{"version": "iris-1", "weight": 100}]
 
-    # A spec.version that does not exist: generation 2 is observed and Degraded names the reason. Nothing was
-    # serving yet (no node, so iris-1 never became ready), so nothing is kept: iris-1 is no longer wanted and its
-    # children go. Keeping a serving version in place is the e2e tier's test, where pods become ready.
+    # A spec.version that does not exist: generation 2 is observed and the deployment waits for the version (a
+    # GitOps sync may apply it a moment later; after the grace it is Stalled, test_kstatus_progress.py). Nothing
+    # was serving yet (no node, so iris-1 never became ready), so nothing is kept: iris-1 is no longer wanted and
+    # its children go. Keeping a serving version in place is the e2e tier's test, where pods become ready.
     custom(kube).patch_namespaced_custom_object(*GV, namespace, "modeldeployments", "iris",
                                                 {"spec": {"version": "iris-9"}})
     obj = wait_for(lambda: (o := get(kube, namespace, "modeldeployments", "iris"))["status"].get(
-        "observedGeneration") == 2 and cond(o, "Degraded").get("status") == "True" and o, timeout=30,
-        what="Degraded for a missing version")
-    assert cond(obj, "Degraded")["reason"] == "VersionNotFound"
-    assert "iris-9" in cond(obj, "Degraded")["message"]
+        "observedGeneration") == 2 and cond(o, "Reconciling").get("reason") == "WaitingForVersion" and o,
+        timeout=30, what="waiting for a missing version")
+    assert "ModelVersion iris-9 does not exist yet" in cond(obj, "Reconciling")["message"]
+    assert cond(obj, "Ready")["reason"] == "WaitingForVersion"
+    assert cond(obj, "Degraded")["status"] == "False"
     assert obj["status"].get("servingVersion") is None
     empty = {k: [] for k in expected}
     wait_for(lambda: children(kube, namespace, "iris") == empty, timeout=30, what="unwanted iris-1 children pruned")

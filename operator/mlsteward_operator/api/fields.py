@@ -43,22 +43,26 @@ def uri_type(field: str) -> Any:
     return Annotated[str, *matching(URI_RE, message, min_length=1, max_length=MAX_URI)]
 
 
-def duration_type(field: str, *, zero: bool = False) -> Any:
+def duration_type(field: str, *, zero: bool = False, minimum: str | None = None) -> Any:
     """A Go-style duration the operator can wait for: above 0 unless `zero` (a zero check interval would busy-loop,
-    a zero canary step be judged on no traffic; a zero cooldown means none and is fine) and at most a year (a
-    larger one overflows the datetime arithmetic of the reconciles). At most 6 digits per number keeps CEL's
-    duration() within its int64 nanoseconds."""
-    lower = "" if zero else "above 0 and "
+    a zero canary step be judged on no traffic; a zero cooldown means none and is fine), at least `minimum` when
+    given, and at most a year (a larger one overflows the datetime arithmetic of the reconciles). At most 6 digits
+    per number keeps CEL's duration() within its int64 nanoseconds."""
+    if minimum is not None:
+        lower, bound = f"at least {minimum} and ", f"duration(self) >= duration('{minimum}') && "
+    else:
+        lower, bound = ("", "") if zero else ("above 0 and ", "duration(self) > duration('0s') && ")
     message = (f"{field} must be a duration such as 30s, 5m or 1h30m, {lower}at most {MAX_DURATION}, with at "
                "most 6 digits per number")
-    rule = (f"self.matches({cel_string(DURATION)}) && !self.matches('[0-9]{{7,}}') && "
-            + ("" if zero else "duration(self) > duration('0s') && ")
-            + f"duration(self) <= duration('{MAX_DURATION}')")
+    rule = (f"self.matches({cel_string(DURATION)}) && !self.matches('[0-9]{{7,}}') && {bound}"
+            f"duration(self) <= duration('{MAX_DURATION}')")
+    least = parse_duration(minimum) if minimum is not None else None
 
     def ok(value: str) -> bool:
         if re.fullmatch(DURATION, value) is None or re.search("[0-9]{7,}", value) is not None:
             return False
         seconds = parse_duration(value)
-        return (zero or seconds > 0) and seconds <= MAX_DURATION_S
+        above = seconds >= least if least is not None else (zero or seconds > 0)
+        return above and seconds <= MAX_DURATION_S
 
     return Annotated[str, *checked(rule, message, ok, max_length=32, pattern=DURATION)]

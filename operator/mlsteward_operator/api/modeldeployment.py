@@ -170,6 +170,12 @@ Steps = Annotated[
 ]
 
 
+# spec.rollout.progressDeadline: its default, as a Deployment's progressDeadlineSeconds (600), and its lower bound
+# (below it, pulling an image or loading a model would read as stuck).
+DEFAULT_PROGRESS_DEADLINE = "10m"
+MIN_PROGRESS_DEADLINE = "30s"
+
+
 class Rollout(ApiModel):
     """How a new spec.version replaces the served one."""
 
@@ -188,6 +194,13 @@ class Rollout(ApiModel):
         default="1m", description="How long each canary step lasts before it is judged, e.g. 30s, 5m."
     )
     analysis: Analysis | None = Field(default=None, description="Gates judged at the end of each step.")
+    progress_deadline: duration_type("rollout.progressDeadline", minimum=MIN_PROGRESS_DEADLINE) = Field(
+        default=DEFAULT_PROGRESS_DEADLINE,
+        description="How long a rollout may wait for the wanted version's predictor pods to become ready without "
+        "progress (a pod becoming ready or going away, a new step, a new spec) before status says Stalled=True "
+        "with reason ProgressDeadlineExceeded, like a Deployment's progressDeadlineSeconds, e.g. 10m. The rollout "
+        "goes on: progress after the deadline makes it Reconciling again.",
+    )
 
     @model_validator(mode="after")
     def _check_steps(self) -> Rollout:
@@ -605,6 +618,25 @@ class RolloutStatus(ApiModel):
     )
 
 
+class ProgressStatus(ApiModel):
+    """The clock of a rollout or a wait for its version: since when nothing has moved. It runs while the deployment
+    works towards `version` (a rollout, a ModelVersion still missing or validating) and is absent once it is
+    settled."""
+
+    version: ShortText = Field(description="The version worked towards (spec.version, or an override's).")
+    generation: int | None = Field(default=None, ge=0, description="metadata.generation when the clock started.")
+    ready_replicas: int = Field(default=0, ge=0, description="Ready pods of that version's predictor at the last "
+                                "progress.")
+    last_progress_time: dt.datetime = Field(
+        description="The last progress: a new version or spec, a pod of the version becoming ready or going away, "
+        "a new rollout phase or step.")
+    deadline: dt.datetime | None = Field(
+        default=None,
+        description="When the deployment turns Stalled if nothing progresses before: the end of the grace period "
+        "for a missing ModelVersion (WaitingForVersion), or of spec.rollout.progressDeadline while the version's "
+        "pods are not ready. Absent when no such clock runs.")
+
+
 class RouterStatus(ApiModel):
     """Which router configuration the router replicas serve (they read it through the API, without a restart)."""
 
@@ -736,6 +768,9 @@ class ModelDeploymentStatus(StatusBase):
     )
     shadow: ShadowStatus | None = Field(
         default=None, description="How spec.shadow's version does on mirrored traffic, and the promotion gate.")
+    progress: ProgressStatus | None = Field(
+        default=None, description="Since when the rollout or the wait for spec.version has made no progress, and "
+        "when it turns Stalled if none comes (spec.rollout.progressDeadline, the grace for a missing version).")
 
 
 class ModelDeployment(ApiModel):

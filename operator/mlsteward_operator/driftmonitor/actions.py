@@ -17,15 +17,25 @@ if TYPE_CHECKING:  # decide.py re-exports these functions: it is imported first
 
 
 def check_due(dm: DriftMonitor, now: dt.datetime) -> bool:
-    """Whether a check is due: never checked, the spec changed since the last one, or `spec.interval` has passed
-    since the last check (with or without a verdict). The operator's timer fires more often than that."""
+    """Whether a check is due: never checked, the spec changed since the last one, the last check waits for a
+    reference not applied yet (decide.MISSING, within its grace: every wake-up looks again, the referenced object's
+    creation among them), or `spec.interval` has passed since the last check (with or without a verdict). The
+    operator's timer fires more often than that."""
     st = dm.status
     if st.observed_generation is None or st.observed_generation != dm.metadata.generation:
+        return True
+    if waiting_for_reference(dm):
         return True
     times = [second(t) for t in (st.last_check, st.last_report.time if st.last_report else None) if t is not None]
     if not times:
         return True
     return second(now) >= max(times) + dt.timedelta(seconds=parse_duration(dm.spec.interval))
+
+
+def waiting_for_reference(dm: DriftMonitor) -> bool:
+    """The last check found spec.deployment or its served ModelVersion missing, within the grace (Reconciling)."""
+    reconciling = dm.status.condition("Reconciling")
+    return reconciling is not None and reconciling.reason in ("DeploymentNotFound", "VersionNotFound")
 
 
 def report_numbers(dm: DriftMonitor, verdict: DriftVerdict, decision: DriftDecision) -> tuple[dict[str, float],

@@ -43,7 +43,7 @@ from mlsteward_operator.api.driftmonitor import (
     LastAction,
 )
 from mlsteward_operator.driftmonitor.analysis import DriftVerdict
-from mlsteward_operator.kernel.conditions import second, set_condition, set_kstatus
+from mlsteward_operator.kernel.conditions import grace_end, second, set_condition, set_kstatus, stamp
 # The retraining workflow names (and runs) the Job; the monitor only says when to retrain and why.
 from mlsteward_operator.retraining.decide import retrain_job_name
 
@@ -304,7 +304,8 @@ def compute_status(
     else:
         degraded = (False, "NoConfirmedDrift", decision.message)
     conds = set_condition(conds, ConditionType.degraded, *degraded, generation=generation, now=now)
-    conds = set_kstatus(conds, **_kstatus(ready), generation=generation, now=now)
+    conds = set_kstatus(conds, **_kstatus(ready, grace_end(dm.metadata.creation_timestamp, now)),
+                        generation=generation, now=now)
 
     return DriftMonitorStatus(
         observed_generation=generation,
@@ -319,13 +320,19 @@ def compute_status(
 
 # No verdict for a reason only a change of spec (or of a referenced object) fixes.
 _STALLED = ("UnknownFeatures", "DeploymentNotFound", "VersionNotFound")
+# Of which a reference to an object a GitOps sync may apply with the monitor: waited for a while (REFERENCE_GRACE).
+MISSING = ("DeploymentNotFound", "VersionNotFound")
 
 
-def _kstatus(ready: tuple[bool, str, str]) -> dict[str, tuple[str, str] | None]:
+def _kstatus(ready: tuple[bool, str, str], grace: dt.datetime | None) -> dict[str, tuple[str, str] | None]:
     """Reconciling and Stalled (kstatus, docs/gitops.md): a check with a verdict is the steady state (Current); a
-    bad reference or feature list is Stalled; waiting for traffic, windows or a served version is Reconciling."""
+    bad reference or feature list is Stalled; waiting for traffic, windows or a served version is Reconciling, and
+    so is a missing reference until `grace` (the end of REFERENCE_GRACE after the monitor's creation, or None)."""
     if ready[0]:
         return {"reconciling": None, "stalled": None}
+    if ready[1] in MISSING and grace is not None:
+        return {"reconciling": (ready[1], f"{ready[2]} yet; waiting for it until {stamp(grace)} (it may be applied "
+                                          "in the same sync), then Stalled"), "stalled": None}
     if ready[1] in _STALLED:
         return {"reconciling": None, "stalled": (ready[1], ready[2])}
     return {"reconciling": (ready[1], ready[2]), "stalled": None}

@@ -34,7 +34,7 @@ from mlsteward_operator.api.common import MAX_MESSAGE, ConditionType, ServingReq
 from mlsteward_operator.api.experiment import Experiment, ExperimentPhase, ExperimentStatus, MetricName
 from mlsteward_operator.api.modeldeployment import ModelDeployment
 from mlsteward_operator.config import OperatorConfig
-from mlsteward_operator.kernel.conditions import second, set_condition, set_kstatus
+from mlsteward_operator.kernel.conditions import grace_end, second, set_condition, set_kstatus, stamp
 from mlsteward_operator.kernel.status import parse_object, status_changed
 
 log = logging.getLogger(__name__)
@@ -69,10 +69,8 @@ def metric_view(report: RouterStats, metric: MetricName) -> RouterStats:
     return report.model_copy(update={"versions": versions})
 
 
-_BAD_REFERENCE = ("DeploymentNotFound",)
-
-
-def _pending(exp: Experiment, reason: str, message: str, now: dt.datetime) -> ExperimentStatus:
+def _pending(exp: Experiment, reason: str, message: str, now: dt.datetime, *,
+             stalled: bool = False) -> ExperimentStatus:
     prev, generation = exp.status, exp.metadata.generation
     message = message[:MAX_MESSAGE]
     conds = set_condition(list(prev.conditions), ConditionType.ready, False, reason, message,
@@ -80,8 +78,8 @@ def _pending(exp: Experiment, reason: str, message: str, now: dt.datetime) -> Ex
     conds = set_condition(conds, ConditionType.progressing, True, reason, message, generation=generation, now=now)
     conds = set_condition(conds, ConditionType.degraded, False, "AsExpected", "nothing is wrong with the experiment",
                           generation=generation, now=now)
-    # A missing ModelDeployment is a bad reference (Stalled); every other wait ends by itself (Reconciling).
-    bad = (reason, message) if reason in _BAD_REFERENCE else None
+    # A missing ModelDeployment past its grace is a bad reference (Stalled); every other wait ends by itself.
+    bad = (reason, message) if stalled else None
     conds = set_kstatus(conds, reconciling=None if bad else (reason, message), stalled=bad,
                         generation=generation, now=now)
     return prev.model_copy(update={"phase": ExperimentPhase.pending, "observed_generation": generation,
@@ -102,6 +100,19 @@ def _final(exp: Experiment, now: dt.datetime) -> dict[str, Any] | None:
         return None
     new = prev.model_copy(update={"observed_generation": generation, "conditions": conds}).to_k8s()
     return {"observedGeneration": generation, "conditions": new["conditions"]}
+
+
+def missing_deployment(exp: Experiment, now: dt.datetime) -> ExperimentStatus:
+    """Pending on a spec.deployment that does not exist: a wait (Reconciling) for REFERENCE_GRACE after the
+    Experiment's creation, since a GitOps sync may apply the ModelDeployment with it, then Stalled. The operator
+    sees the ModelDeployment appear (a watch event wakes this reconcile), and schedule.py wakes it when the grace
+    ends."""
+    md_name = exp.spec.deployment
+    until = grace_end(exp.metadata.creation_timestamp, now)
+    if until is None:
+        return _pending(exp, "DeploymentNotFound", f"ModelDeployment {md_name} does not exist", now, stalled=True)
+    return _pending(exp, "DeploymentNotFound", f"ModelDeployment {md_name} does not exist yet; waiting for it until "
+                    f"{stamp(until)} (it may be applied in the same sync), then Stalled", now)
 
 
 def _why_waiting(exp: Experiment, md: ModelDeployment) -> tuple[str, str]:
@@ -129,8 +140,7 @@ async def reconcile_experiment(body: Mapping[str, Any], client: kube.Client, cfg
 
     md_obj = await client.get(GROUP_VERSION, "ModelDeployment", ns, md_name)
     if md_obj is None:
-        new = _pending(exp, "DeploymentNotFound", f"ModelDeployment {md_name} does not exist", now)
-        return await _write(body, exp, new, client)
+        return await _write(body, exp, missing_deployment(exp, now), client)
     md = ModelDeployment.model_validate(md_obj)
     started = prev.phase == ExperimentPhase.running and prev.started_at is not None
     if not started:

@@ -53,6 +53,27 @@ def get_condition(conditions: Sequence[Condition], type_: str) -> Condition | No
 
 
 
+# How long a reference to an object that does not exist yet (the ModelVersion of a ModelDeployment, the
+# ModelDeployment of an Experiment or a DriftMonitor) reads as a wait (Reconciling) before it reads as a bad
+# reference (Stalled). Flux and Argo CD apply every manifest of a sync at once, and the operator may see the
+# referring object a moment before the one it names; a sync applies its manifests within seconds.
+REFERENCE_GRACE = dt.timedelta(minutes=2)
+
+
+def grace_end(since: dt.datetime | None, now: dt.datetime) -> dt.datetime | None:
+    """The end of the REFERENCE_GRACE that began at `since` while `now` is before it; None once it is over (or
+    without a start)."""
+    if since is None:
+        return None
+    end = second(since) + REFERENCE_GRACE
+    return end if second(now) < end else None
+
+
+def stamp(t: dt.datetime) -> str:
+    """`t` as Kubernetes writes times (RFC 3339, UTC, seconds), for messages."""
+    return second(t).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def set_kstatus(
     conditions: Sequence[Condition],
     *,

@@ -39,7 +39,7 @@ from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.kernel import names, pods
 from mlsteward_operator.kernel.status import parse_object, status_changed, status_patch
-from mlsteward_operator.modeldeployment import reconcile_shadow, render, routers, status
+from mlsteward_operator.modeldeployment import progress, reconcile_shadow, render, routers, status
 from mlsteward_operator.modeldeployment.decide import (
     Override,
     Request,
@@ -185,6 +185,8 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
     serving = _facts(serving_name, versions.get(serving_name)) if serving_name else None
     plan = plan_rollout(desired, serving, observed, spec, rollout_state(md.status.rollout), now,
                         model=md.spec.model)
+    # A spec.version not applied yet (a GitOps sync applies everything at once) is waited for a while.
+    plan = progress.within_grace(plan, md.status.progress, wanted, md.metadata.generation, now)
     shadow = reconcile_shadow.settle(shadow, plan.serving, wanted)
     if applied is not None or shadow.decisions:
         plan = dataclasses.replace(plan, decisions=(*shadow.decisions, *([applied] if applied else []),
@@ -203,11 +205,12 @@ async def reconcile_deployment(body: Mapping[str, Any], client: kube.Client, cfg
         await client.apply(child)
     await _prune(client, ns, name, {names.child_key(c) for c in children})
 
+    clock, stuck = progress.clock(md, plan, wanted, predictors, now)
     new = status.compute_deployment_status(
         md, plan, status.ChildrenState(predictors=predictors, router=pods.observe_deployment(router_obj),
                                        router_config=routers.applied(children, router_view)),
         versions, url=render.deployment_url(md, cfg), now=now, experiment=experiment_on,
-        override=_override_status(override), shadow=shadow.status,
+        override=_override_status(override), shadow=shadow.status, progress=clock, stuck=stuck,
     )
     return await _record(client, body, md, new)
 
@@ -277,7 +280,11 @@ def _with_active_experiment(md: ModelDeployment, plan: Plan, steering: _Steering
 
 async def _record(client: kube.Client, body: Mapping[str, Any], md: ModelDeployment,
                   new: ModelDeploymentStatus) -> dict[str, Any] | None:
-    """Posts an Event per new decision and returns the status patch, or None when nothing changed."""
+    """Posts an Event per new decision and one when the progress deadline passes, and returns the status patch, or
+    None when nothing changed."""
+    stalled, was = new.condition("Stalled"), md.status.condition("Stalled")
+    if stalled is not None and stalled.reason == status.EXCEEDED and (was is None or was.reason != status.EXCEEDED):
+        await client.event(body, reason=stalled.reason, type_="Warning", message=stalled.message)
     for decision in status.new_decisions(md.status.decisions, new.decisions):
         await client.event(
             body, reason=decision.reason,
@@ -288,7 +295,7 @@ async def _record(client: kube.Client, body: Mapping[str, Any], md: ModelDeploym
         return None
     # Merge patch: a step's start time or baseline, or an ended override, must not survive into a new value.
     # status.health is the health sampler's (reconcile_health.py): never written here, whatever copy this one read.
-    return status_patch(new, md.status, replaced=("rollout", "override", "shadow"), others=("health",))
+    return status_patch(new, md.status, replaced=("rollout", "override", "shadow", "progress"), others=("health",))
 
 
 def serving_requests(objs: list[dict[str, Any]], kind: str) -> tuple[Request, ...]:

@@ -4,7 +4,8 @@ A watch event wakes the reconcile for everything an event carries (spec changes,
 Experiments and DriftMonitors naming it). What no event carries is the passing of time: the end of a canary or
 BlueGreen step (`next_look`), the router replicas taking up a new configuration (they report it only when asked),
 the counters of a mirrored shadow version (status.shadow moves only when the routers are asked) and the next health
-sample of a deployment with alerts (`next_sample`).
+sample of a deployment with alerts (`next_sample`), and the deadline of status.progress (progress.py: the end of the
+grace period for a missing spec.version, or spec.rollout.progressDeadline for pods that are not ready).
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ def next_look(body: Mapping[str, Any], now: dt.datetime) -> tuple[dt.datetime | 
     if md.spec.shadow is not None and shadow is not None and shadow.phase.value == "Mirroring" \
             and shadow.version == md.spec.shadow.version:
         when = min(when, now + SHADOW_RECHECK) if when is not None else now + SHADOW_RECHECK
+    deadline = md.status.progress.deadline if md.status.progress is not None else None
+    if deadline is not None and second(deadline) > now:
+        # Only a deadline still ahead: one that passed has been judged by the reconcile that wrote this status.
+        when = min(when, second(deadline)) if when is not None else second(deadline)
     return when, progressing
 
 

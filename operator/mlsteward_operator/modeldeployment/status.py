@@ -25,6 +25,7 @@ from mlsteward_operator.api.modeldeployment import (
     HealthStatus,
     ModelDeployment,
     ModelDeploymentStatus,
+    ProgressStatus,
     ReplicaBaseline,
     RolloutPhase,
     RolloutStatus,
@@ -36,6 +37,11 @@ from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.api.shadow import ShadowStatus
 from mlsteward_operator.kernel.conditions import second, set_condition, set_kstatus
 from mlsteward_operator.kernel.pods import RouterView, WorkloadState
+
+# Reasons of the two clocks of progress.py: a missing spec.version within its grace period (a wait), and a rollout
+# whose pods made no progress until spec.rollout.progressDeadline (Stalled).
+WAITING = "WaitingForVersion"
+EXCEEDED = "ProgressDeadlineExceeded"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -147,6 +153,8 @@ def compute_deployment_status(
     experiment: str | None = None,
     override: ServingOverride | None = None,
     shadow: ShadowStatus | None = None,
+    progress: ProgressStatus | None = None,
+    stuck: Problem | None = None,
 ) -> ModelDeploymentStatus:
     """The whole status of `md` after this reconcile.
 
@@ -156,7 +164,8 @@ def compute_deployment_status(
     - `url`: the Service's URL (render.deployment_url), shown once something can be served.
     - `experiment`: the Experiment whose arms are rendered, if any; `override`: status.override after this
       reconcile (a version served instead of spec.version while it holds); `shadow`: status.shadow after this
-      reconcile (reconcile_shadow.py), None without spec.shadow.
+      reconcile (reconcile_shadow.py), None without spec.shadow; `progress`: status.progress after this reconcile
+      and `stuck`: the ProgressDeadlineExceeded problem once its deadline passed (progress.py).
     A spec.version that cannot be served while another version serves is recorded as a Hold decision whose
     gitChange puts the served version back in Git; each completed switch is recorded as a Rollout decision.
     """
@@ -168,7 +177,7 @@ def compute_deployment_status(
     serving = plan.serving
     model = md.spec.model or prev.model or _model_of(versions, serving or plan.router_target)
     conds = _conditions(md, plan, children, url=url, now=now, wanted=wanted,
-                        override=override if overridden else None)
+                        override=override if overridden else None, stuck=stuck)
     return ModelDeploymentStatus(
         observed_generation=generation,
         conditions=conds,
@@ -177,7 +186,7 @@ def compute_deployment_status(
         stable_version=plan.stable,
         traffic=traffic,
         traffic_summary=",".join(f"{t.version}={t.weight}" for t in traffic) or None,
-        rollout=_rollout_status(prev.rollout, plan, wanted, now),
+        rollout=rollout_status(prev.rollout, plan, wanted, now),
         url=url if traffic else None,
         previous_version=(prev.stable_version if plan.stable != prev.stable_version and prev.stable_version
                           else prev.previous_version),
@@ -189,6 +198,7 @@ def compute_deployment_status(
         # left out of this reconcile's patch (reconcile.py).
         health=prev.health,
         shadow=shadow,
+        progress=progress,
     )
 
 
@@ -234,8 +244,9 @@ def _ready(plan: RolloutPlan, children: ChildrenState, url: str, wanted: str) ->
     predictor = children.predictors.get(serving) if serving else None
     if predictor and predictor.ready and children.router.ready:
         return True, "Serving", f"{serving} serves at {url}"
-    if plan.degraded is not None and not serving:
-        return False, plan.degraded.reason, plan.degraded.message
+    problem = plan.degraded or (plan.progressing if _waiting(plan) else None)
+    if problem is not None and not serving:
+        return False, problem.reason, problem.message
     if not serving:
         return False, "NotServing", f"waiting for {plan.router_target or wanted} to become ready"
     if not (predictor and predictor.ready):
@@ -243,20 +254,30 @@ def _ready(plan: RolloutPlan, children: ChildrenState, url: str, wanted: str) ->
     return False, "RouterNotReady", "the router has no ready pod"
 
 
+def _waiting(plan: RolloutPlan) -> bool:
+    """The plan waits for a spec.version still missing, within its grace period (progress.py)."""
+    return plan.progressing is not None and plan.progressing.reason == WAITING
+
+
 def _conditions(md: ModelDeployment, plan: RolloutPlan, children: ChildrenState, *, url: str, now: dt.datetime,
-                wanted: str, override: ServingOverride | None) -> list[Condition]:
-    """Ready, Progressing, Degraded and Alerting after this reconcile (`override`: one that holds)."""
+                wanted: str, override: ServingOverride | None, stuck: Problem | None = None) -> list[Condition]:
+    """Ready, Progressing, Degraded and Alerting after this reconcile (`override`: one that holds; `stuck`: a rollout
+    past its progress deadline, which reads as a Deployment's does: Progressing=False, Degraded=True)."""
     serving, generation = plan.serving, md.metadata.generation
     conds = list(md.status.conditions)
     ready = _ready(plan, children, url, wanted)
     conds = set_condition(conds, ConditionType.ready, *ready, generation=generation, now=now)
-    if plan.progressing is not None:
+    if stuck is not None:
+        progressing = (False, stuck.reason, stuck.message)
+    elif plan.progressing is not None:
         progressing = (True, plan.progressing.reason, plan.progressing.message)
     else:
         progressing = (False, "Stable", f"{serving} is the stable version" if serving else "nothing to roll out")
     conds = set_condition(conds, ConditionType.progressing, *progressing, generation=generation, now=now)
     if plan.degraded is not None:
         degraded = (True, plan.degraded.reason, plan.degraded.message)
+    elif stuck is not None:
+        degraded = (True, stuck.reason, stuck.message)
     elif override is not None:
         # Served on a request, not on spec: say so, and how Git catches up (DESIGN §4).
         rolled_back = override.kind == "Rollback"
@@ -266,7 +287,8 @@ def _conditions(md: ModelDeployment, plan: RolloutPlan, children: ChildrenState,
     else:
         degraded = (False, "AsExpected", f"spec.version {wanted} is the version being served or rolled out")
     conds = set_condition(conds, ConditionType.degraded, *degraded, generation=generation, now=now)
-    conds = set_kstatus(conds, **_kstatus(plan, ready, override, md.spec.version), generation=generation, now=now)
+    conds = set_kstatus(conds, **_kstatus(plan, ready, override, md.spec.version, stuck), generation=generation,
+                        now=now)
     return set_condition(conds, ConditionType.alerting, *alerting_condition(md.status.health),
                          generation=generation, now=now)
 
@@ -276,13 +298,16 @@ _WAITS = ("VersionNotReady",)
 
 
 def _kstatus(plan: RolloutPlan, ready: tuple[bool, str, str], override: ServingOverride | None,
-             spec_version: str) -> dict[str, tuple[str, str] | None]:
+             spec_version: str, stuck: Problem | None = None) -> dict[str, tuple[str, str] | None]:
     """Reconciling and Stalled (kstatus, docs/gitops.md) for this plan.
 
-    Stalled: spec.version will not be served without a change of spec: it does not exist, failed validation, is of
-    another model, failed its canary analysis (rolled back, or held with onFailedAnalysis off), or a rollback
-    request holds the stable version in its place. Reconciling: anything else still moving (a rollout step, pods
-    or a validation to wait for, traffic going back), including a Ready=False that pods may still fix."""
+    Stalled: spec.version will not be served without a change of spec: it does not exist (past its grace period),
+    failed validation, is of another model, failed its canary analysis (rolled back, or held with onFailedAnalysis
+    off), or a rollback request holds the stable version in its place; or the rollout's pods made no progress until
+    spec.rollout.progressDeadline. Reconciling: anything else still moving (a rollout step, pods or a validation to
+    wait for, a version not applied yet, traffic going back), including a Ready=False that pods may still fix."""
+    if stuck is not None:
+        return {"reconciling": None, "stalled": (stuck.reason, stuck.message[:MAX_MESSAGE])}
     if plan.progressing is not None:
         return {"reconciling": (plan.progressing.reason, plan.progressing.message), "stalled": None}
     problem = plan.degraded
@@ -300,7 +325,7 @@ def _kstatus(plan: RolloutPlan, ready: tuple[bool, str, str], override: ServingO
     return {"reconciling": None, "stalled": None}
 
 
-def _rollout_status(prev: RolloutStatus | None, plan: RolloutPlan, wanted: str, now: dt.datetime) -> RolloutStatus:
+def rollout_status(prev: RolloutStatus | None, plan: RolloutPlan, wanted: str, now: dt.datetime) -> RolloutStatus:
     """status.rollout: the plan's when it has one, else the phase the plan is in, since when it is."""
     planned = getattr(plan, "rollout", None)
     if planned is not None:
@@ -310,7 +335,7 @@ def _rollout_status(prev: RolloutStatus | None, plan: RolloutPlan, wanted: str, 
             baseline=[ReplicaBaseline(replica=c.replica, started=c.started, requests=c.requests, errors=c.errors,
                                       latency_buckets=dict(c.latency_buckets)) for c in planned.baseline] or None,
         )
-    if plan.degraded is not None:
+    if plan.degraded is not None or _waiting(plan):
         phase = RolloutPhase.waiting
     elif plan.progressing is not None:
         phase = RolloutPhase.progressing

@@ -189,7 +189,8 @@ def test_status_has_no_defaults_and_spec_has_effective_defaults() -> None:
     md = _schema(_crds()["mlsteward.io_modeldeployments.yaml"])
     assert "default" not in yaml.safe_dump(md["properties"]["status"])
     rollout = md["properties"]["spec"]["properties"]["rollout"]
-    assert rollout["default"] == {"strategy": "Immediate", "steps": [10, 50, 100], "stepInterval": "1m"}
+    assert rollout["default"] == {"strategy": "Immediate", "steps": [10, 50, 100], "stepInterval": "1m",
+                                  "progressDeadline": "10m"}
     assert rollout["properties"]["strategy"]["enum"] == ["Canary", "BlueGreen", "Immediate"]
 
 

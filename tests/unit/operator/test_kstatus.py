@@ -32,6 +32,7 @@ from test_flows_on_fake import CANARY, STEP, GV, Cluster, serving_v1, version
 
 from mlsteward_operator.api.modelversion import ModelVersion
 from mlsteward_operator.kernel import pods
+from mlsteward_operator.modeldeployment.progress import VERSION_GRACE
 from mlsteward_operator.modelversion import status as mvs
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -168,6 +169,10 @@ async def test_a_first_deployment_of_a_version_that_cannot_serve_is_failed(phase
         await c.create({**version("iris-v1"), "status": {"phase": phase, "reason": "DigestMismatch"}})
     await deployment(c)
     await c.converge()
+    if phase is None:  # a missing version is waited for first (test_kstatus_progress.py)
+        assert verdict(await c.md())[:2] == (IN_PROGRESS, "WaitingForVersion")
+        c.now += VERSION_GRACE
+        await c.converge()
     md = await c.md()
     assert verdict(md) == (FAILED, reason, set())
     assert {x["type"]: x["status"] for x in md["status"]["conditions"]}["Ready"] == "False"
@@ -189,6 +194,8 @@ async def test_switching_to_a_version_that_cannot_serve_is_failed_while_the_old_
     c = await serving_v1()
     await c.create({**version("iris-bad"), "status": {"phase": "Failed", "reason": "BelowThreshold"}})
     await c.set_spec_version(spec_version)
+    await c.converge()
+    c.now += VERSION_GRACE  # a missing version is waited for first (test_kstatus_progress.py)
     await c.converge()
     md = await c.md()
     assert md["status"]["servingVersion"] == "iris-v1"

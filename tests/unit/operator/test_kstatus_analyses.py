@@ -2,14 +2,15 @@
 in test_kstatus.py's docstring.
 
 - Experiment: waiting for its ModelDeployment (its split, its control version, another experiment) is InProgress;
-  a ModelDeployment that does not exist is a bad reference, Failed. Running is Current: the split is live and the
+  a ModelDeployment that does not exist is InProgress for REFERENCE_GRACE after the Experiment's creation (a GitOps
+  sync may apply it in the same breath), then a bad reference, Failed. Running is Current: the split is live and the
   analysis runs, which is what the spec asks for, for as long as the stopping rules say (an Experiment that is
   InProgress for weeks would hold every Flux Kustomization that contains it unready). Concluded is Current;
   Stopped (sample-ratio mismatch, maxDuration without a result) is final and asks a person what next: Failed.
 - DriftMonitor: a check with a verdict is Current, drift or not (drift is a fact about the inputs, shown by
   Degraded and Events, not a failure of the monitor). No verdict yet for want of windows, samples or a served
   version is InProgress; a spec naming features the reference profile lacks, or a deployment or version that does
-  not exist, is Failed.
+  not exist (past the same grace), is Failed.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ from mlsteward_operator.api.common import ObjectMeta
 from mlsteward_operator.api.driftmonitor import DriftMonitor, DriftMonitorSpec, DriftMonitorStatus
 from mlsteward_operator.config import OperatorConfig
 from mlsteward_operator.driftmonitor import analysis as dra
+from mlsteward_operator.driftmonitor import actions as drift_actions
 from mlsteward_operator.driftmonitor import decide as drd
+from mlsteward_operator.driftmonitor import schedule as drs
 from mlsteward_operator.experiment import analysis as exa
 from mlsteward_operator.experiment import decide as exd
+from mlsteward_operator.experiment import schedule as exs
 from mlsteward_operator.experiment.reconcile import reconcile_experiment
+from mlsteward_operator.kernel.conditions import REFERENCE_GRACE
 from mlsteward_operator.kube.fake import FakeClient
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -58,10 +63,10 @@ EXPERIMENT = {"apiVersion": GV, "kind": "Experiment", "metadata": {"name": "ab",
                        "stopping": {"confidence": 0.95, "minSamplesPerVariant": 100, "maxDuration": "2h"}}}
 
 
-async def look(fake: FakeClient) -> dict[str, Any]:
+async def look(fake: FakeClient, now: dt.datetime = T0) -> dict[str, Any]:
     body = await fake.get(GV, "Experiment", "ml", "ab")
     assert body is not None
-    new = await reconcile_experiment(body, fake, OperatorConfig(), now=T0)
+    new = await reconcile_experiment(body, fake, OperatorConfig(), now=now)
     if new is not None:
         await fake.patch_status(GV, "Experiment", "ml", "ab", new)
     out = await fake.get(GV, "Experiment", "ml", "ab")
@@ -69,17 +74,23 @@ async def look(fake: FakeClient) -> dict[str, Any]:
     return out
 
 
-async def test_an_experiment_without_its_deployment_is_failed_and_recovers_when_it_appears():
+async def test_an_experiment_without_its_deployment_waits_then_is_failed_and_recovers_when_it_appears():
     c = Cluster()
     await c.create(EXPERIMENT)
-    exp = await look(c.fake)
+    body = await c.fake.get(GV, "Experiment", "ml", "ab")
+    created = dt.datetime.fromisoformat(body["metadata"]["creationTimestamp"])
+    exp = await look(c.fake, created + REFERENCE_GRACE / 2)
     assert exp["status"]["observedGeneration"] == exp["metadata"]["generation"] == 1
+    assert verdict(exp) == (IN_PROGRESS, "DeploymentNotFound", set())
+    assert "ModelDeployment iris does not exist yet" in compute(exp).message
+    assert exs.next_look(exp, created + REFERENCE_GRACE / 2)[0] == created + REFERENCE_GRACE  # woken at its end
+    exp = await look(c.fake, created + REFERENCE_GRACE)
     assert verdict(exp) == (FAILED, "DeploymentNotFound", set())
     for v in ("iris-v1", "iris-v2"):
         await c.create(version(v))
     await c.create({"apiVersion": GV, "kind": "ModelDeployment", "metadata": {"name": "iris", "namespace": "ml"},
                     "spec": {"model": "iris", "version": "iris-v1"}})
-    exp = await look(c.fake)  # the deployment serves nothing yet: the control is not served
+    exp = await look(c.fake, created + REFERENCE_GRACE)  # it serves nothing yet: the control is not served
     assert verdict(exp) == (IN_PROGRESS, "ControlNotServed", set())
     assert "Stalled" not in {x["type"] for x in exp["status"]["conditions"]}
 
@@ -172,6 +183,25 @@ def test_drift_monitor_checks(reference: Profile, windows: list[DriftWindow], sp
 def test_drift_monitor_without_a_verdict(reason: str, expected: str):
     dm = check(monitor(), dra.no_verdict(T0, reason, f"{reason} (test)"))
     assert verdict(as_object("DriftMonitor", 4, dm.status)) == (expected, reason, set())
+
+
+@pytest.mark.parametrize("reason", ["DeploymentNotFound", "VersionNotFound"])
+def test_drift_monitor_waits_for_a_reference_applied_with_it_then_is_failed(reason: str):
+    created = monitor().model_copy(update={"metadata": ObjectMeta(name="iris-drift", namespace="ml", generation=4,
+                                                                  creation_timestamp=T0)})
+    soon = T0 + REFERENCE_GRACE - dt.timedelta(seconds=1)
+    dm = check(created, dra.no_verdict(soon, reason, f"{reason} (test)"), soon)
+    assert verdict(as_object("DriftMonitor", 4, dm.status)) == (IN_PROGRESS, reason, set())
+    dm = dm.model_copy(update={"status": dm.status.model_copy(update={"last_check": soon})})  # as _check records
+    body = {**dm.to_k8s(), "metadata": {"name": "iris-drift", "namespace": "ml", "generation": 4,
+                                        "creationTimestamp": T0.isoformat()}}
+    assert drs.next_look(body, soon)[0] == T0 + REFERENCE_GRACE  # woken when the grace ends
+    assert drift_actions.check_due(dm, soon)  # and every wake-up before looks again (the object may be there)
+    late = T0 + REFERENCE_GRACE
+    dm = check(dm, dra.no_verdict(late, reason, f"{reason} (test)"), late)
+    assert verdict(as_object("DriftMonitor", 4, dm.status)) == (FAILED, reason, set())
+    dm = dm.model_copy(update={"status": dm.status.model_copy(update={"last_check": late})})
+    assert not drift_actions.check_due(dm, late)
 
 
 def test_confirmed_drift_is_current_with_degraded_and_a_recovery_moves_nothing_twice(reference: Profile):
