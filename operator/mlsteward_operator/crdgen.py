@@ -12,7 +12,7 @@ Schema 2020-12, so this module walks `model_json_schema()` and rewrites it:
 - Draft 2020 exclusive bounds become OpenAPI v3 `minimum` + `exclusiveMinimum: true`.
 - Integers get `format: int32` when their bounds fit, else `int64`; numbers get `format: double`.
 - Defaults are kept in spec (the API server applies them, so `kubectl get -o yaml` shows the effective spec) and
-  dropped from status, which only the operator writes.
+  dropped from status, which only the operator writes; status itself defaults to `{observedGeneration: 0}`.
 
 The output is deterministic (sorted keys, fixed kind order) so that a test can regenerate and compare it with the
 committed files.
@@ -169,6 +169,11 @@ def crd(info: KindInfo) -> dict[str, Any]:
     spec["description"] = info.spec.__doc__.strip().splitlines()[0] if info.spec.__doc__ else spec.get("description")
     status = model_schema(info.status, defaults=False, path="status")
     status["description"] = info.status.__doc__.strip().splitlines()[0] if info.status.__doc__ else "Observed state."
+    # Until the operator's first status write, an object reads "generation not observed yet": kstatus (Flux's health
+    # checks, `kubectl wait`) calls an object with no observedGeneration and no condition Current, so without this
+    # a sync that creates a ModelDeployment would pass its health check before anything serves. The API server
+    # applies the default when it reads an object that has no status.
+    status["default"] = {"observedGeneration": 0}
     root: dict[str, Any] = {
         "type": "object",
         "description": info.description,

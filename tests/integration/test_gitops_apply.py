@@ -141,6 +141,22 @@ def test_the_operator_writes_only_status_on_objects_a_gitops_tool_applies(kube, 
     assert operator.error is None, f"operator failed: {operator.error!r}"
 
 
+def test_a_new_object_reads_not_observed_until_the_operator_writes_its_status(kube, namespace):
+    """Before the operator's first status write, each kind reads "generation 1 not observed" (the CRDs default
+    status to observedGeneration 0). Without that, kstatus (Flux's health checks, `kubectl wait`) finds no
+    observedGeneration and no condition and calls a brand-new object Current: a sync would pass its health check
+    before anything serves. No operator runs in this test, so nothing else writes status."""
+    for obj in SYNC:
+        apply(kube, namespace, obj)
+        created = get(kube, namespace, PLURALS[obj["kind"]], obj["metadata"]["name"])
+        assert created["metadata"]["generation"] == 1
+        assert created.get("status") == {"observedGeneration": 0}, (obj["kind"], created.get("status"))
+    # The default never overrides what the operator writes: a status write keeps its own observedGeneration.
+    written = custom(kube).patch_namespaced_custom_object_status(
+        *GV, namespace, "modelversions", "iris-1", {"status": {"observedGeneration": 1, "phase": "Pending"}})
+    assert written["status"] == {"observedGeneration": 1, "phase": "Pending"}
+
+
 def check(kube: Any, namespace: str, objs: dict[str, dict[str, Any]]) -> None:
     for applied in SYNC:
         name = applied["metadata"]["name"]
