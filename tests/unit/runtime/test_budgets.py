@@ -115,8 +115,8 @@ def test_prediction_log_backlog_is_bounded_by_bytes(tmp_path):
     assert written == 20 - len(dropped) and log.pending_bytes == 0
 
 
-def test_worker_journal_backlog_is_bounded_by_bytes(artifacts, tmp_path):
-    import queue
+def test_worker_journal_backlog_is_bounded_by_bytes(artifacts, tmp_path, monkeypatch):
+    import threading
 
     from mlsteward_runtime.dataplane import DataPlane
     from mlsteward_runtime.workers import Peers
@@ -124,16 +124,18 @@ def test_worker_journal_backlog_is_bounded_by_bytes(artifacts, tmp_path):
     path, digest = artifacts["lr.skops"]
     cfg = RuntimeConfig(name="iris", version="1", artifact={"uri": str(path), "sha256": digest})
     plane = DataPlane(cfg, replica="t", feedback_max_bytes=1 << 20)
+    # A stalled writer (a full disk, a slow volume): it never takes a record off the queue. Stalled from the start,
+    # so that no record can reach it before the test looks at the backlog.
+    stalled = threading.Event()
+    monkeypatch.setattr(Peers, "_journal_writer", lambda self: stalled.wait())
     peers = Peers(plane, str(tmp_path), 0, 2)
     try:
-        # A stalled writer: it waits on the queue it started with; new records go to one nobody reads.
-        backlog: queue.SimpleQueue = queue.SimpleQueue()
-        peers._journal_q = backlog
         for i in range(40):
             peers.journal(f"r{i}", np.zeros(10_000, dtype=np.int64))  # 80 kB each, 3.2 MB in all
-        assert backlog.qsize() == 13 and peers._pending <= 1 << 20
+        assert peers._journal_q.qsize() == 13 and peers._pending <= 1 << 20
         evicted = plane.metrics.registry.get_sample_value("mlsteward_buffer_evictions_total",
                                                           {"buffer": "journal", "version": "1"})
         assert evicted == 27
     finally:
+        stalled.set()
         peers._stop.set()
