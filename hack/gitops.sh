@@ -53,7 +53,7 @@ start() {
   echo $! >"$PIDS/$name.pid"
 }
 fail() { log "$1"; for p in "${PROCS[@]}"; do [ -f "$LOGS/$p.log" ] && { echo "--- $p.log" >&2; tail -n 20 "$LOGS/$p.log" >&2; }; done; exit 1; }
-healthy() { curl -fsS --max-time 2 "http://$1/readyz" >/dev/null; }
+healthy() { curl -fs --max-time 2 "http://$1/readyz" >/dev/null; }
 
 cmd_up() {
   [ -f "$KCFG" ] || die "no kubeconfig at $KCFG: start the cluster first (hack/cluster.sh up)"
