@@ -165,6 +165,7 @@ def measure_hot_path(m: BenchModel, tmp: Path, budget_s: float) -> list[tuple[st
     from mlsteward_runtime.app import create_app
     from mlsteward_runtime.contracts import RuntimeConfig
     from mlsteward_runtime.dataplane import DataPlane
+    from mlsteward_runtime.endpoints.common import _PROVE_BOOLS_FROM, bools_absent
     from mlsteward_runtime.feedback import PredictionLog
     from mlsteward_runtime.logs import configure_logging
     from mlsteward_runtime.protocols import v2
@@ -250,7 +251,8 @@ def measure_hot_path(m: BenchModel, tmp: Path, budget_s: float) -> list[tuple[st
                 "JSON parse (orjson; both)": lambda: orjson.loads(raw),
                 "ideal: np.asarray + reshape": lambda: np.asarray(tensor["data"], dtype=np.float64).reshape(
                     tensor["shape"]),
-                "mlsteward: V2 decode + signature validation": lambda: v2.decode(doc, plane.validator),
+                "mlsteward: V2 decode + signature validation": lambda: v2.decode(
+                    doc, plane.validator, len(raw) >= _PROVE_BOOLS_FROM and bools_absent(raw)),
                 "ideal: model.predict (scikit-learn checks on)": lambda: m.estimator.predict(X),
                 "mlsteward: predict_both (checks skipped after validation)": lambda: plane._predict(X),
                 "mlsteward: drift reservoir + feedback store": lambda: plane.observe("bench-id", X, pred),

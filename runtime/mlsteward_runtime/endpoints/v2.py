@@ -23,7 +23,8 @@ router = APIRouter()
 async def _infer(request: Request, name: str) -> Response:
     plane = plane_of(request)
     check_name(plane, name)
-    req = await decode_body(request, plane, lambda body, plain: v2.decode(body, plane.validator, plain))  # type: ignore[arg-type]
+    req = await decode_body(
+        request, plane, lambda body, plain: v2.decode(body, plane.validator, plain))  # type: ignore[arg-type]
     pred, proba = await plane.infer(req.X)
     plane.observe(request_id(request), req.X, pred)
     return answer(plane, lambda: v2.encode(name, plane.version, req, pred, proba))

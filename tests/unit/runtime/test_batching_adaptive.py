@@ -1,5 +1,6 @@
-"""The adaptive batcher: when it waits, the direct paths for large requests and sequential traffic, shedding by expected model time, calls
-queued behind a busy executor, the per-step timings, and batched answers over HTTP equal scikit-learn's own."""
+"""The adaptive batcher: when it waits, the direct paths for large requests and sequential traffic,
+shedding by expected model time, calls queued behind a busy executor, the per-step timings, and batched answers
+over HTTP equal scikit-learn's own."""
 
 from __future__ import annotations
 
