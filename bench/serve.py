@@ -29,7 +29,10 @@ scraped before and after it. The targets of the
 serving issue are checked as ratios within one run (the machine is shared, absolute numbers are noisy).
 
 Reproduce:  python bench/serve.py [--quick] [--duration 10] [--only floor,ideal,mlsteward,mlserver,...]
-                                  [--models lr,forest] [--out bench/results/serve.md]
+                                  [--models lr,forest] [--out bench/results/serve.md] [--baseline main]
+
+--baseline GIT_REF adds `mlsteward serve` from that git revision's runtime (server mlsteward@GIT_REF), measured in
+every cell next to this checkout's, so that a change's before/after ratios come from one run.
 """
 
 from __future__ import annotations
@@ -162,6 +165,7 @@ def measure_hot_path(m: BenchModel, tmp: Path, budget_s: float) -> list[tuple[st
     from mlsteward_runtime.app import create_app
     from mlsteward_runtime.contracts import RuntimeConfig
     from mlsteward_runtime.dataplane import DataPlane
+    from mlsteward_runtime.endpoints.common import _PROVE_BOOLS_FROM, bools_absent
     from mlsteward_runtime.feedback import PredictionLog
     from mlsteward_runtime.logs import configure_logging
     from mlsteward_runtime.protocols import v2
@@ -247,7 +251,8 @@ def measure_hot_path(m: BenchModel, tmp: Path, budget_s: float) -> list[tuple[st
                 "JSON parse (orjson; both)": lambda: orjson.loads(raw),
                 "ideal: np.asarray + reshape": lambda: np.asarray(tensor["data"], dtype=np.float64).reshape(
                     tensor["shape"]),
-                "mlsteward: V2 decode + signature validation": lambda: v2.decode(doc, plane.validator),
+                "mlsteward: V2 decode + signature validation": lambda: v2.decode(
+                    doc, plane.validator, len(raw) >= _PROVE_BOOLS_FROM and bools_absent(raw)),
                 "ideal: model.predict (scikit-learn checks on)": lambda: m.estimator.predict(X),
                 "mlsteward: predict_both (checks skipped after validation)": lambda: plane._predict(X),
                 "mlsteward: drift reservoir + feedback store": lambda: plane.observe("bench-id", X, pred),
@@ -409,12 +414,23 @@ def mlsteward_config(m: BenchModel, tmp: Path, variant: str) -> dict[str, Any]:
     return config
 
 
-def start_mlsteward(m: BenchModel, tmp: Path, port: int, cpu: int | None, variant: str = "mlsteward") -> Server:
+def start_mlsteward(m: BenchModel, tmp: Path, port: int, cpu: int | None, variant: str = "mlsteward",
+                    runtime: Path | None = None) -> Server:
+    """`runtime`: the runtime package directory to import instead of this checkout's (the baseline's)."""
     cfg = tmp / f"{variant}-{m.key}.json"
     cfg.write_text(json.dumps(mlsteward_config(m, tmp, variant)))
     cmd = [sys.executable, "-m", "mlsteward_runtime.cli", "serve", "--config", str(cfg), "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1", "--log-level", "info"]
-    return Server(variant, cmd, tmp / f"{variant}-{m.key}.log", cpu)
+    env = {"PYTHONPATH": str(runtime)} if runtime is not None else None
+    return Server(variant, cmd, tmp / f"{variant.replace('/', '_')}-{m.key}.log", cpu, env=env)
+
+
+def export_baseline(ref: str, dest: Path) -> Path:
+    """The runtime package of git revision `ref`, written under `dest`; returns the directory to import it from."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "runtime"], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest / "runtime"
 
 
 def start_ideal(m: BenchModel, tmp: Path, port: int, cpu: int | None) -> Server:
@@ -607,13 +623,16 @@ def render(results: dict[tuple[str, str, int, int], dict[str, float]], floors: d
             for step, one, hundred in steps:
                 lines.append(f"| {MODELS[model]} | {step} | {one:.1f} µs | {hundred:.1f} µs |")
         lines.append("")
+    baseline = next((s for s in servers if s.startswith("mlsteward@")), None)
     lines += ["## Throughput and latency", "",
-              "| model | rows x conc | server | req/s | rows/s | p50 ms | p99 ms | vs ideal | vs MLServer |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+              "| model | rows x conc | server | req/s | rows/s | p50 ms | p99 ms | vs ideal | vs MLServer |"
+              + (f" vs {baseline} |" if baseline else ""),
+              "|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if baseline else "")]
     for model in models:
         for rows, conc in SCENARIOS:
             ideal = results.get(("ideal", model, rows, conc))
             mls = results.get(("mlserver", model, rows, conc))
+            base = results.get((baseline, model, rows, conc)) if baseline else None
             for server in servers:
                 r = results.get((server, model, rows, conc))
                 if r is None:
@@ -623,6 +642,7 @@ def render(results: dict[tuple[str, str, int, int], dict[str, float]], floors: d
                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                     f"{_ratio(r['rps'], ideal['rps'] if ideal else None)} | "
                     f"{_ratio(r['rps'], mls['rps'] if mls else None)} |"
+                    + (f" {_ratio(r['rps'], base['rps'] if base else None)} |" if baseline else "")
                     + (f" {int(r['errors'])} errors" if r["errors"] else ""))
     lines.append("")
     lines.append("Ratios are of requests per second (rows per second for 100-row requests, the same ratio).")
@@ -677,6 +697,10 @@ def main() -> int:
     parser.add_argument("--models", default="lr,forest", help="comma-separated subset of lr,forest")
     parser.add_argument("--out", help="write the Markdown report here (default bench/results/serve.md, "
                         "not written by --quick unless given)")
+    parser.add_argument("--baseline", metavar="GIT_REF",
+                        help="also measure `mlsteward serve` from this git revision's runtime (e.g. main), as server "
+                        "mlsteward@GIT_REF in every cell, interleaved with this checkout's: before/after ratios "
+                        "from one run")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
     args = parser.parse_args()
@@ -704,6 +728,9 @@ def main() -> int:
     facts = machine_facts()
     notes: list[str] = []
     servers = [s for s in SERVERS if s in only]
+    baseline = f"mlsteward@{args.baseline}" if args.baseline else None
+    if baseline is not None:
+        servers.insert(1 if "mlsteward" in servers else 0, baseline)
     results: dict[tuple[str, str, int, int], dict[str, float]] = {}
     floors: dict[str, dict[str, float]] = {}
     hot: dict[str, list[tuple[str, float, float]]] = {}
@@ -732,6 +759,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mlsteward-bench-") as tmpdir:
         tmp = Path(tmpdir)
         bench_models = build_models(models, tmp)
+        baseline_runtime = export_baseline(args.baseline, tmp / "baseline") if args.baseline else None
+        if baseline is not None:
+            notes.append(f"{baseline}: `mlsteward serve` from git revision {args.baseline}'s runtime, same "
+                         "configuration as mlsteward.")
         try:
             if "floor" in only:
                 before = os.sched_getaffinity(0)
@@ -753,7 +784,9 @@ def main() -> int:
                 urls: dict[str, str] = {}
                 for server in servers:
                     port = _free_port()
-                    if server.startswith("mlsteward"):
+                    if server == baseline:
+                        srv = start_mlsteward(m, tmp, port, args.server_cpu, server, baseline_runtime)
+                    elif server.startswith("mlsteward"):
                         srv = start_mlsteward(m, tmp, port, args.server_cpu, server)
                     elif server == "ideal":
                         srv = start_ideal(m, tmp, port, args.server_cpu)

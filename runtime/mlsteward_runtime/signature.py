@@ -167,15 +167,19 @@ class RowValidator:
 
     # -- entry points -------------------------------------------------------------------------------------------
 
-    def rows(self, payload: Any, field_prefix: str = "instances") -> np.ndarray:
-        """Validate `payload` (a list of rows or of named objects) and return the input matrix."""
+    def rows(self, payload: Any, field_prefix: str = "instances", bools_absent: bool = False) -> np.ndarray:
+        """Validate `payload` (a list of rows or of named objects) and return the input matrix.
+
+        `bools_absent`: the caller proved that no value is a JSON boolean (the body's text holds no true/false),
+        so a numeric matrix converts in one NumPy pass with no type check per value.
+        """
         if type(payload) is not list:
             raise InvalidInput(f"{field_prefix} must be a list of rows", field=field_prefix, rule="type")
         self._check_count(len(payload), field_prefix)
         if type(payload[0]) is dict:
             return self._objects(payload, field_prefix)
         if self._fast:
-            X = self._fast_rows(payload)
+            X = self._numeric_at_once(payload) if bools_absent else self._fast_rows(payload)
             if X is not None:
                 return X
         return self._slow_rows(payload, field_prefix)
@@ -224,6 +228,18 @@ class RowValidator:
             return None
         if X.ndim != 2 or X.shape[1] != self.n:
             return None
+        return X if self._fast_checks_pass(X) else None
+
+    def _numeric_at_once(self, payload: list[Any]) -> np.ndarray | None:
+        # No value is a bool (the caller proved it), so a numeric dtype from NumPy's own type discovery means every
+        # value was an int or a float; strings, nulls, objects and ragged rows give another dtype or an error.
+        try:
+            X = np.array(payload)
+        except (ValueError, OverflowError, TypeError):
+            return None
+        if X.dtype.kind not in "fiu" or X.ndim != 2 or X.shape[1] != self.n:
+            return None
+        X = X.astype(np.float64, copy=False)
         return X if self._fast_checks_pass(X) else None
 
     def _fast_checks_pass(self, X: np.ndarray) -> bool:

@@ -46,7 +46,7 @@ async def drift_window(request: Request) -> Response:
                         409: error_body("Feedback for this request id was already recorded (rule unique)")})
 async def feedback(request: Request) -> Response:
     plane = plane_of(request)
-    body = await decode_body(request, plane, lambda body: body, ready=False)
+    body = await decode_body(request, plane, lambda body, _plain: body, ready=False)
     if type(body) is not dict:
         raise InvalidInput("the body must be a JSON object", field="body", rule="type")
     unknown = [k for k in body if k not in ("request_id", "label", "reward")]

@@ -16,7 +16,8 @@ router = APIRouter()
 @router.post("/predict", tags=["simple"], openapi_extra=body_doc(simple.REQUEST_SCHEMA), responses=SIMPLE_ERRORS)
 async def predict(request: Request) -> Response:
     plane = plane_of(request)
-    X = await decode_body(request, plane, lambda body: simple.decode(body, plane.validator))  # type: ignore[arg-type]
+    X = await decode_body(
+        request, plane, lambda body, plain: simple.decode(body, plane.validator, plain))  # type: ignore[arg-type]
     pred, proba = await plane.infer(X)
     rid = request_id(request)
     plane.observe(rid, X, pred)

@@ -43,7 +43,8 @@ async def v1_model(request: Request, name: str) -> Response:
 async def v1_predict(request: Request, name: str) -> Response:
     plane = plane_of(request)
     check_name(plane, name)
-    X = await decode_body(request, plane, lambda body: v1.decode(body, plane.validator))  # type: ignore[arg-type]
+    X = await decode_body(
+        request, plane, lambda body, plain: v1.decode(body, plane.validator, plain))  # type: ignore[arg-type]
     pred, _ = await plane.infer(X)
     plane.observe(request_id(request), X, pred)
     return answer(plane, lambda: v1.encode(pred))

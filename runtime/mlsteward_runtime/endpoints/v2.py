@@ -23,16 +23,23 @@ router = APIRouter()
 async def _infer(request: Request, name: str) -> Response:
     plane = plane_of(request)
     check_name(plane, name)
-    req = await decode_body(request, plane, lambda body: v2.decode(body, plane.validator))  # type: ignore[arg-type]
+    req = await decode_body(
+        request, plane, lambda body, plain: v2.decode(body, plane.validator, plain))  # type: ignore[arg-type]
     pred, proba = await plane.infer(req.X)
     plane.observe(request_id(request), req.X, pred)
     return answer(plane, lambda: v2.encode(name, plane.version, req, pred, proba))
 
 
-@router.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra=body_doc(v2.REQUEST_SCHEMA),
+# The hottest route reads its path parameter itself: declared in the signature, FastAPI's dependency solving costs
+# about 12 µs per request; the OpenAPI document still describes it.
+_NAME_PARAM = {"parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string",
+                                                                                      "title": "Name"}}]}
+
+
+@router.post("/v2/models/{name}/infer", tags=["v2"], openapi_extra={**body_doc(v2.REQUEST_SCHEMA), **_NAME_PARAM},
              responses=PREDICT_ERRORS)
-async def infer(request: Request, name: str) -> Response:
-    return await _infer(request, name)
+async def infer(request: Request) -> Response:
+    return await _infer(request, request.path_params["name"])
 
 
 @router.post("/v2/models/{name}/versions/{version}/infer", tags=["v2"], openapi_extra=body_doc(v2.REQUEST_SCHEMA),

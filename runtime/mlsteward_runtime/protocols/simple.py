@@ -28,16 +28,16 @@ REQUEST_SCHEMA: dict[str, Any] = {
 }
 
 
-def decode(body: Any, validator: RowValidator) -> np.ndarray:
+def decode(body: Any, validator: RowValidator, bools_absent: bool = False) -> np.ndarray:
     if type(body) is dict:
         if "instances" not in body:
             raise InvalidInput('the body needs an "instances" list', field="instances", rule="required")
         extra = [k for k in body if k != "instances"]
         if extra:
             raise InvalidInput(f"unknown key {extra[0]!r}", field=extra[0], rule="unknown_field")
-        return validator.rows(body["instances"], "instances")
+        return validator.rows(body["instances"], "instances", bools_absent)
     if type(body) is list:
-        return validator.rows(body, "instances")
+        return validator.rows(body, "instances", bools_absent)
     raise InvalidInput('the body must be an object with "instances" or a list of rows', field="body", rule="type")
 
 

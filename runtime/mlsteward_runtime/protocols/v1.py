@@ -23,12 +23,12 @@ REQUEST_SCHEMA: dict[str, Any] = {
 }
 
 
-def decode(body: Any, validator: RowValidator) -> np.ndarray:
+def decode(body: Any, validator: RowValidator, bools_absent: bool = False) -> np.ndarray:
     if type(body) is not dict:
         raise InvalidInput('the body must be an object with "instances"', field="body", rule="type")
     if "instances" not in body:
         raise InvalidInput('the body needs an "instances" list', field="instances", rule="required")
-    return validator.rows(body["instances"], "instances")
+    return validator.rows(body["instances"], "instances", bools_absent)
 
 
 def encode(pred: np.ndarray) -> dict[str, Any]:

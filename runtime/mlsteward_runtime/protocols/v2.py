@@ -69,7 +69,9 @@ class V2Request:
         self.outputs = outputs
 
 
-def decode(body: Any, validator: RowValidator) -> V2Request:
+def decode(body: Any, validator: RowValidator, bools_absent: bool = False) -> V2Request:
+    """The validated request. `bools_absent` (the body's text holds no true/false, see
+    endpoints.common.bools_absent) lets a float tensor of JSON numbers convert in one NumPy pass."""
     if type(body) is not dict:
         raise InvalidInput("the body must be a JSON object", field="body", rule="type")
     inputs = body.get("inputs")
@@ -83,7 +85,7 @@ def decode(body: Any, validator: RowValidator) -> V2Request:
         raise InvalidInput("parameters must be an object", field="parameters", rule="type")
     outputs = _requested_outputs(body.get("outputs"))
     bound = _Bound(validator)
-    tensors = [_tensor(t, i, bound) for i, t in enumerate(inputs)]
+    tensors = [_tensor(t, i, bound, bools_absent) for i, t in enumerate(inputs)]
     names = validator.names
     if len(tensors) == 1 and not (len(names) == 1 and tensors[0][0] == names[0] and len(tensors[0][2]) == 1):
         name, dtype, shape, arr = tensors[0]
@@ -94,7 +96,7 @@ def decode(body: Any, validator: RowValidator) -> V2Request:
                                field="inputs[0].shape", rule="feature_count")
         arr = arr.reshape(shape)
         if arr.dtype.kind == "O":
-            return V2Request(validator.rows(arr.tolist(), "inputs[0].data"), rid, params, outputs)
+            return V2Request(validator.rows(arr.tolist(), "inputs[0].data", bools_absent), rid, params, outputs)
         return V2Request(validator.matrix(arr, "inputs[0].data"), rid, params, outputs)
     # One tensor per feature, matched by name.
     by_name: dict[str, np.ndarray] = {}
@@ -119,7 +121,8 @@ def decode(body: Any, validator: RowValidator) -> V2Request:
         raise InvalidInput(f"feature {missing[0]!r} has no input tensor", field=f"inputs.{missing[0]}", rule="required")
     assert rows is not None
     cols = [by_name[n].tolist() if n in by_name else [None] * rows for n in names]
-    return V2Request(validator.rows([list(r) for r in zip(*cols)] if rows else [], "inputs"), rid, params, outputs)
+    return V2Request(validator.rows([list(r) for r in zip(*cols)] if rows else [], "inputs", bools_absent), rid,
+                     params, outputs)
 
 
 def _required(sig: Signature, name: str) -> bool:
@@ -170,7 +173,7 @@ def _check_shape(shape: list[int], f: str, bound: _Bound) -> int:
     return expected
 
 
-def _tensor(t: Any, i: int, bound: _Bound) -> tuple[str, str, list[int], np.ndarray]:
+def _tensor(t: Any, i: int, bound: _Bound, bools_absent: bool = False) -> tuple[str, str, list[int], np.ndarray]:
     f = f"inputs[{i}]"
     if type(t) is not dict:
         raise InvalidInput(f"{f} must be a tensor object", field=f, rule="type")
@@ -187,6 +190,10 @@ def _tensor(t: Any, i: int, bound: _Bound) -> tuple[str, str, list[int], np.ndar
     if len(data) > expected:
         raise InvalidInput(f"{f}.data has more than the {expected} elements shape {shape} needs",
                            field=f"{f}.data", rule="shape")
+    if bools_absent and dtype in _FLOATS:
+        arr = _numbers_at_once(data, len(shape), expected)
+        if arr is not None:
+            return name, dtype, shape, _in_float_range(arr, dtype, f)
     flat, kinds = _flatten(data, f, len(shape), expected)
     if len(flat) != expected:
         raise InvalidInput(f"{f}.data has {len(flat)} elements but shape {shape} needs {expected}",
@@ -243,6 +250,29 @@ def _kinds(values: list[Any]) -> frozenset[type] | set[type]:
     return set(map(type, values))
 
 
+def _numbers_at_once(data: list[Any], rank: int, expected: int) -> np.ndarray | None:
+    """The tensor's values as flat float64 in one NumPy pass, or None when that pass cannot prove them JSON
+    numbers laid out as the shape says; the value-by-value path then finds and names the problem.
+
+    Only for a body proven free of booleans (NumPy would read true as 1.0): then a numeric dtype means every value
+    was an int or a float; a string, null, object or an integer past 64 bits gives another dtype, ragged or mixed
+    nesting a ValueError, nesting deeper than the rank more dimensions.
+    """
+    try:
+        arr = np.array(data)
+    except (ValueError, OverflowError, TypeError):
+        return None
+    if arr.dtype.kind not in "fiu" or arr.ndim > rank or arr.size != expected:
+        return None
+    return arr.astype(np.float64, copy=False).reshape(-1)
+
+
+def _in_float_range(arr: np.ndarray, dtype: str, f: str) -> np.ndarray:
+    if arr.size and float(np.abs(arr).max()) > _FLOAT_MAX[dtype]:
+        raise InvalidInput(f"{f}.data holds a value outside the range of {dtype}", field=f"{f}.data", rule="range")
+    return arr
+
+
 def _typed(flat: list[Any], kinds: set[type], dtype: str, f: str) -> np.ndarray:
     field = f"{f}.data"
     if dtype in _FLOATS:
@@ -252,9 +282,7 @@ def _typed(flat: list[Any], kinds: set[type], dtype: str, f: str) -> np.ndarray:
             arr = np.array(flat, dtype=np.float64)
         except OverflowError as exc:
             raise InvalidInput(f"{field} holds a number too large for {dtype}", field=field, rule="finite") from exc
-        if arr.size and float(np.abs(arr).max()) > _FLOAT_MAX[dtype]:
-            raise InvalidInput(f"{field} holds a value outside the range of {dtype}", field=field, rule="range")
-        return arr
+        return _in_float_range(arr, dtype, f)
     if dtype in _INT_RANGES:
         if not kinds <= {int}:
             raise InvalidInput(f"{field} must hold integers for {dtype}", field=field, rule="type")
