@@ -13,8 +13,8 @@ and never longer than `max_wait_ms` nor past the moment the batch is expected to
 traffic, a cheap model, arrivals further apart than a call costs) the flush runs on the next loop iteration, adding
 no wait; requests that arrive while the loop is busy still share that call. A batch that is full is flushed at
 once, and a request that carries `direct_rows` rows or more is a batch by itself: it skips the queue and the hop;
-so does a request to an idle queue while traffic is sequential (the last `_SINGLES` queued calls served one
-request each), except one in `_PROBE_EVERY`, which takes the queue so that a change in the traffic is seen.
+so does a request to an idle queue while traffic is sequential (recent calls served one request each), except
+one in `_PROBE_EVERY`, which takes the queue so that a change in the traffic is seen.
 
 With an executor, at most `concurrency` calls run at once and requests wait in this queue (where the bounds below
 apply and where they join the next batch) rather than in the executor's unbounded one.
@@ -51,10 +51,9 @@ TimingHook = Callable[[float, float, int, int], None]
 _ALPHA = 0.05
 # An arrival gap longer than this is idleness, not a rate: it is clipped so one pause does not dominate the average.
 _GAP_CLIP_S = 0.05
-# Traffic is sequential once this many queued calls in a row served one request each (a sequential client never has
-# two requests in the server; with a few concurrent clients some calls serve several); then one request in
+# Traffic is sequential while recent queued calls served fewer requests than this on average; then one request in
 # _PROBE_EVERY goes through the queue, which is how requests that arrive together show up again.
-_SINGLES = 16
+_SEQUENTIAL_BELOW = 1.2
 _PROBE_EVERY = 16
 
 
@@ -129,10 +128,11 @@ class Batcher:
         self._deadline = 0.0  # when the forming batch is flushed at the latest (while a timer is set)
         self._running = 0  # calls in the executor
         # Exponential average of requests per queued call; near 1 the traffic is sequential (a client waits for
-        # its answer before sending the next request), and then nobody else can arrive while a request waits.
-        self._avg_requests = 1.0
+        # its answer before sending the next request), and then nobody else can arrive while a request waits. It
+        # starts at 2: until queued calls show otherwise, requests are taken to overlap, so a burst at a fresh
+        # server meets the queue and its bounds rather than the direct path.
+        self._avg_requests = 2.0
         self._streak = 0  # requests called at once since the last one sent through the queue (see _sequential)
-        self._singles = 0  # queued calls in a row that served one request each
 
     @property
     def queued(self) -> int:
@@ -178,11 +178,10 @@ class Batcher:
         return loop.time() + (at - now)
 
     def _sequential(self) -> bool:
-        """Whether to call the model at once, skipping the loop hop: the queue is idle and the last _SINGLES
-        queued calls served one request each (sequential traffic: nobody would join). Every _PROBE_EVERY-th such
-        request still takes the queue, so that requests arriving together are seen (they join it). A fresh batcher
-        has seen no calls: a burst at a new server meets the queue and its bounds."""
-        if self._pending or self.executor is not None or self._singles < _SINGLES:
+        """Whether to call the model at once, skipping the loop hop: the queue is idle and recent calls served one
+        request each (sequential traffic: nobody would join). Every _PROBE_EVERY-th such request still takes the
+        queue, so that requests arriving together are seen (they join it) and the estimate follows the traffic."""
+        if self._pending or self.executor is not None or self._avg_requests >= _SEQUENTIAL_BELOW:
             return False
         self._streak += 1
         if self._streak < _PROBE_EVERY:
@@ -265,7 +264,6 @@ class Batcher:
         if not batch:
             return
         self._avg_requests += 0.2 * (len(batch) - self._avg_requests)
-        self._singles = self._singles + 1 if len(batch) == 1 else 0
         if self.executor is None:
             self._deliver(batch, self._compute(batch))
         else:
