@@ -12,9 +12,7 @@ cost of the separate call it would otherwise need,
 and never longer than `max_wait_ms` nor past the moment the batch is expected to be full. Otherwise (sequential
 traffic, a cheap model, arrivals further apart than a call costs) the flush runs on the next loop iteration, adding
 no wait; requests that arrive while the loop is busy still share that call. A batch that is full is flushed at
-once, and a request that carries `direct_rows` rows or more is a batch by itself: it skips the queue and the hop;
-so does a request to an idle queue while traffic is sequential (recent calls served one request each), except
-one in `_PROBE_EVERY`, which takes the queue so that a change in the traffic is seen.
+once, and a request that carries `direct_rows` rows or more is a batch by itself: it skips the queue and the hop.
 
 With an executor, at most `concurrency` calls run at once and requests wait in this queue (where the bounds below
 apply and where they join the next batch) rather than in the executor's unbounded one.
@@ -51,10 +49,6 @@ TimingHook = Callable[[float, float, int, int], None]
 _ALPHA = 0.05
 # An arrival gap longer than this is idleness, not a rate: it is clipped so one pause does not dominate the average.
 _GAP_CLIP_S = 0.05
-# Traffic is sequential while recent queued calls served fewer requests than this on average; then one request in
-# _PROBE_EVERY goes through the queue, which is how requests that arrive together show up again.
-_SEQUENTIAL_BELOW = 1.2
-_PROBE_EVERY = 16
 
 
 class CallCost:
@@ -128,11 +122,8 @@ class Batcher:
         self._deadline = 0.0  # when the forming batch is flushed at the latest (while a timer is set)
         self._running = 0  # calls in the executor
         # Exponential average of requests per queued call; near 1 the traffic is sequential (a client waits for
-        # its answer before sending the next request), and then nobody else can arrive while a request waits. It
-        # starts at 2: until queued calls show otherwise, requests are taken to overlap, so a burst at a fresh
-        # server meets the queue and its bounds rather than the direct path.
-        self._avg_requests = 2.0
-        self._streak = 0  # requests called at once since the last one sent through the queue (see _sequential)
+        # its answer before sending the next request), and then nobody else can arrive while a request waits.
+        self._avg_requests = 1.0
 
     @property
     def queued(self) -> int:
@@ -144,8 +135,6 @@ class Batcher:
             self.gap += _ALPHA * (min(now - self._last_arrival, _GAP_CLIP_S) - self.gap)
         self._last_arrival = now
         if len(X) >= self.direct_rows:
-            return await self._direct(X)
-        if self._sequential():
             return await self._direct(X)
         if self._pending:
             self._admit(X)
@@ -176,18 +165,6 @@ class Batcher:
     @staticmethod
     def _loop_time(loop: asyncio.AbstractEventLoop, now: float, at: float) -> float:
         return loop.time() + (at - now)
-
-    def _sequential(self) -> bool:
-        """Whether to call the model at once, skipping the loop hop: the queue is idle and recent calls served one
-        request each (sequential traffic: nobody would join). Every _PROBE_EVERY-th such request still takes the
-        queue, so that requests arriving together are seen (they join it) and the estimate follows the traffic."""
-        if self._pending or self.executor is not None or self._avg_requests >= _SEQUENTIAL_BELOW:
-            return False
-        self._streak += 1
-        if self._streak < _PROBE_EVERY:
-            return True
-        self._streak = 0
-        return False
 
     def _wait_s(self) -> float:
         """How long the first request of a new batch waits for company: zero unless requests overlap (recent
