@@ -62,8 +62,10 @@ while time.time() < end:
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             v = r.headers.get("x-model-version"); versions[v] = versions.get(v, 0) + 1; ok += 1
+    except urllib.error.HTTPError as exc:
+        failed += 1; errors.append(repr(exc)[:100] + " " + str(time.time()) + " " + exc.read().decode()[:600])
     except Exception as exc:
-        failed += 1; errors.append(repr(exc)[:200])
+        failed += 1; errors.append(repr(exc)[:200] + " " + str(time.time()))
     time.sleep(0.02)
 print(json.dumps({"ok": ok, "failed": failed, "versions": versions, "errors": errors[:5]}))
 """
@@ -120,6 +122,7 @@ def test_tampered_artifact_never_serves(namespace: str, trained: Path, artifact_
     kubectl("delete", "modeldeployment", "tampered", "-n", namespace)
 
 
+@pytest.mark.timeout(600)  # the missing version is waited for 2 minutes (REFERENCE_GRACE) before it is Degraded
 def test_serves_correct_predictions_then_switches_with_zero_failures(
     namespace: str, trained: Path, versions: dict[str, dict[str, Any]]
 ):
@@ -173,20 +176,26 @@ def test_serves_correct_predictions_then_switches_with_zero_failures(
                              f"mlsteward.io/deployment={MD},mlsteward.io/version={v1}", "-o", "name").strip() == "",
              timeout=60, what=f"{v1} predictor removed")
 
-    # A spec.version that does not exist keeps the serving version serving; status says what Git should say.
+    # A spec.version that does not exist keeps the serving version serving. It is first waited for (a GitOps sync
+    # may apply the ModelVersion a moment later: Reconciling, not Degraded), then status says what Git should say.
     kubectl("patch", "modeldeployment", MD, "-n", namespace, "--type=merge", "-p",
             json.dumps({"spec": {"version": "breast-cancer-9-9-9"}}))
-    degraded = wait_for(lambda: (c := condition(kget("modeldeployment", MD, namespace), "Degraded"))
-                        and c["status"] == "True" and c, timeout=60, what="Degraded for a missing version")
-    assert degraded["reason"] == "VersionNotFound"
-    md = kget("modeldeployment", MD, namespace)
-    assert md["status"]["servingVersion"] == v2
-    hold = md["status"]["decisions"][-1]
-    assert hold["kind"] == "Hold" and hold["reason"] == "VersionNotFound"
-    assert f"spec.version: {v2}" in hold["gitChange"]
+    waiting = wait_for(lambda: (c := condition(kget("modeldeployment", MD, namespace), "Reconciling"))
+                       and c["reason"] == "WaitingForVersion" and c, timeout=60, what="the missing version waited for")
+    assert "breast-cancer-9-9-9" in waiting["message"]
+    assert (condition(kget("modeldeployment", MD, namespace), "Degraded") or {}).get("status") != "True"
     run_client(namespace, "after-hold", url, 5, {"instances": rows[:1]})
     after = client_result(namespace, "after-hold", timeout=120)
     assert after["failed"] == 0 and after["versions"] == {"1.1.0": after["ok"]}, after
+    degraded = wait_for(lambda: (c := condition(kget("modeldeployment", MD, namespace), "Degraded"))
+                        and c["status"] == "True" and c, timeout=200, what="Degraded for a missing version")
+    assert degraded["reason"] == "VersionNotFound"
+    md = kget("modeldeployment", MD, namespace)
+    assert md["status"]["servingVersion"] == v2
+    assert condition(md, "Stalled")["reason"] == "VersionNotFound" and condition(md, "Reconciling") is None
+    hold = md["status"]["decisions"][-1]
+    assert hold["kind"] == "Hold" and hold["reason"] == "VersionNotFound"
+    assert f"spec.version: {v2}" in hold["gitChange"]
 
 
 def test_deleting_the_deployment_removes_every_child(namespace: str, versions: dict[str, dict[str, Any]]):
