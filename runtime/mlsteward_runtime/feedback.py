@@ -14,6 +14,7 @@ import atexit
 import queue
 import threading
 import time
+from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
@@ -55,8 +56,10 @@ class FeedbackStore:
         self.max_bytes = max_bytes
         self.on_evict = on_evict
         self.bytes = 0
-        # request id -> [predictions (ndarray), joined flag, bytes]
-        self._entries: dict[str, list[Any]] = {}
+        # request id -> [predictions (ndarray), joined flag, bytes], oldest first. An OrderedDict, because a dict
+        # evicting from its front makes each lookup of the oldest entry skip every slot deleted before it (tens of
+        # µs per prediction once a store of 100,000 is full).
+        self._entries: OrderedDict[str, list[Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -74,7 +77,7 @@ class FeedbackStore:
             budget = self.max_bytes
             while entries and (len(entries) >= self.capacity or
                                (budget is not None and self.bytes + size > budget)):
-                self.bytes -= entries.pop(next(iter(entries)))[2]
+                self.bytes -= entries.popitem(last=False)[1][2]
                 evicted += 1
             entries[request_id] = [predictions, False, size]
             self.bytes += size

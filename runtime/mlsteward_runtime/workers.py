@@ -23,6 +23,7 @@ import queue
 import signal
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,7 +49,7 @@ class Peers:
         self._journal_q: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._offsets: dict[int, int] = {}
         # request id -> (predictions, estimated bytes); bounded by the feedback store's count and byte budget.
-        self._peer_preds: dict[str, tuple[np.ndarray, int]] = {}
+        self._peer_preds: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()  # oldest first
         self._peer_bytes = 0
         self._capacity = plane.config.feedback_capacity
         self._budget = plane.feedback.max_bytes
@@ -185,7 +186,7 @@ class Peers:
         evicted = 0
         while entries and (len(entries) >= self._capacity or
                            (self._budget is not None and self._peer_bytes + size > self._budget)):
-            self._peer_bytes -= entries.pop(next(iter(entries)))[1]
+            self._peer_bytes -= entries.popitem(last=False)[1][1]
             evicted += 1
         entries[rid] = (preds, size)
         self._peer_bytes += size
