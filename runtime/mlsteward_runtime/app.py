@@ -21,13 +21,15 @@ from typing import Any, Callable
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from mlsteward_runtime.dataplane import DataPlane
-from mlsteward_runtime.edge import Edge
+from mlsteward_runtime.edge import INTERNAL_ERROR, PREDICT_ENDPOINTS, Edge
 from mlsteward_runtime.endpoints import ops, simple, v1, v2
 from mlsteward_runtime.endpoints.common import ERROR_SCHEMA, json_response
+from mlsteward_runtime.endpoints.direct import DirectRoutes
 from mlsteward_runtime.errors import BadRequest, InvalidInput, ModelLoadError, NotFound, RuntimeErrorBase
 from mlsteward_runtime.logs import LogBudget
 from mlsteward_runtime.settings import ServeSettings
@@ -44,7 +46,7 @@ def create_app(settings: ServeSettings, plane: DataPlane | None = None) -> FastA
     cfg = settings.runtime
     if plane is None:
         plane = DataPlane.from_settings(settings)
-    app = FastAPI(
+    app = _ServingApp(
         title="mlsteward serve",
         version=cfg.version,
         description=f"Predictions from model {cfg.name} version {cfg.version} (scikit-learn) over V2, KServe V1 "
@@ -58,11 +60,30 @@ def create_app(settings: ServeSettings, plane: DataPlane | None = None) -> FastA
     app.add_exception_handler(RuntimeErrorBase, _runtime_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _internal_error)
     for module in (v2, v1, simple, ops):
         app.include_router(module.router)
     _add_error_schema(app)
-    app.add_middleware(Edge, plane=plane)
     return app
+
+
+class _ServingApp(FastAPI):
+    """FastAPI with the runtime's own ASGI layers outermost: `edge.Edge` (request id, version header, metrics,
+    stats, the JSON 500) around `DirectRoutes` (predictions straight to their endpoints, endpoints/direct.py), around
+    FastAPI's own stack. FastAPI's outer layers (its server-error page, native telemetry and body limit: about
+    10 µs a request) then serve only the other routes; the prediction routes have their own body limits, and an
+    unexpected error still gets the JSON 500 (from the Edge, or from the handler FastAPI's error layer calls)."""
+
+    def build_middleware_stack(self) -> Any:
+        inner = DirectRoutes(super().build_middleware_stack(), _prediction_routes(), self.exception_handlers)
+        return Edge(inner, self.state.plane)
+
+
+def _prediction_routes() -> list[APIRoute]:
+    routes = [r for module in (v2, v1, simple) for r in module.router.routes
+              if isinstance(r, APIRoute) and r.path in PREDICT_ENDPOINTS]
+    assert {r.path for r in routes} == PREDICT_ENDPOINTS, "every prediction route is dispatched directly"
+    return routes
 
 
 def _lifespan(plane: DataPlane) -> Callable[[FastAPI], Any]:
@@ -113,6 +134,11 @@ async def _runtime_error(request: Request, exc: RuntimeErrorBase) -> Response:
                                                  "status": exc.status_code, "field": exc.field, "rule": exc.rule,
                                                  "path": request.url.path, "suppressed": suppressed})
     return json_response(exc.to_json(), exc.status_code, exc.headers or None)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """The body of a 500 from FastAPI's error layer (routes other than predictions); the Edge logs the error."""
+    return json_response(INTERNAL_ERROR, 500)
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:

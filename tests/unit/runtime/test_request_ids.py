@@ -3,6 +3,7 @@ request's id: a label sent for one prediction is never joined to a prediction so
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -58,3 +59,26 @@ def test_a_fresh_client_id_is_kept_for_its_own_feedback(client, iris, iris_lr):
     r = client.post("/predict", json={"instances": _rows(iris, iris_lr, 1)}, headers={"x-request-id": "order-17"})
     assert r.headers["x-request-id"] == "order-17" and "x-correlation-id" not in r.headers
     assert client.post("/v1/feedback", json={"request_id": "order-17", "label": 1}).json()["correct"] == 1
+
+
+def test_ids_stay_unique_across_refills_and_in_a_forked_worker():
+    from mlsteward_runtime.edge import _IDS
+
+    # 600 ids span several reads of the random buffer (256 ids each).
+    mine = [_IDS.next() for _ in range(600)]
+    assert len(set(mine)) == 600
+    # A forked worker starts with a buffer of its own: a buffer copied from the parent would repeat its ids.
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: write its ids and leave at once
+        try:
+            os.write(write, "\n".join(_IDS.next() for _ in range(300)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        theirs = f.read().split("\n")
+    os.waitpid(pid, 0)
+    after = [_IDS.next() for _ in range(300)]
+    assert len(theirs) == 300 and theirs[0].split("-")[0] == f"{pid:x}"
+    assert not {i.split("-", 1)[1] for i in theirs} & {i.split("-", 1)[1] for i in mine + after}
