@@ -102,7 +102,9 @@ class Golden(_Model):
 
 class BatchingConfig(_Model):
     enabled: bool = Field(default=True, description="Merge concurrent requests into one model call.")
-    max_batch_size: int = Field(default=64, ge=1, le=100_000, description="Most rows in one model call.")
+    max_batch_size: int = Field(
+        default=1024, ge=1, le=100_000,
+        description="Most rows in one model call; a request of this many rows or more is a call of its own.")
     max_wait_ms: float = Field(default=1.0, ge=0, le=1000, description="Longest a request waits for a batch to fill.")
     max_queue: int = Field(
         default=2048, ge=1, description="Most requests waiting; past it a request gets 503 with Retry-After."

@@ -263,3 +263,39 @@ def test_concurrent_mixed_requests_answer_as_sklearn_does(cancer_app, cancer_rf,
     assert sum(calls) == sum(rows for rows, _ in mix)
     # A request of more than max_batch_size rows is a call of its own; queued requests never make a larger one.
     assert sorted(c for c in calls if c > b.max_batch_size) == sorted(r for r, _ in mix if r > b.max_batch_size)
+
+
+def test_concurrent_large_requests_share_a_call_by_default(tmp_path, cancer_rf):
+    """A scikit-learn call's fixed cost dwarfs its cost per row, so 100-row requests are batched like small ones
+    under the default configuration: eight concurrent ones make far fewer than eight calls, with the same answers."""
+    from mlsteward_runtime.models import dump_model
+
+    est, X = cancer_rf
+    path = tmp_path / "rf.skops"
+    digest = dump_model(est, path, "skops")
+    cfg = RuntimeConfig(name="cancer", version="1", artifact={"uri": str(path), "sha256": digest})
+    plane = DataPlane(cfg, replica="t")
+    plane.load()
+    plane.start_worker()
+    app = create_app(ServeSettings(runtime=cfg, replica="t"), plane)
+    calls: list[int] = []
+    assert plane.batcher is not None and plane.batcher.max_batch_size >= 800
+    plane.batcher.on_batch = calls.append
+    rng = np.random.default_rng(7)
+    chunks = [X[rng.integers(0, len(X), 100)] for _ in range(8)]
+
+    async def main():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async def one(Xc):
+                path, body = _request("v2", Xc)
+                r = await client.post(path, json=body)
+                assert r.status_code == 200, r.text
+                return _predictions("v2", r.json())
+
+            return await asyncio.gather(*(one(Xc) for Xc in chunks))
+
+    answers = asyncio.run(main())
+    for Xc, got in zip(chunks, answers):
+        assert got == est.predict(Xc).tolist()
+    assert sum(calls) == 800 and len(calls) < 8, calls
