@@ -1,4 +1,4 @@
-"""Serving benchmark: `mlsteward serve` against an ideal FastAPI endpoint, MLServer and the in-process floor.
+"""Serving benchmark: `mlsteward serve` against an ideal FastAPI endpoint, MLServer, KServe and the in-process floor.
 
 Servers, each started with one worker process pinned to one core (taskset), answering the same requests:
   mlsteward  `mlsteward serve` with the configuration the operator renders, every request-path feature on:
@@ -10,17 +10,20 @@ Servers, each started with one worker process pinned to one core (taskset), answ
   ideal      bench/ideal_app.py: one FastAPI route, orjson in and out, `model.predict`, nothing else.
   mlserver   Seldon MLServer's scikit-learn runtime with its defaults, installed by this script into its own venv
              (~/.cache/mlsteward/bench/mlserver-venv, created once and reused, versions pinned below).
+  kserve     KServe's Python model server (the kserve SDK, ModelServer with one worker) serving the joblib model
+             as KServe's scikit-learn runtime does (bench/kserve_app.py), in its own venv
+             (~/.cache/mlsteward/bench/kserve-venv, created once and reused).
   floor      `model.predict` called in this process (no HTTP), for 1 row and for 100 rows; and each step of the
              request path timed alone, with whole requests driven straight into each ASGI app.
 
 Models: LogisticRegression and RandomForestClassifier(n_estimators=100), fit (seeded) on scikit-learn's bundled
 breast_cancer data (30 features), saved with mlsteward's dump_model as skops (mlsteward) and as joblib (ideal,
-MLServer). Every server receives identical bytes: a V2 (Open Inference Protocol) JSON body with one FP64 tensor of
-shape [rows, 30] and `outputs: [{"name": "predict"}]`, POSTed to /v2/models/bench/infer. Before a server is
+MLServer, KServe). Every server receives identical bytes: a V2 (Open Inference Protocol) JSON body with one FP64
+tensor of shape [rows, 30] and `outputs: [{"name": "predict"}]`, POSTed to /v2/models/bench/infer. Before a server is
 measured its answers to the 1-row and the 100-row body are compared with scikit-learn's own predict.
 
 Load: wrk (Debian's package) with a Lua POST script, one thread, pinned to the other core. Scenarios per model:
-1-row requests at concurrency 1, 8 and 64, and 100-row requests at concurrency 8; each cell has an unmeasured
+1-row requests at concurrency 1, 8 and 64, and 100-row requests at concurrency 1 and 8; each cell has an unmeasured
 warm-up and reports requests/s (rows/s for 100-row requests) and wrk's p50/p99 latency. All servers of a model run
 at once (idle ones wait on the same core) and each cell is measured on every server in turn, so that servers are
 compared within the same minute of a shared machine's drifting load. For mlsteward, each cell also reports the
@@ -28,7 +31,7 @@ mean time of each step of the request path, server side, from the mlsteward_requ
 scraped before and after it. The targets of the
 serving issue are checked as ratios within one run (the machine is shared, absolute numbers are noisy).
 
-Reproduce:  python bench/serve.py [--quick] [--duration 10] [--only floor,ideal,mlsteward,mlserver,...]
+Reproduce:  python bench/serve.py [--quick] [--duration 10] [--only floor,ideal,mlsteward,mlserver,kserve,...]
                                   [--models lr,forest] [--out bench/results/serve.md] [--baseline main]
 
 --baseline GIT_REF adds `mlsteward serve` from that git revision's runtime (server mlsteward@GIT_REF), measured in
@@ -64,13 +67,16 @@ SEED = 0
 
 MLSERVER_VERSION = "1.7.1"
 MLSERVER_VENV = Path.home() / ".cache" / "mlsteward" / "bench" / "mlserver-venv"
+KSERVE_VERSION = "0.21.0"
+KSERVE_VENV = Path.home() / ".cache" / "mlsteward" / "bench" / "kserve-venv"
 
 # mlsteward+predlog and mlsteward-nobatch are the production configuration with one feature added or removed; they
 # run only the two cells where that feature matters, to keep the whole run under ten minutes.
-SERVERS = ("mlsteward", "ideal", "mlserver", "mlsteward+predlog", "mlsteward-nobatch")
+SERVERS = ("mlsteward", "ideal", "mlserver", "kserve", "mlsteward+predlog", "mlsteward-nobatch")
 MODELS = {"lr": "LogisticRegression", "forest": "RandomForest(100)"}
-# (rows per request, concurrency)
-SCENARIOS = ((1, 1), (1, 8), (1, 64), (100, 8))
+# (rows per request, concurrent connections). 100 x 1 sends large requests one at a time: nothing to batch, so it
+# shows a single large request's own cost next to the ideal endpoint's.
+SCENARIOS = ((1, 1), (1, 8), (1, 64), (100, 1), (100, 8))
 VARIANT_SCENARIOS = ((1, 64), (100, 8))
 
 
@@ -454,21 +460,33 @@ def mlserver_pins() -> list[str]:
             f"scikit-learn=={sklearn.__version__}", "uvloop==0.21.0"]
 
 
+def kserve_pins() -> list[str]:
+    import sklearn
+
+    return [f"kserve=={KSERVE_VERSION}", f"scikit-learn=={sklearn.__version__}"]
+
+
 def ensure_mlserver() -> tuple[Path | None, str]:
-    """The mlserver executable in its own venv (created once), or None and the reason it could not be installed."""
-    pins = mlserver_pins()
-    exe = MLSERVER_VENV / "bin" / "mlserver"
-    stamp = MLSERVER_VENV / "mlsteward-bench-pins.txt"
+    return ensure_venv(MLSERVER_VENV, mlserver_pins(), "mlserver")
+
+
+def ensure_kserve() -> tuple[Path | None, str]:
+    return ensure_venv(KSERVE_VENV, kserve_pins(), "python")
+
+
+def ensure_venv(venv: Path, pins: list[str], exe_name: str) -> tuple[Path | None, str]:
+    """The executable `exe_name` of a venv holding `pins` (created once, reused while the pins match), or None and
+    the reason it could not be installed."""
+    exe = venv / "bin" / exe_name
+    stamp = venv / "mlsteward-bench-pins.txt"
     if exe.exists() and stamp.exists() and stamp.read_text().split() == pins:
         return exe, "reused " + " ".join(pins)
-    shutil.rmtree(MLSERVER_VENV, ignore_errors=True)
-    MLSERVER_VENV.parent.mkdir(parents=True, exist_ok=True)
-    print(f"installing {' '.join(pins)} into ~/{MLSERVER_VENV.relative_to(Path.home())} ...", file=sys.stderr,
-          flush=True)
+    shutil.rmtree(venv, ignore_errors=True)
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    print(f"installing {' '.join(pins)} into ~/{venv.relative_to(Path.home())} ...", file=sys.stderr, flush=True)
     base = getattr(sys, "_base_executable", sys.executable)
-    steps = [[base, "-m", "venv", str(MLSERVER_VENV)],
-             [str(MLSERVER_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-              *pins]]
+    steps = [[base, "-m", "venv", str(venv)],
+             [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *pins]]
     for step in steps:
         r = subprocess.run(step, capture_output=True, text=True)
         if r.returncode != 0:
@@ -476,7 +494,7 @@ def ensure_mlserver() -> tuple[Path | None, str]:
             return None, f"`{' '.join(step[-len(pins):]) if 'pip' in step else 'python -m venv'}` failed: " + \
                 " | ".join(why)
     if not exe.exists():
-        return None, "the install finished but left no mlserver executable"
+        return None, f"the install finished but left no {exe_name} executable"
     stamp.write_text("\n".join(pins) + "\n")
     return exe, "installed " + " ".join(pins)
 
@@ -494,6 +512,12 @@ def start_mlserver(m: BenchModel, tmp: Path, port: int, cpu: int | None, exe: Pa
         "parameters": {"uri": "./model.joblib", "version": "v1"}}))
     return Server("mlserver", [str(exe), "start", str(repo)], tmp / f"mlserver-{m.key}.log", cpu,
                   env={"PATH": f"{exe.parent}:{os.environ.get('PATH', '')}"}, cwd=repo)
+
+
+def start_kserve(m: BenchModel, tmp: Path, port: int, cpu: int | None, python: Path) -> Server:
+    cmd = [str(python), str(HERE / "kserve_app.py"), "--model", str(m.joblib_path), "--model_name", MODEL_NAME,
+           "--http_port", str(port), "--grpc_port", str(_free_port()), "--workers", "1"]
+    return Server("kserve", cmd, tmp / f"kserve-{m.key}.log", cpu)
 
 
 # ---------------------------------------------------------------------------------------------------------- wrk
@@ -580,6 +604,10 @@ def targets(results: dict[tuple[str, str, int, int], dict[str, float]], models: 
         if s and ms:
             r = s["rps"] / ms["rps"]
             out.append((f"{label}, c=64: throughput vs MLServer", f"{r:.2f}x", "info"))
+        ks = get("kserve", model, 1, 64)
+        if s and ks:
+            r = s["rps"] / ks["rps"]
+            out.append((f"{label}, c=64: throughput vs KServe", f"{r:.2f}x", "info"))
     for model in models:
         label = "LR" if model == "lr" else "Forest"
         s, i = get("mlsteward", model, 1, 1), get("ideal", model, 1, 1)
@@ -592,6 +620,11 @@ def targets(results: dict[tuple[str, str, int, int], dict[str, float]], models: 
             r = s["rps"] / i["rps"]
             out.append((f"{label}, 100-row c=8: rows/s >= ideal", f"{r:.2f}x ({s['rps'] * 100:,.0f} vs "
                         f"{i['rps'] * 100:,.0f} rows/s)", verdict(r >= 1.0)))
+        s, i = get("mlsteward", model, 100, 1), get("ideal", model, 100, 1)
+        if s and i:
+            r = s["rps"] / i["rps"]
+            out.append((f"{label}, 100-row c=1 (one at a time, nothing to batch): rows/s vs ideal",
+                        f"{r:.2f}x ({s['rps'] * 100:,.0f} vs {i['rps'] * 100:,.0f} rows/s)", "info"))
     return out
 
 
@@ -630,13 +663,14 @@ def render(results: dict[tuple[str, str, int, int], dict[str, float]], floors: d
         lines.append("")
     baseline = next((s for s in servers if s.startswith("mlsteward@")), None)
     lines += ["## Throughput and latency", "",
-              "| model | rows x conc | server | req/s | rows/s | p50 ms | p99 ms | vs ideal | vs MLServer |"
+              "| model | rows x conc | server | req/s | rows/s | p50 ms | p99 ms | vs ideal | vs MLServer | vs KServe |"
               + (f" vs {baseline} |" if baseline else ""),
-              "|---|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|" if baseline else "")]
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if baseline else "")]
     for model in models:
         for rows, conc in SCENARIOS:
             ideal = results.get(("ideal", model, rows, conc))
             mls = results.get(("mlserver", model, rows, conc))
+            ksv = results.get(("kserve", model, rows, conc))
             base = results.get((baseline, model, rows, conc)) if baseline else None
             for server in servers:
                 r = results.get((server, model, rows, conc))
@@ -646,7 +680,8 @@ def render(results: dict[tuple[str, str, int, int], dict[str, float]], floors: d
                     f"| {MODELS[model]} | {rows} x {conc} | {server} | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | "
                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                     f"{_ratio(r['rps'], ideal['rps'] if ideal else None)} | "
-                    f"{_ratio(r['rps'], mls['rps'] if mls else None)} |"
+                    f"{_ratio(r['rps'], mls['rps'] if mls else None)} | "
+                    f"{_ratio(r['rps'], ksv['rps'] if ksv else None)} |"
                     + (f" {_ratio(r['rps'], base['rps'] if base else None)} |" if baseline else "")
                     + (f" {int(r['errors'])} errors" if r["errors"] else ""))
     lines.append("")
@@ -751,6 +786,17 @@ def main() -> int:
         else:
             notes.append(f"MLServer: {how} (own venv under ~/.cache/mlsteward/bench), default settings "
                          "(its inference pool: `parallel_workers` default), same core.")
+    kserve_python: Path | None = None
+    if "kserve" in servers:
+        kserve_python, how = ensure_kserve()
+        if kserve_python is None:
+            notes.append(f"KServe not measured: {how}")
+            servers.remove("kserve")
+        else:
+            notes.append(f"KServe: {how} (own venv under ~/.cache/mlsteward/bench); bench/kserve_app.py, the "
+                         "SDK's ModelServer with one worker serving a kserve.Model that answers with the joblib "
+                         "model's predict through the SDK's request and response helpers, as KServe's scikit-learn "
+                         "runtime does; same core.")
     notes.append("mlsteward: the configuration the operator renders (artifact and sha256; all else default): "
                  "`--workers 1`, skops trusted-types load after the digest check, signature validation, Prometheus "
                  "metrics, /v1/stats window, drift reservoir (2,048 rows), feedback store (100,000 predictions), "
@@ -795,6 +841,9 @@ def main() -> int:
                         srv = start_mlsteward(m, tmp, port, args.server_cpu, server)
                     elif server == "ideal":
                         srv = start_ideal(m, tmp, port, args.server_cpu)
+                    elif server == "kserve":
+                        assert kserve_python is not None
+                        srv = start_kserve(m, tmp, port, args.server_cpu, kserve_python)
                     else:
                         assert mlserver_exe is not None
                         srv = start_mlserver(m, tmp, port, args.server_cpu, mlserver_exe)
