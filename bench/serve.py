@@ -692,8 +692,8 @@ def render(results: dict[tuple[str, str, int, int], dict[str, float]], floors: d
                   "From `mlsteward_request_stage_seconds` scraped before and after each measured cell. queue is the "
                   "wait for a batch; predict is the request's share of its model call (the call's time divided by "
                   "the requests in the batch), against the in-process floor (`model.predict` alone, one call per "
-                  "request); other is the rest of the time inside the app (routing, FastAPI, the ASGI layer with "
-                  "request id, metrics and stats); in app is the whole request inside the app. The rest of wrk's "
+                  "request); other is the rest of the time inside the app (the ASGI layer with request id, "
+                  "metrics and stats, the dispatch to the endpoint, sending the answer); in app is the whole request inside the app. The rest of wrk's "
                   "latency is outside the app: HTTP parsing in uvicorn and requests waiting for the event loop.", "",
                   "| model | rows x conc | server | read | parse | validate | queue | predict | floor | observe | "
                   "encode | other | in app | wrk p50 |",
