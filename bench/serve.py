@@ -514,6 +514,21 @@ def start_mlserver(m: BenchModel, tmp: Path, port: int, cpu: int | None, exe: Pa
                   env={"PATH": f"{exe.parent}:{os.environ.get('PATH', '')}"}, cwd=repo)
 
 
+def install_peer(server: str, label: str, ensure: Any, servers: list[str], notes: list[str],
+                 about: str) -> Path | None:
+    """The peer's executable when it is among `servers` and installs; otherwise None, with the reason in the notes
+    and the peer taken out of `servers`."""
+    if server not in servers:
+        return None
+    exe, how = ensure()
+    if exe is None:
+        notes.append(f"{label} not measured: {how}")
+        servers.remove(server)
+    else:
+        notes.append(f"{label}: {how} (own venv under ~/.cache/mlsteward/bench); {about}")
+    return exe  # type: ignore[no-any-return]
+
+
 def start_kserve(m: BenchModel, tmp: Path, port: int, cpu: int | None, python: Path) -> Server:
     cmd = [str(python), str(HERE / "kserve_app.py"), "--model", str(m.joblib_path), "--model_name", MODEL_NAME,
            "--http_port", str(port), "--grpc_port", str(_free_port()), "--workers", "1"]
@@ -693,8 +708,9 @@ def render(results: dict[tuple[str, str, int, int], dict[str, float]], floors: d
                   "wait for a batch; predict is the request's share of its model call (the call's time divided by "
                   "the requests in the batch), against the in-process floor (`model.predict` alone, one call per "
                   "request); other is the rest of the time inside the app (the ASGI layer with request id, "
-                  "metrics and stats, the dispatch to the endpoint, sending the answer); in app is the whole request inside the app. The rest of wrk's "
-                  "latency is outside the app: HTTP parsing in uvicorn and requests waiting for the event loop.", "",
+                  "metrics and stats, the dispatch to the endpoint, sending the answer); in app is the whole request "
+                  "inside the app. The rest of wrk's latency is outside the app: HTTP parsing in uvicorn and requests "
+                  "waiting for the event loop.", "",
                   "| model | rows x conc | server | read | parse | validate | queue | predict | floor | observe | "
                   "encode | other | in app | wrk p50 |",
                   "|---|---|---|" + "---:|" * 11]
@@ -777,26 +793,12 @@ def main() -> int:
     stages: dict[tuple[str, str, int, int], dict[str, float]] = {}
     started = time.monotonic()
 
-    mlserver_exe: Path | None = None
-    if "mlserver" in servers:
-        mlserver_exe, how = ensure_mlserver()
-        if mlserver_exe is None:
-            notes.append(f"MLServer not measured: {how}")
-            servers.remove("mlserver")
-        else:
-            notes.append(f"MLServer: {how} (own venv under ~/.cache/mlsteward/bench), default settings "
-                         "(its inference pool: `parallel_workers` default), same core.")
-    kserve_python: Path | None = None
-    if "kserve" in servers:
-        kserve_python, how = ensure_kserve()
-        if kserve_python is None:
-            notes.append(f"KServe not measured: {how}")
-            servers.remove("kserve")
-        else:
-            notes.append(f"KServe: {how} (own venv under ~/.cache/mlsteward/bench); bench/kserve_app.py, the "
-                         "SDK's ModelServer with one worker serving a kserve.Model that answers with the joblib "
-                         "model's predict through the SDK's request and response helpers, as KServe's scikit-learn "
-                         "runtime does; same core.")
+    mlserver_exe = install_peer("mlserver", "MLServer", ensure_mlserver, servers, notes,
+                                "default settings (its inference pool: `parallel_workers` default), same core.")
+    kserve_python = install_peer("kserve", "KServe", ensure_kserve, servers, notes,
+                                 "bench/kserve_app.py, the SDK's ModelServer with one worker serving a kserve.Model "
+                                 "that answers with the joblib model's predict through the SDK's request and "
+                                 "response helpers, as KServe's scikit-learn runtime does; same core.")
     notes.append("mlsteward: the configuration the operator renders (artifact and sha256; all else default): "
                  "`--workers 1`, skops trusted-types load after the digest check, signature validation, Prometheus "
                  "metrics, /v1/stats window, drift reservoir (2,048 rows), feedback store (100,000 predictions), "
