@@ -166,6 +166,10 @@ def stack(tmp_path: Path, prometheus_binary: Path) -> Iterator[dict[str, Any]]:
         for name, url in (("predictor", f"http://127.0.0.1:{pport}/v2/health/ready"),
                           ("router", f"http://127.0.0.1:{rport}/healthz"), ("prometheus", f"{prom}/-/ready")):
             wait_for(lambda u=url: all(p.alive() for p in procs) and get_ok(u), timeout=120, what=f"{name} ready")
+        # The router sends only to backends that passed its last readiness probe: one that probed the predictor
+        # before it had loaded its model would send the first requests to iris-v2 alone.
+        wait_for(lambda: backends_ready(f"http://127.0.0.1:{rport}") == {"iris-v1": True, "iris-v2": True},
+                 timeout=60, what="the router's probes of both backends passing")
         wait_for(lambda: len([r for r in query(prom, "up == 1")]) == 2, timeout=60, what="both targets up")
         yield {"router": f"http://127.0.0.1:{rport}", "prometheus": prom, "started": started, "X": X,
                "procs": procs}
@@ -173,6 +177,11 @@ def stack(tmp_path: Path, prometheus_binary: Path) -> Iterator[dict[str, Any]]:
         for p in procs:
             p.stop()
         broken.stop()
+
+
+def backends_ready(router: str) -> dict[str, bool] | None:
+    r = httpx.get(f"{router}/readyz", timeout=5)
+    return r.json().get("backends") if r.status_code in (200, 503) else None
 
 
 def query(prom: str, promql: str) -> list[dict[str, Any]]:
